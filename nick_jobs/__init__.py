@@ -1,0 +1,47 @@
+"""nick-jobs: a ``/@jobs`` service for Nick/Plone-style content APIs.
+
+Use it standalone (``pserve development.ini``) or inside a Pyramid app with
+``config.include("nick_jobs")``.
+"""
+
+from __future__ import annotations
+
+from pyramid.config import Configurator
+from pyramid.events import ApplicationCreated
+from pyramid.settings import aslist
+
+__all__ = ["includeme", "main"]
+
+
+def includeme(config: Configurator) -> None:
+    # Typed settings first: everything below reads them from the registry.
+    config.include(".settings")
+    # request.dbsession, joined to the request's transaction by pyramid_tm.
+    config.include(".models")
+    # Bearer JWTs and ACLs.
+    config.include(".security")
+    # The action registry and the config.add_job_action directive.
+    config.include(".actions")
+    # The broker, the job actor and after-commit sending.
+    config.include(".broker")
+    # Root → @jobs → job.
+    config.include(".resources")
+    # JSON error bodies for everything that can go wrong.
+    config.include(".errors")
+    config.include(".views.auth")
+    config.include(".views.jobs")
+    config.include(".views.actions")
+    # Modules of actions (or anything else) named in the ini, after the directives exist.
+    for name in aslist(config.get_settings().get("nick_jobs.includes", "")):
+        config.include(name)
+    # Migrations, the development admin and the embedded worker start with the app.
+    from .startup import on_application_created
+
+    config.add_subscriber(on_application_created, ApplicationCreated)
+
+
+def main(global_config, **settings):
+    """The WSGI application ``pserve`` serves (``egg:nick-jobs``)."""
+    with Configurator(settings=settings) as config:
+        config.include(includeme)
+        return config.make_wsgi_app()

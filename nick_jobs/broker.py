@@ -1,0 +1,21 @@
+"""Wiring of the job queue into the Pyramid registry (``registry["nick_jobs.queue"]``)."""
+
+from __future__ import annotations
+
+import dramatiq
+
+from .actions import get_registry, load_entry_points
+from .queue import JobQueue
+from .runner import JobRunner
+
+
+def includeme(config) -> None:
+    settings = config.registry["nick_jobs.settings"]
+    actions = get_registry(config.registry)
+    runner = JobRunner(config.registry["nick_jobs.engine"], actions)
+    queue = JobQueue(settings, actions, runner)
+    config.registry["nick_jobs.queue"] = queue
+    # For tools that ask Dramatiq for "the" broker; nick-jobs itself never relies on it.
+    dramatiq.set_broker(queue.broker)
+    # After the host's own add_job_action calls, so its registrations win.
+    config.action(None, load_entry_points, args=(actions,), order=10)

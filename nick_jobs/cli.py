@@ -1,0 +1,263 @@
+"""The ``nick-jobs`` command: ``migrate``, ``worker`` and ``users``.
+
+Every subcommand takes the ini file first; the ``NICK_JOBS_*`` environment overrides
+apply, as they do for the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+
+from sqlalchemy.orm import Session
+
+log = logging.getLogger("nick_jobs.cli")
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+def _settings(config_uri: str):
+    from pyramid.paster import get_appsettings
+
+    from .settings import apply_environment, parse
+
+    if not os.path.exists(config_uri.split("#")[0]):
+        raise SystemExit(f"nick-jobs: no such config file: {config_uri}")
+    return parse(apply_environment(get_appsettings(config_uri)))
+
+
+def _engine(config_uri: str):
+    from .models import get_engine
+
+    return get_engine(_settings(config_uri).database_url)
+
+
+def _setup_logging(config_uri: str) -> None:
+    from pyramid.paster import setup_logging
+
+    try:
+        setup_logging(config_uri)
+    except Exception:  # an ini without logging sections is fine
+        logging.basicConfig(level=logging.INFO)
+
+
+# --- migrate ---------------------------------------------------------------------------
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from . import migrations
+
+    _setup_logging(args.config)
+    engine = _engine(args.config)
+    migrations.upgrade(engine, args.revision)
+    print(f"database at revision {migrations.current_revision(engine)}")
+    return EXIT_OK
+
+
+# --- users -----------------------------------------------------------------------------
+
+
+def cmd_users_add(args: argparse.Namespace) -> int:
+    from .users import add_user
+
+    password = args.password
+    if password is None:
+        password = (
+            getpass.getpass("Password: ") if sys.stdin.isatty() else sys.stdin.readline().strip()
+        )
+    with Session(_engine(args.config)) as session, session.begin():
+        try:
+            add_user(session, args.login, password, fullname=args.fullname or "", roles=args.role)
+        except ValueError as exc:
+            print(f"nick-jobs: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+    print(f"added {args.login}")
+    return EXIT_OK
+
+
+def cmd_users_list(args: argparse.Namespace) -> int:
+    from .users import list_users
+
+    with Session(_engine(args.config)) as session:
+        for user in list_users(session):
+            print(f"{user.login}\t{user.fullname}\t{','.join(user.roles or [])}")
+    return EXIT_OK
+
+
+def cmd_users_remove(args: argparse.Namespace) -> int:
+    from .users import remove_user
+
+    with Session(_engine(args.config)) as session, session.begin():
+        if not remove_user(session, args.login):
+            print(f"nick-jobs: no user {args.login!r}", file=sys.stderr)
+            return EXIT_ERROR
+    print(f"removed {args.login}")
+    return EXIT_OK
+
+
+# --- worker ----------------------------------------------------------------------------
+
+
+def run_worker_process(config_uri: str, threads: int) -> int:
+    """One worker process: build the app (actions, broker), consume until SIGTERM."""
+    import dramatiq
+    from pyramid.paster import get_app
+
+    _setup_logging(config_uri)
+    app = get_app(config_uri)
+    registry = app.registry
+    settings = registry["nick_jobs.settings"]
+    if settings.embedded_broker:
+        print(
+            "nick-jobs: this config uses the embedded broker (stub://); its jobs run inside "
+            "the API process. Set nick_jobs.broker_url to redis:// or amqp:// for workers.",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    broker = registry["nick_jobs.queue"].broker
+    broker.emit_after("process_boot")
+    worker = dramatiq.Worker(
+        broker, worker_threads=threads, worker_timeout=settings.worker_timeout_ms
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    worker.start()
+    log.info(
+        "worker process %d consuming %s with %d threads", os.getpid(), settings.queue_name, threads
+    )
+    stop.wait()
+    log.info("worker process %d stopping", os.getpid())
+    worker.stop(timeout=int(settings.worker_grace_s * 1000))
+    broker.close()
+    return EXIT_OK
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Start and supervise worker processes; a child that dies is started again."""
+    settings = _settings(args.config)
+    _setup_logging(args.config)
+    processes = args.processes or settings.worker_processes
+    threads = args.threads or settings.worker_threads
+    if processes == 1 and args.no_supervise:
+        return run_worker_process(args.config, threads)
+    child_cmd = [
+        sys.executable,
+        "-m",
+        "nick_jobs.cli",
+        "_worker-process",
+        args.config,
+        "--threads",
+        str(threads),
+    ]
+    children: dict[int, subprocess.Popen] = {}
+    stopping = threading.Event()
+
+    def spawn(slot: int) -> None:
+        children[slot] = subprocess.Popen(child_cmd)
+        log.info("started worker process %d (slot %d)", children[slot].pid, slot)
+
+    def on_signal(signum, _frame) -> None:
+        stopping.set()
+        for child in children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    for slot in range(processes):
+        spawn(slot)
+    restarts: dict[int, float] = {}
+    while not stopping.is_set():
+        for slot, child in list(children.items()):
+            code = child.poll()
+            if code is None or stopping.is_set():
+                continue
+            if code == EXIT_USAGE:
+                log.error("worker process exited with a configuration error; stopping")
+                on_signal(signal.SIGTERM, None)
+                return EXIT_USAGE
+            # Back off a little when a child dies at once again and again.
+            delay = 1.0 if time.monotonic() - restarts.get(slot, 0) < 5 else 0.0
+            log.warning("worker process %d exited with %s; starting another", child.pid, code)
+            time.sleep(delay)
+            restarts[slot] = time.monotonic()
+            spawn(slot)
+        stopping.wait(0.5)
+    deadline = time.monotonic() + settings.worker_grace_s + 5
+    for child in children.values():
+        try:
+            child.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            child.kill()
+    return EXIT_OK
+
+
+# --- argument parsing ------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nick-jobs", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    migrate = sub.add_parser("migrate", help="upgrade the database schema")
+    migrate.add_argument("config", help="the ini file, e.g. production.ini")
+    migrate.add_argument("--revision", default="head")
+    migrate.set_defaults(func=cmd_migrate)
+
+    worker = sub.add_parser("worker", help="run worker processes that execute jobs")
+    worker.add_argument("config")
+    worker.add_argument("--processes", "-p", type=int, help="default: nick_jobs.worker_processes")
+    worker.add_argument("--threads", "-t", type=int, help="default: nick_jobs.worker_threads")
+    worker.add_argument(
+        "--no-supervise",
+        action="store_true",
+        help="with one process: run it in the foreground, for a supervisor such as systemd",
+    )
+    worker.set_defaults(func=cmd_worker)
+
+    child = sub.add_parser("_worker-process", help=argparse.SUPPRESS)
+    child.add_argument("config")
+    child.add_argument("--threads", type=int, default=8)
+    child.set_defaults(func=lambda a: run_worker_process(a.config, a.threads))
+
+    users = sub.add_parser("users", help="manage the users who can log in")
+    users_sub = users.add_subparsers(dest="users_command", required=True)
+    add = users_sub.add_parser("add", help="add a user")
+    add.add_argument("config")
+    add.add_argument("login")
+    add.add_argument("--password", help="read from the terminal (or stdin) when omitted")
+    add.add_argument("--fullname")
+    add.add_argument("--role", action="append", default=[], help="e.g. Administrator; may repeat")
+    add.set_defaults(func=cmd_users_add)
+    lst = users_sub.add_parser("list", help="list users")
+    lst.add_argument("config")
+    lst.set_defaults(func=cmd_users_list)
+    rm = users_sub.add_parser("remove", help="remove a user")
+    rm.add_argument("config")
+    rm.add_argument("login")
+    rm.set_defaults(func=cmd_users_remove)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .settings import ConfigurationError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigurationError as exc:
+        print(f"nick-jobs: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

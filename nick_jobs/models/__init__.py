@@ -1,0 +1,96 @@
+"""Database models and the per-request session (``request.dbsession``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+import zope.sqlalchemy
+from sqlalchemy.orm import Session, configure_mappers, sessionmaker
+
+from .job import FINISHED_STATUSES, Job, JobHistory, JobStatus
+from .meta import Base, utcnow
+from .user import RevokedToken, User
+
+configure_mappers()
+
+__all__ = [
+    "FINISHED_STATUSES",
+    "Base",
+    "Job",
+    "JobHistory",
+    "JobStatus",
+    "RevokedToken",
+    "User",
+    "get_engine",
+    "get_session_factory",
+    "get_tm_session",
+    "utcnow",
+]
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets the API read while a worker thread writes; NORMAL sync is durable in WAL
+    # mode across application crashes. busy_timeout queues writers instead of failing.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def get_engine(url: str, **kwargs: Any) -> sa.Engine:
+    """Create the engine for ``url`` with the settings each backend needs."""
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, **kwargs)
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("max_overflow", 20)
+    # A dead database must answer quickly (503), not hang a request thread.
+    kwargs.setdefault("pool_timeout", 5)
+    if url.startswith("postgresql"):
+        kwargs.setdefault("connect_args", {"connect_timeout": 5})
+    return sa.create_engine(url, **kwargs)
+
+
+def get_session_factory(engine: sa.Engine) -> sessionmaker[Session]:
+    # expire_on_commit=False: objects read in a request stay usable after pyramid_tm
+    # commits, without a second SELECT.
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def get_tm_session(session_factory: sessionmaker[Session], transaction_manager, request=None):
+    """A session joined to ``transaction_manager``: it commits or aborts with it."""
+    dbsession = session_factory(info={"request": request})
+    # "changed" from the start: state transitions are Core statements, which the ORM's
+    # change tracking can't see; without this the transaction would roll them back.
+    zope.sqlalchemy.register(
+        dbsession, transaction_manager=transaction_manager, initial_state="changed"
+    )
+    return dbsession
+
+
+def includeme(config) -> None:
+    settings = config.registry["nick_jobs.settings"]
+    # An explicit manager per request: touching a session outside a request's
+    # transaction is an error instead of a silent implicit transaction.
+    config.add_settings(
+        {
+            "tm.manager_hook": "pyramid_tm.explicit_manager",
+            # Annotating would resolve the identity (a query) on every request, even @login.
+            "tm.annotate_user": "false",
+        }
+    )
+    config.include("pyramid_tm")
+    engine = config.registry.get("nick_jobs.engine") or get_engine(settings.database_url)
+    config.registry["nick_jobs.engine"] = engine
+    session_factory = get_session_factory(engine)
+    config.registry["dbsession_factory"] = session_factory
+
+    def dbsession(request):
+        return get_tm_session(session_factory, request.tm, request=request)
+
+    config.add_request_method(dbsession, reify=True)

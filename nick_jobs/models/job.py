@@ -1,0 +1,73 @@
+"""The job table: one row per job, the single source of truth for its state."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .meta import Base, BigIntId, JSONType, UTCDateTime
+
+
+class JobStatus(enum.StrEnum):
+    CREATED = "created"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    ABORTED = "aborted"
+
+
+FINISHED_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.ABORTED})
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    # A monotonic integer orders the listing and backs its keyset cursor; the uuid is the
+    # public identity. Insert order is creation order, so "newest first" is "id DESC".
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    uuid: Mapped[str] = mapped_column(sa.String(36), unique=True)
+    title: Mapped[str] = mapped_column(sa.Text, default="")
+    description: Mapped[str] = mapped_column(sa.Text, default="")
+    action: Mapped[str] = mapped_column(sa.String(100))
+    params: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    actor: Mapped[str] = mapped_column(sa.String(100))
+    status: Mapped[str] = mapped_column(sa.String(20), default=JobStatus.CREATED.value)
+    created: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    started: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    result: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    # The attempt number fences stale workers: every worker-side update names the attempt
+    # it belongs to, so a handler from an aborted attempt can't touch a retried job.
+    attempt: Mapped[int] = mapped_column(sa.Integer, default=1)
+    idempotency_key: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
+
+    __table_args__ = (
+        sa.Index("ix_jobs_actor_id", "actor", "id"),
+        sa.Index("ix_jobs_status_id", "status", "id"),
+        sa.Index("ix_jobs_action_id", "action", "id"),
+        sa.UniqueConstraint("actor", "idempotency_key", name="uq_jobs_actor_idempotency_key"),
+    )
+
+
+class JobHistory(Base):
+    """The journal of what happened to a job besides its current attempt.
+
+    The job row holds the current attempt; this table keeps who created, aborted, retried
+    or deleted it and the outcome of every earlier attempt, so the worker's hot path never
+    writes here.
+    """
+
+    __tablename__ = "job_history"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    job_uuid: Mapped[str] = mapped_column(sa.String(36), index=True)
+    time: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    event: Mapped[str] = mapped_column(sa.String(40))
+    by: Mapped[str] = mapped_column(sa.String(100))
+    attempt: Mapped[int] = mapped_column(sa.Integer)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

@@ -1,0 +1,119 @@
+"""The Dramatiq side: the broker, the one actor that runs jobs, and sending after commit.
+
+The message carries only the job's uuid; the SQL row is the source of truth. A message
+is sent only after the transaction that created (or retried) its job has committed, so a
+worker never looks for a row that isn't there and a rolled-back job never runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+
+from .actions import ActionRegistry
+from .runner import JobRunner
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+ACTOR_NAME = "nick_jobs.run_job"
+
+# Redis broker: Dramatiq's defaults give a killed worker's messages back only after 60 s,
+# and on an idle queue much later; a shorter heartbeat and more frequent maintenance bring
+# that down to seconds. The database remains the real guarantee.
+REDIS_HEARTBEAT_TIMEOUT_MS = 15_000
+REDIS_MAINTENANCE_CHANCE = 10_000  # per million commands
+
+
+def make_broker(settings: Settings, namespace: str = "nick_jobs") -> dramatiq.Broker:
+    url = settings.broker_url
+    if url.startswith("stub://"):
+        return StubBroker()
+    if url.startswith(("redis://", "rediss://")):
+        from dramatiq.brokers.redis import RedisBroker
+
+        return RedisBroker(
+            url=url,
+            namespace=namespace,
+            heartbeat_timeout=REDIS_HEARTBEAT_TIMEOUT_MS,
+            maintenance_chance=REDIS_MAINTENANCE_CHANCE,
+        )
+    from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+    # Publisher confirms: send() returns only once RabbitMQ has the message.
+    return RabbitmqBroker(url=url, confirm_delivery=True)
+
+
+class JobQueue:
+    """Owns the broker and the job actor of one application."""
+
+    def __init__(
+        self, settings: Settings, actions: ActionRegistry, runner: JobRunner, broker=None
+    ) -> None:
+        self.settings = settings
+        self.actions = actions
+        self.broker = broker or make_broker(settings, namespace=settings.broker_namespace)
+        # Declared on this broker explicitly, never on Dramatiq's global default, so two
+        # apps in one process (tests, API + embedded worker) each keep their own.
+        self.actor = dramatiq.Actor(
+            runner,
+            broker=self.broker,
+            actor_name=ACTOR_NAME,
+            queue_name=settings.queue_name,
+            priority=0,
+            options={
+                # Only infrastructure errors reach Dramatiq (the runner records handler
+                # errors on the row), so a few quick redeliveries are right.
+                "max_retries": 5,
+                "min_backoff": 1_000,
+                "max_backoff": 30_000,
+                "time_limit": int(settings.job_time_limit_s * 1000),
+            },
+        )
+        self._worker: dramatiq.Worker | None = None
+        self._lock = threading.Lock()
+
+    def message_options(self, action_name: str) -> dict[str, Any]:
+        action = self.actions.get(action_name)
+        if action is not None and action.time_limit is not None:
+            return {"time_limit": int(action.time_limit * 1000)}
+        return {}
+
+    def send(self, uuid: str, action_name: str) -> None:
+        """Send the message for job ``uuid`` now (outside any request transaction)."""
+        self.actor.send_with_options(args=(uuid,), **self.message_options(action_name))
+
+    def send_after_commit(self, request, uuid: str, action_name: str) -> None:
+        request.tm.get().addAfterCommitHook(self._after_commit, args=(uuid, action_name))
+
+    def _after_commit(self, committed: bool, uuid: str, action_name: str) -> None:
+        if not committed:
+            return
+        try:
+            self.send(uuid, action_name)
+        except Exception:
+            # The row is committed as "created"; it runs once the broker is reachable
+            # again and the job is sent again (the sweeper, or the next start-up).
+            log.exception("could not send job %s to the broker; it stays created", uuid)
+
+    # --- the embedded worker (development default: no separate process, no Redis) -----
+
+    def start_embedded_worker(self, threads: int) -> None:
+        with self._lock:
+            if self._worker is not None:
+                return
+            self._worker = dramatiq.Worker(
+                self.broker, worker_threads=threads, worker_timeout=self.settings.worker_timeout_ms
+            )
+            self._worker.start()
+
+    def stop_embedded_worker(self, timeout_ms: int = 10_000) -> None:
+        with self._lock:
+            if self._worker is None:
+                return
+            self._worker.stop(timeout=timeout_ms)
+            self._worker = None

@@ -1,0 +1,80 @@
+"""The traversal tree: root → ``@jobs`` container → one job, each with its ACL.
+
+A host application can hang :class:`JobContainer` under its own root: its
+``__getitem__("@jobs")`` returns ``JobContainer(request, parent=self)``; every job view is
+registered on these resource types, not on URLs.
+"""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+
+import sqlalchemy as sa
+from pyramid.authorization import ALL_PERMISSIONS, Allow, Authenticated
+
+from .models import Job
+from .permissions import ADMINISTRATOR_ROLE, Permission, role_principal, user_principal
+
+_ADMIN = (Allow, role_principal(ADMINISTRATOR_ROLE), ALL_PERMISSIONS)
+_USERS = (Allow, Authenticated, (Permission.VIEW_JOBS, Permission.ADD_JOBS))
+
+
+class Root:
+    __name__ = ""
+    __parent__ = None
+
+    def __init__(self, request) -> None:
+        self.request = request
+
+    def __acl__(self):
+        return [_ADMIN, _USERS]
+
+    def __getitem__(self, key: str):
+        if key == "@jobs":
+            return JobContainer(self.request, parent=self)
+        raise KeyError(key)
+
+
+class JobContainer:
+    __name__ = "@jobs"
+
+    def __init__(self, request, parent) -> None:
+        self.request = request
+        self.__parent__ = parent
+
+    def __acl__(self):
+        # Repeated here so the container grants the same under a host's own root.
+        return [_ADMIN, _USERS]
+
+    def sees_all(self) -> bool:
+        return bool(self.request.has_permission(Permission.MANAGE_SITE, self))
+
+    def __getitem__(self, key: str) -> JobResource:
+        try:
+            key = str(uuidlib.UUID(key))
+        except ValueError:
+            raise KeyError(key) from None
+        query = sa.select(Job).where(Job.uuid == key)
+        if not self.sees_all():
+            # Someone else's job is absent, not forbidden: a 404 that reveals nothing.
+            query = query.where(Job.actor == self.request.authenticated_userid)
+        job = self.request.dbsession.execute(query).scalar_one_or_none()
+        if job is None:
+            raise KeyError(key)
+        return JobResource(job, parent=self)
+
+
+class JobResource:
+    def __init__(self, job: Job, parent: JobContainer) -> None:
+        self.job = job
+        self.__name__ = job.uuid
+        self.__parent__ = parent
+
+    def __acl__(self):
+        return [
+            (Allow, user_principal(self.job.actor), (Permission.VIEW_JOB, Permission.MANAGE_JOB))
+        ]
+
+
+def includeme(config) -> None:
+    config.set_root_factory(Root)

@@ -1,0 +1,182 @@
+"""Running one job: claim the row, call the action's handler, store the outcome.
+
+This is the worker's hot path. It uses SQLAlchemy Core on a bare connection, one
+``UPDATE ... RETURNING`` per transition and two commits per job (start, finish), because
+on these machines the commit is the ceiling and the ORM would cost most of the budget.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import marshmallow
+import sqlalchemy as sa
+from dramatiq.middleware.time_limit import TimeLimitExceeded
+from sqlalchemy.orm import Session
+
+from . import transitions
+from .actions import ActionRegistry
+
+log = logging.getLogger(__name__)
+
+
+class JobAborted(Exception):
+    """Raised inside a handler when its job was aborted, deleted or retried meanwhile.
+
+    A handler may catch it to clean up; it should then return or re-raise.
+    """
+
+
+class JobFailed(Exception):
+    """Raised by a handler to fail its job with a clear message and no stack trace logged."""
+
+    def __init__(self, message: str, error_type: str = "JobFailed") -> None:
+        super().__init__(message)
+        self.error_type = error_type
+
+
+class JobContext:
+    """What a handler gets besides its params: who, a database session, abort checks."""
+
+    # How stale the handler's view of "am I aborted?" may get. A check costs a query,
+    # so a handler that checks in a tight loop is answered from this cache.
+    CHECK_INTERVAL_S = 0.5
+
+    def __init__(self, engine: sa.Engine, uuid: str, actor: str, attempt: int) -> None:
+        self.uuid = uuid
+        self.actor = actor
+        self.attempt = attempt
+        self._engine = engine
+        self._session: Session | None = None
+        self._last_check = time.monotonic()
+        self._aborted = False
+
+    @property
+    def dbsession(self) -> Session:
+        """A session for the handler's own work; it commits with the job's completion."""
+        if self._session is None:
+            self._session = Session(bind=self._engine, expire_on_commit=False)
+        return self._session
+
+    def check(self) -> None:
+        """Raise :class:`JobAborted` if the job should stop. Cheap to call often."""
+        if self._aborted:
+            raise JobAborted(self.uuid)
+        now = time.monotonic()
+        if now - self._last_check < self.CHECK_INTERVAL_S:
+            return
+        self._last_check = now
+        with self._engine.connect() as conn:
+            current = transitions.is_current(conn, self.uuid, self.attempt)
+        if not current:
+            self._aborted = True
+            raise JobAborted(self.uuid)
+
+    def progress(self, done: int, total: int | None = None, message: str = "") -> None:
+        """Report progress (``done`` of ``total``) and check for abort."""
+        log.debug("job %s progress %s/%s %s", self.uuid, done, total, message)
+        self.check()
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, checking for abort at least every :attr:`CHECK_INTERVAL_S`."""
+        deadline = time.monotonic() + seconds
+        while (remaining := deadline - time.monotonic()) > 0:
+            time.sleep(min(remaining, self.CHECK_INTERVAL_S))
+            self.check()
+
+    def _close(self, commit: bool) -> None:
+        if self._session is not None:
+            if commit:
+                self._session.commit()
+            else:
+                self._session.rollback()
+            self._session.close()
+            self._session = None
+
+
+def _as_result(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        value = {"value": value}
+    json.dumps(value)  # refuse what the API could not serialise later
+    return value
+
+
+class JobRunner:
+    def __init__(self, engine: sa.Engine, actions: ActionRegistry) -> None:
+        self.engine = engine
+        self.actions = actions
+
+    def __call__(self, uuid: str) -> None:
+        self.run(uuid)
+
+    def run(self, uuid: str) -> str | None:
+        """Run job ``uuid`` if it is still waiting; return the status it ended in."""
+        with self.engine.begin() as conn:
+            job = transitions.start(conn, uuid)
+        if job is None:
+            log.info("job %s is not waiting to run (duplicate, aborted or deleted)", uuid)
+            return None
+        started_at = time.monotonic()
+        action = self.actions.get(job.action)
+        ctx = JobContext(self.engine, job.uuid, job.actor, job.attempt)
+        outcome: tuple[str, Any]
+        try:
+            if action is None:
+                raise LookupError(f"no job action named {job.action!r} is registered")
+            params = {k: v for k, v in job.params.items() if k != "action"}
+            value = action.handler(action.load_params(params), ctx)
+            outcome = (transitions.COMPLETED, _as_result(value))
+        except JobAborted:
+            ctx._close(commit=False)
+            log.info("job %s stopped: it was aborted", uuid)
+            return transitions.ABORTED
+        except TimeLimitExceeded:
+            outcome = (
+                transitions.FAILED,
+                ("TimeLimitExceeded", "The job ran past its time limit."),
+            )
+        except marshmallow.ValidationError as exc:
+            outcome = (transitions.FAILED, ("ValidationError", json.dumps(exc.messages)))
+        except JobFailed as exc:
+            outcome = (transitions.FAILED, (exc.error_type, str(exc)))
+        except Exception as exc:
+            log.exception("job %s (%s) failed", uuid, job.action)
+            outcome = (transitions.FAILED, (type(exc).__name__, str(exc) or type(exc).__name__))
+        return self._finish(job, ctx, outcome, time.monotonic() - started_at)
+
+    def _finish(
+        self, job: transitions.StartedJob, ctx: JobContext, outcome: tuple[str, Any], took: float
+    ) -> str:
+        status, payload = outcome
+        succeeded = status == transitions.COMPLETED
+        # When the handler used its session, the completion rides on the same transaction:
+        # the handler's writes and "completed" commit together, or not at all.
+        if succeeded and ctx._session is not None:
+            finished = transitions.complete(
+                ctx._session.connection(), job.uuid, job.attempt, payload
+            )
+            ctx._close(commit=finished)
+        else:
+            ctx._close(commit=False)
+            with self.engine.begin() as conn:
+                if succeeded:
+                    finished = transitions.complete(conn, job.uuid, job.attempt, payload)
+                else:
+                    finished = transitions.fail(conn, job.uuid, job.attempt, *payload)
+        if not finished:
+            log.info("job %s was aborted while running; its outcome is dropped", job.uuid)
+            return transitions.ABORTED
+        log.info(
+            "job %s action=%s actor=%s status=%s duration=%.3fs",
+            job.uuid,
+            job.action,
+            job.actor,
+            status,
+            took,
+        )
+        return status

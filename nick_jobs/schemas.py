@@ -1,0 +1,40 @@
+"""Marshmallow schemas for what clients send."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+
+class LoginSchema(Schema):
+    login = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    password = fields.String(required=True, validate=validate.Length(min=1, max=1000))
+
+
+class JobCreateSchema(Schema):
+    """``POST /@jobs``. Unknown keys (``uuid``, ``status``, ``result``...) are refused."""
+
+    title = fields.String(validate=validate.Length(max=500))
+    description = fields.String(validate=validate.Length(max=10_000))
+    params = fields.Dict(keys=fields.String(), required=True)
+
+    @validates_schema
+    def _action_named(self, data: dict[str, Any], **kwargs: Any) -> None:
+        action = data.get("params", {}).get("action")
+        if not isinstance(action, str) or not action:
+            raise ValidationError({"params": {"action": ["Name the action to run, as a string."]}})
+
+
+class ListQuerySchema(Schema):
+    """``GET /@jobs`` query parameters."""
+
+    status = fields.String(
+        validate=validate.OneOf(["created", "running", "completed", "failed", "aborted"])
+    )
+    actor = fields.String(validate=validate.Length(min=1, max=100))
+    action = fields.String(validate=validate.Length(min=1, max=100))
+    q = fields.String(validate=validate.Length(min=1, max=200))
+    b_size = fields.Integer(validate=validate.Range(min=1))
+    cursor = fields.String(validate=validate.Length(max=200))
+    count = fields.Boolean()

@@ -1,0 +1,37 @@
+"""The job's JSON, exactly Nick's fields plus ``@id``, ``attempt`` and ``error``."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from .models import JobStatus
+
+
+def isoformat(value: dt.datetime | None) -> str | None:
+    """UTC with milliseconds and ``Z``, as JavaScript's ``toISOString()`` writes it."""
+    if value is None:
+        return None
+    value = value.astimezone(dt.UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def job_json(job: Any, job_url: str) -> dict[str, Any]:
+    """Serialise a job (ORM object or row with the same attributes)."""
+    data = {
+        "@id": job_url,
+        "uuid": job.uuid,
+        "title": job.title,
+        "description": job.description,
+        "params": job.params or {},
+        "actor": job.actor,
+        "created": isoformat(job.created),
+        "started": isoformat(job.started),
+        "finished": isoformat(job.finished),
+        "status": job.status,
+        "result": job.result or {},
+        "attempt": job.attempt,
+    }
+    if job.status == JobStatus.FAILED and job.error:
+        data["error"] = {"type": job.error.get("type", ""), "message": job.error.get("message", "")}
+    return data

@@ -1,0 +1,164 @@
+"""Typed settings, read once at start-up.
+
+Every value the service reads from the ini file is parsed and checked here, so a
+bad deployment fails when it starts, not on the first request that needs it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pyramid.settings import asbool
+
+# The environment wins over the ini file for the values that differ between
+# deployments, so one production.ini serves every host.
+ENVIRONMENT_OVERRIDES = {
+    "NICK_JOBS_DATABASE_URL": "sqlalchemy.url",
+    "NICK_JOBS_BROKER_URL": "nick_jobs.broker_url",
+    "NICK_JOBS_JWT_SECRET": "nick_jobs.jwt_secret",
+}
+
+# Secrets that ship in examples and must never guard a production service.
+WEAK_SECRETS = frozenset({"", "secret", "changeme", "change-me", "development-secret"})
+MIN_SECRET_LENGTH = 32
+
+
+class ConfigurationError(Exception):
+    """The settings can't run a service; the message says which one and why."""
+
+
+def apply_environment(
+    settings: Mapping[str, Any], environ: Mapping[str, str] | None = None
+) -> dict:
+    """Return a copy of ``settings`` with the ``NICK_JOBS_*`` environment overrides applied."""
+    environ = os.environ if environ is None else environ
+    merged = dict(settings)
+    for variable, key in ENVIRONMENT_OVERRIDES.items():
+        value = environ.get(variable)
+        if value:
+            merged[key] = value
+    return merged
+
+
+def _int(settings: Mapping[str, Any], key: str, default: int) -> int:
+    raw = settings.get(key, default)
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{key} must be a whole number, not {raw!r}") from None
+
+
+def _float(settings: Mapping[str, Any], key: str, default: float) -> float:
+    raw = settings.get(key, default)
+    try:
+        return float(raw)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{key} must be a number, not {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    broker_url: str
+    queue_name: str
+    broker_namespace: str
+    environment: str
+    auto_migrate: bool
+    embedded_worker_threads: int
+    worker_timeout_ms: int
+    worker_processes: int
+    worker_threads: int
+    worker_grace_s: float
+    jwt_secret: str
+    jwt_algorithms: tuple[str, ...]
+    jwt_lifetime_s: int
+    jwt_leeway_s: int
+    max_authorization_header: int
+    max_body_bytes: int
+    login_rate_limit: int
+    login_rate_window_s: float
+    bootstrap_admin: bool
+    default_page_size: int
+    max_page_size: int
+    job_time_limit_s: float
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.broker_url.startswith("stub://")
+
+
+def parse(settings: Mapping[str, Any]) -> Settings:
+    """Build :class:`Settings` from ini values, raising :class:`ConfigurationError` on nonsense."""
+    environment = settings.get("nick_jobs.environment", "development").strip()
+    if environment not in {"development", "production", "testing"}:
+        raise ConfigurationError(
+            f"nick_jobs.environment must be development, testing or production, not {environment!r}"
+        )
+    database_url = settings.get("sqlalchemy.url", "").strip()
+    if not database_url:
+        raise ConfigurationError("sqlalchemy.url (or NICK_JOBS_DATABASE_URL) is required")
+    broker_url = settings.get("nick_jobs.broker_url", "stub://").strip()
+    if not broker_url.startswith(("stub://", "redis://", "rediss://", "amqp://", "amqps://")):
+        raise ConfigurationError(
+            "nick_jobs.broker_url must start with stub://, redis://, rediss://, amqp:// "
+            f"or amqps://, not {broker_url!r}"
+        )
+    secret = settings.get("nick_jobs.jwt_secret", "").strip()
+    if environment == "production" and (
+        secret.lower() in WEAK_SECRETS or len(secret) < MIN_SECRET_LENGTH
+    ):
+        raise ConfigurationError(
+            "refusing to start: set NICK_JOBS_JWT_SECRET (or nick_jobs.jwt_secret) to a random "
+            f"secret of at least {MIN_SECRET_LENGTH} characters"
+        )
+    if not secret:
+        raise ConfigurationError("nick_jobs.jwt_secret (or NICK_JOBS_JWT_SECRET) is required")
+    algorithms = tuple(settings.get("nick_jobs.jwt_algorithms", "HS256").split())
+    if not algorithms or any(not a.startswith("HS") for a in algorithms):
+        raise ConfigurationError("nick_jobs.jwt_algorithms takes HMAC algorithms (HS256/384/512)")
+    page_size = _int(settings, "nick_jobs.default_page_size", 50)
+    max_page = _int(settings, "nick_jobs.max_page_size", 1000)
+    if not 1 <= page_size <= max_page:
+        raise ConfigurationError("nick_jobs.default_page_size must be between 1 and max_page_size")
+    return Settings(
+        database_url=database_url,
+        broker_url=broker_url,
+        queue_name=settings.get("nick_jobs.queue", "nick_jobs").strip(),
+        broker_namespace=settings.get("nick_jobs.broker_namespace", "nick_jobs").strip(),
+        environment=environment,
+        auto_migrate=asbool(settings.get("nick_jobs.auto_migrate", environment == "development")),
+        embedded_worker_threads=_int(settings, "nick_jobs.embedded_worker_threads", 4),
+        worker_timeout_ms=_int(settings, "nick_jobs.worker_timeout_ms", 100),
+        worker_processes=_int(settings, "nick_jobs.worker_processes", 2),
+        worker_threads=_int(settings, "nick_jobs.worker_threads", 8),
+        worker_grace_s=_float(settings, "nick_jobs.worker_grace", 30.0),
+        jwt_secret=secret,
+        jwt_algorithms=algorithms,
+        jwt_lifetime_s=_int(settings, "nick_jobs.jwt_lifetime", 12 * 3600),
+        jwt_leeway_s=_int(settings, "nick_jobs.jwt_leeway", 30),
+        max_authorization_header=_int(settings, "nick_jobs.max_authorization_header", 8192),
+        max_body_bytes=_int(settings, "nick_jobs.max_body_bytes", 1024 * 1024),
+        login_rate_limit=_int(settings, "nick_jobs.login_rate_limit", 10),
+        login_rate_window_s=_float(settings, "nick_jobs.login_rate_window", 60.0),
+        bootstrap_admin=asbool(
+            settings.get("nick_jobs.bootstrap_admin", environment == "development")
+        )
+        and environment != "production",
+        default_page_size=page_size,
+        max_page_size=max_page,
+        job_time_limit_s=_float(settings, "nick_jobs.job_time_limit", 3600.0),
+    )
+
+
+def includeme(config) -> None:
+    """Parse the settings once and keep them on the registry as ``nick_jobs.settings``."""
+    merged = apply_environment(config.get_settings())
+    config.add_settings(merged)
+    config.registry["nick_jobs.settings"] = parse(merged)

@@ -1,0 +1,54 @@
+"""What happens once the application is built: migrate (development), seed, start workers."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from . import migrations
+from .models import Job, User
+from .permissions import ADMINISTRATOR_ROLE
+from .users import add_user
+
+log = logging.getLogger(__name__)
+
+
+def ensure_bootstrap_admin(engine: sa.Engine) -> None:
+    """Create ``admin``/``admin`` (Administrator) if no such user exists. Never in production."""
+    with Session(engine) as session, session.begin():
+        if session.get(User, "admin") is None:
+            add_user(session, "admin", "admin", fullname="Admin", roles=[ADMINISTRATOR_ROLE])
+            log.warning("created the development user admin/admin")
+
+
+def resend_waiting(engine: sa.Engine, queue) -> int:
+    """Send a message for every ``created`` job; duplicates are harmless no-ops."""
+    with engine.connect() as conn:
+        waiting = conn.execute(
+            sa.select(Job.uuid, Job.action).where(Job.status == "created").order_by(Job.id)
+        ).all()
+    for uuid, action in waiting:
+        queue.send(uuid, action)
+    return len(waiting)
+
+
+def on_application_created(event) -> None:
+    registry = event.app.registry
+    settings = registry["nick_jobs.settings"]
+    engine = registry["nick_jobs.engine"]
+    if settings.auto_migrate:
+        migrations.upgrade(engine)
+    if settings.bootstrap_admin:
+        ensure_bootstrap_admin(engine)
+    queue = registry["nick_jobs.queue"]
+    if settings.embedded_broker and settings.embedded_worker_threads > 0:
+        queue.start_embedded_worker(settings.embedded_worker_threads)
+        atexit.register(queue.stop_embedded_worker)
+        # The embedded queue lives in memory: jobs waiting when the process stopped are
+        # still "created" in the database, so they are sent again now.
+        resent = resend_waiting(engine, queue)
+        if resent:
+            log.info("sent %d waiting jobs to the embedded worker", resent)

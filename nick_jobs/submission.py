@@ -1,0 +1,89 @@
+"""Submitting a job: validate against its action, check who may run it, store, send."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import marshmallow
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from . import transitions
+from .actions import get_registry
+from .errors import api_error
+from .models import Job
+from .schemas import JobCreateSchema
+
+MAX_IDEMPOTENCY_KEY = 200
+
+
+def JobRow(values: dict[str, Any]) -> SimpleNamespace:
+    """Attribute access over a job dict, for the serialiser."""
+    return SimpleNamespace(**values)
+
+
+def _existing(dbsession, actor: str, key: str) -> dict[str, Any] | None:
+    row = (
+        dbsession.execute(
+            sa.select(Job.__table__).where(Job.actor == actor, Job.idempotency_key == key)
+        )
+        .mappings()
+        .one_or_none()
+    )
+    return dict(row) if row else None
+
+
+def submit(
+    request, context, data: dict[str, Any], idempotency_key: str | None = None
+) -> tuple[dict[str, Any], bool]:
+    """Create the job described by ``data``; return ``(job, created)``.
+
+    With an ``Idempotency-Key``, a repeated submit by the same user returns the first
+    job (``created`` is False) instead of creating a second.
+    """
+    loaded = JobCreateSchema().load(data)
+    params = dict(loaded["params"])
+    name = params.pop("action")
+    action = get_registry(request.registry).get(name)
+    if action is None:
+        raise marshmallow.ValidationError({"params": {"action": [f"Unknown action {name!r}."]}})
+    if not request.has_permission(action.permission, context):
+        raise api_error(403, "Forbidden", f"You are not allowed to submit {name!r} jobs.")
+    # Validated now so a bad submit is a 400 and never a failed job; the params are
+    # stored as sent (JSON) and loaded again by the worker.
+    action.load_params(params)
+    actor = request.authenticated_userid
+    if idempotency_key is not None:
+        if not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+            raise api_error(
+                400,
+                "Invalid header",
+                f"Idempotency-Key takes 1 to {MAX_IDEMPOTENCY_KEY} characters.",
+            )
+        existing = _existing(request.dbsession, actor, idempotency_key)
+        if existing:
+            return existing, False
+    values = {
+        "action": name,
+        "params": {"action": name, **params},
+        "actor": actor,
+        "title": loaded.get("title") or action.title or name,
+        "description": loaded.get("description") or action.description,
+        "idempotency_key": idempotency_key,
+    }
+    if idempotency_key is None:
+        job = transitions.create(request.dbsession, **values)
+    else:
+        # Two racing submits with one key: the unique index lets one in; the other
+        # rolls back to this savepoint and returns the winner's job.
+        try:
+            with request.dbsession.begin_nested():
+                job = transitions.create(request.dbsession, **values)
+        except IntegrityError:
+            existing = _existing(request.dbsession, actor, idempotency_key)
+            if existing is None:
+                raise
+            return existing, False
+    request.registry["nick_jobs.queue"].send_after_commit(request, job["uuid"], name)
+    return job, True

@@ -1,0 +1,59 @@
+"""Issuing and checking the bearer JWTs, wire-compatible with Nick's."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from .settings import Settings
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    sub: str
+    exp: dt.datetime
+    claims: dict[str, Any]
+
+
+class InvalidToken(Exception):
+    """The token can't be trusted; ``str(exc)`` says why (for logs, never for clients)."""
+
+
+def issue(settings: Settings, login: str, fullname: str, now: dt.datetime | None = None) -> str:
+    now = now or dt.datetime.now(dt.UTC)
+    payload = {
+        "sub": login,
+        "fullname": fullname,
+        "iat": int(now.timestamp()),
+        "exp": int(now.timestamp()) + settings.jwt_lifetime_s,
+    }
+    return jwt.encode(payload, settings.jwt_secret, algorithm=settings.jwt_algorithms[0])
+
+
+def decode(settings: Settings, token: str) -> TokenClaims:
+    """Verify signature, algorithm and expiry; raise :class:`InvalidToken` otherwise."""
+    try:
+        claims = jwt.decode(
+            token,
+            settings.jwt_secret,
+            # Pinned: the token's own "alg" header never chooses how it is checked.
+            algorithms=list(settings.jwt_algorithms),
+            leeway=settings.jwt_leeway_s,
+            # PyJWT accepts a token without "exp" unless told to require it.
+            options={"require": ["exp", "sub"]},
+        )
+    except jwt.InvalidTokenError as exc:
+        raise InvalidToken(f"{type(exc).__name__}: {exc}") from None
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub:
+        raise InvalidToken("sub must be a non-empty string")
+    return TokenClaims(sub=sub, exp=dt.datetime.fromtimestamp(claims["exp"], dt.UTC), claims=claims)
+
+
+def fingerprint(token: str) -> str:
+    """What the revocation list stores: the token's SHA-256, never the token itself."""
+    return hashlib.sha256(token.encode()).hexdigest()

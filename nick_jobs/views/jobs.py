@@ -1,0 +1,111 @@
+"""``/@jobs``: list, submit, read, delete, abort and retry jobs."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from pyramid.httpexceptions import HTTPNoContent
+
+from .. import submission, transitions
+from ..body import json_body
+from ..errors import api_error
+from ..listing import list_jobs
+from ..permissions import Permission
+from ..resources import JobContainer, JobResource
+from ..schemas import ListQuerySchema
+from ..serialize import job_json
+from . import api_view
+
+
+def job_url(request, container: JobContainer, uuid: str) -> str:
+    return request.resource_url(container, uuid)
+
+
+@api_view(context=JobContainer, request_method="GET", permission=Permission.VIEW_JOBS)
+def list_view(context: JobContainer, request):
+    settings = request.registry["nick_jobs.settings"]
+    query = ListQuerySchema().load(request.GET.mixed())
+    size = min(query.get("b_size", settings.default_page_size), settings.max_page_size)
+    actor = query.get("actor")
+    if not context.sees_all():
+        if actor and actor != request.authenticated_userid:
+            return []
+        actor = request.authenticated_userid
+    page = list_jobs(
+        request.dbsession,
+        size=size,
+        cursor=query.get("cursor"),
+        status=query.get("status"),
+        actor=actor,
+        action=query.get("action"),
+        q=query.get("q"),
+        want_total=query.get("count", False),
+    )
+    if page.next_cursor:
+        params = {k: v for k, v in request.GET.items() if k != "cursor"}
+        params["cursor"] = page.next_cursor
+        next_url = request.resource_url(context, query=urlencode(params))
+        request.response.headers["Link"] = f'<{next_url}>; rel="next"'
+    if page.total is not None:
+        request.response.headers["X-Total-Count"] = str(page.total)
+    return [job_json(row, job_url(request, context, row.uuid)) for row in page.rows]
+
+
+@api_view(context=JobContainer, request_method="POST", permission=Permission.ADD_JOBS)
+def create_view(context: JobContainer, request):
+    data = json_body(request)
+    key = request.headers.get("Idempotency-Key")
+    job, created = submission.submit(request, context, data, idempotency_key=key)
+    url = job_url(request, context, job["uuid"])
+    request.response.status = 201 if created else 200
+    request.response.headers["Location"] = url
+    return job_json(submission.JobRow(job), url)
+
+
+@api_view(context=JobResource, request_method="GET", permission=Permission.VIEW_JOB)
+def get_view(context: JobResource, request):
+    return job_json(context.job, job_url(request, context.__parent__, context.job.uuid))
+
+
+def _refused(exc: transitions.TransitionRefused):
+    if exc.status is None:
+        return api_error(404, "Not found", "The job no longer exists.")
+    return api_error(409, "Invalid state", str(exc), status=exc.status)
+
+
+@api_view(context=JobResource, request_method="DELETE", permission=Permission.MANAGE_JOB)
+def delete_view(context: JobResource, request):
+    try:
+        transitions.delete(request.dbsession, context.job.uuid)
+    except transitions.TransitionRefused as exc:
+        raise _refused(exc) from None
+    return HTTPNoContent()
+
+
+@api_view(
+    context=JobResource, name="abort", request_method="POST", permission=Permission.MANAGE_JOB
+)
+def abort_view(context: JobResource, request):
+    try:
+        transitions.abort(request.dbsession, context.job.uuid, by=request.authenticated_userid)
+    except transitions.TransitionRefused as exc:
+        raise _refused(exc) from None
+    return HTTPNoContent()
+
+
+@api_view(
+    context=JobResource, name="retry", request_method="POST", permission=Permission.MANAGE_JOB
+)
+def retry_view(context: JobResource, request):
+    try:
+        transitions.retry(request.dbsession, context.job.uuid, by=request.authenticated_userid)
+    except transitions.TransitionRefused as exc:
+        raise _refused(exc) from None
+    request.registry["nick_jobs.queue"].send_after_commit(
+        request, context.job.uuid, context.job.action
+    )
+    return HTTPNoContent()
+
+
+def includeme(config) -> None:
+    config.scan(__name__)

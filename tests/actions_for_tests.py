@@ -1,0 +1,40 @@
+"""Actions the test suite registers (``nick_jobs.includes = tests.actions_for_tests``).
+
+They load in the API and in real worker processes alike, through the same setting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, fields
+
+from nick_jobs.permissions import Permission
+
+
+class EchoParams(Schema):
+    message = fields.String(required=True)
+    sleep = fields.Float(load_default=0.0)
+
+
+def echo(params: dict[str, Any], ctx) -> dict[str, Any]:
+    """Any authenticated user may submit it: it echoes its message (after a nap)."""
+    if params["sleep"]:
+        ctx.sleep(params["sleep"])
+    return {"message": params["message"], "actor": ctx.actor}
+
+
+def explode(params: dict[str, Any], ctx) -> None:
+    raise RuntimeError("kaboom")
+
+
+def includeme(config) -> None:
+    config.add_job_action(
+        "echo",
+        echo,
+        schema=EchoParams,
+        title="Echo",
+        description="Returns its message.",
+        permission=Permission.ADD_JOBS.value,
+    )
+    config.add_job_action("explode", explode, title="Explode", permission=Permission.ADD_JOBS.value)

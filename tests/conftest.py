@@ -1,0 +1,283 @@
+"""Fixtures: one API suite, three backends.
+
+* ``sqlite``: the embedded default, SQLite WAL file and Dramatiq worker threads in-process.
+* ``postgres-redis`` and ``postgres-rabbitmq``: PostgreSQL, a real broker and a real
+  ``nick-jobs worker`` process started from an ini file, exactly as in production.
+
+When PostgreSQL, Redis or RabbitMQ is not reachable the cases that need it skip with the
+reason; with ``NICK_JOBS_REQUIRE_SERVICES=1`` (set by ``.ci/run``) they fail instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import webtest
+
+from nick_jobs import main, migrations, tokens
+from nick_jobs.models import get_engine
+from nick_jobs.passwords import hash_password
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUIRE_SERVICES = os.environ.get("NICK_JOBS_REQUIRE_SERVICES") == "1"
+PG_HOST = os.environ.get("NICK_JOBS_TEST_PG_HOST", "127.0.0.1")
+PG_ADMIN_URL = f"postgresql+psycopg://postgres@{PG_HOST}:5432/postgres"
+PG_TEST_DB = "nick_jobs_test"
+REDIS_URL = os.environ.get("NICK_JOBS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+RABBITMQ_URL = os.environ.get(
+    "NICK_JOBS_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F"
+)
+JWT_SECRET = "test-secret-" + "x" * 40
+
+PASSWORDS = {"admin": "admin-password", "alice": "alice-password", "bob": "bob-password"}
+ROLES = {"admin": ["Administrator"], "alice": [], "bob": []}
+
+
+def reachable(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
+        return True
+    return False
+
+
+def need(service: str, host: str, port: int) -> None:
+    if reachable(host, port):
+        return
+    message = f"{service} is not reachable on {host}:{port}"
+    if REQUIRE_SERVICES:
+        pytest.fail(message + " (NICK_JOBS_REQUIRE_SERVICES=1)")
+    pytest.skip(message)
+
+
+@dataclass
+class Backend:
+    name: str
+    settings: dict[str, str]
+    engine: sa.Engine
+    worker: subprocess.Popen | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def real_worker(self) -> bool:
+        return self.worker is not None
+
+
+def base_settings(**overrides: str) -> dict[str, str]:
+    settings = {
+        "nick_jobs.environment": "testing",
+        "nick_jobs.jwt_secret": JWT_SECRET,
+        "nick_jobs.auto_migrate": "false",
+        "nick_jobs.bootstrap_admin": "false",
+        "nick_jobs.login_rate_limit": "1000",
+        "nick_jobs.worker_timeout_ms": "50",
+        "nick_jobs.includes": "tests.actions_for_tests",
+        "nick_jobs.embedded_worker_threads": "2",
+    }
+    settings.update(overrides)
+    return settings
+
+
+def write_ini(path: Path, settings: dict[str, str]) -> Path:
+    lines = ["[app:main]", "use = egg:nick-jobs"]
+    lines += [f"{k} = {v.replace('%', '%%')}" for k, v in settings.items()]
+    lines += ["", "[loggers]", "keys = root", "", "[handlers]", "keys = console", ""]
+    lines += ["[formatters]", "keys = generic", "", "[logger_root]", "level = WARN"]
+    lines += ["handlers = console", "", "[handler_console]", "class = StreamHandler"]
+    lines += ["args = (sys.stderr,)", "formatter = generic", "", "[formatter_generic]"]
+    lines += ["format = %%(asctime)s %%(levelname)s [%%(name)s] %%(message)s", ""]
+    path.write_text("\n".join(lines))
+    return path
+
+
+def start_worker(ini: Path, threads: int = 4) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "nick_jobs.cli", "worker", str(ini), "-p", "1", "-t", str(threads)],
+        cwd=ROOT,
+        env=env,
+    )
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 20) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    need("PostgreSQL", PG_HOST, 5432)
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {PG_TEST_DB} WITH (FORCE)"))
+        conn.execute(sa.text(f"CREATE DATABASE {PG_TEST_DB}"))
+    admin.dispose()
+    url = f"postgresql+psycopg://postgres@{PG_HOST}:5432/{PG_TEST_DB}"
+    engine = get_engine(url)
+    migrations.upgrade(engine)
+    engine.dispose()
+    return url
+
+
+def _purge_rabbitmq(queue: str) -> None:
+    import pika
+
+    with contextlib.suppress(Exception):
+        connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
+        channel = connection.channel()
+        for name in (queue, f"{queue}.DQ", f"{queue}.XQ"):
+            channel.queue_delete(name)
+        connection.close()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres-redis", "postgres-rabbitmq"])
+def backend(request, tmp_path_factory):
+    name = request.param
+    tag = secrets.token_hex(4)
+    if name == "sqlite":
+        path = tmp_path_factory.mktemp("sqlite") / "jobs.sqlite"
+        settings = base_settings(
+            **{"sqlalchemy.url": f"sqlite:///{path}", "nick_jobs.broker_url": "stub://"}
+        )
+        engine = get_engine(settings["sqlalchemy.url"])
+        migrations.upgrade(engine)
+        yield Backend(name, settings, engine)
+        engine.dispose()
+        return
+    url = request.getfixturevalue("pg_url")
+    if name == "postgres-redis":
+        need("Redis", "127.0.0.1", 6379)
+        broker_url = REDIS_URL
+    else:
+        need("RabbitMQ", "127.0.0.1", 5672)
+        broker_url = RABBITMQ_URL
+    settings = base_settings(
+        **{
+            "sqlalchemy.url": url,
+            "nick_jobs.broker_url": broker_url,
+            "nick_jobs.broker_namespace": f"nick-jobs-test-{tag}",
+            "nick_jobs.queue": f"nick_jobs_test_{tag}",
+        }
+    )
+    ini = write_ini(tmp_path_factory.mktemp("ini") / f"{name}.ini", settings)
+    engine = get_engine(url)
+    worker = start_worker(ini)
+    backend = Backend(name, settings, engine, worker, {"ini": ini})
+    yield backend
+    stop_process(backend.worker)
+    engine.dispose()
+    if name == "postgres-rabbitmq":
+        _purge_rabbitmq(settings["nick_jobs.queue"])
+
+
+_HASHES: dict[str, str] = {}
+
+
+def reset_database(engine: sa.Engine) -> None:
+    """Empty every table and add the test users (admin, alice, bob)."""
+    if not _HASHES:
+        _HASHES.update({login: hash_password(pw) for login, pw in PASSWORDS.items()})
+    from nick_jobs.models import utcnow
+
+    with engine.begin() as conn:
+        for table in ("job_history", "jobs", "revoked_tokens", "users"):
+            conn.execute(sa.text(f"DELETE FROM {table}"))  # noqa: S608 - fixed table names
+        conn.execute(
+            sa.text(
+                "INSERT INTO users (login, fullname, password_hash, roles, created) "
+                "VALUES (:login, :fullname, :hash, :roles, :created)"
+            ).bindparams(sa.bindparam("roles", type_=sa.JSON())),
+            [
+                {
+                    "login": login,
+                    "fullname": login.title(),
+                    "hash": _HASHES[login],
+                    "roles": ROLES[login],
+                    "created": utcnow().replace(tzinfo=None),
+                }
+                for login in PASSWORDS
+            ],
+        )
+
+
+class Client(webtest.TestApp):
+    """WebTest with the helpers the tests share."""
+
+    backend: Backend
+
+    def token(self, login: str = "admin") -> str:
+        return tokens.issue(self.app.registry["nick_jobs.settings"], login, login.title())
+
+    def auth(self, login: str = "admin") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(login)}"}
+
+    def submit(self, params: dict[str, Any], login: str = "admin", **body: Any) -> dict:
+        return self.post_json(
+            "/@jobs", {"params": params, **body}, headers=self.auth(login), status=201
+        ).json
+
+    def wait_for(
+        self, uuid: str, statuses: set[str] | str, timeout: float = 20.0, login: str = "admin"
+    ) -> dict:
+        """Poll the job until its status is one of ``statuses``; fail at the deadline."""
+        wanted = {statuses} if isinstance(statuses, str) else statuses
+        deadline = time.monotonic() + timeout
+        job = None
+        while time.monotonic() < deadline:
+            job = self.get(f"/@jobs/{uuid}", headers=self.auth(login)).json
+            if job["status"] in wanted:
+                return job
+            time.sleep(0.05)
+        raise AssertionError(f"job {uuid} did not reach {wanted} in {timeout}s: {job}")
+
+
+@pytest.fixture
+def make_app(backend):
+    """Build an app on the current backend; ``make_app(**settings_overrides)``."""
+    apps = []
+
+    def factory(**overrides: str) -> Client:
+        settings = {**backend.settings, **overrides}
+        wsgi = main({}, **settings)
+        apps.append(wsgi)
+        client = Client(wsgi, extra_environ={"HTTP_HOST": "localhost:8080"})
+        client.backend = backend
+        return client
+
+    yield factory
+    for wsgi in apps:
+        wsgi.registry["nick_jobs.queue"].stop_embedded_worker()
+        wsgi.registry["nick_jobs.engine"].dispose()
+
+
+@pytest.fixture
+def app(backend, make_app) -> Client:
+    reset_database(backend.engine)
+    return make_app()
+
+
+@pytest.fixture
+def app_without_worker(backend, make_app) -> Client:
+    """An app whose jobs nobody runs: they stay ``created`` until a test says otherwise."""
+    reset_database(backend.engine)
+    if not backend.real_worker:
+        yield make_app(**{"nick_jobs.embedded_worker_threads": "0"})
+        return
+    queue = f"nobody_consumes_{secrets.token_hex(4)}"
+    yield make_app(**{"nick_jobs.queue": queue})
+    if backend.name == "postgres-rabbitmq":
+        _purge_rabbitmq(queue)
