@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 REQUIRE_SERVICES = os.environ.get("NICK_JOBS_REQUIRE_SERVICES") == "1"
 PG_HOST = os.environ.get("NICK_JOBS_TEST_PG_HOST", "127.0.0.1")
 PG_ADMIN_URL = f"postgresql+psycopg://postgres@{PG_HOST}:5432/postgres"
-PG_TEST_DB = "nick_jobs_test"
+# One database per test session, so parallel runs (several checkouts, CI) never collide.
+PG_TEST_DB = f"nick_jobs_test_{os.getpid()}"
 REDIS_URL = os.environ.get("NICK_JOBS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 RABBITMQ_URL = os.environ.get(
     "NICK_JOBS_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -130,7 +131,11 @@ def pg_url() -> str:
     engine = get_engine(url)
     migrations.upgrade(engine)
     engine.dispose()
-    return url
+    yield url
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {PG_TEST_DB} WITH (FORCE)"))
+    admin.dispose()
 
 
 def _purge_rabbitmq(queue: str) -> None:
