@@ -106,6 +106,8 @@ class JobQueue:
         with self._lock:
             if self._worker is not None:
                 return
+            # Starts the middleware that needs a process of its own (TimeLimit's watcher).
+            self.broker.emit_after("process_boot")
             self._worker = dramatiq.Worker(
                 self.broker, worker_threads=threads, worker_timeout=self.settings.worker_timeout_ms
             )

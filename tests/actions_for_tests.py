@@ -5,6 +5,7 @@ They load in the API and in real worker processes alike, through the same settin
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from marshmallow import Schema, fields
@@ -28,6 +29,13 @@ def explode(params: dict[str, Any], ctx) -> None:
     raise RuntimeError("kaboom")
 
 
+def stubborn(params: dict[str, Any], ctx) -> None:
+    """Never checks for abort and never ends on its own: only its time limit stops it."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def includeme(config) -> None:
     config.add_job_action(
         "echo",
@@ -38,3 +46,6 @@ def includeme(config) -> None:
         permission=Permission.ADD_JOBS.value,
     )
     config.add_job_action("explode", explode, title="Explode", permission=Permission.ADD_JOBS.value)
+    config.add_job_action(
+        "stubborn", stubborn, title="Stubborn", permission=Permission.ADD_JOBS.value, time_limit=1.0
+    )

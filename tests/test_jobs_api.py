@@ -235,3 +235,10 @@ def test_job_survives_api_restart(app, make_app):
     job = app.submit({"action": "dummy", "sleep": 0.5})
     restarted = make_app()
     assert restarted.wait_for(job["uuid"], "completed")["uuid"] == job["uuid"]
+
+
+def test_job_past_its_time_limit_fails(app):
+    job = app.submit({"action": "stubborn"})
+    failed = app.wait_for(job["uuid"], "failed", timeout=20)
+    assert failed["error"]["type"] == "TimeLimitExceeded"
+    assert failed["finished"] is not None
