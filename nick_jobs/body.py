@@ -27,6 +27,9 @@ def json_body(request) -> dict[str, Any]:
         data = json.loads(raw.decode(request.charset or "utf-8"))
     except (UnicodeDecodeError, ValueError):
         raise api_error(400, "Invalid JSON", "The body is not valid JSON.") from None
+    except RecursionError:
+        # Valid JSON nested deeper than the parser can follow: still the client's fault.
+        raise api_error(400, "Invalid JSON", "The body is nested too deeply.") from None
     if not isinstance(data, dict):
         raise api_error(400, "Invalid JSON", "The body must be a JSON object.")
     return data

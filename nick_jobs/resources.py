@@ -11,6 +11,7 @@ import uuid as uuidlib
 
 import sqlalchemy as sa
 from pyramid.authorization import ALL_PERMISSIONS, Allow, Authenticated
+from pyramid.httpexceptions import HTTPForbidden
 
 from .models import Job
 from .permissions import ADMINISTRATOR_ROLE, Permission, role_principal, user_principal
@@ -50,6 +51,10 @@ class JobContainer:
         return bool(self.request.has_permission(Permission.MANAGE_SITE, self))
 
     def __getitem__(self, key: str) -> JobResource:
+        if self.request.authenticated_userid is None:
+            # Nothing below @jobs is public: without a valid session the answer is 401
+            # (by the forbidden view), never a 404 that skips authentication.
+            raise HTTPForbidden()
         try:
             key = str(uuidlib.UUID(key))
         except ValueError:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 
 class LoginSchema(Schema):
+    class Meta:
+        # As Nick does, other keys in the body are ignored: clients send more than these.
+        unknown = EXCLUDE
+
     login = fields.String(required=True, validate=validate.Length(min=1, max=100))
     password = fields.String(required=True, validate=validate.Length(min=1, max=1000))
 

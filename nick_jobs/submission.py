@@ -52,7 +52,11 @@ def submit(
         raise api_error(403, "Forbidden", f"You are not allowed to submit {name!r} jobs.")
     # Validated now so a bad submit is a 400 and never a failed job; the params are
     # stored as sent (JSON) and loaded again by the worker.
-    action.load_params(params)
+    try:
+        action.load_params(params)
+    except marshmallow.ValidationError as exc:
+        # Reported where the client sent them: {"params": {"steps": [...]}}.
+        raise marshmallow.ValidationError({"params": exc.messages}) from None
     actor = request.authenticated_userid
     if idempotency_key is not None:
         if not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:

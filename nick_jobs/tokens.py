@@ -51,7 +51,12 @@ def decode(settings: Settings, token: str) -> TokenClaims:
     sub = claims.get("sub")
     if not isinstance(sub, str) or not sub:
         raise InvalidToken("sub must be a non-empty string")
-    return TokenClaims(sub=sub, exp=dt.datetime.fromtimestamp(claims["exp"], dt.UTC), claims=claims)
+    try:
+        # PyJWT only checked that int(exp) works: a signed exp can still be out of range.
+        exp = dt.datetime.fromtimestamp(int(claims["exp"]), dt.UTC)
+    except (OverflowError, ValueError, OSError):
+        raise InvalidToken("exp is out of range") from None
+    return TokenClaims(sub=sub, exp=exp, claims=claims)
 
 
 def fingerprint(token: str) -> str:

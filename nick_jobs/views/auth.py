@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import marshmallow
-from pyramid.httpexceptions import HTTPNoContent
+from pyramid.httpexceptions import HTTPBadRequest, HTTPNoContent, HTTPUnsupportedMediaType
 from pyramid.security import NO_PERMISSION_REQUIRED
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -21,7 +21,9 @@ from . import api_view
 
 
 def _limit(request) -> None:
-    retry_after = request.registry["nick_jobs.login_limiter"].hit(request.client_addr or "?")
+    # remote_addr, not client_addr: webob's client_addr believes any X-Forwarded-For the
+    # client sends. Behind a trusted proxy the server (waitress) sets REMOTE_ADDR itself.
+    retry_after = request.registry["nick_jobs.login_limiter"].hit(request.remote_addr or "?")
     if retry_after is not None:
         error = api_error(429, "Too many requests", "Too many login attempts; try again later.")
         error.headers["Retry-After"] = str(math.ceil(retry_after))
@@ -33,7 +35,8 @@ def login_view(context, request):
     _limit(request)
     try:
         credentials = LoginSchema().load(json_body(request))
-    except marshmallow.ValidationError:
+    # As in Nick, a body that isn't a JSON object carries no credentials either.
+    except (marshmallow.ValidationError, HTTPBadRequest, HTTPUnsupportedMediaType):
         raise api_error(
             400, "Missing credentials", "Login and password must be provided in body."
         ) from None
