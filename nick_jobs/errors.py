@@ -61,6 +61,8 @@ def not_found(exc: HTTPNotFound, request) -> HTTPException:
 
 @forbidden_view_config()
 def forbidden(exc: HTTPForbidden, request) -> HTTPException:
+    if _is_json_error(exc):
+        return exc  # a view's own 403, with its specific message
     if request.authenticated_userid is None:
         response = api_error(401, "Unauthorized", "You are not authorized to access this resource.")
         response.headers.extend(forget(request))

@@ -44,7 +44,8 @@ def list_view(context: JobContainer, request):
     if page.next_cursor:
         params = {k: v for k, v in request.GET.items() if k != "cursor"}
         params["cursor"] = page.next_cursor
-        next_url = request.resource_url(context, query=urlencode(params))
+        # Without the trailing slash resource_url adds, like the job URLs below it.
+        next_url = request.resource_url(context).rstrip("/") + "?" + urlencode(params)
         request.response.headers["Link"] = f'<{next_url}>; rel="next"'
     if page.total is not None:
         request.response.headers["X-Total-Count"] = str(page.total)

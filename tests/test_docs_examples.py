@@ -1,0 +1,349 @@
+"""docs/examples: every request/response pair in the documentation is a test.
+
+``docs/examples/<group>/<name>.req`` is a request as it goes over the wire (request line,
+headers, a blank line, the body) and ``<name>.res`` is the response the API gives to it
+(status line, headers, a blank line, the body). Each pair is replayed here against a
+fresh app on its own SQLite file. These must match exactly:
+
+* the status line;
+* every header the ``.res`` names;
+* the JSON body, by deep equality. A ``.res`` without a body asserts an empty one.
+
+What would change from run to run is fixed:
+
+* ``{token:<login>}`` in a ``.req`` stands for a valid token of that user. It is
+  replaced with one issued now.
+* The state machine's clock reads :data:`NOW`, and a job created by a request gets the
+  uuid :data:`NEW_UUID`. These are the values Nick's own example tests use.
+* Tokens the API issues (``@login``, ``@login-renew``) are issued at :data:`NOW`.
+
+Before each request the database holds the users of :data:`USERS` and the jobs of
+:func:`standard_jobs`. The jobs are made through ``nick_jobs.transitions``, as a worker
+would have left them. The :data:`SETUP` table adds what a single example needs on top.
+No worker runs (``nick_jobs.embedded_worker_threads = 0``), so nothing changes between
+the setup and the request.
+
+The Markdown pages quote some examples inline, after a ``<!-- example: <file> -->``
+marker. :func:`test_inline_copies_match` keeps those copies equal to the files.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import uuid as uuidlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import webtest
+from sqlalchemy.orm import Session
+
+from nick_jobs import main, migrations, tokens, transitions
+from nick_jobs.builtin_actions import dummy_action, prune_action
+from nick_jobs.models import User, get_engine
+from nick_jobs.passwords import hash_password
+from tests.conftest import base_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+EXAMPLES = DOCS / "examples"
+
+HOST = "localhost:8080"
+NOW = dt.datetime(2022, 4, 8, 16, 0, 0, tzinfo=dt.UTC)
+NEW_UUID = "a95388f2-e4b3-4292-98aa-62656cbd5b9c"
+
+# The jobs every example starts with, oldest first.
+PRUNE_UUID = "a2fe7e07-d54b-435b-9cb0-e12f1f80a589"  # completed
+FAILED_UUID = "9b720568-0efd-4f82-8c84-61590a64520b"  # failed
+RUNNING_UUID = "b61b93e5-2c69-4dfb-854f-01349107482b"  # running
+# Made by the setup of jobs/add_repeated, with an Idempotency-Key.
+REPEATED_UUID = "a33f04f3-02cb-4032-b080-487714f09285"
+
+# login -> (password, full name, roles)
+USERS = {
+    "admin": ("admin", "Admin", ["Administrator"]),
+    "jane": ("jane-password", "Jane Doe", []),
+}
+
+TOKEN = re.compile(r"\{token:([A-Za-z0-9_.-]+)\}")
+INLINE = re.compile(r"<!-- example: (\S+) -->\n```[a-z]*\n(.*?)```", re.DOTALL)
+_original_issue = tokens.issue
+_hashes: dict[str, str] = {}
+
+
+def example_names() -> list[str]:
+    return sorted(
+        p.relative_to(EXAMPLES).with_suffix("").as_posix() for p in EXAMPLES.rglob("*.req")
+    )
+
+
+# --- reading the files -----------------------------------------------------------------
+
+
+@dataclass
+class Message:
+    """A request or response as written in an example file."""
+
+    first_line: str
+    headers: list[tuple[str, str]]
+    body: str
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
+
+    def is_json(self) -> bool:
+        return any(
+            (self.header(name) or "").split(";")[0].strip() == "application/json"
+            for name in ("Content-Type", "Accept")
+        )
+
+
+def parse(text: str) -> Message:
+    head, _, body = text.partition("\n\n")
+    first_line, *header_lines = head.rstrip("\n").split("\n")
+    headers = []
+    for line in header_lines:
+        name, sep, value = line.partition(":")
+        assert sep, f"not a header line: {line!r}"
+        headers.append((name.strip(), value.strip()))
+    return Message(first_line, headers, body)
+
+
+# --- the fixed clock and uuids ---------------------------------------------------------
+
+
+class Clock:
+    """Stands in for ``transitions.utcnow``: it reads whatever time it was last set to."""
+
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def at(self, hhmmss: str) -> None:
+        """Set the time of day on :data:`NOW`'s date, e.g. ``"15:30:00.080"``."""
+        time = dt.time.fromisoformat(hhmmss)
+        self.now = dt.datetime.combine(NOW.date(), time, tzinfo=dt.UTC)
+
+
+class UUIDs:
+    """Stands in for the ``uuid`` module in ``transitions``: hands out the uuids it is told."""
+
+    def __init__(self) -> None:
+        self.queue: list[str] = []
+
+    def uuid4(self) -> uuidlib.UUID:
+        return uuidlib.UUID(self.queue.pop(0) if self.queue else NEW_UUID)
+
+
+# --- the world an example runs in ------------------------------------------------------
+
+
+@dataclass
+class World:
+    engine: sa.Engine
+    client: webtest.TestApp
+    clock: Clock
+    uuids: UUIDs
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def token(self, login: str) -> str:
+        """A valid token of ``login``, the same one for the whole example."""
+        if login not in self.tokens:
+            settings = self.client.app.registry["nick_jobs.settings"]
+            self.tokens[login] = _original_issue(settings, login, USERS[login][1])
+        return self.tokens[login]
+
+    def submit(
+        self, uuid: str, at: str, params: dict[str, Any], title: str = "", key: str | None = None
+    ) -> None:
+        """Store a job as ``POST /@jobs`` by admin would, at ``at`` o'clock."""
+        action = {"dummy": dummy_action, "prune": prune_action}[params["action"]]
+        self.clock.at(at)
+        self.uuids.queue.append(uuid)
+        with self.engine.begin() as conn:
+            transitions.create(
+                conn,
+                action=action.name,
+                params=params,
+                actor="admin",
+                title=title or action.title,
+                description=action.description,
+                idempotency_key=key,
+            )
+
+    def run(self, uuid: str, at: str) -> None:
+        """``created → running``, as a worker picking the job up."""
+        self.clock.at(at)
+        with self.engine.begin() as conn:
+            assert transitions.start(conn, uuid) is not None
+
+    def complete(self, uuid: str, at: str, result: dict[str, Any]) -> None:
+        self.clock.at(at)
+        with self.engine.begin() as conn:
+            assert transitions.complete(conn, uuid, 1, result)
+
+    def fail(self, uuid: str, at: str, message: str) -> None:
+        self.clock.at(at)
+        with self.engine.begin() as conn:
+            assert transitions.fail(conn, uuid, 1, "JobFailed", message)
+
+    def abort(self, uuid: str, at: str) -> None:
+        self.clock.at(at)
+        with self.engine.begin() as conn:
+            transitions.abort(conn, uuid, by="admin")
+
+    def retry(self, uuid: str, at: str) -> None:
+        self.clock.at(at)
+        with self.engine.begin() as conn:
+            transitions.retry(conn, uuid, by="admin")
+
+
+def add_users(engine: sa.Engine) -> None:
+    if not _hashes:
+        _hashes.update({login: hash_password(password) for login, (password, *_) in USERS.items()})
+    with Session(engine) as session, session.begin():
+        for login, (_, fullname, roles) in USERS.items():
+            session.add(
+                User(
+                    login=login,
+                    fullname=fullname,
+                    password_hash=_hashes[login],
+                    roles=roles,
+                    created=NOW,
+                )
+            )
+
+
+def standard_jobs(world: World) -> None:
+    """Three jobs of the morning of :data:`NOW`: completed, failed and still running."""
+    world.submit(PRUNE_UUID, "02:00:00.000", {"action": "prune", "days": 30})
+    world.run(PRUNE_UUID, "02:00:00.150")
+    world.complete(
+        PRUNE_UUID, "02:00:01.732", {"deleted": 12, "cutoff": "2022-03-09T02:00:00.150000+00:00"}
+    )
+    world.submit(FAILED_UUID, "15:30:00.000", {"action": "dummy", "fail": "disk full"})
+    world.run(FAILED_UUID, "15:30:00.080")
+    world.fail(FAILED_UUID, "15:30:00.095", "disk full")
+    world.submit(
+        RUNNING_UUID,
+        "15:55:00.000",
+        {"action": "dummy", "sleep": 600, "steps": 60},
+        title="Ten minutes of nothing",
+    )
+    world.run(RUNNING_UUID, "15:55:00.062")
+
+
+def _logged_out(world: World) -> None:
+    headers = {"Authorization": f"Bearer {world.token('admin')}"}
+    world.client.post("/@logout", headers=headers, status=204)
+
+
+def _submitted_with_key(world: World) -> None:
+    params = {"action": "prune", "days": 7}
+    world.submit(REPEATED_UUID, "15:59:58.500", params, key="prune-2022-04-08")
+
+
+# What an example needs beyond the users and the standard jobs.
+SETUP: dict[str, Callable[[World], None]] = {
+    "authentication/request_after_logout": _logged_out,
+    "jobs/add_repeated": _submitted_with_key,
+    "jobs/get_aborted": lambda world: world.abort(RUNNING_UUID, "15:58:00.000"),
+    "jobs/get_retried": lambda world: world.retry(FAILED_UUID, "15:45:00.000"),
+}
+
+
+# --- the tests -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch) -> Iterator[World]:
+    url = f"sqlite:///{tmp_path / 'jobs.sqlite'}"
+    engine = get_engine(url)
+    migrations.upgrade(engine)
+    add_users(engine)
+    settings = base_settings(
+        **{
+            "sqlalchemy.url": url,
+            "nick_jobs.broker_url": "stub://",
+            "nick_jobs.embedded_worker_threads": "0",
+            # Only the built-in actions: the docs describe an installation as it ships.
+            "nick_jobs.includes": "",
+        }
+    )
+    clock, uuids = Clock(), UUIDs()
+    monkeypatch.setattr(transitions, "utcnow", clock)
+    monkeypatch.setattr(transitions, "uuidlib", SimpleNamespace(uuid4=uuids.uuid4))
+    monkeypatch.setattr(
+        tokens,
+        "issue",
+        lambda settings, login, fullname, now=None: _original_issue(
+            settings, login, fullname, now=NOW
+        ),
+    )
+    wsgi = main({}, **settings)
+    client = webtest.TestApp(wsgi)
+    world = World(engine, client, clock, uuids)
+    standard_jobs(world)
+    yield world
+    wsgi.registry["nick_jobs.engine"].dispose()
+    engine.dispose()
+
+
+@pytest.mark.parametrize("name", example_names())
+def test_example(world: World, name: str) -> None:
+    raw = (EXAMPLES / f"{name}.req").read_text()
+    assert raw.endswith("\n"), f"{name}.req must end with a newline"
+    request = parse(TOKEN.sub(lambda m: world.token(m.group(1)), raw))
+    expected = parse((EXAMPLES / f"{name}.res").read_text())
+    SETUP.get(name, lambda world: None)(world)
+    world.clock.now = NOW
+    world.uuids.queue.clear()
+
+    method, target, version = request.first_line.split(" ")
+    assert version == "HTTP/1.1"
+    params: dict[str, Any] = {"method": method, "headers": dict(request.headers)}
+    if request.body.strip():
+        params["body"] = request.body.encode()
+    response = world.client.request(target, base_url=f"http://{HOST}", expect_errors=True, **params)
+
+    protocol, _, status = expected.first_line.partition(" ")
+    assert protocol == "HTTP/1.1"
+    assert response.status == status, response.text
+    for header, value in expected.headers:
+        assert response.headers.get(header) == value, f"{header} of {name}"
+    if expected.body.strip():
+        assert expected.is_json(), f"{name}.res has a body but no JSON Content-Type"
+        assert response.json == json.loads(expected.body)
+    else:
+        assert response.body == b""
+
+
+def test_every_request_has_a_response() -> None:
+    requests = {p.with_suffix("") for p in EXAMPLES.rglob("*.req")}
+    responses = {p.with_suffix("") for p in EXAMPLES.rglob("*.res")}
+    assert requests == responses
+    assert requests, "no examples found"
+
+
+def test_setup_table_names_examples() -> None:
+    assert set(SETUP) <= set(example_names())
+
+
+def test_inline_copies_match() -> None:
+    """An example quoted in a page after ``<!-- example: x.req -->`` is quoted verbatim."""
+    quoted = 0
+    for page in DOCS.glob("*.md"):
+        for name, block in INLINE.findall(page.read_text()):
+            path = EXAMPLES / name
+            assert path.is_file(), f"{page.name} quotes {name}, which does not exist"
+            assert block == path.read_text(), f"{page.name}: the copy of {name} differs"
+            quoted += 1
+    assert quoted, "the pages quote no example"
