@@ -71,7 +71,9 @@ def cmd_users_add(args: argparse.Namespace) -> int:
     password = args.password
     if password is None:
         password = (
-            getpass.getpass("Password: ") if sys.stdin.isatty() else sys.stdin.readline().strip()
+            getpass.getpass("Password: ")
+            if sys.stdin.isatty()
+            else sys.stdin.readline().rstrip("\r\n")
         )
     with Session(_engine(args.config)) as session, session.begin():
         try:
@@ -106,22 +108,30 @@ def cmd_users_remove(args: argparse.Namespace) -> int:
 # --- worker ----------------------------------------------------------------------------
 
 
+def _refuse_embedded_broker(settings) -> bool:
+    if not settings.embedded_broker:
+        return False
+    print(
+        "nick-jobs: this config uses the embedded broker (stub://); its jobs run inside "
+        "the API process. Set nick_jobs.broker_url to redis:// or amqp:// for workers.",
+        file=sys.stderr,
+    )
+    return True
+
+
 def run_worker_process(config_uri: str, threads: int) -> int:
     """One worker process: build the app (actions, broker), consume until SIGTERM."""
     import dramatiq
     from pyramid.paster import get_app
 
+    # Refuse before building the app: with stub:// the app would start its embedded
+    # worker threads, which would run (and then abandon) the database's waiting jobs.
+    if _refuse_embedded_broker(_settings(config_uri)):
+        return EXIT_USAGE
     _setup_logging(config_uri)
     app = get_app(config_uri)
     registry = app.registry
     settings = registry["nick_jobs.settings"]
-    if settings.embedded_broker:
-        print(
-            "nick-jobs: this config uses the embedded broker (stub://); its jobs run inside "
-            "the API process. Set nick_jobs.broker_url to redis:// or amqp:// for workers.",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
     broker = registry["nick_jobs.queue"].broker
     broker.emit_after("process_boot")
     worker = dramatiq.Worker(
@@ -144,6 +154,8 @@ def run_worker_process(config_uri: str, threads: int) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     """Start and supervise worker processes; a child that dies is started again."""
     settings = _settings(args.config)
+    if _refuse_embedded_broker(settings):
+        return EXIT_USAGE
     _setup_logging(args.config)
     processes = args.processes or settings.worker_processes
     threads = args.threads or settings.worker_threads
@@ -188,7 +200,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
             # Back off a little when a child dies at once again and again.
             delay = 1.0 if time.monotonic() - restarts.get(slot, 0) < 5 else 0.0
             log.warning("worker process %d exited with %s; starting another", child.pid, code)
-            time.sleep(delay)
+            if stopping.wait(delay):
+                break  # a child started now would miss the SIGTERM already sent
             restarts[slot] = time.monotonic()
             spawn(slot)
         stopping.wait(0.5)

@@ -102,7 +102,9 @@ def _as_result(value: Any) -> dict[str, Any]:
         return {}
     if not isinstance(value, dict):
         value = {"value": value}
-    json.dumps(value)  # refuse what the API could not serialise later
+    # Refuse what the API could not serialise later; NaN and Infinity are not JSON (and
+    # PostgreSQL's jsonb rejects them at the UPDATE, which would leave the job running).
+    json.dumps(value, allow_nan=False)
     return value
 
 
@@ -156,18 +158,45 @@ class JobRunner:
         succeeded = status == transitions.COMPLETED
         # When the handler used its session, the completion rides on the same transaction:
         # the handler's writes and "completed" commit together, or not at all.
+        finished: bool | None = None
         if succeeded and ctx._session is not None:
-            finished = transitions.complete(
-                ctx._session.connection(), job.uuid, job.attempt, payload
-            )
-            ctx._close(commit=finished)
-        else:
+            try:
+                finished = transitions.complete(
+                    ctx._session.connection(), job.uuid, job.attempt, payload
+                )
+                ctx._close(commit=finished)
+            except Exception as exc:
+                # The handler's writes can't commit (e.g. it swallowed a failed flush):
+                # fail the job rather than leave it running with nobody to finish it.
+                log.exception(
+                    "job %s (%s): its writes could not be committed", job.uuid, job.action
+                )
+                ctx._close(commit=False)
+                # The details (SQL, parameters) go to the log only, not to the job's error.
+                status = transitions.FAILED
+                payload = (type(exc).__name__, "The job's database writes could not be committed.")
+                succeeded, finished = False, None
+        if finished is None:
             ctx._close(commit=False)
-            with self.engine.begin() as conn:
-                if succeeded:
-                    finished = transitions.complete(conn, job.uuid, job.attempt, payload)
-                else:
-                    finished = transitions.fail(conn, job.uuid, job.attempt, *payload)
+            try:
+                with self.engine.begin() as conn:
+                    if succeeded:
+                        finished = transitions.complete(conn, job.uuid, job.attempt, payload)
+                    else:
+                        finished = transitions.fail(conn, job.uuid, job.attempt, *payload)
+            except sa.exc.DataError:
+                # The database refused the outcome itself (PostgreSQL's jsonb takes no NUL
+                # character): store a failure it accepts rather than leave the job running.
+                log.exception("job %s (%s): its outcome could not be stored", job.uuid, job.action)
+                status = transitions.FAILED
+                with self.engine.begin() as conn:
+                    finished = transitions.fail(
+                        conn,
+                        job.uuid,
+                        job.attempt,
+                        "DataError",
+                        "The database refused the job's outcome.",
+                    )
         if not finished:
             log.info("job %s was aborted while running; its outcome is dropped", job.uuid)
             return transitions.ABORTED
