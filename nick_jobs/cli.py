@@ -159,7 +159,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     _setup_logging(args.config)
     processes = args.processes or settings.worker_processes
     threads = args.threads or settings.worker_threads
-    if processes == 1 and args.no_supervise:
+    if processes < 1 or threads < 1:
+        print("nick-jobs: --processes and --threads take 1 or more", file=sys.stderr)
+        return EXIT_USAGE
+    if args.no_supervise:
+        if processes != 1:
+            print("nick-jobs: --no-supervise runs exactly one process (-p 1)", file=sys.stderr)
+            return EXIT_USAGE
         return run_worker_process(args.config, threads)
     child_cmd = [
         sys.executable,
@@ -218,8 +224,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nick-jobs", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="nick-jobs", description="Migrate the database, run workers, manage users."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{migrate,worker,users}")
 
     migrate = sub.add_parser("migrate", help="upgrade the database schema")
     migrate.add_argument("config", help="the ini file, e.g. production.ini")
@@ -237,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.set_defaults(func=cmd_worker)
 
-    child = sub.add_parser("_worker-process", help=argparse.SUPPRESS)
+    # Internal: what the supervisor starts for each worker process; not listed in --help.
+    child = sub.add_parser("_worker-process")
     child.add_argument("config")
     child.add_argument("--threads", type=int, default=8)
     child.set_defaults(func=lambda a: run_worker_process(a.config, a.threads))
