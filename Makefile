@@ -37,3 +37,14 @@ format: $(VENV)/.installed-test
 
 clean:
 	rm -rf $(VENV) var *.egg-info
+
+# Benchmarks (docs/benchmarks.md): every figure beside its baseline, run side by side.
+# They start PostgreSQL, Redis and RabbitMQ when they are down, and write
+# benchmarks/results.json and the results table of docs/benchmarks.md.
+.PHONY: bench bench-quick
+
+bench: $(VENV)/.installed-run
+	$(BIN)/python benchmarks/run.py
+
+bench-quick: $(VENV)/.installed-run
+	$(BIN)/python benchmarks/run.py --quick

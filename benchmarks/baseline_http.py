@@ -1,0 +1,75 @@
+"""Baseline for the HTTP path: a one-view Pyramid app, served by the same waitress settings.
+
+``GET /@jobs/{uuid}`` answers a job-shaped JSON object with Pyramid's JSON renderer and
+nothing else: no authentication, no database. It is the floor of any Pyramid view on
+this server. ``POST /@jobs`` (the submit baseline) parses the JSON body, inserts the row
+with raw psycopg 3 and sends the Dramatiq message, as ``baseline_pipeline.py`` does.
+
+Served by ``pserve`` from an ini whose ``[app:main]`` says
+``use = call:benchmarks.baseline_http:main`` (see ``harness.Run.baseline_ini``).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid as uuidlib
+
+import psycopg
+from pyramid.config import Configurator
+
+from benchmarks import baseline_pipeline as pipeline
+
+JOB = {
+    "uuid": "",
+    "title": "Dummy job",
+    "description": "",
+    "params": {"action": "dummy"},
+    "actor": "bench",
+    "created": "2026-01-01T00:00:00.000Z",
+    "started": "2026-01-01T00:00:00.002Z",
+    "finished": "2026-01-01T00:00:00.009Z",
+    "status": "completed",
+    "result": {},
+    "attempt": 1,
+}
+
+_local = threading.local()
+
+
+def get_job(request):
+    uuid = request.matchdict["uuid"]
+    return {"@id": request.url, **JOB, "uuid": uuid}
+
+
+def make_submit(dsn: str, actor):
+    def submit(request):
+        data = json.loads(request.body)
+        conn = getattr(_local, "conn", None)
+        if conn is None or conn.closed:
+            conn = _local.conn = psycopg.connect(dsn, autocommit=True)
+        uuid = str(uuidlib.uuid4())
+        created = pipeline.now()
+        conn.execute(pipeline.INSERT, (uuid, created))
+        actor.send(uuid)
+        request.response.status = 201
+        return {**JOB, "params": data.get("params", {}), "uuid": uuid, "status": "created"}
+
+    return submit
+
+
+def main(global_config, **settings):
+    pipeline.ARGS.dsn = settings.get("baseline.dsn", "")
+    pipeline.ARGS.broker_url = settings.get("baseline.broker_url", "redis://127.0.0.1:6379/0")
+    pipeline.ARGS.namespace = settings.get("baseline.namespace", "nick-jobs-baseline")
+    pipeline.ARGS.queue = settings.get("baseline.queue", "baseline")
+    with Configurator(settings=settings) as config:
+        config.add_route("job", "/@jobs/{uuid}", request_method="GET")
+        config.add_view(get_job, route_name="job", renderer="json")
+        if pipeline.ARGS.dsn:
+            actor = pipeline.declare(pipeline.make_broker())
+            config.add_route("jobs", "/@jobs", request_method="POST")
+            config.add_view(
+                make_submit(pipeline.ARGS.dsn, actor), route_name="jobs", renderer="json"
+            )
+        return config.make_wsgi_app()

@@ -1,0 +1,95 @@
+"""e2e: no-op jobs submitted over HTTP, run by one worker process (PostgreSQL + Redis).
+
+nick-jobs: ``Run.mode.clients`` keep-alive clients POST ``/@jobs`` (dummy action, JWT)
+until N are submitted; one ``nick-jobs worker -p 1 -t 8`` runs them. The figure is N over
+the time from the first submit to the last ``finished`` timestamp.
+
+Baseline (``baseline_pipeline.py``): the same number of producer threads INSERT a row and
+send its message; a plain Dramatiq worker (1 process x 8 threads) runs the two UPDATEs.
+"""
+
+from __future__ import annotations
+
+import json
+
+from . import httpload
+from .harness import Run, Server, log, median
+
+NAME = "e2e"
+SERVICES = {"postgresql", "redis"}
+BODY = json.dumps({"params": {"action": "dummy"}}).encode()
+
+
+def submit_all(server: Server, token: str, n: int, clients: int) -> httpload.LoadResult:
+    raw = httpload.build("POST", "/@jobs", server.port, token, BODY)
+    result = httpload.run(server.port, lambda k, i: raw, connections=clients, count=n)
+    bad = result.bad((201,))
+    if bad:
+        sample = result.bodies[:1] or result.errors[:1]
+        raise RuntimeError(f"{bad} of {n} submits failed: {result.statuses} {sample}")
+    return result
+
+
+def check_statuses(statuses: dict[str, int], n: int) -> None:
+    if statuses.get("completed", 0) != n:
+        raise RuntimeError(f"expected {n} completed jobs, found {statuses}")
+
+
+def nick_once(run: Run, server: Server, token: str, n: int) -> tuple[float, float]:
+    """(jobs/s end to end, submits/s while submitting)."""
+    run.truncate_jobs()
+    result = submit_all(server, token, n, run.mode.clients)
+    run.wait_finished(n, timeout=max(120, n / 5))
+    _, last, _, statuses = run.finished_span()
+    check_statuses(statuses, n)
+    return n / (last - result.started), result.rps
+
+
+def baseline_once(run: Run, queue: str, n: int, broker: str = "redis") -> float:
+    run.baseline_pipeline("setup", queue=queue, broker=broker)
+    out = run.baseline_pipeline(
+        "--clients", str(run.mode.clients), "produce", str(n), queue=queue, broker=broker
+    )
+    run.wait_finished(n, table="baseline_jobs", timeout=max(120, n / 5))
+    _, last, _, statuses = run.finished_span("baseline_jobs")
+    check_statuses(statuses, n)
+    return n / (last - out["first"])
+
+
+def run(run: Run) -> dict[str, float]:
+    run.need(*SERVICES)
+    run.create_database()
+    mode = run.mode
+    ini = run.nick_ini("e2e-redis", broker="redis")
+    server = run.serve(ini, "e2e-server")
+    run.worker(ini, "e2e-worker")
+    queue = run.queue("e2e_baseline")
+    run.baseline_pipeline("setup", queue=queue)
+    run.baseline_worker(queue, "e2e-baseline-worker")
+    token = run.token(ini)
+    # Warm-up: connection pools, imports, the first compiled statements, on both sides.
+    nick_once(run, server, token, 100)
+    baseline_once(run, queue, 100)
+    rates, submits, baselines, ratios = [], [], [], []
+    for r in range(mode.repeats):
+        order = (0, 1) if r % 2 == 0 else (1, 0)
+        got = {}
+        for side in order:
+            if side == 0:
+                got[0], submit_rps = nick_once(run, server, token, mode.e2e_n)
+            else:
+                got[1] = baseline_once(run, queue, mode.e2e_n)
+        log(
+            f"e2e run {r + 1}: nick-jobs {got[0]:.0f}/s (submitting at {submit_rps:.0f}/s), "
+            f"baseline {got[1]:.0f}/s"
+        )
+        rates.append(got[0])
+        submits.append(submit_rps)
+        baselines.append(got[1])
+        ratios.append(got[0] / got[1])
+    return {
+        "e2e_jobs_per_s": median(rates),
+        "e2e_baseline_jobs_per_s": median(baselines),
+        "e2e_ratio": median(ratios),
+        "e2e_submit_rps": median(submits),
+    }

@@ -1,0 +1,108 @@
+"""reads: ``GET /@jobs/{uuid}`` and ``GET /@jobs`` pages on a large table (PostgreSQL).
+
+The table is bulk-loaded with ``Run.mode.rows`` finished jobs (generate_series, never the
+API). Every load is ``http_connections`` keep-alive clients for ``http_seconds``, with a
+JWT, run alternately against nick-jobs and its baseline:
+
+* get_job: random uuids from the table; baseline: the one-view Pyramid app
+  (``baseline_http.py``) on the same waitress settings.
+* list_first / list_deep: ``?b_size=50``, the first page, and the page ``deep`` rows down,
+  reached with the API's own cursor.
+* list_scaling: the first page's median latency with ``rows`` loaded over that with
+  ``small_rows`` loaded.
+"""
+
+from __future__ import annotations
+
+import random
+
+from . import httpload
+from .harness import Run, Server, log, median, percentile
+
+NAME = "reads"
+SERVICES = {"postgresql"}
+
+
+def load(run: Run, server: Server, requests: list[bytes], seconds: float) -> httpload.LoadResult:
+    result = httpload.run(
+        server.port,
+        lambda k, i: requests[(k * 7919 + i) % len(requests)],
+        connections=run.mode.http_connections,
+        duration=seconds,
+    )
+    bad = result.bad((200,))
+    if bad:
+        raise RuntimeError(f"{bad} requests failed: {result.statuses} {result.bodies[:1]}")
+    return result
+
+
+def run(run: Run) -> dict[str, float]:
+    from nick_jobs.listing import encode_cursor
+
+    run.need(*SERVICES)
+    run.create_database()
+    mode = run.mode
+    seconds = mode.http_seconds
+    run.truncate_jobs()
+    run.ensure_rows(mode.small_rows)
+    ini = run.nick_ini("reads", broker="redis")
+    server = run.serve(ini, "reads-server")
+    baseline = run.serve(
+        run.baseline_ini("reads-baseline", queue=run.queue("reads_baseline")),
+        "reads-baseline-server",
+    )
+    token = run.token(ini)
+    first_page = [httpload.build("GET", "/@jobs?b_size=50", server.port, token)]
+    load(run, server, first_page, 1.0)  # warm-up
+    small_p50 = [
+        percentile(load(run, server, first_page, seconds).latencies_ms, 50)
+        for _ in range(mode.repeats)
+    ]
+
+    run.ensure_rows(mode.rows)
+    with run.db() as conn:
+        uuids = [u for (u,) in conn.execute("SELECT uuid FROM jobs ORDER BY random() LIMIT 2000")]
+        (max_id,) = conn.execute("SELECT max(id) FROM jobs").fetchone()
+    random.shuffle(uuids)
+    gets = [httpload.build("GET", f"/@jobs/{u}", server.port, token) for u in uuids]
+    base_gets = [httpload.build("GET", f"/@jobs/{u}", baseline.port) for u in uuids]
+    deep_cursor = encode_cursor(max_id - mode.deep + 1)
+    deep_page = [
+        httpload.build("GET", f"/@jobs?b_size=50&cursor={deep_cursor}", server.port, token)
+    ]
+    for requests, target in ((gets, server), (base_gets, baseline), (deep_page, server)):
+        load(run, target, requests, 1.0)  # warm-up
+
+    rps, base_rps, ratios, get_p99 = [], [], [], []
+    first_p99, first_p50, deep_p99 = [], [], []
+    for r in range(mode.repeats):
+        pair = {}
+        for side in (0, 1) if r % 2 == 0 else (1, 0):
+            if side == 0:
+                pair[0] = load(run, server, gets, seconds)
+            else:
+                pair[1] = load(run, baseline, base_gets, seconds)
+        rps.append(pair[0].rps)
+        base_rps.append(pair[1].rps)
+        ratios.append(pair[0].rps / pair[1].rps)
+        get_p99.append(percentile(pair[0].latencies_ms, 99))
+        first = load(run, server, first_page, seconds)
+        first_p99.append(percentile(first.latencies_ms, 99))
+        first_p50.append(percentile(first.latencies_ms, 50))
+        deep = load(run, server, deep_page, seconds)
+        deep_p99.append(percentile(deep.latencies_ms, 99))
+        log(
+            f"reads run {r + 1}: get {pair[0].rps:.0f} req/s (p99 {get_p99[-1]:.1f} ms), "
+            f"baseline {pair[1].rps:.0f} req/s; list first p99 {first_p99[-1]:.1f} ms "
+            f"({first.rps:.0f} req/s), deep p99 {deep_p99[-1]:.1f} ms ({deep.rps:.0f} req/s)"
+        )
+    return {
+        "get_job_rps": median(rps),
+        "get_job_baseline_rps": median(base_rps),
+        "get_job_ratio": median(ratios),
+        "get_job_p99_ms": median(get_p99),
+        "list_first_p99_ms": median(first_p99),
+        "list_deep_p99_ms": median(deep_p99),
+        "list_deep_vs_first": median(deep_p99) / median(first_p99),
+        "list_scaling": median(first_p50) / median(small_p50),
+    }
