@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 
@@ -31,12 +32,10 @@ BIN = Path(sys.executable).parent
 PG_HOST = os.environ.get("NICK_JOBS_BENCH_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("NICK_JOBS_BENCH_PG_PORT", "5432"))
 PG_USER = os.environ.get("NICK_JOBS_BENCH_PG_USER", "postgres")
-REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
-REDIS_URL = os.environ.get("NICK_JOBS_BENCH_REDIS_URL", f"redis://{REDIS_HOST}:{REDIS_PORT}/0")
-AMQP_HOST, AMQP_PORT = "127.0.0.1", 5672
-AMQP_URL = os.environ.get(
-    "NICK_JOBS_BENCH_AMQP_URL", f"amqp://guest:guest@{AMQP_HOST}:{AMQP_PORT}/%2F"
-)
+REDIS_URL = os.environ.get("NICK_JOBS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_HOST, REDIS_PORT = urlsplit(REDIS_URL).hostname, urlsplit(REDIS_URL).port or 6379
+AMQP_URL = os.environ.get("NICK_JOBS_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+AMQP_HOST, AMQP_PORT = urlsplit(AMQP_URL).hostname, urlsplit(AMQP_URL).port or 5672
 
 FINISHED = ("completed", "failed", "aborted")
 PASSWORD = "bench-password"  # noqa: S105 - a throwaway user in a throwaway database
@@ -99,16 +98,41 @@ def _start_postgres() -> None:
     )
 
 
+REDIS_PIDFILE = Path(tempfile.gettempdir()) / f"nick-jobs-bench-redis-{REDIS_PORT}.pid"
+
+
 def _start_redis() -> None:
     server = shutil.which("redis-server")
     if not server:
         raise Skip("Redis is down and redis-server is not installed")
     options = ["--bind", REDIS_HOST, "--port", str(REDIS_PORT), "--save", "", "--appendonly", "no"]
     subprocess.run(
-        [server, "--daemonize", "yes", *options, "--dir", tempfile.gettempdir()],
+        [server, "--daemonize", "yes", *options, "--pidfile", str(REDIS_PIDFILE)],
+        check=False,
+        capture_output=True,
+        cwd=tempfile.gettempdir(),
+    )
+
+
+def _stop_postgres() -> None:
+    clusters = sorted(os.listdir("/etc/postgresql"))
+    ctl = shutil.which("pg_ctlcluster") or "pg_ctlcluster"
+    subprocess.run(
+        [ctl, "--skip-systemctl-redirect", clusters[-1], "main", "stop"],
         check=False,
         capture_output=True,
     )
+
+
+def _stop_redis() -> None:
+    with contextlib.suppress(OSError, ValueError, ProcessLookupError):
+        os.kill(int(REDIS_PIDFILE.read_text().strip()), signal.SIGTERM)
+
+
+def _stop_rabbitmq() -> None:
+    ctl = shutil.which("rabbitmqctl")
+    if ctl:
+        subprocess.run([ctl, "stop"], check=False, capture_output=True)
 
 
 def _start_rabbitmq() -> None:
@@ -118,18 +142,21 @@ def _start_rabbitmq() -> None:
     subprocess.run([server, "-detached"], check=False, capture_output=True)
 
 
-SERVICES: dict[str, tuple[str, int, Callable[[], None]]] = {
-    "postgresql": (PG_HOST, PG_PORT, _start_postgres),
-    "redis": (REDIS_HOST, REDIS_PORT, _start_redis),
-    "rabbitmq": (AMQP_HOST, AMQP_PORT, _start_rabbitmq),
+SERVICES: dict[str, tuple[str, int, Callable[[], None], Callable[[], None]]] = {
+    "postgresql": (PG_HOST, PG_PORT, _start_postgres, _stop_postgres),
+    "redis": (REDIS_HOST, REDIS_PORT, _start_redis, _stop_redis),
+    "rabbitmq": (AMQP_HOST, AMQP_PORT, _start_rabbitmq, _stop_rabbitmq),
 }
+
+# The services this process started, stopped again by stop_started_services().
+STARTED: list[str] = []
 
 
 def ensure_services(names: set[str], timeout: float = 60) -> dict[str, str | None]:
     """Start each service that is down; return name → None (up) or the reason it isn't."""
     status: dict[str, str | None] = {}
     for name in sorted(names):
-        host, port, start = SERVICES[name]
+        host, port, start, _ = SERVICES[name]
         if reachable(host, port):
             status[name] = None
             continue
@@ -139,11 +166,21 @@ def ensure_services(names: set[str], timeout: float = 60) -> dict[str, str | Non
         except Skip as exc:
             status[name] = str(exc)
             continue
+        STARTED.append(name)
         deadline = time.monotonic() + timeout
         while not reachable(host, port) and time.monotonic() < deadline:
             time.sleep(1)
         status[name] = None if reachable(host, port) else f"{name} did not come up on {port}"
     return status
+
+
+def stop_started_services() -> None:
+    """Stop what ensure_services() started: a machine is left as the run found it."""
+    while STARTED:
+        name = STARTED.pop()
+        log(f"stopping {name}, which this run started")
+        with contextlib.suppress(Exception):
+            SERVICES[name][3]()
 
 
 # --- processes -------------------------------------------------------------------------

@@ -150,7 +150,8 @@ def machine(run: Run) -> dict[str, object]:
 
             connection = pika.BlockingConnection(pika.URLParameters(harness.AMQP_URL))
             props = connection._impl.server_properties
-            info["rabbitmq"] = props.get("version", b"").decode()
+            version = props.get("version", "")
+            info["rabbitmq"] = version.decode() if isinstance(version, bytes) else str(version)
             connection.close()
         except Exception as exc:
             info["rabbitmq"] = f"unknown ({exc})"
@@ -195,6 +196,10 @@ def results_section(results: dict, run: Run, elapsed: float) -> str:
             lines.append(f"* `{name}` did not run: {reason}")
     lines += [
         "",
+        "Baseline column: the raw psycopg + Dramatiq pipeline (e2e, worker), the one-view "
+        "Pyramid app (get_job; its POST view with a raw INSERT + send for submit), and for "
+        "`prune_max_submit_ms` the same submit load before the prune started.",
+        "",
         "Not measured yet: the SSE metrics (job event streams do not exist yet).",
     ]
     return "\n".join(lines)
@@ -204,8 +209,9 @@ def parameters_text(mode: harness.Mode) -> str:
     return (
         f"{mode.repeats} alternated run(s) per figure; e2e N={mode.e2e_n:,} (RabbitMQ "
         f"{mode.e2e_rabbitmq_n:,}, SQLite {mode.e2e_sqlite_n:,}) from {mode.clients} clients; "
-        f"worker drain N={mode.worker_n:,}, RSS after {mode.rss_n // 10:,} vs {mode.rss_n:,} "
-        f"jobs; {mode.latency_samples} latency samples {mode.latency_gap_s} s apart; "
+        f"worker drain: a first run of {mode.rss_n:,} jobs (RSS after {mode.rss_n // 10:,} vs "
+        f"{mode.rss_n:,}), then N={mode.worker_n:,}; "
+        f"{mode.latency_samples} latency samples {mode.latency_gap_s} s apart; "
         f"reads on {mode.rows:,} rows (list_scaling {mode.rows:,} vs {mode.small_rows:,}, "
         f"deep page {mode.deep:,} rows down), {mode.http_connections} connections x "
         f"{mode.http_seconds:g} s per HTTP run; prune of {int(mode.rows * mode.prune_fraction):,} "
@@ -263,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         info = machine(run)
     finally:
         run.close()
+        harness.stop_started_services()
     elapsed = time.monotonic() - started
 
     results: dict[str, object] = {
