@@ -86,6 +86,9 @@ def create(
         "error": None,
         "attempt": 1,
         "idempotency_key": idempotency_key,
+        "heartbeat": None,
+        # The message goes out right after this commits; a sweeper re-sends it if not.
+        "enqueued": now,
     }
     values["id"] = conn.execute(jobs.insert().values(values).returning(jobs.c.id)).scalar_one()
     _record(conn, values["uuid"], "created", actor, 1, now)
@@ -112,7 +115,7 @@ def start(conn, uuid: str) -> StartedJob | None:
     row = conn.execute(
         jobs.update()
         .where(jobs.c.uuid == uuid, jobs.c.status == CREATED)
-        .values(status=RUNNING, started=now)
+        .values(status=RUNNING, started=now, heartbeat=now)
         .returning(jobs.c.action, jobs.c.params, jobs.c.actor, jobs.c.attempt)
     ).one_or_none()
     if row is None:
@@ -197,6 +200,8 @@ def retry(conn, uuid: str, by: str) -> int:
             result={},
             error=None,
             attempt=old.attempt + 1,
+            heartbeat=None,
+            enqueued=now,
         )
     ).rowcount
     if updated != 1:

@@ -45,12 +45,26 @@ class Job(Base):
     # it belongs to, so a handler from an aborted attempt can't touch a retried job.
     attempt: Mapped[int] = mapped_column(sa.Integer, default=1)
     idempotency_key: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
+    # Refreshed by the worker process running the job (one batched UPDATE per process
+    # per interval); a running job whose heartbeat is too old has lost its worker.
+    heartbeat: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # When the job's message was last handed to the broker: lets a sweeper re-send a
+    # created job whose message was lost, without re-sending fresh ones.
+    enqueued: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     __table_args__ = (
         sa.Index("ix_jobs_actor_id", "actor", "id"),
         sa.Index("ix_jobs_status_id", "status", "id"),
         sa.Index("ix_jobs_action_id", "action", "id"),
         sa.UniqueConstraint("actor", "idempotency_key", name="uq_jobs_actor_idempotency_key"),
+        # Small by design: only unfinished jobs are in it, whatever the table's size.
+        sa.Index(
+            "ix_jobs_unfinished",
+            "status",
+            "heartbeat",
+            postgresql_where=sa.text("status IN ('created', 'running')"),
+            sqlite_where=sa.text("status IN ('created', 'running')"),
+        ),
     )
 
 
