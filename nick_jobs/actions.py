@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -40,9 +41,14 @@ class JobAction:
     time_limit: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @cached_property
+    def _schema(self) -> marshmallow.Schema:
+        # One instance per action: building a schema costs more than loading with it.
+        return self.schema()
+
     def load_params(self, params: dict[str, Any]) -> dict[str, Any]:
         """Validate ``params`` (without ``action``); raises ``marshmallow.ValidationError``."""
-        return self.schema().load(params)
+        return self._schema.load(params)
 
     def describe(self) -> dict[str, Any]:
         return {

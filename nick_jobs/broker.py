@@ -12,7 +12,7 @@ from .runner import JobRunner
 def includeme(config) -> None:
     settings = config.registry["nick_jobs.settings"]
     actions = get_registry(config.registry)
-    runner = JobRunner(config.registry["nick_jobs.engine"], actions)
+    runner = JobRunner(config.registry["nick_jobs.engine"], actions, settings.heartbeat_interval_s)
     queue = JobQueue(settings, actions, runner)
     config.registry["nick_jobs.queue"] = queue
     # For tools that ask Dramatiq for "the" broker; nick-jobs itself never relies on it.

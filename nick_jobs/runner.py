@@ -7,8 +7,10 @@ on these machines the commit is the ceiling and the ORM would cost most of the b
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import threading
 import time
 from typing import Any
 
@@ -19,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from . import transitions
 from .actions import ActionRegistry
+from .models import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -108,21 +111,112 @@ def _as_result(value: Any) -> dict[str, Any]:
     return value
 
 
+class _ThreadConnections:
+    """One autocommit connection per worker thread, kept between jobs.
+
+    Each transition is a single statement, so autocommit makes it its own transaction
+    without BEGIN/COMMIT round trips, and keeping the connection skips the pool's
+    checkout ping on every job. A connection that failed is dropped and reopened.
+    """
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self.local = threading.local()
+
+    def get(self) -> sa.Connection:
+        conn = getattr(self.local, "conn", None)
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            self.local.conn = conn
+        return conn
+
+    def discard(self) -> None:
+        conn = getattr(self.local, "conn", None)
+        self.local.conn = None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    @contextlib.contextmanager
+    def use(self):
+        try:
+            yield self.get()
+        except sa.exc.DBAPIError:
+            self.discard()  # whatever state it is in, the next job gets a fresh one
+            raise
+
+
+class Heartbeats:
+    """Keeps the ``heartbeat`` of the jobs this process runs fresh.
+
+    One thread and one UPDATE per interval for the whole process, however many jobs run:
+    nothing is added to the per-job path.
+    """
+
+    def __init__(self, engine: sa.Engine, interval_s: float) -> None:
+        self.engine = engine
+        self.interval_s = interval_s
+        self.running: set[str] = set()
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    def add(self, uuid: str) -> None:
+        with self.lock:
+            self.running.add(uuid)
+            if self.thread is None and self.interval_s > 0:
+                self.thread = threading.Thread(
+                    target=self._loop, name="nick-jobs-heartbeat", daemon=True
+                )
+                self.thread.start()
+
+    def remove(self, uuid: str) -> None:
+        with self.lock:
+            self.running.discard(uuid)
+
+    def beat(self) -> int:
+        with self.lock:
+            uuids = list(self.running)
+        if not uuids:
+            return 0
+        with self.engine.begin() as conn:
+            return transitions.heartbeat(conn, uuids, utcnow())
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self.interval_s)
+            try:
+                self.beat()
+            except Exception:
+                log.exception("could not refresh job heartbeats; trying again")
+
+
 class JobRunner:
-    def __init__(self, engine: sa.Engine, actions: ActionRegistry) -> None:
+    def __init__(
+        self, engine: sa.Engine, actions: ActionRegistry, heartbeat_interval_s: float = 10.0
+    ) -> None:
         self.engine = engine
         self.actions = actions
+        self.connections = _ThreadConnections(engine)
+        self.heartbeats = Heartbeats(engine, heartbeat_interval_s)
 
     def __call__(self, uuid: str) -> None:
         self.run(uuid)
 
     def run(self, uuid: str) -> str | None:
         """Run job ``uuid`` if it is still waiting; return the status it ended in."""
-        with self.engine.begin() as conn:
+        with self.connections.use() as conn:
             job = transitions.start(conn, uuid)
         if job is None:
             log.info("job %s is not waiting to run (duplicate, aborted or deleted)", uuid)
             return None
+        self.heartbeats.add(uuid)
+        try:
+            return self._run(job)
+        finally:
+            self.heartbeats.remove(uuid)
+
+    def _run(self, job: transitions.StartedJob) -> str | None:
+        uuid = job.uuid
         started_at = time.monotonic()
         action = self.actions.get(job.action)
         ctx = JobContext(self.engine, job.uuid, job.actor, job.attempt)
@@ -179,7 +273,7 @@ class JobRunner:
         if finished is None:
             ctx._close(commit=False)
             try:
-                with self.engine.begin() as conn:
+                with self.connections.use() as conn:
                     if succeeded:
                         finished = transitions.complete(conn, job.uuid, job.attempt, payload)
                     else:
@@ -189,7 +283,7 @@ class JobRunner:
                 # character): store a failure it accepts rather than leave the job running.
                 log.exception("job %s (%s): its outcome could not be stored", job.uuid, job.action)
                 status = transitions.FAILED
-                with self.engine.begin() as conn:
+                with self.connections.use() as conn:
                     finished = transitions.fail(
                         conn,
                         job.uuid,

@@ -72,6 +72,7 @@ class Settings:
     worker_processes: int
     worker_threads: int
     worker_grace_s: float
+    heartbeat_interval_s: float
     jwt_secret: str
     jwt_algorithms: tuple[str, ...]
     jwt_lifetime_s: int
@@ -139,6 +140,7 @@ def parse(settings: Mapping[str, Any]) -> Settings:
         worker_processes=_int(settings, "nick_jobs.worker_processes", 2),
         worker_threads=_int(settings, "nick_jobs.worker_threads", 8),
         worker_grace_s=_float(settings, "nick_jobs.worker_grace", 30.0),
+        heartbeat_interval_s=_float(settings, "nick_jobs.heartbeat_interval", 10.0),
         jwt_secret=secret,
         jwt_algorithms=algorithms,
         jwt_lifetime_s=_int(settings, "nick_jobs.jwt_lifetime", 12 * 3600),

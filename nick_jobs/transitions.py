@@ -105,6 +105,31 @@ class StartedJob:
     started: dt.datetime
 
 
+# The worker's statements are built once: constructing them per call costs more Python
+# time than executing them on a warm connection.
+_START = (
+    jobs.update()
+    .where(jobs.c.uuid == sa.bindparam("b_uuid"), jobs.c.status == CREATED)
+    .values(status=RUNNING, started=sa.bindparam("b_now"), heartbeat=sa.bindparam("b_now"))
+    .returning(jobs.c.action, jobs.c.params, jobs.c.actor, jobs.c.attempt)
+)
+_RUNNING_ATTEMPT = (
+    jobs.c.uuid == sa.bindparam("b_uuid"),
+    jobs.c.status == RUNNING,
+    jobs.c.attempt == sa.bindparam("b_attempt"),
+)
+_COMPLETE = (
+    jobs.update()
+    .where(*_RUNNING_ATTEMPT)
+    .values(status=COMPLETED, finished=sa.bindparam("b_now"), result=sa.bindparam("b_result"))
+)
+_FAIL = (
+    jobs.update()
+    .where(*_RUNNING_ATTEMPT)
+    .values(status=FAILED, finished=sa.bindparam("b_now"), error=sa.bindparam("b_error"))
+)
+
+
 def start(conn, uuid: str) -> StartedJob | None:
     """``created → running``; None when the job is gone, aborted or already taken.
 
@@ -112,35 +137,32 @@ def start(conn, uuid: str) -> StartedJob | None:
     changes nothing here, which is what makes at-least-once delivery safe.
     """
     now = utcnow()
-    row = conn.execute(
-        jobs.update()
-        .where(jobs.c.uuid == uuid, jobs.c.status == CREATED)
-        .values(status=RUNNING, started=now, heartbeat=now)
-        .returning(jobs.c.action, jobs.c.params, jobs.c.actor, jobs.c.attempt)
-    ).one_or_none()
+    row = conn.execute(_START, {"b_uuid": uuid, "b_now": now}).one_or_none()
     if row is None:
         return None
     return StartedJob(uuid, row.action, row.params or {}, row.actor, row.attempt, now)
 
 
-def _finish(conn, uuid: str, attempt: int, **values: Any) -> bool:
-    result = conn.execute(
-        jobs.update()
-        .where(jobs.c.uuid == uuid, jobs.c.status == RUNNING, jobs.c.attempt == attempt)
-        .values(finished=utcnow(), **values)
-    )
-    return result.rowcount == 1
-
-
 def complete(conn, uuid: str, attempt: int, result: dict[str, Any]) -> bool:
     """``running → completed`` for this attempt; False if it was aborted meanwhile."""
-    return _finish(conn, uuid, attempt, status=COMPLETED, result=result)
+    params = {"b_uuid": uuid, "b_attempt": attempt, "b_now": utcnow(), "b_result": result}
+    return conn.execute(_COMPLETE, params).rowcount == 1
 
 
 def fail(conn, uuid: str, attempt: int, error_type: str, message: str) -> bool:
     """``running → failed`` for this attempt; False if it was aborted meanwhile."""
     error = {"type": error_type, "message": message}
-    return _finish(conn, uuid, attempt, status=FAILED, error=error)
+    params = {"b_uuid": uuid, "b_attempt": attempt, "b_now": utcnow(), "b_error": error}
+    return conn.execute(_FAIL, params).rowcount == 1
+
+
+def heartbeat(conn, uuids: list[str], now: dt.datetime) -> int:
+    """Mark the running jobs ``uuids`` as alive; one statement for a whole worker process."""
+    if not uuids:
+        return 0
+    return conn.execute(
+        jobs.update().where(jobs.c.uuid.in_(uuids), jobs.c.status == RUNNING).values(heartbeat=now)
+    ).rowcount
 
 
 def is_current(conn, uuid: str, attempt: int) -> bool:
