@@ -59,18 +59,18 @@ class JobContainer:
             key = str(uuidlib.UUID(key))
         except ValueError:
             raise KeyError(key) from None
-        query = sa.select(Job).where(Job.uuid == key)
+        query = sa.select(Job.__table__).where(Job.uuid == key)
         if not self.sees_all():
             # Someone else's job is absent, not forbidden: a 404 that reveals nothing.
             query = query.where(Job.actor == self.request.authenticated_userid)
-        job = self.request.dbsession.execute(query).scalar_one_or_none()
+        job = self.request.dbconn.execute(query).one_or_none()
         if job is None:
             raise KeyError(key)
         return JobResource(job, parent=self)
 
 
 class JobResource:
-    def __init__(self, job: Job, parent: JobContainer) -> None:
+    def __init__(self, job: sa.Row, parent: JobContainer) -> None:
         self.job = job
         self.__name__ = job.uuid
         self.__parent__ = parent

@@ -71,7 +71,7 @@ class JWTSecurityPolicy:
             return None
         # One query answers both "does the user still exist" and "was this token revoked".
         revoked = sa.exists().where(RevokedToken.token_hash == tokens.fingerprint(token))
-        row = request.dbsession.execute(
+        row = request.dbconn.execute(
             sa.select(User.login, User.fullname, User.roles, revoked.label("revoked")).where(
                 User.login == claims.sub
             )

@@ -94,3 +94,16 @@ def includeme(config) -> None:
         return get_tm_session(session_factory, request.tm, request=request)
 
     config.add_request_method(dbsession, reify=True)
+
+    def dbconn(request) -> sa.Connection:
+        """An autocommit connection for the request's reads (identity, lookups, listings).
+
+        Reads don't need the request's transaction: this skips the session, its
+        transaction-manager hooks and the BEGIN/COMMIT round trips on the paths that only
+        read, such as GET /@jobs/{uuid}.
+        """
+        conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        request.add_finished_callback(lambda _request: conn.close())
+        return conn
+
+    config.add_request_method(dbconn, reify=True)

@@ -32,7 +32,7 @@ def list_view(context: JobContainer, request):
             return []
         actor = request.authenticated_userid
     page = list_jobs(
-        request.dbsession,
+        request.dbconn,
         size=size,
         cursor=query.get("cursor"),
         status=query.get("status"),
