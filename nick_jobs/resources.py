@@ -16,6 +16,9 @@ from pyramid.httpexceptions import HTTPForbidden
 from .models import Job
 from .permissions import ADMINISTRATOR_ROLE, Permission, role_principal, user_principal
 
+_JOB = sa.select(Job.__table__).where(Job.uuid == sa.bindparam("b_uuid"))
+_OWN_JOB = _JOB.where(Job.actor == sa.bindparam("b_actor"))
+
 _ADMIN = (Allow, role_principal(ADMINISTRATOR_ROLE), ALL_PERMISSIONS)
 _USERS = (Allow, Authenticated, (Permission.VIEW_JOBS, Permission.ADD_JOBS))
 
@@ -59,11 +62,13 @@ class JobContainer:
             key = str(uuidlib.UUID(key))
         except ValueError:
             raise KeyError(key) from None
-        query = sa.select(Job.__table__).where(Job.uuid == key)
-        if not self.sees_all():
+        if self.sees_all():
+            job = self.request.dbconn.execute(_JOB, {"b_uuid": key}).one_or_none()
+        else:
             # Someone else's job is absent, not forbidden: a 404 that reveals nothing.
-            query = query.where(Job.actor == self.request.authenticated_userid)
-        job = self.request.dbconn.execute(query).one_or_none()
+            job = self.request.dbconn.execute(
+                _OWN_JOB, {"b_uuid": key, "b_actor": self.request.authenticated_userid}
+            ).one_or_none()
         if job is None:
             raise KeyError(key)
         return JobResource(job, parent=self)

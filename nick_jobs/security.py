@@ -20,6 +20,16 @@ log = logging.getLogger(__name__)
 AUTH_ERROR_KEY = "nick_jobs.auth_error"
 
 
+# One query answers both "does the user still exist" and "was this token revoked";
+# built once, as it runs on every authenticated request.
+_IDENTITY = sa.select(
+    User.login,
+    User.fullname,
+    User.roles,
+    sa.exists().where(RevokedToken.token_hash == sa.bindparam("b_token_hash")).label("revoked"),
+).where(User.login == sa.bindparam("b_login"))
+
+
 @dataclass(frozen=True)
 class Identity:
     login: str
@@ -69,12 +79,8 @@ class JWTSecurityPolicy:
         except tokens.InvalidToken as exc:
             request.environ[AUTH_ERROR_KEY] = str(exc)
             return None
-        # One query answers both "does the user still exist" and "was this token revoked".
-        revoked = sa.exists().where(RevokedToken.token_hash == tokens.fingerprint(token))
         row = request.dbconn.execute(
-            sa.select(User.login, User.fullname, User.roles, revoked.label("revoked")).where(
-                User.login == claims.sub
-            )
+            _IDENTITY, {"b_login": claims.sub, "b_token_hash": tokens.fingerprint(token)}
         ).one_or_none()
         if row is None:
             request.environ[AUTH_ERROR_KEY] = "unknown user"

@@ -267,6 +267,7 @@ def make_app(backend):
     for wsgi in apps:
         wsgi.registry["nick_jobs.queue"].stop_embedded_worker()
         wsgi.registry["nick_jobs.engine"].dispose()
+        wsgi.registry["nick_jobs.read_engine"].dispose()
 
 
 @pytest.fixture

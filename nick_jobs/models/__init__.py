@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, configure_mappers, sessionmaker
 
 from .job import FINISHED_STATUSES, Job, JobHistory, JobStatus
 from .meta import Base, utcnow
+from .scheduled import ScheduledFiring, ScheduledJob
 from .user import RevokedToken, User
 
 configure_mappers()
@@ -21,6 +22,8 @@ __all__ = [
     "JobHistory",
     "JobStatus",
     "RevokedToken",
+    "ScheduledFiring",
+    "ScheduledJob",
     "User",
     "get_engine",
     "get_session_factory",
@@ -87,6 +90,10 @@ def includeme(config) -> None:
     config.include("pyramid_tm")
     engine = config.registry.get("nick_jobs.engine") or get_engine(settings.database_url)
     config.registry["nick_jobs.engine"] = engine
+    # A pool of its own whose connections are autocommit from the start, so handing one
+    # to a request costs no isolation-level switch and no BEGIN/COMMIT.
+    read_engine = get_engine(settings.database_url, isolation_level="AUTOCOMMIT")
+    config.registry["nick_jobs.read_engine"] = read_engine
     session_factory = get_session_factory(engine)
     config.registry["dbsession_factory"] = session_factory
 
@@ -102,7 +109,7 @@ def includeme(config) -> None:
         transaction-manager hooks and the BEGIN/COMMIT round trips on the paths that only
         read, such as GET /@jobs/{uuid}.
         """
-        conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        conn = read_engine.connect()
         request.add_finished_callback(lambda _request: conn.close())
         return conn
 
