@@ -12,8 +12,10 @@ def isoformat(value: dt.datetime | None) -> str | None:
     """UTC with milliseconds and ``Z``, as JavaScript's ``toISOString()`` writes it."""
     if value is None:
         return None
-    value = value.astimezone(dt.UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    if value.utcoffset():
+        value = value.astimezone(dt.UTC)
+    # isoformat is several times faster than strftime, which matters on a 1000-row page.
+    return value.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def job_json(job: Any, job_url: str) -> dict[str, Any]:

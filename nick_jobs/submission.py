@@ -15,6 +15,9 @@ from .errors import api_error
 from .models import Job
 from .schemas import JobCreateSchema
 
+# Schemas are stateless once built; building one per request costs more than loading.
+_CREATE_SCHEMA = JobCreateSchema()
+
 MAX_IDEMPOTENCY_KEY = 200
 
 
@@ -42,7 +45,7 @@ def submit(
     With an ``Idempotency-Key``, a repeated submit by the same user returns the first
     job (``created`` is False) instead of creating a second.
     """
-    loaded = JobCreateSchema().load(data)
+    loaded = _CREATE_SCHEMA.load(data)
     params = dict(loaded["params"])
     name = params.pop("action")
     action = get_registry(request.registry).get(name)

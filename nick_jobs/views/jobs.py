@@ -16,6 +16,9 @@ from ..schemas import ListQuerySchema
 from ..serialize import job_json
 from . import api_view
 
+# Schemas are stateless once built; building one per request costs more than loading.
+_LIST_QUERY_SCHEMA = ListQuerySchema()
+
 
 def job_url(request, container: JobContainer, uuid: str) -> str:
     return request.resource_url(container, uuid)
@@ -24,7 +27,7 @@ def job_url(request, container: JobContainer, uuid: str) -> str:
 @api_view(context=JobContainer, request_method="GET", permission=Permission.VIEW_JOBS)
 def list_view(context: JobContainer, request):
     settings = request.registry["nick_jobs.settings"]
-    query = ListQuerySchema().load(request.GET.mixed())
+    query = _LIST_QUERY_SCHEMA.load(request.GET.mixed())
     size = min(query.get("b_size", settings.default_page_size), settings.max_page_size)
     actor = query.get("actor")
     if not context.sees_all():
@@ -49,7 +52,9 @@ def list_view(context: JobContainer, request):
         request.response.headers["Link"] = f'<{next_url}>; rel="next"'
     if page.total is not None:
         request.response.headers["X-Total-Count"] = str(page.total)
-    return [job_json(row, job_url(request, context, row.uuid)) for row in page.rows]
+    # One URL computation for the page, not one per job.
+    base = request.resource_url(context).rstrip("/")
+    return [job_json(row, f"{base}/{row.uuid}") for row in page.rows]
 
 
 @api_view(context=JobContainer, request_method="POST", permission=Permission.ADD_JOBS)
