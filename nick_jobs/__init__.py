@@ -31,6 +31,8 @@ def includeme(config: Configurator) -> None:
     config.include(".views.auth")
     config.include(".views.jobs")
     config.include(".views.actions")
+    config.include(".views.health")
+    config.include(".views.scheduled_jobs")
     # Modules of actions (or anything else) named in the ini, after the directives exist.
     for name in aslist(config.get_settings().get("nick_jobs.includes", "")):
         config.include(name)

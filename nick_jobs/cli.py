@@ -1,4 +1,4 @@
-"""The ``nick-jobs`` command: ``migrate``, ``worker`` and ``users``.
+"""The ``nick-jobs`` command: ``migrate``, ``worker``, ``sweep`` and ``users``.
 
 Every subcommand takes the ini file first; the ``NICK_JOBS_*`` environment overrides
 apply, as they do for the server.
@@ -119,8 +119,60 @@ def _refuse_embedded_broker(settings) -> bool:
     return True
 
 
-def run_worker_process(config_uri: str, threads: int) -> int:
-    """One worker process: build the app (actions, broker), consume until SIGTERM."""
+def _hand_back_unfinished(registry) -> int:
+    """Give back the jobs this process still runs: a new ``created`` attempt each, sent again.
+
+    Called once the grace period is over. Each hand-back is fenced on the attempt, so a
+    job that finishes at this very moment keeps its outcome.
+    """
+    import sqlalchemy as sa
+
+    from . import transitions
+
+    queue = registry["nick_jobs.queue"]
+    heartbeats = getattr(queue.actor.fn, "heartbeats", None)  # the JobRunner's
+    if heartbeats is None:
+        return 0
+    with heartbeats.lock:
+        uuids = sorted(heartbeats.running)
+    if not uuids:
+        return 0
+    jobs = transitions.jobs
+    handed: list[tuple[str, str]] = []
+    with registry["nick_jobs.engine"].begin() as conn:
+        rows = conn.execute(
+            sa.select(jobs.c.uuid, jobs.c.action, jobs.c.attempt).where(
+                jobs.c.uuid.in_(uuids), jobs.c.status == transitions.RUNNING
+            )
+        ).all()
+        for row in rows:
+            if transitions.hand_back(conn, row.uuid, row.attempt):
+                handed.append((row.uuid, row.action))
+    for uuid, action in handed:
+        try:
+            queue.send(uuid, action)
+        except Exception:
+            # It stays created; the sweeper sends it once its resend grace has passed.
+            log.exception("could not send job %s again; the sweeper will", uuid)
+            break
+    return len(handed)
+
+
+def _start_sweeper(registry, interval_s: float | None = None):
+    from .sweeper import Sweeper
+
+    sweeper = Sweeper(registry)
+    sweeper.start(interval_s)
+    return sweeper
+
+
+def run_worker_process(config_uri: str, threads: int, sweep: bool = False) -> int:
+    """One worker process: build the app (actions, broker), consume until SIGTERM.
+
+    On SIGTERM it stops taking messages, gives running jobs ``nick_jobs.worker_grace``
+    seconds to finish, and hands back those still running (they run again elsewhere).
+    With ``sweep`` (``--no-supervise``: no supervisor to run it) it also runs the sweeper.
+    """
     import dramatiq
     from pyramid.paster import get_app
 
@@ -141,12 +193,28 @@ def run_worker_process(config_uri: str, threads: int) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     worker.start()
+    sweeper = _start_sweeper(registry) if sweep else None
     log.info(
         "worker process %d consuming %s with %d threads", os.getpid(), settings.queue_name, threads
     )
     stop.wait()
     log.info("worker process %d stopping", os.getpid())
+    if sweeper is not None:
+        sweeper.stop()
+    # Takes no new message; waits up to the grace period for the running jobs.
     worker.stop(timeout=int(settings.worker_grace_s * 1000))
+    try:
+        handed = _hand_back_unfinished(registry)
+    except Exception:
+        # The database is unreachable: the jobs stay running until the sweeper's lease.
+        log.exception("could not hand back the jobs still running")
+    else:
+        if handed:
+            log.warning(
+                "handed back %d jobs still running after the %g s grace period",
+                handed,
+                settings.worker_grace_s,
+            )
     broker.close()
     return EXIT_OK
 
@@ -166,7 +234,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         if processes != 1:
             print("nick-jobs: --no-supervise runs exactly one process (-p 1)", file=sys.stderr)
             return EXIT_USAGE
-        return run_worker_process(args.config, threads)
+        return run_worker_process(args.config, threads, sweep=True)
     child_cmd = [
         sys.executable,
         "-m",
@@ -193,6 +261,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     for slot in range(processes):
         spawn(slot)
+    # The sweeper runs here, in the supervisor, not in each worker process.
+    sweeper = None
+    if settings.sweep_interval_s > 0 and not stopping.is_set():
+        from pyramid.paster import get_app
+
+        try:
+            sweeper = _start_sweeper(get_app(args.config).registry)
+        except Exception:
+            log.exception("could not start the sweeper; lost jobs are not rescued here")
     restarts: dict[int, float] = {}
     while not stopping.is_set():
         for slot, child in list(children.items()):
@@ -202,6 +279,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
             if code == EXIT_USAGE:
                 log.error("worker process exited with a configuration error; stopping")
                 on_signal(signal.SIGTERM, None)
+                if sweeper is not None:
+                    sweeper.stop()
                 return EXIT_USAGE
             # Back off a little when a child dies at once again and again.
             delay = 1.0 if time.monotonic() - restarts.get(slot, 0) < 5 else 0.0
@@ -211,12 +290,48 @@ def cmd_worker(args: argparse.Namespace) -> int:
             restarts[slot] = time.monotonic()
             spawn(slot)
         stopping.wait(0.5)
+    if sweeper is not None:
+        sweeper.stop()
     deadline = time.monotonic() + settings.worker_grace_s + 5
     for child in children.values():
         try:
             child.wait(timeout=max(deadline - time.monotonic(), 0.1))
         except subprocess.TimeoutExpired:
             child.kill()
+    return EXIT_OK
+
+
+# --- sweep -----------------------------------------------------------------------------
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Rescue lost jobs and re-send lost messages: one round, or every interval until SIGTERM."""
+    from pyramid.paster import get_app
+
+    from .sweeper import Sweeper
+
+    settings = _settings(args.config)
+    if _refuse_embedded_broker(settings):
+        return EXIT_USAGE
+    interval = args.interval if args.interval is not None else settings.sweep_interval_s or 15.0
+    if interval <= 0:
+        print("nick-jobs: --interval takes a number of seconds > 0", file=sys.stderr)
+        return EXIT_USAGE
+    _setup_logging(args.config)
+    sweeper = Sweeper(get_app(args.config).registry)
+    if args.once:
+        print(sweeper.run_once())
+        return EXIT_OK
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    log.info("sweeping every %g s", interval)
+    while not stop.is_set():
+        try:
+            sweeper.run_once()
+        except Exception:
+            log.exception("sweep failed; trying again in %g s", interval)
+        stop.wait(interval)
     return EXIT_OK
 
 
@@ -227,7 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nick-jobs", description="Migrate the database, run workers, manage users."
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{migrate,worker,users}")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="{migrate,worker,sweep,users}"
+    )
 
     migrate = sub.add_parser("migrate", help="upgrade the database schema")
     migrate.add_argument("config", help="the ini file, e.g. production.ini")
@@ -244,6 +361,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="with one process: run it in the foreground, for a supervisor such as systemd",
     )
     worker.set_defaults(func=cmd_worker)
+
+    sweep = sub.add_parser(
+        "sweep", help="rescue jobs that lost their worker, re-send lost messages"
+    )
+    sweep.add_argument("config")
+    sweep.add_argument("--once", action="store_true", help="one round, print what it did, exit")
+    sweep.add_argument(
+        "--interval", type=float, help="seconds between rounds; default: nick_jobs.sweep_interval"
+    )
+    sweep.set_defaults(func=cmd_sweep)
 
     # Internal: what the supervisor starts for each worker process; not listed in --help.
     child = sub.add_parser("_worker-process")
@@ -267,6 +394,12 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("config")
     rm.add_argument("login")
     rm.set_defaults(func=cmd_users_remove)
+    from .scheduler import add_command as add_scheduler_command
+
+    add_scheduler_command(sub)
+    from .client_cli import add_client_commands
+
+    add_client_commands(sub)
     return parser
 
 

@@ -36,6 +36,10 @@ class Root:
     def __getitem__(self, key: str):
         if key == "@jobs":
             return JobContainer(self.request, parent=self)
+        if key == "@scheduled-jobs":
+            from .scheduled_jobs import ScheduledJobContainer
+
+            return ScheduledJobContainer(self.request, parent=self)
         raise KeyError(key)
 
 

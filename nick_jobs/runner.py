@@ -224,7 +224,8 @@ class JobRunner:
         try:
             if action is None:
                 raise LookupError(f"no job action named {job.action!r} is registered")
-            params = {k: v for k, v in job.params.items() if k != "action"}
+            # "scheduled_job" names the scheduled job that created it: not a param either.
+            params = {k: v for k, v in job.params.items() if k not in ("action", "scheduled_job")}
             value = action.handler(action.load_params(params), ctx)
             outcome = (transitions.COMPLETED, _as_result(value))
         except JobAborted:

@@ -73,6 +73,10 @@ class Settings:
     worker_threads: int
     worker_grace_s: float
     heartbeat_interval_s: float
+    lease_s: float
+    sweep_interval_s: float
+    resend_grace_s: float
+    health_timeout_s: float
     jwt_secret: str
     jwt_algorithms: tuple[str, ...]
     jwt_lifetime_s: int
@@ -128,6 +132,25 @@ def parse(settings: Mapping[str, Any]) -> Settings:
     max_page = _int(settings, "nick_jobs.max_page_size", 1000)
     if not 1 <= page_size <= max_page:
         raise ConfigurationError("nick_jobs.default_page_size must be between 1 and max_page_size")
+    heartbeat_interval = _float(settings, "nick_jobs.heartbeat_interval", 10.0)
+    lease = _float(settings, "nick_jobs.lease", 60.0)
+    sweep_interval = _float(settings, "nick_jobs.sweep_interval", 15.0)
+    resend_grace = _float(settings, "nick_jobs.resend_grace", 30.0)
+    health_timeout = _float(settings, "nick_jobs.health_timeout", 2.0)
+    if heartbeat_interval < 0 or sweep_interval < 0:
+        raise ConfigurationError(
+            "nick_jobs.heartbeat_interval and nick_jobs.sweep_interval take 0 (off) or more"
+        )
+    if lease <= 0 or resend_grace <= 0 or health_timeout <= 0:
+        raise ConfigurationError(
+            "nick_jobs.lease, nick_jobs.resend_grace and nick_jobs.health_timeout must be > 0"
+        )
+    # A job is declared lost only after it missed at least two heartbeats in a row.
+    if heartbeat_interval and lease < 2 * heartbeat_interval:
+        raise ConfigurationError(
+            "nick_jobs.lease must be at least twice nick_jobs.heartbeat_interval, "
+            f"not {lease:g} s for heartbeats every {heartbeat_interval:g} s"
+        )
     return Settings(
         database_url=database_url,
         broker_url=broker_url,
@@ -136,11 +159,15 @@ def parse(settings: Mapping[str, Any]) -> Settings:
         environment=environment,
         auto_migrate=asbool(settings.get("nick_jobs.auto_migrate", environment == "development")),
         embedded_worker_threads=_int(settings, "nick_jobs.embedded_worker_threads", 4),
-        worker_timeout_ms=_int(settings, "nick_jobs.worker_timeout_ms", 100),
+        worker_timeout_ms=_int(settings, "nick_jobs.worker_timeout_ms", 50),
         worker_processes=_int(settings, "nick_jobs.worker_processes", 2),
         worker_threads=_int(settings, "nick_jobs.worker_threads", 8),
         worker_grace_s=_float(settings, "nick_jobs.worker_grace", 30.0),
-        heartbeat_interval_s=_float(settings, "nick_jobs.heartbeat_interval", 10.0),
+        heartbeat_interval_s=heartbeat_interval,
+        lease_s=lease,
+        sweep_interval_s=sweep_interval,
+        resend_grace_s=resend_grace,
+        health_timeout_s=health_timeout,
         jwt_secret=secret,
         jwt_algorithms=algorithms,
         jwt_lifetime_s=_int(settings, "nick_jobs.jwt_lifetime", 12 * 3600),

@@ -8,9 +8,10 @@ import logging
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from . import migrations
+from . import migrations, scheduler
 from .models import Job, User
 from .permissions import ADMINISTRATOR_ROLE
+from .sweeper import EmbeddedSweeperMiddleware, Sweeper
 from .users import add_user
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,9 @@ def on_application_created(event) -> None:
         ensure_bootstrap_admin(engine)
     queue = registry["nick_jobs.queue"]
     if settings.embedded_broker and settings.embedded_worker_threads > 0:
+        # The sweeper (lost jobs, lost messages) runs for as long as the embedded worker.
+        registry["nick_jobs.sweeper"] = sweeper = Sweeper(registry)
+        queue.broker.add_middleware(EmbeddedSweeperMiddleware(sweeper))
         queue.start_embedded_worker(settings.embedded_worker_threads)
         atexit.register(queue.stop_embedded_worker)
         # The embedded queue lives in memory: jobs waiting when the process stopped are
@@ -52,3 +56,5 @@ def on_application_created(event) -> None:
         resent = resend_waiting(engine, queue)
         if resent:
             log.info("sent %d waiting jobs to the embedded worker", resent)
+    # Declared schedules are written; the embedded scheduler starts (development).
+    scheduler.on_start(registry)

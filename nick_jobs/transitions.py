@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid as uuidlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -261,3 +262,221 @@ def delete(conn, uuid: str) -> None:
 
 def is_finished(status: str) -> bool:
     return status in FINISHED_STATUSES
+
+
+# --- recovery: lost workers, lost messages, stopping workers ----------------------------
+
+# Who the history names for the changes nick-jobs makes on its own.
+SWEEPER = "nick-jobs:sweeper"
+WORKER = "nick-jobs:worker"
+DEFAULT_RECOVERY_BATCH = 500
+
+
+@dataclass(frozen=True)
+class LostJob:
+    """A running job whose worker stopped refreshing its heartbeat."""
+
+    uuid: str
+    action: str
+    attempt: int
+    heartbeat: dt.datetime | None
+    started: dt.datetime | None
+
+
+def _previous_attempt(
+    attempt: int, started: dt.datetime | None, now: dt.datetime, error: dict[str, str]
+) -> dict[str, Any]:
+    return {
+        "attempt": attempt,
+        "status": FAILED,
+        "started": started.isoformat() if started else None,
+        "finished": now.isoformat(),
+        "result": {},
+        "error": error,
+    }
+
+
+def _as_new_attempt(attempt: int, now: dt.datetime) -> dict[str, Any]:
+    return {
+        "status": CREATED,
+        "attempt": attempt + 1,
+        "started": None,
+        "finished": None,
+        "result": {},
+        "error": None,
+        "heartbeat": None,
+        "enqueued": now,
+    }
+
+
+def lost_jobs(
+    conn, lease_s: float, now: dt.datetime, limit: int = DEFAULT_RECOVERY_BATCH
+) -> list[LostJob]:
+    """Running jobs whose heartbeat is older than ``lease_s`` seconds (oldest first).
+
+    A row without a heartbeat (started before heartbeats existed) counts from its start.
+    """
+    cutoff = now - dt.timedelta(seconds=lease_s)
+    rows = conn.execute(
+        sa.select(jobs.c.uuid, jobs.c.action, jobs.c.attempt, jobs.c.heartbeat, jobs.c.started)
+        .where(
+            jobs.c.status == RUNNING,
+            sa.or_(
+                jobs.c.heartbeat < cutoff,
+                sa.and_(
+                    jobs.c.heartbeat.is_(None),
+                    sa.or_(jobs.c.started.is_(None), jobs.c.started < cutoff),
+                ),
+            ),
+        )
+        .order_by(jobs.c.heartbeat)
+        .limit(limit)
+    ).all()
+    return [LostJob(r.uuid, r.action, r.attempt, r.heartbeat, r.started) for r in rows]
+
+
+def _lost_fence(job: LostJob):
+    """The row is still exactly as it was found: same attempt, and no heartbeat since."""
+    heartbeat = (
+        jobs.c.heartbeat.is_(None) if job.heartbeat is None else jobs.c.heartbeat == job.heartbeat
+    )
+    return (
+        jobs.c.uuid == job.uuid,
+        jobs.c.status == RUNNING,
+        jobs.c.attempt == job.attempt,
+        heartbeat,
+    )
+
+
+def rescue(conn, job: LostJob, retry: bool, lease_s: float, now: dt.datetime) -> bool:
+    """Rescue one lost job: a new ``created`` attempt when ``retry``, else ``failed``.
+
+    Fenced on status, attempt and the heartbeat that was found stale: a heartbeat that
+    lands meanwhile (the worker was only slow) makes this match nothing, and the job
+    keeps running. Returns whether the job was rescued.
+    """
+    error = {
+        "type": "WorkerLost",
+        "message": f"The worker running this job stopped responding (no heartbeat for "
+        f"{lease_s:g} s).",
+    }
+    if not retry:
+        return (
+            conn.execute(
+                jobs.update()
+                .where(*_lost_fence(job))
+                .values(status=FAILED, finished=now, error=error)
+            ).rowcount
+            == 1
+        )
+    updated = conn.execute(
+        jobs.update().where(*_lost_fence(job)).values(_as_new_attempt(job.attempt, now))
+    ).rowcount
+    if updated != 1:
+        return False
+    _record(
+        conn,
+        job.uuid,
+        "rescued",
+        SWEEPER,
+        job.attempt + 1,
+        now,
+        previous_attempt=_previous_attempt(job.attempt, job.started, now, error),
+    )
+    return True
+
+
+@dataclass
+class Rescued:
+    """What :func:`rescue_lost` did: the jobs to send again, and those it failed."""
+
+    retried: list[tuple[str, str]]  # (uuid, action): created again, to be sent
+    failed: list[str]
+
+
+def rescue_lost(
+    conn,
+    lease_s: float,
+    now: dt.datetime,
+    max_retries: Callable[[str], int] | None = None,
+    limit: int = DEFAULT_RECOVERY_BATCH,
+) -> Rescued:
+    """Rescue the running jobs whose heartbeat is older than ``lease_s`` seconds.
+
+    A job whose action allows another attempt (``attempt <= max_retries(action)``) goes
+    back to ``created`` as a new attempt, to be sent again; any other fails with error
+    type ``WorkerLost``. ``max_retries`` gives an action's ``max_retries`` from its name
+    (None: no retries).
+    """
+    out = Rescued([], [])
+    for job in lost_jobs(conn, lease_s, now, limit):
+        allowed = max_retries(job.action) if max_retries is not None else 0
+        retry = job.attempt <= allowed
+        if rescue(conn, job, retry, lease_s, now):
+            if retry:
+                out.retried.append((job.uuid, job.action))
+            else:
+                out.failed.append(job.uuid)
+    return out
+
+
+def stale_created(
+    conn, grace_s: float, now: dt.datetime, limit: int = DEFAULT_RECOVERY_BATCH
+) -> list[tuple[str, str]]:
+    """Created jobs last sent more than ``grace_s`` seconds ago, as ``(uuid, action)``.
+
+    Their ``enqueued`` moves to ``now`` in the same conditional statement, so each is
+    returned (to be sent again) once per grace period, however many sweepers ask.
+    """
+    cutoff = now - dt.timedelta(seconds=grace_s)
+    stale = sa.or_(jobs.c.enqueued < cutoff, jobs.c.enqueued.is_(None))
+    # Read first, so a round with nothing to do writes nothing (and locks nothing).
+    ids = (
+        conn.execute(
+            sa.select(jobs.c.id)
+            .where(jobs.c.status == CREATED, stale)
+            .order_by(jobs.c.id)
+            .limit(limit)
+        )
+        .scalars()
+        .all()
+    )
+    if not ids:
+        return []
+    rows = conn.execute(
+        jobs.update()
+        .where(jobs.c.id.in_(ids), jobs.c.status == CREATED, stale)
+        .values(enqueued=now)
+        .returning(jobs.c.id, jobs.c.uuid, jobs.c.action)
+    ).all()
+    return [(r.uuid, r.action) for r in sorted(rows, key=lambda r: r.id)]
+
+
+def hand_back(conn, uuid: str, attempt: int, now: dt.datetime | None = None) -> bool:
+    """``running → created`` as a new attempt, for a job its stopping worker gives up.
+
+    Fenced on the attempt the worker runs: if the job finished, was aborted or was
+    rescued meanwhile, nothing changes. Returns whether the job was handed back.
+    """
+    now = now or utcnow()
+    updated = conn.execute(
+        jobs.update()
+        .where(jobs.c.uuid == uuid, jobs.c.status == RUNNING, jobs.c.attempt == attempt)
+        .values(_as_new_attempt(attempt, now))
+    ).rowcount
+    if updated != 1:
+        return False
+    error = {
+        "type": "WorkerStopped",
+        "message": "The worker stopped before the job finished; it runs again.",
+    }
+    _record(
+        conn,
+        uuid,
+        "handed back",
+        WORKER,
+        attempt + 1,
+        now,
+        previous_attempt=_previous_attempt(attempt, None, now, error),
+    )
+    return True

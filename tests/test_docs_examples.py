@@ -44,7 +44,7 @@ import sqlalchemy as sa
 import webtest
 from sqlalchemy.orm import Session
 
-from nick_jobs import main, migrations, tokens, transitions
+from nick_jobs import main, migrations, scheduled_jobs, tokens, transitions
 from nick_jobs.builtin_actions import dummy_action, prune_action
 from nick_jobs.models import User, get_engine
 from nick_jobs.passwords import hash_password
@@ -251,12 +251,29 @@ def _submitted_with_key(world: World) -> None:
     world.submit(REPEATED_UUID, "15:59:58.500", params, key="prune-2022-04-08")
 
 
+def _scheduled(world: World, declared: bool = False) -> None:
+    """A weekly prune that last ran on Sunday; or, declared, the default nightly prune."""
+    data = {"id": "prune-weekly", "action": "prune", "params": {"days": 7}}
+    data.update(title="Weekly clean-up", description="Deletes jobs finished a week ago.")
+    data.update(schedule="30 2 * * 0", timezone="Europe/Amsterdam")
+    if declared:
+        data = {"id": "prune-nightly", "action": "prune", "schedule": "0 3 * * *"}
+    world.clock.at("09:00:00.000")
+    with Session(world.engine) as session, session.begin():
+        row = scheduled_jobs.create(session, world.client.app.registry, data, actor="admin")
+        row.declared, row.last_run = declared, dt.datetime(2022, 4, 3, 0, 30, 0, 412000, dt.UTC)
+
+
+_SCHEDULED = ("add_repeated", "delete", "get", "list", "patch", "patch_representation")
+
 # What an example needs beyond the users and the standard jobs.
 SETUP: dict[str, Callable[[World], None]] = {
     "authentication/request_after_logout": _logged_out,
     "jobs/add_repeated": _submitted_with_key,
     "jobs/get_aborted": lambda world: world.abort(RUNNING_UUID, "15:58:00.000"),
     "jobs/get_retried": lambda world: world.retry(FAILED_UUID, "15:45:00.000"),
+    **{f"scheduled-jobs/{name}": _scheduled for name in _SCHEDULED},
+    "scheduled-jobs/delete_declared": lambda world: _scheduled(world, declared=True),
 }
 
 
@@ -280,6 +297,7 @@ def world(tmp_path, monkeypatch) -> Iterator[World]:
     )
     clock, uuids = Clock(), UUIDs()
     monkeypatch.setattr(transitions, "utcnow", clock)
+    monkeypatch.setattr(scheduled_jobs, "utcnow", clock)
     monkeypatch.setattr(transitions, "uuidlib", SimpleNamespace(uuid4=uuids.uuid4))
     monkeypatch.setattr(
         tokens,

@@ -1,0 +1,232 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+
+import Client, { NickJobsError } from '../index.js';
+import { USERS, startServer } from '../testing/server.js';
+
+let server;
+let cli;
+let admin;
+let alice;
+
+const FINAL = ['completed', 'failed', 'aborted'];
+
+async function waitForStatus(id, wanted, timeoutMs = 15000) {
+  const deadline = Date.now() + timeoutMs;
+  let job;
+  while (Date.now() < deadline) {
+    ({ data: job } = await cli.getJob({ token: admin, params: { id } }));
+    if (wanted.includes(job.status)) return job;
+    await new Promise((ok) => setTimeout(ok, 50));
+  }
+  throw new Error(`job ${id} did not reach ${wanted} in ${timeoutMs} ms: ${JSON.stringify(job)}`);
+}
+
+async function rejection(promise) {
+  try {
+    await promise;
+  } catch (error) {
+    return error;
+  }
+  assert.fail('expected the call to reject');
+}
+
+function longJob(title = 'Long') {
+  return cli.createJob({
+    token: admin,
+    data: { title, params: { action: 'dummy', sleep: 300, steps: 3000 } },
+  });
+}
+
+before(async () => {
+  server = await startServer();
+  cli = Client.initialize({ apiPath: server.url });
+  admin = (await cli.login({ data: { login: 'admin', password: USERS.admin } })).data.token;
+  alice = (await cli.login({ data: { login: 'alice', password: USERS.alice } })).data.token;
+});
+
+after(async () => {
+  await server?.stop();
+});
+
+describe('login', () => {
+  test('returns a token in data', async () => {
+    const result = await cli.login({ data: { login: 'admin', password: USERS.admin } });
+    assert.equal(result.status, 200);
+    assert.match(result.data.token, /^[\w-]+\.[\w-]+\.[\w-]+$/);
+  });
+
+  test('a wrong password rejects with 401 and the server body', async () => {
+    const error = await rejection(cli.login({ data: { login: 'admin', password: 'nope' } }));
+    assert.ok(error instanceof NickJobsError);
+    assert.equal(error.status, 401);
+    assert.equal(error.type, 'Invalid credentials');
+    assert.equal(error.message, 'Wrong login and/or password.');
+    assert.deepEqual(error.body, {
+      error: { type: 'Invalid credentials', message: 'Wrong login and/or password.' },
+    });
+  });
+
+  test('loginRenew gives a working token; logout revokes it', async () => {
+    const { data } = await cli.loginRenew({ token: admin });
+    assert.ok(data.token);
+    const own = (await cli.login({ data: { login: 'carol', password: USERS.carol } })).data.token;
+    assert.equal((await cli.getJobActions({ token: own })).status, 200);
+    const out = await cli.logout({ token: own });
+    assert.equal(out.status, 204);
+    assert.equal(out.data, null);
+    const error = await rejection(cli.getJobActions({ token: own }));
+    assert.equal(error.status, 401);
+  });
+
+  test('no token: 401 Unauthorized', async () => {
+    const error = await rejection(cli.getJobs({}));
+    assert.equal(error.status, 401);
+    assert.equal(error.type, 'Unauthorized');
+  });
+});
+
+describe('jobs', () => {
+  test('createJob, then getJob until it completes', async () => {
+    const created = await cli.createJob({
+      token: admin,
+      data: { title: 'The answer', params: { action: 'dummy', steps: 2, result: { answer: 42 } } },
+    });
+    assert.equal(created.status, 201);
+    assert.equal(created.data.title, 'The answer');
+    assert.equal(created.data.params.action, 'dummy');
+    assert.equal(created.headers.get('Location'), created.data['@id']);
+    const job = await waitForStatus(created.data.uuid, FINAL);
+    assert.equal(job.status, 'completed');
+    assert.deepEqual(job.result, { answer: 42 });
+    assert.equal(job.attempt, 1);
+  });
+
+  test('an Idempotency-Key returns the first job again', async () => {
+    const key = `js-${Date.now()}`;
+    const data = { params: { action: 'dummy' } };
+    const first = await cli.createJob({ token: admin, data, headers: { 'Idempotency-Key': key } });
+    const again = await cli.createJob({ token: admin, data, headers: { 'Idempotency-Key': key } });
+    assert.equal(first.status, 201);
+    assert.equal(again.status, 200);
+    assert.equal(again.data.uuid, first.data.uuid);
+  });
+
+  test('invalid params reject with 400 and the fields', async () => {
+    const error = await rejection(
+      cli.createJob({ token: admin, data: { params: { action: 'dummy', steps: 0 } } }),
+    );
+    assert.equal(error.status, 400);
+    assert.equal(error.type, 'Validation error');
+    assert.ok(error.body.error.fields.params.steps);
+  });
+
+  test('abortJob, retryJob and deleteJob', async () => {
+    const { data: job } = await longJob();
+    const id = job.uuid;
+    const aborted = await cli.abortJob({ token: admin, params: { id } });
+    assert.equal(aborted.status, 204);
+    assert.equal((await cli.getJob({ token: admin, params: { id } })).data.status, 'aborted');
+
+    const retried = await cli.retryJob({ token: admin, params: { id } });
+    assert.equal(retried.status, 204);
+    const again = await waitForStatus(id, ['created', 'running']);
+    assert.equal(again.attempt, 2);
+
+    await waitForStatus(id, ['running']);
+    const conflict = await rejection(cli.deleteJob({ token: admin, params: { id } }));
+    assert.equal(conflict.status, 409);
+    assert.equal(conflict.body.error.status, 'running');
+
+    await cli.abortJob({ token: admin, params: { id } });
+    const deleted = await cli.deleteJob({ token: admin, params: { id } });
+    assert.equal(deleted.status, 204);
+    const gone = await rejection(cli.getJob({ token: admin, params: { id } }));
+    assert.equal(gone.status, 404);
+    assert.equal(gone.type, 'Not found');
+  });
+
+  test('aborting a finished job is a 409 with its status', async () => {
+    const { data } = await cli.createJob({ token: admin, data: { params: { action: 'dummy' } } });
+    await waitForStatus(data.uuid, ['completed']);
+    const error = await rejection(cli.abortJob({ token: admin, params: { id: data.uuid } }));
+    assert.equal(error.status, 409);
+    assert.equal(error.message, "A completed job can't be aborted.");
+    assert.equal(error.body.error.status, 'completed');
+  });
+
+  test("another user's job is a 404", async () => {
+    const { data } = await cli.createJob({ token: admin, data: { params: { action: 'dummy' } } });
+    const error = await rejection(cli.getJob({ token: alice, params: { id: data.uuid } }));
+    assert.equal(error.status, 404);
+  });
+
+  test('getJobs filters, and pages with next', async () => {
+    const marker = `page-${Date.now()}`;
+    const ids = [];
+    for (let i = 0; i < 3; i += 1) {
+      const { data } = await cli.createJob({
+        token: admin,
+        data: { title: `${marker} ${i}`, params: { action: 'dummy' } },
+      });
+      ids.push(data.uuid);
+    }
+    const first = await cli.getJobs({ token: admin, query: { q: marker, b_size: 2 } });
+    assert.deepEqual(
+      first.data.map((job) => job.uuid),
+      [ids[2], ids[1]],
+    );
+    assert.ok(first.next, 'a next link');
+    const second = await cli.getJobs({ token: admin, url: first.next });
+    assert.deepEqual(
+      second.data.map((job) => job.uuid),
+      [ids[0]],
+    );
+    assert.equal(second.next, null);
+
+    const all = [];
+    for await (const job of cli.iterJobs({ token: admin, query: { q: marker } })) all.push(job.uuid);
+    assert.deepEqual(all, [...ids].reverse());
+    const limited = [];
+    for await (const job of cli.iterJobs({ token: admin, query: { q: marker }, limit: 1 })) {
+      limited.push(job.uuid);
+    }
+    assert.deepEqual(limited, [ids[2]]);
+
+    const counted = await cli.getJobs({ token: admin, query: { q: marker, count: true, b_size: 1 } });
+    assert.equal(counted.total, 3);
+
+    const mine = await cli.getJobs({ token: alice, query: { q: marker } });
+    assert.deepEqual(mine.data, []);
+  });
+
+  test('an invalid filter is a 400', async () => {
+    const error = await rejection(cli.getJobs({ token: admin, query: { status: 'done' } }));
+    assert.equal(error.status, 400);
+    assert.ok(error.body.error.fields.status);
+  });
+});
+
+describe('actions and errors', () => {
+  test('getJobActions lists what the user may submit', async () => {
+    const { data } = await cli.getJobActions({ token: admin });
+    assert.deepEqual(
+      data.map((action) => action.name),
+      ['dummy', 'prune'],
+    );
+    assert.equal(data[0].params.type, 'object');
+    assert.deepEqual((await cli.getJobActions({ token: alice })).data, []);
+  });
+
+  test('an unreachable server rejects with status 0', async () => {
+    const closed = Client.initialize({ apiPath: 'http://127.0.0.1:9' });
+    const error = await rejection(closed.getJobs({ token: admin }));
+    assert.ok(error instanceof NickJobsError);
+    assert.equal(error.status, 0);
+    assert.match(error.message, /can't reach http:\/\/127\.0\.0\.1:9/);
+  });
+
+  test('a job id is required', async () => {
+    await assert.rejects(cli.getJob({ token: admin, params: {} }), TypeError);
+  });
+});

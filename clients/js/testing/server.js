@@ -1,0 +1,116 @@
+// Starts a real nick-jobs server for the tests: a generated ini with a temporary SQLite
+// file, the embedded stub:// broker with worker threads, and a free port.
+import { spawn, execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+const BIN = process.env.NICK_JOBS_BIN ?? join(ROOT, '.venv', 'bin');
+
+export const USERS = {
+  admin: 'admin-password',
+  alice: 'alice-password',
+  // Only for the logout test: tokens issued to one user in the same second are identical
+  // (no jti claim), so logging out one of them would log out the others too.
+  carol: 'carol-password',
+};
+
+function freePort() {
+  return new Promise((ok, fail) => {
+    const server = createServer();
+    server.once('error', fail);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => ok(port));
+    });
+  });
+}
+
+async function waitUntilUp(url, proc, output, timeoutMs = 20000) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (proc.exitCode !== null) {
+      throw new Error(`pserve exited with ${proc.exitCode}:\n${output.join('')}`);
+    }
+    try {
+      const response = await fetch(`${url}/@jobs`);
+      if (response.status === 401) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((ok) => setTimeout(ok, 50));
+  }
+  throw new Error(`nick-jobs did not answer on ${url} in ${timeoutMs} ms:\n${output.join('')}`);
+}
+
+export async function startServer() {
+  const dir = mkdtempSync(join(tmpdir(), 'nick-jobs-js-'));
+  const port = await freePort();
+  const ini = join(dir, 'test.ini');
+  writeFileSync(
+    ini,
+    [
+      '[app:main]',
+      'use = egg:nick-jobs',
+      'nick_jobs.environment = testing',
+      `sqlalchemy.url = sqlite:///${join(dir, 'jobs.sqlite')}`,
+      'nick_jobs.broker_url = stub://',
+      'nick_jobs.embedded_worker_threads = 2',
+      'nick_jobs.worker_timeout_ms = 50',
+      `nick_jobs.jwt_secret = js-client-tests-${'x'.repeat(40)}`,
+      'nick_jobs.auto_migrate = false',
+      'nick_jobs.bootstrap_admin = false',
+      'nick_jobs.login_rate_limit = 1000',
+      'nick_jobs.default_page_size = 2',
+      '',
+      '[server:main]',
+      'use = egg:waitress#main',
+      `listen = 127.0.0.1:${port}`,
+      '',
+    ].join('\n'),
+  );
+  const env = { ...process.env };
+  for (const name of ['NICK_JOBS_DATABASE_URL', 'NICK_JOBS_BROKER_URL', 'NICK_JOBS_JWT_SECRET']) {
+    delete env[name];
+  }
+  const cli = join(BIN, 'nick-jobs');
+  await run(cli, ['migrate', ini], { env });
+  await Promise.all(
+    Object.entries(USERS).map(([login, password]) => {
+      const roles = login === 'admin' ? ['--role', 'Administrator'] : [];
+      return run(cli, ['users', 'add', ini, login, '--password', password, ...roles], { env });
+    }),
+  );
+
+  const output = [];
+  const proc = spawn(join(BIN, 'pserve'), [ini], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  proc.stdout.on('data', (chunk) => output.push(String(chunk)));
+  proc.stderr.on('data', (chunk) => output.push(String(chunk)));
+  const url = `http://127.0.0.1:${port}`;
+  try {
+    await waitUntilUp(url, proc, output);
+  } catch (error) {
+    proc.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+    throw error;
+  }
+  return {
+    url,
+    output,
+    async stop() {
+      if (proc.exitCode === null) {
+        const exited = new Promise((ok) => proc.once('exit', ok));
+        proc.kill('SIGTERM');
+        const timer = setTimeout(() => proc.kill('SIGKILL'), 10000);
+        await exited;
+        clearTimeout(timer);
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}

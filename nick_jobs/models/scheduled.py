@@ -1,0 +1,47 @@
+"""Scheduled jobs (cron rules that create jobs) and the key that makes each firing unique."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .meta import Base, JSONType, UTCDateTime
+
+
+class ScheduledJob(Base):
+    __tablename__ = "scheduled_jobs"
+
+    # A slug such as "reindex-events", chosen by whoever creates it.
+    id: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
+    title: Mapped[str] = mapped_column(sa.Text, default="")
+    description: Mapped[str] = mapped_column(sa.Text, default="")
+    action: Mapped[str] = mapped_column(sa.String(100))
+    params: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # A 5-field cron expression, read in ``timezone``.
+    schedule: Mapped[str] = mapped_column(sa.String(200))
+    timezone: Mapped[str] = mapped_column(sa.String(64), default="UTC")
+    enabled: Mapped[bool] = mapped_column(sa.Boolean, default=True)
+    # Who created it: the jobs it fires are theirs.
+    actor: Mapped[str] = mapped_column(sa.String(100))
+    # Declared in the ini file or by an add-on, and kept in line with it at start-up;
+    # the API does not change these.
+    declared: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    created: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    last_run: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The next slot to fire; None while disabled. Schedulers claim a firing by moving it
+    # on with a conditional UPDATE, so only one of them wins each slot.
+    next_run: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ScheduledFiring(Base):
+    """One row per firing: the primary key makes a second job for the same slot impossible."""
+
+    __tablename__ = "scheduled_firings"
+
+    scheduled_job_id: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
+    fire_time: Mapped[dt.datetime] = mapped_column(UTCDateTime, primary_key=True)
+    job_uuid: Mapped[str] = mapped_column(sa.String(36))
+    created: Mapped[dt.datetime] = mapped_column(UTCDateTime)

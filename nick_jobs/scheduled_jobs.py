@@ -1,0 +1,227 @@
+"""Scheduled jobs: cron rules that create jobs. Validation, storage and their JSON.
+
+A scheduled job names an action, its params and a 5-field cron ``schedule`` read in a
+``timezone``. Each time it fires, :mod:`nick_jobs.scheduler` creates one job with
+``params = {"scheduled_job": id, "action": action, **params}``, the scheduled job's title
+and description, run as the user who created the scheduled job.
+
+Only administrators (``Manage Site``) see or change them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+import marshmallow
+import sqlalchemy as sa
+from marshmallow import Schema, ValidationError, fields, validate, validates
+from pyramid.authorization import ALL_PERMISSIONS, Allow
+from pyramid.httpexceptions import HTTPForbidden
+
+from . import cron
+from .actions import get_registry
+from .models import ScheduledFiring, ScheduledJob, utcnow
+from .permissions import ADMINISTRATOR_ROLE, Permission, role_principal
+from .serialize import isoformat
+
+SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,98}[a-z0-9])?$")
+SLUG_MESSAGE = (
+    "An id is 1 to 100 lowercase letters, digits, '-' or '_', starting and ending with a "
+    "letter or digit, e.g. 'reindex-events'."
+)
+
+_ADMIN = (Allow, role_principal(ADMINISTRATOR_ROLE), ALL_PERMISSIONS)
+
+
+# --- traversal: root → @scheduled-jobs → one scheduled job -----------------------------
+
+
+class ScheduledJobContainer:
+    __name__ = "@scheduled-jobs"
+
+    def __init__(self, request, parent) -> None:
+        self.request = request
+        self.__parent__ = parent
+
+    def __acl__(self):
+        return [_ADMIN]
+
+    def __getitem__(self, key: str) -> ScheduledJobResource:
+        if not self.request.has_permission(Permission.MANAGE_SITE, self):
+            # 401 without a session, 403 with one: never a 404 that reveals which exist.
+            raise HTTPForbidden()
+        row = self.request.dbsession.get(ScheduledJob, key) if SLUG.match(key) else None
+        if row is None:
+            raise KeyError(key)
+        return ScheduledJobResource(row, parent=self)
+
+
+class ScheduledJobResource:
+    def __init__(self, row: ScheduledJob, parent: ScheduledJobContainer) -> None:
+        self.row = row
+        self.__name__ = row.id
+        self.__parent__ = parent
+
+    def __acl__(self):
+        return [_ADMIN]
+
+
+# --- what clients send -----------------------------------------------------------------
+
+
+class _Fields(Schema):
+    title = fields.String(validate=validate.Length(max=500))
+    description = fields.String(validate=validate.Length(max=10_000))
+    action = fields.String(validate=validate.Length(min=1, max=100))
+    params = fields.Dict(keys=fields.String())
+    schedule = fields.String(validate=validate.Length(min=1, max=200))
+    timezone = fields.String(validate=validate.Length(min=1, max=64))
+    enabled = fields.Boolean()
+
+    @validates("schedule")
+    def _schedule(self, value: str, **kwargs: Any) -> None:
+        try:
+            cron.normalize(value)
+        except cron.InvalidSchedule as exc:
+            raise ValidationError(str(exc)) from None
+
+    @validates("timezone")
+    def _timezone(self, value: str, **kwargs: Any) -> None:
+        try:
+            cron.zone(value)
+        except cron.InvalidSchedule as exc:
+            raise ValidationError(str(exc)) from None
+
+
+class ScheduledJobCreateSchema(_Fields):
+    """``POST /@scheduled-jobs``. Unknown keys (``last_run``, ``next_run``...) are refused."""
+
+    id = fields.String(required=True, validate=validate.Regexp(SLUG, error=SLUG_MESSAGE))
+    action = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    schedule = fields.String(required=True, validate=validate.Length(min=1, max=200))
+
+
+class ScheduledJobPatchSchema(_Fields):
+    """``PATCH /@scheduled-jobs/{id}``: any of the fields; the id can't change."""
+
+
+# --- JSON ------------------------------------------------------------------------------
+
+
+def scheduled_job_json(row: Any, url: str) -> dict[str, Any]:
+    return {
+        "@id": url,
+        "id": row.id,
+        "title": row.title,
+        "description": row.description,
+        "action": row.action,
+        "params": row.params or {},
+        "schedule": row.schedule,
+        "enabled": row.enabled,
+        "timezone": row.timezone,
+        "last_run": isoformat(row.last_run),
+        "next_run": isoformat(row.next_run),
+        "declared": row.declared,
+    }
+
+
+# --- checks shared by the API, the ini file and the directive --------------------------
+
+
+def check_definition(registry, action: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Raise ``ValidationError`` unless ``action`` exists and takes ``params``.
+
+    Returns the params as given (they are stored as sent, and loaded again when the
+    job runs, exactly like the params of ``POST /@jobs``).
+    """
+    found = get_registry(registry).get(action)
+    if found is None:
+        raise ValidationError({"action": [f"Unknown action {action!r}."]})
+    reserved = sorted({"action", "scheduled_job"} & set(params))
+    if reserved:
+        message = "Set by the scheduler; not a param."
+        raise ValidationError({"params": {key: [message] for key in reserved}})
+    try:
+        found.load_params(params)
+    except marshmallow.ValidationError as exc:
+        raise ValidationError({"params": exc.messages}) from None
+    return params
+
+
+def upcoming(schedule: str, timezone: str, enabled: bool, now: dt.datetime) -> dt.datetime | None:
+    """``next_run`` for a scheduled job (re)defined at ``now``: None while disabled."""
+    return cron.next_fire(schedule, timezone, now) if enabled else None
+
+
+# --- storage ---------------------------------------------------------------------------
+
+
+class AlreadyExists(Exception):
+    pass
+
+
+def create(dbsession, registry, data: dict[str, Any], actor: str) -> ScheduledJob:
+    """Store a new scheduled job from validated ``data``; AlreadyExists on a taken id."""
+    params = check_definition(registry, data["action"], data.get("params", {}))
+    action = get_registry(registry).get(data["action"])
+    now = utcnow()
+    schedule = cron.normalize(data["schedule"])
+    timezone = data.get("timezone", "UTC")
+    enabled = data.get("enabled", True)
+    if dbsession.get(ScheduledJob, data["id"]) is not None:
+        raise AlreadyExists(data["id"])
+    row = ScheduledJob(
+        id=data["id"],
+        title=data.get("title") or action.title or action.name,
+        description=data.get("description", action.description),
+        action=data["action"],
+        params=params,
+        schedule=schedule,
+        timezone=timezone,
+        enabled=enabled,
+        actor=actor,
+        declared=False,
+        created=now,
+        last_run=None,
+        next_run=upcoming(schedule, timezone, enabled, now),
+    )
+    dbsession.add(row)
+    dbsession.flush()
+    return row
+
+
+def update(registry, row: ScheduledJob, data: dict[str, Any]) -> ScheduledJob:
+    """Apply validated PATCH ``data`` to ``row``.
+
+    A change of schedule, time zone or ``enabled`` moves ``next_run`` to the first slot
+    after now: slots missed while disabled are not caught up.
+    """
+    action = data.get("action", row.action)
+    params = data.get("params", row.params or {})
+    if "action" in data or "params" in data:
+        check_definition(registry, action, params)
+    for key in ("title", "description"):
+        if key in data:
+            setattr(row, key, data[key])
+    row.action = action
+    row.params = params
+    timing = (
+        cron.normalize(data.get("schedule", row.schedule)),
+        data.get("timezone", row.timezone),
+        data.get("enabled", row.enabled),
+    )
+    if timing != (row.schedule, row.timezone, row.enabled):
+        row.schedule, row.timezone, row.enabled = timing
+        row.next_run = upcoming(row.schedule, row.timezone, row.enabled, utcnow())
+    return row
+
+
+def delete(dbsession, row: ScheduledJob) -> None:
+    """Remove a scheduled job and its firing keys; the jobs it created stay."""
+    dbsession.execute(
+        sa.delete(ScheduledFiring.__table__).where(ScheduledFiring.scheduled_job_id == row.id)
+    )
+    dbsession.delete(row)
+    dbsession.flush()

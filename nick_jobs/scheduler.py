@@ -1,0 +1,587 @@
+"""The scheduler: turns scheduled jobs into jobs when their cron slot comes.
+
+Each :meth:`Scheduler.tick` reads the enabled scheduled jobs whose ``next_run`` has come
+and fires each in a transaction of its own:
+
+1. claim the slot: ``UPDATE scheduled_jobs SET next_run = <the slot after now> WHERE
+   id = :id AND next_run = <the value read>``. Of several schedulers (API nodes,
+   ``nick-jobs scheduler`` processes) that read the same row, exactly one updates it;
+2. create the job through :func:`nick_jobs.transitions.create`;
+3. insert ``(scheduled_job_id, fire_time)`` into ``scheduled_firings``, whose primary key
+   refuses a second job for the same slot whatever happens to ``next_run``;
+4. commit, then send the job's message.
+
+Slots missed while no scheduler ran are not replayed one by one: with
+``nick_jobs.scheduler.missed = catchup`` (the default) the scheduled job fires once for
+the latest missed slot; with ``skip`` it fires only if that slot is less than
+``nick_jobs.scheduler.grace`` seconds old, and otherwise waits for the next one.
+
+Schedules can also be declared, in the ini file (``nick_jobs.schedules``) or by an add-on
+(``config.add_scheduled_job(...)``); they are written to the table at start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import datetime as dt
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import marshmallow
+import sqlalchemy as sa
+from pyramid.settings import asbool, aslist
+from sqlalchemy.exc import IntegrityError
+
+from . import cron, transitions
+from .models import ScheduledFiring, ScheduledJob, utcnow
+from .scheduled_jobs import SLUG, SLUG_MESSAGE, check_definition, upcoming
+from .settings import ConfigurationError
+
+log = logging.getLogger(__name__)
+
+scheduled = ScheduledJob.__table__
+firings = ScheduledFiring.__table__
+
+MISSED_POLICIES = ("catchup", "skip")
+# Who the jobs of declared schedules belong to, unless the declaration names a user.
+SYSTEM_ACTOR = "system"
+PRUNE_SCHEDULE_ID = "prune-nightly"
+# Set when the declared schedules could not be written at start-up.
+SYNC_PENDING = "nick_jobs.scheduler.sync_pending"
+DEFAULT_PRUNE_SCHEDULE = "0 3 * * *"
+
+
+# --- settings --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    # Run a scheduler thread inside the API process.
+    embedded: bool
+    missed: str
+    # Longest pause between two ticks (a tick also comes when the next slot is due).
+    interval_s: float
+    # How late a slot may fire and still count as on time (for ``missed = skip``).
+    grace_s: float
+    # The cron expression of the declared nightly prune, or None for none.
+    prune_schedule: str | None
+
+
+def _seconds(settings: Mapping[str, Any], key: str, default: float) -> float:
+    raw = settings.get(key, default)
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{key} must be a number of seconds, not {raw!r}") from None
+    if value <= 0:
+        raise ConfigurationError(f"{key} must be more than 0 seconds, not {raw!r}")
+    return value
+
+
+def parse_settings(settings: Mapping[str, Any], base) -> SchedulerSettings:
+    """The ``nick_jobs.scheduler.*`` settings; ``base`` is the parsed :class:`Settings`."""
+    missed = settings.get("nick_jobs.scheduler.missed", "catchup").strip()
+    if missed not in MISSED_POLICIES:
+        raise ConfigurationError(
+            f"nick_jobs.scheduler.missed must be catchup or skip, not {missed!r}"
+        )
+    embedded_default = base.embedded_broker and base.environment != "testing"
+    prune_default = "off" if base.environment == "testing" else DEFAULT_PRUNE_SCHEDULE
+    prune = settings.get("nick_jobs.prune_schedule", prune_default).strip()
+    if prune.lower() in {"off", "false", "no", "none", ""}:
+        prune_schedule = None
+    else:
+        try:
+            prune_schedule = cron.normalize(prune)
+        except cron.InvalidSchedule as exc:
+            raise ConfigurationError(f"nick_jobs.prune_schedule: {exc}") from None
+    return SchedulerSettings(
+        embedded=asbool(settings.get("nick_jobs.scheduler.embedded", embedded_default)),
+        missed=missed,
+        interval_s=_seconds(settings, "nick_jobs.scheduler.interval", 5.0),
+        grace_s=_seconds(settings, "nick_jobs.scheduler.grace", 60.0),
+        prune_schedule=prune_schedule,
+    )
+
+
+def get_settings(registry) -> SchedulerSettings:
+    return registry["nick_jobs.scheduler.settings"]
+
+
+# --- declared schedules ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Declaration:
+    id: str
+    action: str
+    schedule: str
+    params: dict[str, Any] = field(default_factory=dict)
+    title: str = ""
+    description: str = ""
+    timezone: str = "UTC"
+    enabled: bool = True
+    actor: str = SYSTEM_ACTOR
+    # Where it was declared, for error messages.
+    source: str = "config.add_scheduled_job"
+
+
+def add_scheduled_job(
+    config,
+    id: str,
+    action: str,
+    schedule: str,
+    params: dict[str, Any] | None = None,
+    title: str = "",
+    description: str = "",
+    timezone: str = "UTC",
+    enabled: bool = True,
+    actor: str = SYSTEM_ACTOR,
+) -> None:
+    """Pyramid directive: ``config.add_scheduled_job("reindex-nightly", "reindex", "0 2 * * *")``.
+
+    The scheduled job is written to the database at start-up and kept in line with the
+    declaration; the API shows it (``"declared": true``) but can't change or delete it.
+    A schedule of the same id in the ini file wins over an add-on's.
+    """
+    declaration = Declaration(
+        id=id,
+        action=action,
+        schedule=schedule,
+        params=dict(params or {}),
+        title=title,
+        description=description,
+        timezone=timezone,
+        enabled=enabled,
+        actor=actor,
+    )
+
+    def register() -> None:
+        config.registry["nick_jobs.declared_schedules"][id] = declaration
+
+    config.action(("nick_jobs.scheduled_job", id), register)
+
+
+def declarations_from_settings(settings: Mapping[str, Any]) -> list[Declaration]:
+    """``nick_jobs.schedules = a b`` with ``nick_jobs.schedule.a.action`` etc. for each."""
+    out = []
+    for id_ in aslist(settings.get("nick_jobs.schedules", "")):
+        if not SLUG.match(id_):
+            raise ConfigurationError(f"nick_jobs.schedules: {id_!r}: {SLUG_MESSAGE}")
+        prefix = f"nick_jobs.schedule.{id_}."
+
+        def get(key: str, default: Any = None, prefix: str = prefix) -> Any:
+            value = settings.get(prefix + key, default)
+            return value.strip() if isinstance(value, str) else value
+
+        for required in ("action", "schedule"):
+            if not get(required):
+                raise ConfigurationError(f"{prefix}{required} is required")
+        try:
+            params = json.loads(get("params", "{}"))
+        except ValueError:
+            raise ConfigurationError(f"{prefix}params must be a JSON object") from None
+        if not isinstance(params, dict):
+            raise ConfigurationError(f"{prefix}params must be a JSON object")
+        out.append(
+            Declaration(
+                id=id_,
+                action=get("action"),
+                schedule=get("schedule"),
+                params=params,
+                title=get("title", ""),
+                description=get("description", ""),
+                timezone=get("timezone", "UTC"),
+                enabled=asbool(get("enabled", "true")),
+                actor=get("actor", SYSTEM_ACTOR),
+                source=f"{prefix}*",
+            )
+        )
+    return out
+
+
+def declarations(registry) -> dict[str, Declaration]:
+    """Every declared schedule: the default prune, then add-ons', then the ini file's."""
+    out: dict[str, Declaration] = {}
+    prune = get_settings(registry).prune_schedule
+    if prune:
+        out[PRUNE_SCHEDULE_ID] = Declaration(
+            id=PRUNE_SCHEDULE_ID,
+            action="prune",
+            schedule=prune,
+            title="Prune finished jobs nightly",
+            description="Deletes finished jobs older than 30 days, with their history.",
+            source="nick_jobs.prune_schedule",
+        )
+    out.update(registry["nick_jobs.declared_schedules"])
+    out.update({d.id: d for d in declarations_from_settings(registry.settings)})
+    return out
+
+
+def _checked(registry, declaration: Declaration) -> dict[str, Any]:
+    """The column values of ``declaration``, or ConfigurationError saying what is wrong."""
+    where = f"scheduled job {declaration.id!r} ({declaration.source})"
+    if not isinstance(declaration.id, str) or not SLUG.match(declaration.id):
+        raise ConfigurationError(f"{where}: {SLUG_MESSAGE}")
+    try:
+        schedule = cron.normalize(declaration.schedule)
+        cron.zone(declaration.timezone)
+        check_definition(registry, declaration.action, declaration.params)
+    except cron.InvalidSchedule as exc:
+        raise ConfigurationError(f"{where}: {exc}") from None
+    except marshmallow.ValidationError as exc:
+        raise ConfigurationError(f"{where}: {json.dumps(exc.messages)}") from None
+    action = registry["nick_jobs.actions"].get(declaration.action)
+    return {
+        "title": declaration.title or action.title or action.name,
+        "description": declaration.description or action.description,
+        "action": declaration.action,
+        "params": declaration.params,
+        "schedule": schedule,
+        "timezone": declaration.timezone,
+        "enabled": declaration.enabled,
+        "actor": declaration.actor,
+        "declared": True,
+    }
+
+
+def sync_declared(registry, now: dt.datetime | None = None) -> None:
+    """Write the declared schedules to the table; remove those no longer declared.
+
+    Run at every start-up, by every process: the statements are conditional, so API
+    nodes starting together end with the same rows. ``last_run`` is kept; ``next_run``
+    moves only when the timing (schedule, time zone, enabled) changed.
+    """
+    now = now or utcnow()
+    wanted = {id_: _checked(registry, d) for id_, d in declarations(registry).items()}
+    engine = registry["nick_jobs.engine"]
+    with engine.begin() as conn:
+        if not wanted and not sa.inspect(conn).has_table("scheduled_jobs"):
+            return  # a database not migrated yet, with nothing to write to it
+        rows = {
+            row.id: row
+            for row in conn.execute(
+                sa.select(scheduled).where(
+                    sa.or_(scheduled.c.declared.is_(True), scheduled.c.id.in_(list(wanted)))
+                )
+            )
+        }
+        for id_, values in wanted.items():
+            row = rows.get(id_)
+            if row is None:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(
+                            scheduled.insert().values(
+                                id=id_,
+                                created=now,
+                                last_run=None,
+                                next_run=upcoming(
+                                    values["schedule"], values["timezone"], values["enabled"], now
+                                ),
+                                **values,
+                            )
+                        )
+                except IntegrityError:
+                    pass  # another process starting now inserted the same declaration
+                continue
+            if all(getattr(row, key) == value for key, value in values.items()):
+                continue
+            if not row.declared:
+                log.warning("scheduled job %r is now managed by its declaration", id_)
+            changes = dict(values)
+            timing = ("schedule", "timezone", "enabled")
+            if any(getattr(row, key) != values[key] for key in timing) or (
+                row.next_run is None and values["enabled"]
+            ):
+                changes["next_run"] = upcoming(
+                    values["schedule"], values["timezone"], values["enabled"], now
+                )
+            conn.execute(scheduled.update().where(scheduled.c.id == id_).values(changes))
+        stale = [id_ for id_, row in rows.items() if row.declared and id_ not in wanted]
+        if stale:
+            log.info("removing scheduled jobs no longer declared: %s", ", ".join(stale))
+            conn.execute(firings.delete().where(firings.c.scheduled_job_id.in_(stale)))
+            conn.execute(scheduled.delete().where(scheduled.c.id.in_(stale)))
+
+
+# --- firing ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fired:
+    scheduled_job: str
+    fire_time: dt.datetime
+    job_uuid: str
+    action: str
+
+
+class Scheduler:
+    """Fires due scheduled jobs. ``clock`` returns the current aware UTC time."""
+
+    def __init__(
+        self,
+        registry,
+        clock: Callable[[], dt.datetime] = utcnow,
+        *,
+        missed: str | None = None,
+        grace_s: float | None = None,
+        interval_s: float | None = None,
+    ) -> None:
+        settings = get_settings(registry)
+        self.registry = registry
+        self.engine = registry["nick_jobs.engine"]
+        self.queue = registry["nick_jobs.queue"]
+        self.clock = clock
+        self.missed = missed or settings.missed
+        if self.missed not in MISSED_POLICIES:
+            raise ValueError(f"missed must be one of {MISSED_POLICIES}, not {self.missed!r}")
+        self.grace = dt.timedelta(seconds=grace_s or settings.grace_s)
+        self.interval_s = interval_s or settings.interval_s
+        # For health checks: when the last tick ended, and the earliest slot still to come.
+        self.last_tick: dt.datetime | None = None
+        self.next_due: dt.datetime | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- one tick ----------------------------------------------------------------------
+
+    def tick(self, now: dt.datetime | None = None) -> list[Fired]:
+        """Fire every scheduled job that is due at ``now``; return what was fired here."""
+        now = now or self.clock()
+        if self.registry.get(SYNC_PENDING):
+            sync_declared(self.registry, now)
+            self.registry[SYNC_PENDING] = False
+        with self.engine.connect() as conn:
+            due = conn.execute(
+                sa.select(scheduled).where(
+                    scheduled.c.enabled.is_(True),
+                    sa.or_(scheduled.c.next_run.is_(None), scheduled.c.next_run <= now),
+                )
+            ).all()
+        fired = []
+        for row in due:
+            try:
+                result = self._fire(row, now)
+            except Exception:
+                log.exception("could not fire scheduled job %r", row.id)
+                continue
+            if result is not None:
+                fired.append(result)
+        for item in fired:
+            try:
+                self.queue.send(item.job_uuid, item.action)
+            except Exception:
+                # The job is committed as created; it runs once it is sent again.
+                log.exception("could not send job %s; it stays created", item.job_uuid)
+        with self.engine.connect() as conn:
+            self.next_due = conn.execute(
+                sa.select(sa.func.min(scheduled.c.next_run)).where(scheduled.c.enabled.is_(True))
+            ).scalar_one_or_none()
+        self.last_tick = now
+        return fired
+
+    def _fire(self, row: Any, now: dt.datetime) -> Fired | None:
+        if row.next_run is None:
+            # Enabled but never scheduled (written by hand, or by an older version).
+            with self.engine.begin() as conn:
+                conn.execute(
+                    scheduled.update()
+                    .where(scheduled.c.id == row.id, scheduled.c.next_run.is_(None))
+                    .values(next_run=cron.next_fire(row.schedule, row.timezone, now))
+                )
+            return None
+        # The latest slot that has come: row.next_run itself, unless slots were missed.
+        fire_time = max(cron.last_fire(row.schedule, row.timezone, now), row.next_run)
+        on_time = now - fire_time <= self.grace
+        fire = on_time or self.missed == "catchup"
+        following = cron.next_fire(row.schedule, row.timezone, now)
+        with self.engine.begin() as conn:
+            claim = (
+                scheduled.update()
+                .where(
+                    scheduled.c.id == row.id,
+                    scheduled.c.next_run == row.next_run,
+                    scheduled.c.enabled.is_(True),
+                )
+                .values(next_run=following)
+                .returning(
+                    scheduled.c.action,
+                    scheduled.c.params,
+                    scheduled.c.title,
+                    scheduled.c.description,
+                    scheduled.c.actor,
+                )
+            )
+            if fire:
+                claim = claim.values(last_run=now)
+            current = conn.execute(claim).one_or_none()
+            if current is None:
+                return None  # another scheduler fired this slot, or the row changed
+            if not fire:
+                log.info(
+                    "scheduled job %r: skipped the slot of %s, missed by %s",
+                    row.id,
+                    fire_time.isoformat(),
+                    now - fire_time,
+                )
+                return None
+            try:
+                with conn.begin_nested():
+                    job = transitions.create(
+                        conn,
+                        action=current.action,
+                        params={
+                            "scheduled_job": row.id,
+                            "action": current.action,
+                            **(current.params or {}),
+                        },
+                        actor=current.actor,
+                        title=current.title,
+                        description=current.description,
+                    )
+                    conn.execute(
+                        firings.insert().values(
+                            scheduled_job_id=row.id,
+                            fire_time=fire_time,
+                            job_uuid=job["uuid"],
+                            created=now,
+                        )
+                    )
+            except IntegrityError:
+                # This slot already has its job; next_run still moves on.
+                log.info("scheduled job %r: slot %s already fired", row.id, fire_time)
+                return None
+            # Only the latest firing is needed to refuse a repeat of it.
+            conn.execute(
+                firings.delete().where(
+                    firings.c.scheduled_job_id == row.id, firings.c.fire_time < fire_time
+                )
+            )
+        log.info(
+            "scheduled job %r fired for %s: job %s", row.id, fire_time.isoformat(), job["uuid"]
+        )
+        return Fired(row.id, fire_time, job["uuid"], current.action)
+
+    # --- the loop ----------------------------------------------------------------------
+
+    def _pause(self) -> float:
+        """Seconds until the next tick: the next slot, at most ``interval_s`` away."""
+        if self.next_due is None:
+            return self.interval_s
+        until = (self.next_due - self.clock()).total_seconds()
+        return min(self.interval_s, max(until, 0.05))
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Tick until ``stop`` (or :meth:`stop`) is set."""
+        stop = stop or self._stop
+        while not stop.is_set() and not self._stop.is_set():
+            try:
+                self.tick()
+            except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+                # The database is away: keep trying; nothing is lost, only late.
+                log.warning("scheduler tick failed, the database is not reachable: %s", exc)
+            except Exception:
+                log.exception("scheduler tick failed")
+            stop.wait(self._pause())
+
+    def start(self) -> None:
+        """Run :meth:`run` on a daemon thread."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self.run, name="nick-jobs-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+
+# --- start-up and the command ----------------------------------------------------------
+
+
+def on_start(registry) -> Scheduler | None:
+    """At application start: write the declared schedules, start the embedded scheduler.
+
+    A database that is down doesn't stop the start (the API answers 503 until it is
+    back): the declared schedules are then written by the first tick that reaches it.
+    A declaration that is wrong does stop it.
+    """
+    try:
+        sync_declared(registry)
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        log.warning("could not write the declared schedules now; will retry: %s", exc)
+        registry[SYNC_PENDING] = True
+    if not get_settings(registry).embedded:
+        return None
+    scheduler = Scheduler(registry)
+    registry["nick_jobs.scheduler"] = scheduler
+    scheduler.start()
+    atexit.register(scheduler.stop)
+    return scheduler
+
+
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    """``nick-jobs scheduler production.ini``: fire scheduled jobs until SIGTERM."""
+    from pyramid.paster import get_app
+
+    from .cli import EXIT_OK, EXIT_USAGE, _settings, _setup_logging
+
+    settings = _settings(args.config)
+    if settings.embedded_broker:
+        print(
+            "nick-jobs: this config uses the embedded broker (stub://); its scheduler runs "
+            "inside the API process. Set nick_jobs.broker_url to redis:// or amqp://.",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    _setup_logging(args.config)
+    app = get_app(args.config)
+    scheduler = app.registry.get("nick_jobs.scheduler") or Scheduler(app.registry)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    log.info("scheduler started (missed slots: %s)", scheduler.missed)
+    started = time.monotonic()
+    if scheduler.running:
+        stop.wait()
+        scheduler.stop()
+    else:
+        scheduler.run(stop)
+    log.info("scheduler stopped after %.0f s", time.monotonic() - started)
+    return EXIT_OK
+
+
+def add_command(subparsers) -> None:
+    """Add ``scheduler`` to the ``nick-jobs`` command's subcommands."""
+    parser = subparsers.add_parser(
+        "scheduler", help="fire scheduled jobs (run one or more next to the workers)"
+    )
+    parser.add_argument("config", help="the ini file, e.g. production.ini")
+    parser.set_defaults(func=cmd_scheduler)
+    metavar = subparsers.metavar
+    if metavar and metavar.endswith("}") and "scheduler" not in metavar:
+        subparsers.metavar = metavar[:-1] + ",scheduler}"
+
+
+def includeme(config) -> None:
+    config.registry["nick_jobs.scheduler.settings"] = parse_settings(
+        config.get_settings(), config.registry["nick_jobs.settings"]
+    )
+    config.registry["nick_jobs.declared_schedules"] = {}
+    config.add_directive("add_scheduled_job", add_scheduled_job, action_wrap=False)

@@ -1,0 +1,86 @@
+"""A TCP forwarder the tests switch off and on, to take a database or a broker away."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+
+
+def free_port() -> int:
+    """A port nothing listens on (connecting to it is refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Proxy:
+    """Forwards ``127.0.0.1:port`` to ``target``; ``down()`` closes it and cuts every link."""
+
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self.server: socket.socket | None = None
+        self.links: list[socket.socket] = []
+        self.lock = threading.Lock()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def up(self) -> Proxy:
+        server = socket.create_server(("127.0.0.1", self.port))
+        server.settimeout(0.05)
+        self.server = server
+        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
+        return self
+
+    def down(self) -> None:
+        server, self.server = self.server, None
+        if server is not None:
+            server.close()
+        with self.lock:
+            links, self.links = self.links, []
+        for sock in links:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _accept(self, server: socket.socket) -> None:
+        while self.server is server:
+            try:
+                client, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            client.settimeout(None)
+            upstream.settimeout(None)
+            with self.lock:
+                self.links += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+@contextlib.contextmanager
+def black_hole():
+    """A port that accepts connections and never answers (a hung server)."""
+    server = socket.create_server(("127.0.0.1", 0), backlog=16)
+    try:
+        yield server.getsockname()[1]
+    finally:
+        server.close()

@@ -1,0 +1,376 @@
+"""The client subcommands of the real ``nick-jobs`` console script, against a live server."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nick_jobs.client import Client, ClientError
+from nick_jobs.client_cli import (
+    EXIT_AUTH,
+    EXIT_CONFLICT,
+    EXIT_NOT_FOUND,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+)
+
+from .conftest import ROOT
+from .test_client import USERS, LiveServer, free_port, live_server
+
+SCRIPT = Path(sys.executable).with_name("nick-jobs")
+CLIENT_VARIABLES = ("NICK_JOBS_URL", "NICK_JOBS_TOKEN", "XDG_CONFIG_HOME", "APPDATA")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[LiveServer]:
+    with live_server(tmp_path_factory.mktemp("cli")) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def config_home(tmp_path_factory, server) -> Path:
+    """A config directory where ``nick-jobs login`` stored an admin token."""
+    home = tmp_path_factory.mktemp("config")
+    proc = run_cli(server, home, "login", "admin", stdin=USERS["admin"][0] + "\n")
+    assert proc.returncode == 0, proc.stderr
+    return home
+
+
+def cli_env(server: LiveServer, home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in CLIENT_VARIABLES}
+    env.update({"NICK_JOBS_URL": server.url, "XDG_CONFIG_HOME": str(home), **extra})
+    return env
+
+
+def run_cli(
+    server: LiveServer, home: Path, *args: Any, stdin: str | None = None, **env: str
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(SCRIPT), *map(str, args)],
+        input=stdin,
+        stdin=subprocess.DEVNULL if stdin is None else None,
+        capture_output=True,
+        text=True,
+        env=cli_env(server, home, **env),
+        cwd=ROOT,
+        timeout=30,
+    )
+
+
+@pytest.fixture
+def cli(server, config_home):
+    """``cli(*args)``: run ``nick-jobs`` as the logged-in admin."""
+    return lambda *args, **kw: run_cli(server, config_home, *args, **kw)
+
+
+@pytest.fixture
+def cli_all(server, config_home):
+    """``cli_all(args, args, ...)``: independent commands at once; their results in order."""
+
+    def run_all(*commands: tuple[Any, ...]) -> list[subprocess.CompletedProcess]:
+        with ThreadPoolExecutor(len(commands)) as pool:
+            return list(pool.map(lambda args: run_cli(server, config_home, *args), commands))
+
+    return run_all
+
+
+@pytest.fixture(scope="module")
+def api(server) -> Client:
+    return server.client("admin")
+
+
+def assert_fails(proc: subprocess.CompletedProcess, code: int, message: str) -> None:
+    """One line on stderr with the server's message, the exit status, no traceback."""
+    assert proc.returncode == code, (proc.returncode, proc.stderr)
+    assert proc.stdout == ""
+    assert proc.stderr == f"nick-jobs: {message}\n"
+
+
+def long_job(api: Client, title: str = "Long") -> str:
+    uuid = api.submit_job("dummy", {"sleep": 300, "steps": 3000}, title=title)["uuid"]
+    api.wait_for_job(uuid, ("running",), timeout=15)
+    return uuid
+
+
+# --- login and logout ------------------------------------------------------------------
+
+
+def test_login_stores_the_token_for_the_server_readable_by_the_owner_only(server, config_home):
+    path = config_home / "nick-jobs" / "tokens.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    stored = json.loads(path.read_text())[server.url]
+    assert stored["login"] == "admin"
+    assert Client(server.url, stored["token"]).job_actions()[0]["name"] == "dummy"
+
+
+def test_logout_revokes_and_forgets_the_token(server, tmp_path):
+    # The URL is normalised: the token stored for ".../" serves "..." too.
+    login = run_cli(
+        server, tmp_path, "login", "alice", "-s", server.url + "/", stdin="alice-password\n"
+    )
+    assert login.returncode == 0, login.stderr
+    assert login.stdout.startswith(f"Logged in to {server.url} as alice")
+    path = tmp_path / "nick-jobs" / "tokens.json"
+    token = json.loads(path.read_text())[server.url]["token"]
+
+    logout = run_cli(server, tmp_path, "logout")
+    assert logout.returncode == 0, logout.stderr
+    assert logout.stdout == f"Logged out of {server.url}.\n"
+    assert json.loads(path.read_text()) == {}
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with pytest.raises(ClientError, match="not authorized") as info:
+        Client(server.url, token).list_jobs()
+    assert info.value.status == 401
+
+    proc = run_cli(server, tmp_path, "list")
+    assert_fails(
+        proc,
+        EXIT_AUTH,
+        "You are not authorized to access this resource. "
+        f"(log in with: nick-jobs login -s {server.url})",
+    )
+
+
+def test_wrong_password_is_an_auth_error(server, tmp_path):
+    proc = run_cli(server, tmp_path, "login", "admin", stdin="wrong\n")
+    assert_fails(proc, EXIT_AUTH, "Wrong login and/or password.")
+    assert not (tmp_path / "nick-jobs" / "tokens.json").exists()
+
+
+def test_token_from_the_environment_overrides_the_stored_one(server, api, tmp_path):
+    proc = run_cli(server, tmp_path, "actions", "-q", NICK_JOBS_TOKEN=api.token)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "dummy\nprune\n"
+
+
+# --- submit, get, list -----------------------------------------------------------------
+
+
+def test_submit_with_key_values_and_a_params_file(cli, api, tmp_path):
+    params_file = tmp_path / "params.json"
+    params_file.write_text(json.dumps({"steps": 2, "result": {"from": "file"}}))
+    proc = cli(
+        "submit",
+        "dummy",
+        "--params-file",
+        params_file,
+        "sleep=0.1",
+        'result={"answer": 42}',
+        "--title",
+        "From the command line",
+        "--description",
+        "A job with a description",
+        "-o",
+        "json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    job = json.loads(proc.stdout)
+    # key=value wins over the file; values are JSON when they parse.
+    assert job["params"] == {"action": "dummy", "steps": 2, "sleep": 0.1, "result": {"answer": 42}}
+    assert job["title"] == "From the command line"
+    assert job["description"] == "A job with a description"
+    assert api.wait_for_job(job["uuid"], timeout=15)["result"] == {"answer": 42}
+
+
+def test_submit_quiet_prints_the_id_and_strings_stay_strings(cli, api):
+    proc = cli("submit", "dummy", "fail=disk full", "-q")
+    assert proc.returncode == 0, proc.stderr
+    uuid = proc.stdout.strip()
+    job = api.wait_for_job(uuid, timeout=15)
+    assert (job["status"], job["error"]["message"]) == ("failed", "disk full")
+
+
+def test_submit_usage_errors(cli_all):
+    bad_pair, no_file, no_action = cli_all(
+        ("submit", "dummy", "steps"),
+        ("submit", "dummy", "--params-file", "/nonexistent.json"),
+        ("submit",),
+    )
+    assert_fails(bad_pair, EXIT_USAGE, "parameters are key=value, not 'steps'")
+    assert_fails(no_file, EXIT_USAGE, "can't read /nonexistent.json: No such file or directory")
+    assert no_action.returncode == EXIT_USAGE
+    assert "the following arguments are required: ACTION" in no_action.stderr
+
+
+def test_submit_invalid_params_shows_the_fields(cli):
+    proc = cli("submit", "dummy", "steps=0")
+    assert_fails(
+        proc,
+        1,
+        "The request has invalid fields. (params.steps: Must be greater than or equal to 1 "
+        "and less than or equal to 1000000)",
+    )
+
+
+def test_get_json_is_the_apis_json_and_plain_is_tab_separated(cli_all, api):
+    uuid = api.submit_job("dummy", {"result": {"n": 1}}, title="Get me")["uuid"]
+    job = api.wait_for_job(uuid, timeout=15)
+    # Piped, plain is the default.
+    as_json, plain = cli_all(("get", uuid, "-o", "json"), ("get", uuid))
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout) == job
+
+    assert plain.returncode == 0, plain.stderr
+    fields = dict(line.split("\t", 1) for line in plain.stdout.splitlines())
+    assert fields["uuid"] == uuid
+    assert fields["status"] == "completed"
+    assert fields["action"] == "dummy"
+    assert fields["title"] == "Get me"
+    assert fields["result"] == '{"n": 1}'
+    assert fields["url"] == job["@id"]
+
+
+def test_get_unknown_job_is_not_found(cli):
+    proc = cli("get", "6f0c2b1e-3d4a-4b5c-8d6e-7f8091a2b3c4")
+    assert_fails(proc, EXIT_NOT_FOUND, "The resource you requested does not exist.")
+
+
+def test_list_filters_plain_json_and_quiet(cli_all, api):
+    marker = f"list-{time.monotonic_ns()}"
+    uuids = [api.submit_job("dummy", title=f"{marker} {i}")["uuid"] for i in range(3)]
+    for uuid in uuids:
+        api.wait_for_job(uuid, timeout=15)
+
+    quiet, plain, as_json = cli_all(
+        ("list", "--search", marker, "-q"),
+        ("list", "--search", marker, "--status", "completed", "--limit", "2"),
+        ("list", "--search", marker, "-o", "json"),
+    )
+    assert quiet.stdout.splitlines() == uuids[::-1]
+
+    rows = [line.split("\t") for line in plain.stdout.splitlines()]
+    assert [row[:5] for row in rows] == [
+        [u, "completed", "dummy", "admin", "1"] for u in uuids[:0:-1]
+    ]
+    assert [row[6] for row in rows] == [f"{marker} 2", f"{marker} 1"]
+
+    assert json.loads(as_json.stdout) == api.list_jobs(q=marker)
+
+
+def test_quiet_output_feeds_xargs(server, config_home, api):
+    marker = f"xargs-{time.monotonic_ns()}"
+    uuids = [api.submit_job("dummy", title=f"{marker} {i}")["uuid"] for i in range(3)]
+    for uuid in uuids:
+        api.wait_for_job(uuid, timeout=15)
+    pipeline = f"'{SCRIPT}' list -q --search {marker} | xargs '{SCRIPT}' delete"
+    proc = subprocess.run(
+        ["sh", "-c", pipeline],
+        capture_output=True,
+        text=True,
+        env=cli_env(server, config_home),
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(proc.stdout.splitlines()) == sorted(f"deleted {u}" for u in uuids)
+    assert api.list_jobs(q=marker) == []
+
+
+def test_list_is_a_table_on_a_terminal(server, config_home, api):
+    marker = f"table-{time.monotonic_ns()}"
+    uuid = api.submit_job("dummy", title=f"{marker} job")["uuid"]
+    api.wait_for_job(uuid, timeout=15)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [str(SCRIPT), "list", "--search", marker],
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=subprocess.PIPE,
+        env=cli_env(server, config_home, COLUMNS="200"),
+    )
+    os.close(slave)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the terminal's other end is closed
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(master)
+    assert proc.wait(timeout=30) == 0, proc.stderr.read()
+    proc.stderr.close()
+    header, row = output.decode().splitlines()
+    assert header.split() == ["ID", "STATUS", "ACTION", "ACTOR", "ATTEMPT", "CREATED", "TITLE"]
+    assert row.split()[:5] == [uuid, "completed", "dummy", "admin", "1"]
+    assert row.endswith(f"{marker} job")
+    # The columns line up under their headers.
+    assert row.index("completed") == header.index("STATUS")
+    assert row.index(f"{marker} job") == header.index("TITLE")
+
+
+# --- abort, retry, delete --------------------------------------------------------------
+
+
+def test_abort_retry_delete_and_their_conflicts(cli, api):
+    uuid = long_job(api)
+    proc = cli("abort", uuid)
+    assert (proc.returncode, proc.stdout) == (0, f"aborted {uuid}\n")
+    assert api.get_job(uuid)["status"] == "aborted"
+
+    proc = cli("abort", uuid)
+    assert proc.returncode == EXIT_CONFLICT
+    assert proc.stderr.startswith(f"nick-jobs: {uuid}: A")
+    assert proc.stderr.endswith(" aborted job can't be aborted.\n")
+
+    proc = cli("retry", uuid, "-q")
+    assert (proc.returncode, proc.stdout) == (0, f"{uuid}\n")
+    assert api.wait_for_job(uuid, ("running",), timeout=15)["attempt"] == 2
+
+    proc = cli("delete", uuid)
+    assert_fails(proc, EXIT_CONFLICT, f"{uuid}: A running job can't be deleted; abort it first.")
+
+    missing = "6f0c2b1e-3d4a-4b5c-8d6e-7f8091a2b3c4"
+    proc = cli("abort", missing, uuid)  # goes on after the first failure
+    assert proc.returncode == EXIT_NOT_FOUND
+    assert proc.stdout == f"aborted {uuid}\n"
+    assert proc.stderr == f"nick-jobs: {missing}: The resource you requested does not exist.\n"
+
+    proc = cli("delete", uuid, "-o", "json")  # 204: no body to print
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+    assert api.list_jobs(q="Long") == []
+
+
+# --- actions, health, servers ----------------------------------------------------------
+
+
+def test_actions_plain_and_json(cli_all, api):
+    plain, as_json = cli_all(("actions",), ("actions", "-o", "json"))
+    assert plain.stdout.splitlines() == [
+        "dummy\tManage Site\tsleep,steps,fail,result\tDummy job",
+        "prune\tManage Site\tdays,batch_size\tPrune finished jobs",
+    ]
+    assert json.loads(as_json.stdout) == api.job_actions()
+
+
+def test_health(cli, server):
+    proc = cli("health")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(
+        f"ok {server.url}: /healthz/ready answered 200; database ok; broker ok in "
+    )
+
+
+def test_server_down_is_exit_6(cli_all):
+    down = f"http://127.0.0.1:{free_port()}"
+    health, abort = cli_all(("health", "-s", down), ("abort", "x", "--server", down))
+    assert_fails(health, EXIT_UNAVAILABLE, f"can't reach {down}: connection refused")
+    assert_fails(abort, EXIT_UNAVAILABLE, f"x: can't reach {down}: connection refused")
+
+
+def test_admin_subcommands_still_take_an_ini_file(server, config_home):
+    proc = run_cli(server, config_home, "users", "list", server.ini)
+    assert proc.returncode == 0, proc.stderr
+    assert [line.split("\t")[0] for line in proc.stdout.splitlines()] == ["admin", "alice"]

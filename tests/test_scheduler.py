@@ -1,0 +1,661 @@
+"""The scheduler with a fake clock: one job per slot, races, missed slots, time zones.
+
+Also the cron rules, declared schedules (ini file, directive, the nightly prune), the
+embedded scheduler thread, ``nick-jobs scheduler`` and the migration of the two tables.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import webtest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from nick_jobs import cron, main, migrations, tokens
+from nick_jobs.cli import build_parser
+from nick_jobs.models import Base, Job, ScheduledFiring, ScheduledJob, get_engine
+from nick_jobs.scheduled_jobs import upcoming
+from nick_jobs.scheduler import Scheduler, parse_settings
+from nick_jobs.settings import ConfigurationError
+from nick_jobs.settings import parse as parse_base_settings
+from tests.conftest import REDIS_URL, ROOT, base_settings, need, reset_database, write_ini
+
+AMS = "Europe/Amsterdam"
+scheduled = ScheduledJob.__table__
+firings = ScheduledFiring.__table__
+jobs = Job.__table__
+
+
+def at(text: str) -> dt.datetime:
+    """``"2026-01-05 10:05"`` (UTC) as an aware datetime."""
+    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
+
+
+class FakeClock:
+    def __init__(self, now: str) -> None:
+        self.now = at(now)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+@dataclass
+class World:
+    app: Any
+    engine: sa.Engine
+    clock: FakeClock
+
+    @property
+    def registry(self):
+        return self.app.registry
+
+    def add(
+        self,
+        id_: str,
+        schedule: str,
+        *,
+        timezone: str = "UTC",
+        enabled: bool = True,
+        params: dict[str, Any] | None = None,
+    ) -> None:
+        """A scheduled job as ``POST /@scheduled-jobs`` by admin stores it, at the clock's time."""
+        now = self.clock()
+        with self.engine.begin() as conn:
+            conn.execute(
+                scheduled.insert().values(
+                    id=id_,
+                    title=f"Title of {id_}",
+                    description=f"Description of {id_}",
+                    action="dummy",
+                    params=params or {"steps": 2},
+                    schedule=schedule,
+                    timezone=timezone,
+                    enabled=enabled,
+                    actor="admin",
+                    declared=False,
+                    created=now,
+                    last_run=None,
+                    next_run=upcoming(schedule, timezone, enabled, now),
+                )
+            )
+
+    def scheduler(self, **options: Any) -> Scheduler:
+        return Scheduler(self.registry, clock=self.clock, **options)
+
+    def row(self, id_: str):
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(scheduled).where(scheduled.c.id == id_)).one_or_none()
+
+    def rows(self) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            return {row.id: row for row in conn.execute(sa.select(scheduled))}
+
+    def jobs(self) -> list[Any]:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(jobs).order_by(jobs.c.id)).all()
+
+
+def _reset(engine: sa.Engine) -> None:
+    reset_database(engine)  # no jobs; users admin, alice and bob
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM scheduled_firings"))
+        conn.execute(sa.text("DELETE FROM scheduled_jobs"))
+
+
+@pytest.fixture
+def make_world(request, tmp_path):
+    """``make_world(database="sqlite"|"postgresql", now=..., **settings)``."""
+    made = []
+
+    def factory(database: str = "sqlite", now: str = "2026-01-05 10:02", **overrides: str):
+        if database == "sqlite":
+            url = f"sqlite:///{tmp_path / f'jobs{len(made)}.sqlite'}"
+        else:
+            url = request.getfixturevalue("pg_url")
+        engine = get_engine(url)
+        migrations.upgrade(engine)
+        _reset(engine)
+        settings = base_settings(
+            **{
+                "sqlalchemy.url": url,
+                "nick_jobs.broker_url": "stub://",
+                # Fired jobs stay created: these tests look at what the scheduler wrote.
+                "nick_jobs.embedded_worker_threads": "0",
+                **overrides,
+            }
+        )
+        world = World(main({}, **settings), engine, FakeClock(now))
+        made.append(world)
+        return world
+
+    yield factory
+    for world in made:
+        scheduler = world.registry.get("nick_jobs.scheduler")
+        if scheduler is not None:
+            scheduler.stop()
+        world.registry["nick_jobs.engine"].dispose()
+        world.engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def world(request, make_world) -> World:
+    return make_world(request.param)
+
+
+# --- cron ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("0 2 * *", "A schedule has 5 fields"),
+        ("0 0 2 * * *", "has 6"),
+        ("@daily", "has 1"),
+        ("60 * * * *", "'60 * * * *' is not a valid cron expression"),
+        ("* 24 * * *", "is not a valid cron expression"),
+        ("*/0 * * * *", "is not a valid cron expression"),
+        ("0 0 31 4 *", "'0 0 31 4 *' never fires"),
+    ],
+)
+def test_invalid_cron_expressions_say_why(expression, message):
+    with pytest.raises(cron.InvalidSchedule) as raised:
+        cron.normalize(expression)
+    assert message in str(raised.value)
+
+
+def test_valid_cron_expressions_are_normalized():
+    assert cron.normalize("  0   2 * *  MON-FRI ") == "0 2 * * MON-FRI"
+    assert cron.normalize("*/15 9-17 1,15 JAN *") == "*/15 9-17 1,15 JAN *"
+
+
+def test_time_zones():
+    assert str(cron.zone("Europe/Amsterdam")) == AMS
+    for bad in ("Mars/Olympus", "", "../../etc/passwd"):
+        with pytest.raises(cron.InvalidSchedule):
+            cron.zone(bad)
+
+
+def test_next_and_last_fire():
+    assert cron.next_fire("0 2 * * *", "UTC", at("2026-01-05 02:00")) == at("2026-01-06 02:00")
+    assert cron.next_fire("0 2 * * *", "UTC", at("2026-01-05 01:59")) == at("2026-01-05 02:00")
+    assert cron.last_fire("0 2 * * *", "UTC", at("2026-01-05 02:00")) == at("2026-01-05 02:00")
+    assert cron.last_fire("0 2 * * *", "UTC", at("2026-01-05 01:59")) == at("2026-01-04 02:00")
+    # Winter (UTC+1) and summer (UTC+2) in Amsterdam.
+    assert cron.next_fire("0 9 * * *", AMS, at("2026-01-05 00:00")) == at("2026-01-05 08:00")
+    assert cron.next_fire("0 9 * * *", AMS, at("2026-07-05 00:00")) == at("2026-07-05 07:00")
+
+
+def test_a_time_skipped_by_daylight_saving_fires_right_after_the_gap():
+    # 29 March 2026: 02:00 CET becomes 03:00 CEST (01:00 UTC).
+    assert cron.next_fire("30 2 * * *", AMS, at("2026-03-28 12:00")) == at("2026-03-29 01:00")
+    assert cron.next_fire("30 2 * * *", AMS, at("2026-03-29 01:00")) == at("2026-03-30 00:30")
+
+
+def test_a_time_repeated_by_daylight_saving_fires_once_unless_the_hour_is_a_wildcard():
+    # 25 October 2026: 03:00 CEST becomes 02:00 CET; 02:30 happens at 00:30 and 01:30 UTC.
+    slots, t = [], at("2026-10-24 12:00")
+    for _ in range(2):
+        t = cron.next_fire("30 2 * * *", AMS, t)
+        slots.append(t)
+    assert slots == [at("2026-10-25 00:30"), at("2026-10-26 01:30")]
+    # Hourly: every real hour fires, the repeated one included.
+    slots, t = [], at("2026-10-24 23:30")
+    for _ in range(4):
+        t = cron.next_fire("0 * * * *", AMS, t)
+        slots.append(t)
+    assert slots == [at(f"2026-10-25 0{h}:00") for h in range(4)]
+    assert cron.last_fire("30 2 * * *", AMS, at("2026-10-25 01:45")) == at("2026-10-25 00:30")
+
+
+# --- firing ----------------------------------------------------------------------------
+
+
+def test_fires_exactly_once_per_slot(world):
+    world.add("every-five", "*/5 * * * *")
+    scheduler = world.scheduler()
+    assert world.row("every-five").next_run == at("2026-01-05 10:05")
+    assert scheduler.tick(at("2026-01-05 10:04:59")) == []
+    fired = scheduler.tick(at("2026-01-05 10:05"))
+    assert [(f.scheduled_job, f.fire_time) for f in fired] == [
+        ("every-five", at("2026-01-05 10:05"))
+    ]
+    assert scheduler.tick(at("2026-01-05 10:05")) == []
+    assert scheduler.tick(at("2026-01-05 10:09:59")) == []
+    assert len(scheduler.tick(at("2026-01-05 10:10:02"))) == 1
+    made = world.jobs()
+    assert len(made) == 2
+    job = made[0]
+    assert job.params == {"scheduled_job": "every-five", "action": "dummy", "steps": 2}
+    assert (job.action, job.title, job.description, job.actor, job.status) == (
+        "dummy",
+        "Title of every-five",
+        "Description of every-five",
+        "admin",
+        "created",
+    )
+    row = world.row("every-five")
+    assert (row.last_run, row.next_run) == (at("2026-01-05 10:10:02"), at("2026-01-05 10:15"))
+    assert scheduler.next_due == at("2026-01-05 10:15")
+    with world.engine.connect() as conn:
+        kept = conn.execute(sa.select(firings.c.fire_time, firings.c.job_uuid)).all()
+    assert kept == [(at("2026-01-05 10:10"), made[1].uuid)]
+
+
+def test_fired_jobs_are_sent_after_the_commit(make_world):
+    world = make_world()
+    world.add("nightly", "0 0 * * *")
+    sent = []
+    scheduler = world.scheduler()
+    scheduler.queue = type("Queue", (), {"send": lambda self, *args: sent.append(args)})()
+    fired = scheduler.tick(at("2026-01-06 00:00:01"))
+    assert sent == [(fired[0].job_uuid, "dummy")]
+
+
+def test_schedulers_racing_create_one_job_per_firing(world):
+    """Four schedulers tick at the same instants; each slot of each schedule fires once."""
+    for name in ("a", "b", "c"):
+        world.add(name, "* * * * *")
+    schedulers = [world.scheduler() for _ in range(4)]
+    slots = [at("2026-01-05 10:03") + dt.timedelta(minutes=i) for i in range(8)]
+    barrier = threading.Barrier(len(schedulers))
+
+    def run(scheduler: Scheduler) -> list[tuple[str, dt.datetime]]:
+        out = []
+        for slot in slots:
+            barrier.wait(timeout=30)
+            out += [(f.scheduled_job, f.fire_time) for f in scheduler.tick(slot)]
+        return out
+
+    with ThreadPoolExecutor(len(schedulers)) as pool:
+        results = list(pool.map(run, schedulers))
+    fired = [item for result in results for item in result]
+    assert sorted(fired) == sorted((name, slot) for name in "abc" for slot in slots)
+    made = world.jobs()
+    assert len(made) == 3 * len(slots)
+    assert {j.params["scheduled_job"] for j in made} == {"a", "b", "c"}
+
+
+def test_the_firing_key_refuses_a_second_job_for_a_slot(world):
+    """Even if next_run is put back on a slot that fired, the slot creates no second job."""
+    world.add("nightly", "0 0 * * *")
+    scheduler = world.scheduler()
+    assert len(scheduler.tick(at("2026-01-06 00:00:01"))) == 1
+    with world.engine.begin() as conn:
+        conn.execute(scheduled.update().values(next_run=at("2026-01-06 00:00")))
+    assert scheduler.tick(at("2026-01-06 00:00:02")) == []
+    assert len(world.jobs()) == 1
+    assert world.row("nightly").next_run == at("2026-01-07 00:00")
+
+
+def test_slots_missed_while_down_are_caught_up_once(make_world):
+    world = make_world(now="2026-01-05 00:30")
+    world.add("hourly", "0 * * * *")
+    scheduler = world.scheduler()
+    # Nothing ran from 00:30 until 06:30: five slots missed, one job.
+    fired = scheduler.tick(at("2026-01-05 06:30"))
+    assert [f.fire_time for f in fired] == [at("2026-01-05 06:00")]
+    assert scheduler.tick(at("2026-01-05 06:31")) == []
+    assert len(world.jobs()) == 1
+    row = world.row("hourly")
+    assert (row.last_run, row.next_run) == (at("2026-01-05 06:30"), at("2026-01-05 07:00"))
+
+
+def test_slots_missed_while_down_are_skipped_when_configured(make_world):
+    world = make_world(now="2026-01-05 00:30", **{"nick_jobs.scheduler.missed": "skip"})
+    world.add("hourly", "0 * * * *")
+    scheduler = world.scheduler()
+    assert scheduler.missed == "skip"
+    assert scheduler.tick(at("2026-01-05 06:30")) == []
+    row = world.row("hourly")
+    assert (row.last_run, row.next_run) == (None, at("2026-01-05 07:00"))
+    # A slot within the grace period (60 s by default) is on time, not missed.
+    assert len(scheduler.tick(at("2026-01-05 07:00:45"))) == 1
+    assert len(world.jobs()) == 1
+
+
+def test_disabled_scheduled_jobs_never_fire(make_world):
+    world = make_world()
+    world.add("off", "* * * * *", enabled=False)
+    world.add("switched-off", "* * * * *")
+    with world.engine.begin() as conn:
+        conn.execute(
+            scheduled.update().where(scheduled.c.id == "switched-off").values(enabled=False)
+        )
+    scheduler = world.scheduler()
+    for minute in range(3, 8):
+        assert scheduler.tick(at(f"2026-01-05 10:0{minute}")) == []
+    assert world.jobs() == []
+    assert world.row("off").next_run is None
+
+
+def test_an_enabled_row_without_next_run_gets_one(make_world):
+    world = make_world()
+    world.add("nightly", "0 0 * * *")
+    with world.engine.begin() as conn:
+        conn.execute(scheduled.update().values(next_run=None))
+    assert world.scheduler().tick(at("2026-01-05 12:00")) == []
+    assert world.row("nightly").next_run == at("2026-01-06 00:00")
+
+
+def test_time_zones_and_daylight_saving(make_world):
+    world = make_world(now="2026-03-27 12:00")
+    world.add("nine", "0 9 * * *", timezone=AMS)
+    world.add("half-past-two", "30 2 * * *", timezone=AMS)
+    scheduler = world.scheduler()
+    fired_at = []
+    t = at("2026-03-27 12:00")
+    while t < at("2026-03-30 12:00"):
+        t += dt.timedelta(minutes=15)
+        fired_at += [(f.scheduled_job, f.fire_time) for f in scheduler.tick(t)]
+    assert fired_at == [
+        ("half-past-two", at("2026-03-28 01:30")),  # 02:30 CET
+        ("nine", at("2026-03-28 08:00")),  # 09:00 CET
+        ("half-past-two", at("2026-03-29 01:00")),  # 02:30 doesn't exist: 03:00 CEST
+        ("nine", at("2026-03-29 07:00")),  # 09:00 CEST
+        ("half-past-two", at("2026-03-30 00:30")),
+        ("nine", at("2026-03-30 07:00")),
+    ]
+
+
+# --- declared schedules ----------------------------------------------------------------
+
+DECLARED = {
+    "nick_jobs.schedules": "dummy-nightly echo-hourly",
+    "nick_jobs.schedule.dummy-nightly.action": "dummy",
+    "nick_jobs.schedule.dummy-nightly.schedule": "0 2 * * *",
+    "nick_jobs.schedule.dummy-nightly.params": '{"steps": 3}',
+    "nick_jobs.schedule.dummy-nightly.title": "Nightly dummy",
+    "nick_jobs.schedule.echo-hourly.action": "echo",
+    "nick_jobs.schedule.echo-hourly.schedule": "0 * * * *",
+    "nick_jobs.schedule.echo-hourly.params": '{"message": "tick"}',
+    "nick_jobs.schedule.echo-hourly.timezone": AMS,
+    "nick_jobs.schedule.echo-hourly.actor": "alice",
+}
+
+
+def includeme(config) -> None:
+    """An add-on declaring a schedule (``nick_jobs.includes = tests.test_scheduler``)."""
+    config.add_scheduled_job(
+        "addon-weekly",
+        "echo",
+        "0 4 * * 0",
+        params={"message": "weekly"},
+        title="Weekly echo",
+    )
+
+
+def test_schedules_declared_in_the_ini_file_are_written_at_start_up(make_world):
+    world = make_world(**DECLARED)
+    rows = world.rows()
+    assert set(rows) == {"dummy-nightly", "echo-hourly"}
+    nightly = rows["dummy-nightly"]
+    assert (nightly.action, nightly.params, nightly.title, nightly.timezone) == (
+        "dummy",
+        {"steps": 3},
+        "Nightly dummy",
+        "UTC",
+    )
+    assert (nightly.declared, nightly.enabled, nightly.actor) == (True, True, "system")
+    assert (
+        nightly.description
+        == "Sleeps, reports steps, and completes or fails as asked: for demos and tests."
+    )
+    hourly = rows["echo-hourly"]
+    assert (hourly.timezone, hourly.actor, hourly.title) == (AMS, "alice", "Echo")
+    fired = world.scheduler().tick(nightly.next_run)
+    assert {f.scheduled_job for f in fired} >= {"dummy-nightly"}
+
+
+def test_declared_schedules_follow_the_declaration_at_each_start(make_world, tmp_path):
+    first = make_world(**DECLARED)
+    with first.engine.begin() as conn:
+        conn.execute(scheduled.update().values(last_run=at("2026-01-05 02:00")))
+    before = first.rows()
+    url = first.engine.url.render_as_string(hide_password=False)
+    changed = {
+        **DECLARED,
+        "nick_jobs.schedules": "dummy-nightly",
+        "nick_jobs.schedule.dummy-nightly.schedule": "15 2 * * *",
+        "sqlalchemy.url": url,
+    }
+    settings = base_settings(
+        **{"nick_jobs.broker_url": "stub://", "nick_jobs.embedded_worker_threads": "0", **changed}
+    )
+    app = main({}, **settings)
+    try:
+        after = first.rows()
+    finally:
+        app.registry["nick_jobs.engine"].dispose()
+    assert set(after) == {"dummy-nightly"}  # echo-hourly is no longer declared
+    assert after["dummy-nightly"].schedule == "15 2 * * *"
+    assert after["dummy-nightly"].next_run.minute == 15
+    assert after["dummy-nightly"].last_run == before["dummy-nightly"].last_run
+
+
+def test_an_unchanged_declaration_keeps_next_run(make_world):
+    world = make_world(**DECLARED)
+    with world.engine.begin() as conn:
+        conn.execute(scheduled.update().values(next_run=at("2026-01-05 02:00")))
+    from nick_jobs.scheduler import sync_declared
+
+    sync_declared(world.registry)
+    assert world.row("dummy-nightly").next_run == at("2026-01-05 02:00")
+
+
+def test_declared_schedules_wait_for_a_database_that_is_not_ready(tmp_path):
+    """A database not reachable (here: not migrated) at start-up doesn't stop the start."""
+    url = f"sqlite:///{tmp_path / 'later.sqlite'}"
+    overrides = {"sqlalchemy.url": url, "nick_jobs.embedded_worker_threads": "0"}
+    app = main({}, **base_settings(**{**DECLARED, **overrides}))
+    engine = get_engine(url)
+    try:
+        migrations.upgrade(engine)
+        Scheduler(app.registry).tick()
+        with engine.connect() as conn:
+            ids = conn.execute(sa.select(scheduled.c.id).order_by(scheduled.c.id)).scalars()
+            assert list(ids) == ["dummy-nightly", "echo-hourly"]
+    finally:
+        app.registry["nick_jobs.engine"].dispose()
+        engine.dispose()
+
+
+def test_an_add_on_declares_with_the_directive(make_world):
+    includes = "tests.actions_for_tests tests.test_scheduler"
+    world = make_world(**{"nick_jobs.includes": includes})
+    row = world.row("addon-weekly")
+    assert (row.action, row.params, row.title, row.schedule, row.declared) == (
+        "echo",
+        {"message": "weekly"},
+        "Weekly echo",
+        "0 4 * * 0",
+        True,
+    )
+
+
+def test_declared_schedules_are_read_only_through_the_api(make_world):
+    world = make_world(**DECLARED)
+    client = webtest.TestApp(world.app, extra_environ={"HTTP_HOST": "localhost:8080"})
+    token = tokens.issue(world.registry["nick_jobs.settings"], "admin", "Admin")
+    headers = {"Authorization": f"Bearer {token}"}
+    listed = client.get("/@scheduled-jobs", headers=headers).json
+    assert [(item["id"], item["declared"]) for item in listed] == [
+        ("dummy-nightly", True),
+        ("echo-hourly", True),
+    ]
+    path = "/@scheduled-jobs/dummy-nightly"
+    for res in (
+        client.patch_json(path, {"enabled": False}, headers=headers, status=409),
+        client.delete(path, headers=headers, status=409),
+    ):
+        assert res.json["error"]["type"] == "Declared scheduled job"
+    assert world.row("dummy-nightly").enabled is True
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"nick_jobs.schedule.dummy-nightly.action": "reindex"}, "Unknown action 'reindex'"),
+        ({"nick_jobs.schedule.dummy-nightly.schedule": "0 2 * *"}, "has 5 fields"),
+        ({"nick_jobs.schedule.dummy-nightly.timezone": "Nowhere"}, "Unknown time zone"),
+        ({"nick_jobs.schedule.dummy-nightly.params": "[1]"}, "params must be a JSON object"),
+        ({"nick_jobs.schedule.dummy-nightly.params": '{"steps": 0}'}, "steps"),
+        ({"nick_jobs.schedules": "Bad.Id"}, "An id is 1 to 100 lowercase letters"),
+        ({"nick_jobs.schedules": "missing"}, "nick_jobs.schedule.missing.action is required"),
+        ({"nick_jobs.scheduler.missed": "always"}, "catchup or skip"),
+        ({"nick_jobs.scheduler.interval": "0"}, "more than 0 seconds"),
+        ({"nick_jobs.prune_schedule": "nightly"}, "nick_jobs.prune_schedule"),
+    ],
+)
+def test_bad_declarations_and_settings_stop_the_start(make_world, overrides, message):
+    with pytest.raises(ConfigurationError, match=message):
+        make_world(**{**DECLARED, **overrides})
+
+
+def test_the_nightly_prune_is_declared_by_default_and_can_be_switched_off(make_world):
+    def defaults(environment: str, **settings: str):
+        base = {
+            "sqlalchemy.url": "sqlite://",
+            "nick_jobs.jwt_secret": "s" * 40,
+            "nick_jobs.environment": environment,
+            **settings,
+        }
+        return parse_settings(base, parse_base_settings(base))
+
+    assert defaults("development").prune_schedule == "0 3 * * *"
+    assert defaults("development").embedded is True
+    assert defaults("development", **{"nick_jobs.prune_schedule": "off"}).prune_schedule is None
+    production = defaults("production", **{"nick_jobs.broker_url": "redis://localhost"})
+    assert (production.prune_schedule, production.embedded) == ("0 3 * * *", False)
+    assert (defaults("testing").prune_schedule, defaults("testing").embedded) == (None, False)
+
+    world = make_world(**{"nick_jobs.prune_schedule": "30 1 * * *"})
+    prune = world.row("prune-nightly")
+    assert (prune.action, prune.schedule, prune.declared, prune.actor) == (
+        "prune",
+        "30 1 * * *",
+        True,
+        "system",
+    )
+    url = world.engine.url.render_as_string(hide_password=False)
+    app = main(
+        {}, **base_settings(**{"sqlalchemy.url": url, "nick_jobs.embedded_worker_threads": "0"})
+    )
+    app.registry["nick_jobs.engine"].dispose()
+    assert world.row("prune-nightly") is None  # the testing default is off
+
+
+# --- running it ------------------------------------------------------------------------
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _due_now(world: World, id_: str) -> None:
+    """A scheduled job whose slot came a second ago (real time)."""
+    world.clock.now = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    world.add(id_, "* * * * *")
+    with world.engine.begin() as conn:
+        conn.execute(scheduled.update().values(next_run=world.clock.now))
+
+
+def test_the_embedded_scheduler_runs_in_the_api_process(make_world):
+    world = make_world(
+        **{"nick_jobs.scheduler.embedded": "true", "nick_jobs.scheduler.interval": "0.1"}
+    )
+    scheduler = world.registry["nick_jobs.scheduler"]
+    assert scheduler.running
+    _due_now(world, "minutely")
+    made = wait_for(world.jobs, 10, "the embedded scheduler to fire")
+    assert made[0].params["scheduled_job"] == "minutely"
+    scheduler.stop()
+    assert not scheduler.running
+
+
+def test_the_scheduler_command_is_listed_and_refuses_the_embedded_broker(tmp_path):
+    assert "scheduler" in build_parser().format_help()
+    ini = write_ini(
+        tmp_path / "stub.ini",
+        base_settings(**{"sqlalchemy.url": f"sqlite:///{tmp_path / 'x.sqlite'}"}),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "nick_jobs.cli", "scheduler", str(ini)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "embedded broker" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_the_scheduler_command_fires_on_postgresql(make_world, tmp_path):
+    need("Redis", "127.0.0.1", 6379)
+    world = make_world("postgresql")
+    url = world.engine.url.render_as_string(hide_password=False)
+    tag = secrets.token_hex(4)
+    settings = base_settings(
+        **{
+            "sqlalchemy.url": url,
+            "nick_jobs.broker_url": REDIS_URL,
+            "nick_jobs.broker_namespace": f"nick-jobs-test-{tag}",
+            "nick_jobs.queue": f"nick_jobs_scheduler_test_{tag}",
+            "nick_jobs.scheduler.interval": "0.2",
+        }
+    )
+    ini = write_ini(tmp_path / "scheduler.ini", settings)
+    _due_now(world, "from-the-command")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nick_jobs.cli", "scheduler", str(ini)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        made = wait_for(world.jobs, 20, "nick-jobs scheduler to fire")
+        assert made[0].params["scheduled_job"] == "from-the-command"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    assert len(world.jobs()) == 1
+
+
+# --- the migration ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_the_migrated_schema_matches_the_models(request, tmp_path, database):
+    if database == "sqlite":
+        url = f"sqlite:///{tmp_path / 'schema.sqlite'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    engine = get_engine(url)
+    migrations.upgrade(engine)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            assert compare_metadata(context, Base.metadata) == []
+            tables = set(sa.inspect(conn).get_table_names())
+    finally:
+        engine.dispose()
+    assert {"scheduled_jobs", "scheduled_firings"} <= tables
