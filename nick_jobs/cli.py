@@ -130,23 +130,18 @@ def _hand_back_unfinished(registry) -> int:
     from . import transitions
 
     queue = registry["nick_jobs.queue"]
-    heartbeats = getattr(queue.actor.fn, "heartbeats", None)  # the JobRunner's
-    if heartbeats is None:
-        return 0
-    with heartbeats.lock:
-        uuids = sorted(heartbeats.running)
-    if not uuids:
+    running = queue.runner.running()
+    if not running:
         return 0
     jobs = transitions.jobs
     handed: list[tuple[str, str]] = []
     with registry["nick_jobs.engine"].begin() as conn:
         rows = conn.execute(
-            sa.select(jobs.c.uuid, jobs.c.action, jobs.c.attempt).where(
-                jobs.c.uuid.in_(uuids), jobs.c.status == transitions.RUNNING
-            )
+            sa.select(jobs.c.uuid, jobs.c.action).where(jobs.c.uuid.in_(list(running)))
         ).all()
         for row in rows:
-            if transitions.hand_back(conn, row.uuid, row.attempt):
+            # The attempt this process runs, not whatever the row says now.
+            if transitions.hand_back(conn, row.uuid, running[row.uuid]):
                 handed.append((row.uuid, row.action))
     for uuid, action in handed:
         try:

@@ -56,6 +56,7 @@ class JobQueue:
     ) -> None:
         self.settings = settings
         self.actions = actions
+        self.runner = runner
         self.broker = broker or make_broker(settings, namespace=settings.broker_namespace)
         # Declared on this broker explicitly, never on Dramatiq's global default, so two
         # apps in one process (tests, API + embedded worker) each keep their own.

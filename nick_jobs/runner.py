@@ -156,13 +156,13 @@ class Heartbeats:
     def __init__(self, engine: sa.Engine, interval_s: float) -> None:
         self.engine = engine
         self.interval_s = interval_s
-        self.running: set[str] = set()
+        self.running: dict[str, int] = {}  # uuid → attempt
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
 
-    def add(self, uuid: str) -> None:
+    def add(self, uuid: str, attempt: int) -> None:
         with self.lock:
-            self.running.add(uuid)
+            self.running[uuid] = attempt
             if self.thread is None and self.interval_s > 0:
                 self.thread = threading.Thread(
                     target=self._loop, name="nick-jobs-heartbeat", daemon=True
@@ -171,15 +171,15 @@ class Heartbeats:
 
     def remove(self, uuid: str) -> None:
         with self.lock:
-            self.running.discard(uuid)
+            self.running.pop(uuid, None)
 
     def beat(self) -> int:
         with self.lock:
-            uuids = list(self.running)
-        if not uuids:
+            running = dict(self.running)
+        if not running:
             return 0
         with self.engine.begin() as conn:
-            return transitions.heartbeat(conn, uuids, utcnow())
+            return transitions.heartbeat(conn, running, utcnow())
 
     def _loop(self) -> None:
         while True:
@@ -202,6 +202,11 @@ class JobRunner:
     def __call__(self, uuid: str) -> None:
         self.run(uuid)
 
+    def running(self) -> dict[str, int]:
+        """The jobs this process is running now: uuid → attempt."""
+        with self.heartbeats.lock:
+            return dict(self.heartbeats.running)
+
     def run(self, uuid: str) -> str | None:
         """Run job ``uuid`` if it is still waiting; return the status it ended in."""
         with self.connections.use() as conn:
@@ -209,7 +214,7 @@ class JobRunner:
         if job is None:
             log.info("job %s is not waiting to run (duplicate, aborted or deleted)", uuid)
             return None
-        self.heartbeats.add(uuid)
+        self.heartbeats.add(uuid, job.attempt)
         try:
             return self._run(job)
         finally:

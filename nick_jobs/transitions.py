@@ -56,6 +56,10 @@ def _record(
     )
 
 
+def _a(word: str | None) -> str:
+    return "An" if word and word[0] in "aeiou" else "A"
+
+
 def _current_status(conn, uuid: str) -> str | None:
     return conn.execute(sa.select(jobs.c.status).where(jobs.c.uuid == uuid)).scalar_one_or_none()
 
@@ -157,12 +161,19 @@ def fail(conn, uuid: str, attempt: int, error_type: str, message: str) -> bool:
     return conn.execute(_FAIL, params).rowcount == 1
 
 
-def heartbeat(conn, uuids: list[str], now: dt.datetime) -> int:
-    """Mark the running jobs ``uuids`` as alive; one statement for a whole worker process."""
-    if not uuids:
+def heartbeat(conn, running: dict[str, int], now: dt.datetime) -> int:
+    """Mark running jobs (uuid → attempt) as alive; one statement for a whole process.
+
+    Fenced on the attempt: a leftover handler of an aborted attempt can't keep a retried
+    job's heartbeat fresh while the worker running its new attempt is dead.
+    """
+    if not running:
         return 0
+    pairs = list(running.items())
     return conn.execute(
-        jobs.update().where(jobs.c.uuid.in_(uuids), jobs.c.status == RUNNING).values(heartbeat=now)
+        jobs.update()
+        .where(sa.tuple_(jobs.c.uuid, jobs.c.attempt).in_(pairs), jobs.c.status == RUNNING)
+        .values(heartbeat=now)
     ).rowcount
 
 
@@ -189,7 +200,7 @@ def abort(conn, uuid: str, by: str) -> None:
     ).one_or_none()
     if row is None:
         status = _current_status(conn, uuid)
-        raise TransitionRefused(status, f"A {status} job can't be aborted.")
+        raise TransitionRefused(status, f"{_a(status)} {status} job can't be aborted.")
     _record(conn, uuid, "aborted", by, row.attempt, now)
 
 
@@ -212,7 +223,7 @@ def retry(conn, uuid: str, by: str) -> int:
     ).one_or_none()
     if old is None or old.status not in RETRYABLE:
         status = old.status if old else None
-        raise TransitionRefused(status, f"A {status} job can't be retried.")
+        raise TransitionRefused(status, f"{_a(status)} {status} job can't be retried.")
     updated = conn.execute(
         jobs.update()
         .where(jobs.c.uuid == uuid, jobs.c.status == old.status, jobs.c.attempt == old.attempt)
@@ -229,7 +240,7 @@ def retry(conn, uuid: str, by: str) -> int:
     ).rowcount
     if updated != 1:
         status = _current_status(conn, uuid)
-        raise TransitionRefused(status, f"A {status} job can't be retried.")
+        raise TransitionRefused(status, f"{_a(status)} {status} job can't be retried.")
     _record(
         conn,
         uuid,

@@ -199,7 +199,8 @@ def reset_database(engine: sa.Engine) -> None:
     from nick_jobs.models import utcnow
 
     with engine.begin() as conn:
-        for table in ("job_history", "jobs", "revoked_tokens", "users"):
+        tables = ("scheduled_firings", "scheduled_jobs", "job_history", "jobs")
+        for table in (*tables, "revoked_tokens", "users"):
             conn.execute(sa.text(f"DELETE FROM {table}"))  # noqa: S608 - fixed table names
         conn.execute(
             sa.text(

@@ -53,7 +53,7 @@ def test_running_job_heartbeat_advances_and_stops_with_the_job(backend):
         time.sleep(0.02)
     release.set()
     thread.join(10)
-    assert runner.heartbeats.running == set()
+    assert runner.running() == {}
     after = _heartbeat(backend.engine, uuid)
     assert runner.heartbeats.beat() == 0  # nothing running: no statement, no change
     assert _heartbeat(backend.engine, uuid) == after
@@ -64,7 +64,7 @@ def test_heartbeat_touches_only_running_jobs(backend):
     waiting = _create(backend.engine, "x")
     now = transitions.utcnow()
     with backend.engine.begin() as conn:
-        assert transitions.heartbeat(conn, [waiting], now) == 0
+        assert transitions.heartbeat(conn, {waiting: 1}, now) == 0
     assert _heartbeat(backend.engine, waiting) is None
 
 

@@ -97,7 +97,7 @@ def test_rescue_retries_when_attempts_are_left_else_fails_worker_lost(backend):
     retried = started(backend.engine, "patient")  # max_retries 1
     alive = started(backend.engine, "dummy")
     with backend.engine.begin() as conn:
-        transitions.heartbeat(conn, [alive.uuid], later(LEASE))
+        transitions.heartbeat(conn, {alive.uuid: alive.attempt}, later(LEASE))
     with backend.engine.begin() as conn:
         # Not yet: the lease has not run out.
         early = transitions.rescue_lost(conn, LEASE, later(LEASE - 1), max_retries)
@@ -141,7 +141,7 @@ def test_a_heartbeat_that_lands_first_wins_over_the_rescue(backend):
     assert found.uuid == job.uuid
     # The worker was only slow: its heartbeat commits between the sweeper's read and write.
     with backend.engine.begin() as conn:
-        assert transitions.heartbeat(conn, [job.uuid], later(0.5)) == 1
+        assert transitions.heartbeat(conn, {job.uuid: job.attempt}, later(0.5)) == 1
     with backend.engine.begin() as conn:
         assert not transitions.rescue(conn, found, retry=False, lease_s=LEASE, now=now)
         assert not transitions.rescue(conn, found, retry=True, lease_s=LEASE, now=now)
