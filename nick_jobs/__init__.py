@@ -6,14 +6,20 @@ Use it standalone (``pserve development.ini``) or inside a Pyramid app with
 
 from __future__ import annotations
 
-from pyramid.config import Configurator
-from pyramid.events import ApplicationCreated
-from pyramid.settings import aslist
+from typing import TYPE_CHECKING
+
+# Pyramid is imported where it is used, so `import nick_jobs.client` (and the client
+# commands of the console script) don't pay for loading the web framework.
+if TYPE_CHECKING:
+    from pyramid.config import Configurator
 
 __all__ = ["includeme", "main"]
 
 
 def includeme(config: Configurator) -> None:
+    from pyramid.events import ApplicationCreated
+    from pyramid.settings import aslist
+
     # Typed settings first: everything below reads them from the registry.
     config.include(".settings")
     # request.dbsession, joined to the request's transaction by pyramid_tm.
@@ -44,6 +50,8 @@ def includeme(config: Configurator) -> None:
 
 def main(global_config, **settings):
     """The WSGI application ``pserve`` serves (``egg:nick-jobs``)."""
+    from pyramid.config import Configurator
+
     with Configurator(settings=settings) as config:
         config.include(includeme)
         return config.make_wsgi_app()

@@ -17,8 +17,6 @@ import threading
 import time
 from collections.abc import Sequence
 
-from sqlalchemy.orm import Session
-
 log = logging.getLogger("nick_jobs.cli")
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -75,6 +73,8 @@ def cmd_users_add(args: argparse.Namespace) -> int:
             if sys.stdin.isatty()
             else sys.stdin.readline().rstrip("\r\n")
         )
+    from sqlalchemy.orm import Session
+
     with Session(_engine(args.config)) as session, session.begin():
         try:
             add_user(session, args.login, password, fullname=args.fullname or "", roles=args.role)
@@ -86,6 +86,8 @@ def cmd_users_add(args: argparse.Namespace) -> int:
 
 
 def cmd_users_list(args: argparse.Namespace) -> int:
+    from sqlalchemy.orm import Session
+
     from .users import list_users
 
     with Session(_engine(args.config)) as session:
@@ -95,6 +97,8 @@ def cmd_users_list(args: argparse.Namespace) -> int:
 
 
 def cmd_users_remove(args: argparse.Namespace) -> int:
+    from sqlalchemy.orm import Session
+
     from .users import remove_user
 
     with Session(_engine(args.config)) as session, session.begin():
@@ -333,6 +337,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 # --- argument parsing ------------------------------------------------------------------
 
 
+def _cmd_scheduler(args: argparse.Namespace) -> int:
+    # Imported on use: the scheduler pulls in the database layer, which the client
+    # commands of this script never need.
+    from .scheduler import cmd_scheduler
+
+    return cmd_scheduler(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nick-jobs", description="Migrate the database, run workers, manage users."
@@ -389,9 +401,12 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("config")
     rm.add_argument("login")
     rm.set_defaults(func=cmd_users_remove)
-    from .scheduler import add_command as add_scheduler_command
-
-    add_scheduler_command(sub)
+    scheduler = sub.add_parser(
+        "scheduler", help="fire scheduled jobs (run one or more next to the workers)"
+    )
+    scheduler.add_argument("config", help="the ini file, e.g. production.ini")
+    scheduler.set_defaults(func=_cmd_scheduler)
+    sub.metavar = sub.metavar[:-1] + ",scheduler}"
     from .client_cli import add_client_commands
 
     add_client_commands(sub)

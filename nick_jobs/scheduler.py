@@ -567,18 +567,6 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def add_command(subparsers) -> None:
-    """Add ``scheduler`` to the ``nick-jobs`` command's subcommands."""
-    parser = subparsers.add_parser(
-        "scheduler", help="fire scheduled jobs (run one or more next to the workers)"
-    )
-    parser.add_argument("config", help="the ini file, e.g. production.ini")
-    parser.set_defaults(func=cmd_scheduler)
-    metavar = subparsers.metavar
-    if metavar and metavar.endswith("}") and "scheduler" not in metavar:
-        subparsers.metavar = metavar[:-1] + ",scheduler}"
-
-
 def includeme(config) -> None:
     config.registry["nick_jobs.scheduler.settings"] = parse_settings(
         config.get_settings(), config.registry["nick_jobs.settings"]
