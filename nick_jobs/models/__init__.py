@@ -8,7 +8,7 @@ import sqlalchemy as sa
 import zope.sqlalchemy
 from sqlalchemy.orm import Session, configure_mappers, sessionmaker
 
-from .job import FINISHED_STATUSES, Job, JobHistory, JobStatus
+from .job import FINISHED_STATUSES, Job, JobHistory, JobLog, JobStatus
 from .meta import Base, utcnow
 from .scheduled import ScheduledFiring, ScheduledJob
 from .user import RevokedToken, User
@@ -20,6 +20,7 @@ __all__ = [
     "Base",
     "Job",
     "JobHistory",
+    "JobLog",
     "JobStatus",
     "RevokedToken",
     "ScheduledFiring",

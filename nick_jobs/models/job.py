@@ -51,6 +51,15 @@ class Job(Base):
     # When the job's message was last handed to the broker: lets a sweeper re-send a
     # created job whose message was lost, without re-sending fresh ones.
     enqueued: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Live state a handler reports: {"percent", "message", "steps": [...]}, written in
+    # batches by the worker, never more than about a second behind.
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    # What a stoppable handler saved to continue from when resumed.
+    checkpoint: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    # The job this one was restarted from (restart with lineage).
+    parent: Mapped[str | None] = mapped_column(sa.String(36), nullable=True, index=True)
+    # When a created job may run next (automatic retries wait out their backoff).
+    next_run: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     __table_args__ = (
         sa.Index("ix_jobs_actor_id", "actor", "id"),
@@ -85,3 +94,18 @@ class JobHistory(Base):
     by: Mapped[str] = mapped_column(sa.String(100))
     attempt: Mapped[int] = mapped_column(sa.Integer)
     data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+
+class JobLog(Base):
+    """Log lines a handler writes through its context, oldest first by ``id``."""
+
+    __tablename__ = "job_logs"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    job_uuid: Mapped[str] = mapped_column(sa.String(36))
+    attempt: Mapped[int] = mapped_column(sa.Integer)
+    time: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    level: Mapped[int] = mapped_column(sa.SmallInteger)
+    message: Mapped[str] = mapped_column(sa.Text)
+
+    __table_args__ = (sa.Index("ix_job_logs_job_uuid_id", "job_uuid", "id"),)
