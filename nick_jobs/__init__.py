@@ -22,6 +22,8 @@ def includeme(config: Configurator) -> None:
 
     # Typed settings first: everything below reads them from the registry.
     config.include(".settings")
+    # nick_jobs.log_format = json: JSON lines on the root logger's handlers.
+    config.include(".logging")
     # request.dbsession, joined to the request's transaction by pyramid_tm.
     config.include(".models")
     # Bearer JWTs and ACLs.
@@ -36,9 +38,12 @@ def includeme(config: Configurator) -> None:
     config.include(".errors")
     config.include(".views.auth")
     config.include(".views.jobs")
+    config.include(".views.control")
+    config.include(".views.job_details")
     config.include(".views.actions")
     config.include(".views.health")
     config.include(".views.scheduled_jobs")
+    config.include(".views.metrics")
     # Modules of actions (or anything else) named in the ini, after the directives exist.
     for name in aslist(config.get_settings().get("nick_jobs.includes", "")):
         config.include(name)

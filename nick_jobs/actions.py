@@ -7,6 +7,7 @@ calls, and the ``nick_jobs.actions`` entry-point group an add-on package declare
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -40,6 +41,13 @@ class JobAction:
     max_retries: int = 0
     time_limit: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Automatic retries wait between min_backoff and max_backoff seconds (see backoff).
+    min_backoff: float = 1.0
+    max_backoff: float = 300.0
+    # Seconds an aborted handler gets to stop on its own before its thread is interrupted.
+    abort_grace: float = 10.0
+    # Whether a running job may be stopped and resumed from the checkpoint it saves.
+    resumable: bool = False
 
     @cached_property
     def _schema(self) -> marshmallow.Schema:
@@ -50,12 +58,23 @@ class JobAction:
         """Validate ``params`` (without ``action``); raises ``marshmallow.ValidationError``."""
         return self._schema.load(params)
 
+    def backoff(self, retry: int, rand: Callable[[], float] = random.random) -> float:
+        """Seconds to wait before automatic retry number ``retry`` (1, 2, ...).
+
+        Exponential with jitter: ``base = min_backoff * 2**(retry - 1)``, capped at
+        ``max_backoff``, and the wait is drawn between ``base`` and ``2 * base`` (never
+        past ``max_backoff``), so jobs that failed together do not all come back together.
+        """
+        base = min(self.max_backoff, self.min_backoff * 2.0 ** min(retry - 1, 64))
+        return min(self.max_backoff, base * (1.0 + rand()))
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "title": self.title or self.name,
             "description": self.description,
             "permission": self.permission,
+            "resumable": self.resumable,
             "params": json_schema(self.schema),
         }
 
@@ -71,6 +90,10 @@ class ActionRegistry:
             raise TypeError(f"the handler of job action {action.name!r} is not callable")
         if action.max_retries < 0:
             raise ValueError(f"max_retries of job action {action.name!r} must be >= 0")
+        if not 0 <= action.min_backoff <= action.max_backoff:
+            raise ValueError(f"job action {action.name!r} needs 0 <= min_backoff <= max_backoff")
+        if action.abort_grace < 0:
+            raise ValueError(f"abort_grace of job action {action.name!r} must be >= 0")
         self._actions[action.name] = action
 
     def get(self, name: str) -> JobAction | None:
@@ -97,6 +120,10 @@ def add_job_action(
     permission: str = Permission.MANAGE_SITE.value,
     max_retries: int = 0,
     time_limit: float | None = None,
+    min_backoff: float = 1.0,
+    max_backoff: float = 300.0,
+    abort_grace: float = 10.0,
+    resumable: bool = False,
 ) -> None:
     """Pyramid directive: ``config.add_job_action("reindex", reindex, schema=ReindexSchema)``."""
     action = JobAction(
@@ -108,6 +135,10 @@ def add_job_action(
         permission=permission,
         max_retries=max_retries,
         time_limit=time_limit,
+        min_backoff=min_backoff,
+        max_backoff=max_backoff,
+        abort_grace=abort_grace,
+        resumable=resumable,
     )
 
     def register() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dramatiq
 
+from . import metrics
 from .actions import get_registry, load_entry_points
 from .queue import JobQueue
 from .runner import JobRunner
@@ -15,6 +16,8 @@ def includeme(config) -> None:
     runner = JobRunner(config.registry["nick_jobs.engine"], actions, settings.heartbeat_interval_s)
     queue = JobQueue(settings, actions, runner)
     config.registry["nick_jobs.queue"] = queue
+    # Counts of the jobs this app's worker runs, where /metrics or a metrics port shows them.
+    metrics.install(config, queue)
     # For tools that ask Dramatiq for "the" broker; nick-jobs itself never relies on it.
     dramatiq.set_broker(queue.broker)
     # After the host's own add_job_action calls, so its registrations win.

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from marshmallow import Schema, fields, validate
 
 from .actions import JobAction
-from .models import FINISHED_STATUSES, Job, JobHistory, utcnow
+from .models import FINISHED_STATUSES, Job, JobHistory, JobLog, utcnow
 from .permissions import Permission
 from .runner import JobContext, JobFailed
 
@@ -32,13 +32,32 @@ class DummyParams(Schema):
     result = fields.Dict(metadata={"description": "The object the job returns as its result."})
 
 
+# Up to this many steps, dummy reports each as a step of its own; beyond, one counted step.
+DUMMY_NAMED_STEPS = 100
+
+
 def dummy(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     steps = params["steps"]
     pause = params["sleep"] / steps
-    for step in range(1, steps + 1):
+    named = steps <= DUMMY_NAMED_STEPS
+    # Resumable: the checkpoint is the number of steps done; a resumed job goes on from it.
+    done = min(int(ctx.saved_checkpoint or 0), steps)
+    if named:
+        ctx.steps([f"step {step}" for step in range(1, steps + 1)])
+        for step in range(1, done + 1):
+            ctx.step(f"step {step}", done=1, total=1)
+    for step in range(done + 1, steps + 1):
+        if named:
+            ctx.step(f"step {step}")
         if pause:
             ctx.sleep(pause)
-        ctx.progress(step, steps, f"step {step} of {steps}")
+        ctx.checkpoint(step)
+        if named:
+            ctx.step(f"step {step}", done=1, total=1)
+        else:
+            ctx.step("steps", done=step, total=steps)
+        ctx.message(f"step {step} of {steps}")
+        ctx.info(f"step {step} of {steps} done")
     if "fail" in params:
         raise JobFailed(params["fail"])
     return params.get("result", {})
@@ -79,6 +98,7 @@ def prune(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
             break
         uuids = [r.uuid for r in rows]
         session.execute(sa.delete(JobHistory).where(JobHistory.job_uuid.in_(uuids)))
+        session.execute(sa.delete(JobLog).where(JobLog.job_uuid.in_(uuids)))
         session.execute(sa.delete(Job).where(Job.id.in_([r.id for r in rows])))
         session.commit()
         deleted += len(rows)
@@ -92,6 +112,7 @@ dummy_action = JobAction(
     title="Dummy job",
     description="Sleeps, reports steps, and completes or fails as asked: for demos and tests.",
     permission=Permission.MANAGE_SITE.value,
+    resumable=True,
 )
 
 prune_action = JobAction(

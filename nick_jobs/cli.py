@@ -165,12 +165,24 @@ def _start_sweeper(registry, interval_s: float | None = None):
     return sweeper
 
 
-def run_worker_process(config_uri: str, threads: int, sweep: bool = False) -> int:
+def _metrics_settings(config_uri: str):
+    from pyramid.paster import get_appsettings
+
+    from .metrics import parse_settings
+    from .settings import apply_environment
+
+    return parse_settings(apply_environment(get_appsettings(config_uri)))
+
+
+def run_worker_process(
+    config_uri: str, threads: int, sweep: bool = False, metrics_port: int = 0
+) -> int:
     """One worker process: build the app (actions, broker), consume until SIGTERM.
 
     On SIGTERM it stops taking messages, gives running jobs ``nick_jobs.worker_grace``
     seconds to finish, and hands back those still running (they run again elsewhere).
     With ``sweep`` (``--no-supervise``: no supervisor to run it) it also runs the sweeper.
+    With ``metrics_port`` it serves its own metrics there.
     """
     import dramatiq
     from pyramid.paster import get_app
@@ -184,6 +196,10 @@ def run_worker_process(config_uri: str, threads: int, sweep: bool = False) -> in
     registry = app.registry
     settings = registry["nick_jobs.settings"]
     broker = registry["nick_jobs.queue"].broker
+    if metrics_port:
+        from .metrics import serve
+
+        serve(metrics_port, registry["nick_jobs.metrics"].worker_host)
     broker.emit_after("process_boot")
     worker = dramatiq.Worker(
         broker, worker_threads=threads, worker_timeout=settings.worker_timeout_ms
@@ -233,7 +249,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         if processes != 1:
             print("nick-jobs: --no-supervise runs exactly one process (-p 1)", file=sys.stderr)
             return EXIT_USAGE
-        return run_worker_process(args.config, threads, sweep=True)
+        port = _metrics_settings(args.config).worker_port
+        return run_worker_process(args.config, threads, sweep=True, metrics_port=port)
     child_cmd = [
         sys.executable,
         "-m",
@@ -245,9 +262,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
     ]
     children: dict[int, subprocess.Popen] = {}
     stopping = threading.Event()
+    # The supervisor (its sweeper's rescues) on the port, worker process n on port + 1 + n.
+    metrics = _metrics_settings(args.config)
+    if metrics.worker_port:
+        from .metrics import serve
+
+        serve(metrics.worker_port, metrics.worker_host)
 
     def spawn(slot: int) -> None:
-        children[slot] = subprocess.Popen(child_cmd)
+        extra = (
+            ["--metrics-port", str(metrics.worker_port + 1 + slot)] if metrics.worker_port else []
+        )
+        children[slot] = subprocess.Popen(child_cmd + extra)
         log.info("started worker process %d (slot %d)", children[slot].pid, slot)
 
     def on_signal(signum, _frame) -> None:
@@ -383,7 +409,10 @@ def build_parser() -> argparse.ArgumentParser:
     child = sub.add_parser("_worker-process")
     child.add_argument("config")
     child.add_argument("--threads", type=int, default=8)
-    child.set_defaults(func=lambda a: run_worker_process(a.config, a.threads))
+    child.add_argument("--metrics-port", type=int, default=0)
+    child.set_defaults(
+        func=lambda a: run_worker_process(a.config, a.threads, False, a.metrics_port)
+    )
 
     users = sub.add_parser("users", help="manage the users who can log in")
     users_sub = users.add_subparsers(dest="users_command", required=True)

@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 DEFAULT_URL = "http://localhost:8080"
-JOB_STATUSES = ("created", "running", "completed", "failed", "aborted")
+JOB_STATUSES = ("created", "running", "completed", "failed", "aborted", "stopped")
 UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
 USER_AGENT = "nick-jobs-client/0.1"
 # The errors that mean "no answer came back": refused, reset, timed out, closed early.

@@ -30,6 +30,9 @@ _LIST_COLUMNS = (
     Job.result,
     Job.error,
     Job.attempt,
+    Job.progress,
+    Job.parent,
+    Job.next_run,
 )
 
 

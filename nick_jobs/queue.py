@@ -8,6 +8,7 @@ worker never looks for a row that isn't there and a rolled-back job never runs.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from typing import Any
 
@@ -27,6 +28,8 @@ ACTOR_NAME = "nick_jobs.run_job"
 # that down to seconds. The database remains the real guarantee.
 REDIS_HEARTBEAT_TIMEOUT_MS = 15_000
 REDIS_MAINTENANCE_CHANCE = 10_000  # per million commands
+# Brokers count delays in whole milliseconds and the clock may tick in between.
+DELAY_MARGIN_MS = 10
 
 
 def make_broker(settings: Settings, namespace: str = "nick_jobs") -> dramatiq.Broker:
@@ -77,6 +80,8 @@ class JobQueue:
         )
         self._worker: dramatiq.Worker | None = None
         self._lock = threading.Lock()
+        # The runner sends the automatic retries of failed jobs, delayed by their backoff.
+        runner.send = self.send
 
     def message_options(self, action_name: str) -> dict[str, Any]:
         action = self.actions.get(action_name)
@@ -84,9 +89,17 @@ class JobQueue:
             return {"time_limit": int(action.time_limit * 1000)}
         return {}
 
-    def send(self, uuid: str, action_name: str) -> None:
-        """Send the message for job ``uuid`` now (outside any request transaction)."""
-        self.actor.send_with_options(args=(uuid,), **self.message_options(action_name))
+    def send(self, uuid: str, action_name: str, delay_s: float = 0.0) -> None:
+        """Send the message for job ``uuid`` now (outside any request transaction).
+
+        With ``delay_s``, the broker delivers it that many seconds later: a job waiting
+        for its ``next_run`` (the start refuses it before then, so it is delivered a few
+        milliseconds late rather than early).
+        """
+        options = self.message_options(action_name)
+        if delay_s > 0:
+            options["delay"] = math.ceil(delay_s * 1000) + DELAY_MARGIN_MS
+        self.actor.send_with_options(args=(uuid,), **options)
 
     def send_after_commit(self, request, uuid: str, action_name: str) -> None:
         request.tm.get().addAfterCommitHook(self._after_commit, args=(uuid, action_name))

@@ -8,28 +8,50 @@ on these machines the commit is the ceiling and the ORM would cost most of the b
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import logging
+import math
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import marshmallow
 import sqlalchemy as sa
+from dramatiq.middleware.threading import raise_thread_exception
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 from sqlalchemy.orm import Session
 
-from . import transitions
+from . import reporting, transitions
 from .actions import ActionRegistry
 from .models import utcnow
 
 log = logging.getLogger(__name__)
+# The lines handlers log through their context, mirrored to the worker's log.
+job_log = logging.getLogger("nick_jobs.job")
 
 
 class JobAborted(Exception):
     """Raised inside a handler when its job was aborted, deleted or retried meanwhile.
 
     A handler may catch it to clean up; it should then return or re-raise.
+    """
+
+
+class JobInterrupted(JobAborted):
+    """Raised in the thread of an aborted job's handler that did not stop within its
+    action's ``abort_grace``: the worker interrupts it."""
+
+
+class JobStopped(Exception):
+    """Raised inside a handler when its job was asked to stop (``POST .../stop``).
+
+    The job becomes ``stopped`` with the last checkpoint the handler saved through
+    ``ctx.checkpoint(data)``; a resume calls the handler again with it in
+    ``ctx.saved_checkpoint``. A handler may catch it to save a last checkpoint, then
+    re-raise.
     """
 
 
@@ -42,11 +64,14 @@ class JobFailed(Exception):
 
 
 class JobContext:
-    """What a handler gets besides its params: who, a database session, abort checks."""
+    """What a handler gets besides its params: who, a database session, abort checks,
+    and the progress, steps and log lines it reports (see :mod:`nick_jobs.reporting`)."""
 
     # How stale the handler's view of "am I aborted?" may get. A check costs a query,
     # so a handler that checks in a tight loop is answered from this cache.
     CHECK_INTERVAL_S = 0.5
+    # How often at most the reported progress and log lines of a job are written.
+    REPORT_INTERVAL_S = 1.0
 
     def __init__(self, engine: sa.Engine, uuid: str, actor: str, attempt: int) -> None:
         self.uuid = uuid
@@ -56,6 +81,8 @@ class JobContext:
         self._session: Session | None = None
         self._last_check = time.monotonic()
         self._aborted = False
+        # Made at the first report: a job that reports nothing costs nothing.
+        self._report: reporting.Report | None = None
 
     @property
     def dbsession(self) -> Session:
@@ -68,8 +95,11 @@ class JobContext:
         """Raise :class:`JobAborted` if the job should stop. Cheap to call often."""
         if self._aborted:
             raise JobAborted(self.uuid)
+        if self._stop_requested:
+            raise JobStopped(self.uuid)
         now = time.monotonic()
-        if now - self._last_check < self.CHECK_INTERVAL_S:
+        gone = self._report is not None and self._report.gone
+        if now - self._last_check < self.CHECK_INTERVAL_S and not gone:
             return
         self._last_check = now
         with self._engine.connect() as conn:
@@ -77,11 +107,65 @@ class JobContext:
         if not current:
             self._aborted = True
             raise JobAborted(self.uuid)
+        if gone:
+            self._report.gone = False
 
-    def progress(self, done: int, total: int | None = None, message: str = "") -> None:
-        """Report progress (``done`` of ``total``) and check for abort."""
-        log.debug("job %s progress %s/%s %s", self.uuid, done, total, message)
+    def _reporter(self) -> reporting.Report:
+        if self._report is None:
+            self._report = reporting.Report(
+                self._engine, self.uuid, self.attempt, self.REPORT_INTERVAL_S
+            )
+        return self._report
+
+    def steps(self, names: list[str]) -> None:
+        """Announce the steps to come, in order; each shows as ``pending`` until started."""
+        self._reporter().plan(list(names))
         self.check()
+
+    def step(self, name: str, done: float | None = None, total: float | None = None) -> None:
+        """Start or update the step ``name`` (``done`` of ``total``), then check for abort.
+
+        Starting a step ends the one running before it; a step whose ``done`` reaches its
+        ``total`` is done.
+        """
+        self._reporter().step(name, done, total, None)
+        self.check()
+
+    def progress(
+        self,
+        done: float,
+        total: float | None = None,
+        message: str = "",
+        step: str | None = None,
+    ) -> None:
+        """Report ``done`` of ``total`` on ``step`` (by default the running one, or a
+        step named ``main``), with an optional status message; then check for abort."""
+        self._reporter().step(step, done, total, message or None)
+        self.check()
+
+    def message(self, text: str) -> None:
+        """Set the job's short status message, then check for abort."""
+        self._reporter().set_message(text)
+        self.check()
+
+    def log(self, message: str, level: str | int = "info") -> None:
+        """Add a line to the job's log (``debug``, ``info``, ``warning`` or ``error``)."""
+        number = reporting.level_number(level)
+        self._reporter().add_line(number, message)
+        job_log.log(number, "job %s: %s", self.uuid, message)
+        self.check()
+
+    def debug(self, message: str) -> None:
+        self.log(message, "debug")
+
+    def info(self, message: str) -> None:
+        self.log(message, "info")
+
+    def warning(self, message: str) -> None:
+        self.log(message, "warning")
+
+    def error(self, message: str) -> None:
+        self.log(message, "error")
 
     def sleep(self, seconds: float) -> None:
         """Sleep, checking for abort at least every :attr:`CHECK_INTERVAL_S`."""
@@ -89,6 +173,15 @@ class JobContext:
         while (remaining := deadline - time.monotonic()) > 0:
             time.sleep(min(remaining, self.CHECK_INTERVAL_S))
             self.check()
+
+    def end_report(self) -> None:
+        """Write what the handler reported and was not written yet; idempotent.
+
+        Called when the attempt ends, whatever its outcome: by :meth:`_close`, and it may
+        be called before the finishing UPDATE so that a finished job's progress is final.
+        """
+        if self._report is not None:
+            self._report.close()
 
     def _close(self, commit: bool) -> None:
         if self._session is not None:
@@ -98,6 +191,32 @@ class JobContext:
                 self._session.rollback()
             self._session.close()
             self._session = None
+        self.end_report()
+
+    # --- stop and resume --------------------------------------------------------------
+
+    #: What the handler saved with :meth:`checkpoint` when the job was last stopped:
+    #: where a resumed job continues from. None for a job that starts from scratch.
+    saved_checkpoint: Any = None
+    _checkpoint: Any = None
+    _stop_requested = False  # set by the runner's watcher; the next check raises
+
+    def checkpoint(self, data: Any) -> None:
+        """Remember where the handler is (any JSON value); costs nothing but memory.
+
+        If the job is stopped, the last checkpoint is stored with it, and a resume gives
+        it back as :attr:`saved_checkpoint`.
+        """
+        self._checkpoint = data
+
+
+def _stopped_outcome(checkpoint: Any) -> tuple[str, Any]:
+    try:
+        json.dumps(checkpoint, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        message = f"The job's checkpoint can't be stored as JSON: {exc}"
+        return (transitions.FAILED, (type(exc).__name__, message))
+    return (transitions.STOPPED, checkpoint)
 
 
 def _as_result(value: Any) -> dict[str, Any]:
@@ -190,6 +309,101 @@ class Heartbeats:
                 log.exception("could not refresh job heartbeats; trying again")
 
 
+@dataclass(eq=False)
+class _Watched:
+    attempt: int
+    ctx: JobContext
+    thread_id: int
+    grace_s: float
+    in_handler: bool = True
+    gone_since: float | None = None  # monotonic time the abort was seen
+    interrupted: float | None = None
+
+
+class Watcher:
+    """Learns of aborts and stop requests for every job this process runs.
+
+    One thread and one query per interval (:attr:`interval_s`) for all of them, and none
+    while the process runs nothing. A job that no longer runs its attempt (aborted,
+    deleted, retried, rescued) has its context told, so the handler's next check raises
+    :class:`JobAborted`; if the handler is still running ``abort_grace`` seconds later,
+    its thread is interrupted with :class:`JobInterrupted` (as Dramatiq's time limit
+    interrupts, between two Python instructions: a blocking system call ends first). A
+    job asked to stop has its context told, so the next check raises :class:`JobStopped`.
+    """
+
+    def __init__(self, engine: sa.Engine, interval_s: float = 0.5) -> None:
+        self.engine = engine
+        self.interval_s = interval_s
+        self.jobs: dict[str, _Watched] = {}
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    def add(self, uuid: str, attempt: int, ctx: JobContext, grace_s: float) -> _Watched:
+        """Watch the job the calling thread is about to run the handler of."""
+        entry = _Watched(attempt, ctx, threading.get_ident(), grace_s)
+        with self.lock:
+            self.jobs[uuid] = entry
+            if self.thread is None and self.interval_s > 0:
+                self.thread = threading.Thread(
+                    target=self._loop, name="nick-jobs-watcher", daemon=True
+                )
+                self.thread.start()
+        return entry
+
+    def left_handler(self, entry: _Watched) -> None:
+        """The handler returned or raised: from now on its thread is never interrupted."""
+        with self.lock:
+            entry.in_handler = False
+
+    def remove(self, uuid: str) -> None:
+        with self.lock:
+            self.jobs.pop(uuid, None)
+
+    def poll(self) -> None:
+        """One round: one query, then tell contexts and interrupt overdue handlers."""
+        with self.lock:
+            watched = {uuid: entry.attempt for uuid, entry in self.jobs.items()}
+        if not watched:
+            return
+        with self.engine.connect() as conn:
+            gone, stopping = transitions.watch(conn, watched)
+        now = time.monotonic()
+        with self.lock:
+            for uuid in stopping:
+                entry = self.jobs.get(uuid)
+                if entry is not None and entry.attempt == watched[uuid]:
+                    entry.ctx._stop_requested = True
+            for uuid in gone:
+                entry = self.jobs.get(uuid)
+                if entry is None or entry.attempt != watched[uuid]:
+                    continue
+                entry.ctx._aborted = True
+                if entry.gone_since is None:
+                    entry.gone_since = now
+                overdue = now - entry.gone_since >= entry.grace_s
+                # Again after each further grace period, in case the handler caught it.
+                again = entry.interrupted is None or now - entry.interrupted >= max(
+                    entry.grace_s, 1.0
+                )
+                if entry.in_handler and overdue and again:
+                    log.warning(
+                        "job %s was aborted %.1f s ago and its handler still runs; interrupting it",
+                        uuid,
+                        now - entry.gone_since,
+                    )
+                    entry.interrupted = now
+                    raise_thread_exception(entry.thread_id, JobInterrupted)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self.interval_s)
+            try:
+                self.poll()
+            except Exception:
+                log.exception("could not poll for aborted and stopped jobs; trying again")
+
+
 class JobRunner:
     def __init__(
         self, engine: sa.Engine, actions: ActionRegistry, heartbeat_interval_s: float = 10.0
@@ -198,6 +412,10 @@ class JobRunner:
         self.actions = actions
         self.connections = _ThreadConnections(engine)
         self.heartbeats = Heartbeats(engine, heartbeat_interval_s)
+        self.watcher = Watcher(engine)
+        # How an automatic retry is sent: send(uuid, action, delay_s); the queue sets it.
+        # Without it, the sweeper sends the retry once its grace after next_run is over.
+        self.send: Callable[[str, str, float], None] | None = None
 
     def __call__(self, uuid: str) -> None:
         self.run(uuid)
@@ -217,7 +435,12 @@ class JobRunner:
         self.heartbeats.add(uuid, job.attempt)
         try:
             return self._run(job)
+        except JobAborted:
+            # An interruption that landed just after the handler returned: the job was
+            # aborted, and nothing is left to store.
+            return transitions.ABORTED
         finally:
+            self.watcher.remove(uuid)
             self.heartbeats.remove(uuid)
 
     def _run(self, job: transitions.StartedJob) -> str | None:
@@ -225,14 +448,21 @@ class JobRunner:
         started_at = time.monotonic()
         action = self.actions.get(job.action)
         ctx = JobContext(self.engine, job.uuid, job.actor, job.attempt)
+        ctx.saved_checkpoint = ctx._checkpoint = job.checkpoint
         outcome: tuple[str, Any]
         try:
             if action is None:
                 raise LookupError(f"no job action named {job.action!r} is registered")
             # "scheduled_job" names the scheduled job that created it: not a param either.
             params = {k: v for k, v in job.params.items() if k not in ("action", "scheduled_job")}
-            value = action.handler(action.load_params(params), ctx)
+            watched = self.watcher.add(uuid, job.attempt, ctx, action.abort_grace)
+            try:
+                value = action.handler(action.load_params(params), ctx)
+            finally:
+                self.watcher.left_handler(watched)
             outcome = (transitions.COMPLETED, _as_result(value))
+        except JobStopped:
+            outcome = _stopped_outcome(ctx._checkpoint)
         except JobAborted:
             ctx._close(commit=False)
             log.info("job %s stopped: it was aborted", uuid)
@@ -255,15 +485,15 @@ class JobRunner:
         self, job: transitions.StartedJob, ctx: JobContext, outcome: tuple[str, Any], took: float
     ) -> str:
         status, payload = outcome
-        succeeded = status == transitions.COMPLETED
-        # When the handler used its session, the completion rides on the same transaction:
-        # the handler's writes and "completed" commit together, or not at all.
+        # The last progress and log lines land before the outcome, never after it.
+        ctx.end_report()
+        # When the handler used its session, the completion (or the stop, with its
+        # checkpoint) rides on the same transaction: the handler's writes and the new
+        # status commit together, or not at all.
         finished: bool | None = None
-        if succeeded and ctx._session is not None:
+        if status != transitions.FAILED and ctx._session is not None:
             try:
-                finished = transitions.complete(
-                    ctx._session.connection(), job.uuid, job.attempt, payload
-                )
+                finished = self._store(ctx._session.connection(), job, status, payload)
                 ctx._close(commit=finished)
             except Exception as exc:
                 # The handler's writes can't commit (e.g. it swallowed a failed flush):
@@ -275,15 +505,17 @@ class JobRunner:
                 # The details (SQL, parameters) go to the log only, not to the job's error.
                 status = transitions.FAILED
                 payload = (type(exc).__name__, "The job's database writes could not be committed.")
-                succeeded, finished = False, None
+                finished = None
         if finished is None:
             ctx._close(commit=False)
+            retry_at = self._retry_at(job, payload) if status == transitions.FAILED else None
             try:
-                with self.connections.use() as conn:
-                    if succeeded:
-                        finished = transitions.complete(conn, job.uuid, job.attempt, payload)
-                    else:
-                        finished = transitions.fail(conn, job.uuid, job.attempt, *payload)
+                if retry_at is not None:
+                    finished = self._retry_later(job, payload, retry_at)
+                    status = transitions.CREATED
+                else:
+                    with self.connections.use() as conn:
+                        finished = self._store(conn, job, status, payload)
             except sa.exc.DataError:
                 # The database refused the outcome itself (PostgreSQL's jsonb takes no NUL
                 # character): store a failure it accepts rather than leave the job running.
@@ -309,3 +541,56 @@ class JobRunner:
             took,
         )
         return status
+
+    @staticmethod
+    def _store(conn, job: transitions.StartedJob, status: str, payload: Any) -> bool:
+        """The one statement that ends the attempt as ``status``; False if it was aborted."""
+        if status == transitions.COMPLETED:
+            return transitions.complete(conn, job.uuid, job.attempt, payload)
+        if status == transitions.STOPPED:
+            return transitions.stopped(conn, job.uuid, job.attempt, payload)
+        return transitions.fail(conn, job.uuid, job.attempt, *payload)
+
+    def _retry_at(self, job: transitions.StartedJob, error: tuple[str, str]) -> dt.datetime | None:
+        """When the failed attempt runs again, or None when no automatic retry is left.
+
+        ``max_retries`` counts the attempts since the series began (the job's creation,
+        or its latest manual retry or resume); the history is read only when the attempt
+        number alone can't tell.
+        """
+        action = self.actions.get(job.action)
+        if action is None or not action.max_retries or error[0] == "ValidationError":
+            return None  # retrying params that no longer load can't help
+        position = job.attempt
+        if position > action.max_retries:
+            with self.connections.use() as conn:
+                position -= transitions.series_start(conn, job.uuid) - 1
+            if position > action.max_retries:
+                return None
+        wait_ms = math.ceil(action.backoff(position) * 1000)
+        return utcnow() + dt.timedelta(milliseconds=wait_ms)
+
+    def _retry_later(
+        self, job: transitions.StartedJob, error: tuple[str, str], next_run: dt.datetime
+    ) -> bool:
+        # The new attempt and the history row of the failed one: one transaction.
+        with self.engine.begin() as conn:
+            done = transitions.retry_later(
+                conn, job.uuid, job.attempt, job.started, error, next_run
+            )
+        if done:
+            log.info(
+                "job %s failed (%s); attempt %d at %s",
+                job.uuid,
+                error[0],
+                job.attempt + 1,
+                next_run.isoformat(),
+            )
+            if self.send is not None:
+                try:
+                    self.send(job.uuid, job.action, (next_run - utcnow()).total_seconds())
+                except Exception:
+                    log.exception(
+                        "could not send the retry of job %s; the sweeper sends it", job.uuid
+                    )
+        return done

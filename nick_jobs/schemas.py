@@ -34,7 +34,7 @@ class ListQuerySchema(Schema):
     """``GET /@jobs`` query parameters."""
 
     status = fields.String(
-        validate=validate.OneOf(["created", "running", "completed", "failed", "aborted"])
+        validate=validate.OneOf(["created", "running", "completed", "failed", "aborted", "stopped"])
     )
     actor = fields.String(validate=validate.Length(min=1, max=100))
     action = fields.String(validate=validate.Length(min=1, max=100))

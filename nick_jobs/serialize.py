@@ -1,4 +1,5 @@
-"""The job's JSON, exactly Nick's fields plus ``@id``, ``attempt`` and ``error``."""
+"""The job's JSON: Nick's fields plus ``@id``, ``attempt``, ``progress``, ``parent``,
+``next_run`` and ``error``."""
 
 from __future__ import annotations
 
@@ -33,6 +34,10 @@ def job_json(job: Any, job_url: str) -> dict[str, Any]:
         "status": job.status,
         "result": job.result or {},
         "attempt": job.attempt,
+        # A row made by transitions.create (just submitted) has none of these yet.
+        "progress": getattr(job, "progress", None),
+        "parent": getattr(job, "parent", None),
+        "next_run": isoformat(getattr(job, "next_run", None)),
     }
     if job.status == JobStatus.FAILED and job.error:
         data["error"] = {"type": job.error.get("type", ""), "message": job.error.get("message", "")}

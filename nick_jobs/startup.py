@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from . import migrations, scheduler
-from .models import Job, User
+from .models import Job, User, utcnow
 from .permissions import ADMINISTRATOR_ROLE
 from .sweeper import EmbeddedSweeperMiddleware, Sweeper
 from .users import add_user
@@ -26,13 +26,21 @@ def ensure_bootstrap_admin(engine: sa.Engine) -> None:
 
 
 def resend_waiting(engine: sa.Engine, queue) -> int:
-    """Send a message for every ``created`` job; duplicates are harmless no-ops."""
+    """Send a message for every ``created`` job; duplicates are harmless no-ops.
+
+    A job waiting out the backoff of an automatic retry is sent delayed until its
+    ``next_run``.
+    """
     with engine.connect() as conn:
         waiting = conn.execute(
-            sa.select(Job.uuid, Job.action).where(Job.status == "created").order_by(Job.id)
+            sa.select(Job.uuid, Job.action, Job.next_run)
+            .where(Job.status == "created")
+            .order_by(Job.id)
         ).all()
-    for uuid, action in waiting:
-        queue.send(uuid, action)
+    now = utcnow()
+    for uuid, action, next_run in waiting:
+        delay = (next_run - now).total_seconds() if next_run is not None else 0.0
+        queue.send(uuid, action, delay)
     return len(waiting)
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import dramatiq
 import sqlalchemy as sa
 
-from . import transitions
+from . import metrics, transitions
 from .actions import get_registry
 from .models import utcnow
 
@@ -103,6 +103,7 @@ class Sweeper:
                 result.unsent = len(pending) - index
                 break
             result.resent += 1
+        metrics.record_sweep(result)
         if result.rescued or result.resent or result.unsent:
             log.info("sweep: %s", result)
         return result

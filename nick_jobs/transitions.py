@@ -22,7 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .models import FINISHED_STATUSES, Job, JobHistory, JobStatus, utcnow
+from .models import FINISHED_STATUSES, Job, JobHistory, JobLog, JobStatus, utcnow
 
 jobs = Job.__table__
 history = JobHistory.__table__
@@ -108,15 +108,27 @@ class StartedJob:
     actor: str
     attempt: int
     started: dt.datetime
+    # What the handler saved when the job was last stopped (None: start from scratch).
+    checkpoint: Any = None
 
 
 # The worker's statements are built once: constructing them per call costs more Python
 # time than executing them on a warm connection.
 _START = (
     jobs.update()
-    .where(jobs.c.uuid == sa.bindparam("b_uuid"), jobs.c.status == CREATED)
-    .values(status=RUNNING, started=sa.bindparam("b_now"), heartbeat=sa.bindparam("b_now"))
-    .returning(jobs.c.action, jobs.c.params, jobs.c.actor, jobs.c.attempt)
+    .where(
+        jobs.c.uuid == sa.bindparam("b_uuid"),
+        jobs.c.status == CREATED,
+        # An automatic retry waits out its backoff, even if its message comes early.
+        sa.or_(jobs.c.next_run.is_(None), jobs.c.next_run <= sa.bindparam("b_now")),
+    )
+    .values(
+        status=RUNNING,
+        started=sa.bindparam("b_now"),
+        heartbeat=sa.bindparam("b_now"),
+        next_run=None,
+    )
+    .returning(jobs.c.action, jobs.c.params, jobs.c.actor, jobs.c.attempt, jobs.c.checkpoint)
 )
 _RUNNING_ATTEMPT = (
     jobs.c.uuid == sa.bindparam("b_uuid"),
@@ -145,7 +157,9 @@ def start(conn, uuid: str) -> StartedJob | None:
     row = conn.execute(_START, {"b_uuid": uuid, "b_now": now}).one_or_none()
     if row is None:
         return None
-    return StartedJob(uuid, row.action, row.params or {}, row.actor, row.attempt, now)
+    return StartedJob(
+        uuid, row.action, row.params or {}, row.actor, row.attempt, now, row.checkpoint
+    )
 
 
 def complete(conn, uuid: str, attempt: int, result: dict[str, Any]) -> bool:
@@ -195,7 +209,7 @@ def abort(conn, uuid: str, by: str) -> None:
     row = conn.execute(
         jobs.update()
         .where(jobs.c.uuid == uuid, jobs.c.status.in_(ABORTABLE))
-        .values(status=ABORTED, finished=now)
+        .values(status=ABORTED, finished=now, next_run=None)
         .returning(jobs.c.attempt)
     ).one_or_none()
     if row is None:
@@ -236,6 +250,9 @@ def retry(conn, uuid: str, by: str) -> int:
             attempt=old.attempt + 1,
             heartbeat=None,
             enqueued=now,
+            # A retry starts from scratch, now: not from a stopped run's checkpoint.
+            checkpoint=sa.null(),
+            next_run=None,
         )
     ).rowcount
     if updated != 1:
@@ -261,7 +278,7 @@ def retry(conn, uuid: str, by: str) -> int:
 
 
 def delete(conn, uuid: str) -> None:
-    """Remove a job that is not running, with its history."""
+    """Remove a job that is not running, with its history and its log."""
     deleted = conn.execute(
         jobs.delete().where(jobs.c.uuid == uuid, jobs.c.status != RUNNING)
     ).rowcount
@@ -269,6 +286,7 @@ def delete(conn, uuid: str) -> None:
         status = _current_status(conn, uuid)
         raise TransitionRefused(status, "A running job can't be deleted; abort it first.")
     conn.execute(history.delete().where(history.c.job_uuid == uuid))
+    conn.execute(JobLog.__table__.delete().where(JobLog.job_uuid == uuid))
 
 
 def is_finished(status: str) -> bool:
@@ -491,3 +509,244 @@ def hand_back(conn, uuid: str, attempt: int, now: dt.datetime | None = None) -> 
         previous_attempt=_previous_attempt(attempt, None, now, error),
     )
     return True
+
+
+# --- control: automatic retries, stop and resume, restart with lineage -------------------
+
+STOPPED = JobStatus.STOPPED.value
+RESTARTABLE = tuple(s.value for s in FINISHED_STATUSES)
+# The history events that begin a new series of attempts: an action's max_retries counts
+# the attempts since the latest of them (or since the job was created).
+SERIES_EVENTS = ("retried", "resumed")
+STOP_REQUESTED = "stop requested"
+
+
+def series_start(conn, uuid: str) -> int:
+    """The first attempt of the job's current series: the attempt the latest manual
+    retry or resume made, else 1. Read only when an attempt beyond ``max_retries`` fails."""
+    first = conn.execute(
+        sa.select(sa.func.max(history.c.attempt)).where(
+            history.c.job_uuid == uuid, history.c.event.in_(SERIES_EVENTS)
+        )
+    ).scalar()
+    return first or 1
+
+
+def retry_later(
+    conn,
+    uuid: str,
+    attempt: int,
+    started: dt.datetime | None,
+    error: tuple[str, str],
+    next_run: dt.datetime,
+    now: dt.datetime | None = None,
+) -> bool:
+    """``running → created`` as the next attempt, which may not start before ``next_run``.
+
+    An automatic retry of a failed attempt: fenced on status and attempt like ``fail``,
+    and the failed attempt's outcome goes to the history (event ``retry scheduled``).
+    Run it in a transaction. ``enqueued`` is ``next_run``, when the broker delivers the
+    delayed message, so a sweeper re-sends it only once its grace has passed after that.
+    Returns False when the attempt was aborted (or retried, deleted) meanwhile.
+    """
+    now = now or utcnow()
+    values = _as_new_attempt(attempt, now)
+    values.update(next_run=next_run, enqueued=next_run)
+    updated = conn.execute(
+        jobs.update()
+        .where(jobs.c.uuid == uuid, jobs.c.status == RUNNING, jobs.c.attempt == attempt)
+        .values(values)
+    ).rowcount
+    if updated != 1:
+        return False
+    failure = {"type": error[0], "message": error[1]}
+    _record(
+        conn,
+        uuid,
+        "retry scheduled",
+        WORKER,
+        attempt + 1,
+        now,
+        previous_attempt=_previous_attempt(attempt, started, now, failure),
+        next_run=next_run.isoformat(),
+    )
+    return True
+
+
+def request_stop(conn, uuid: str, by: str) -> None:
+    """Ask a running job to stop at its handler's next check; it stays ``running``.
+
+    One conditional ``INSERT ... SELECT``: a ``stop requested`` history row for the
+    running attempt, made only while the job runs that attempt, and only once (asking
+    again is not an error). The worker running the job polls for it, see :func:`watch`.
+    """
+    now = utcnow()
+    asked = sa.exists().where(
+        history.c.job_uuid == jobs.c.uuid,
+        history.c.attempt == jobs.c.attempt,
+        history.c.event == STOP_REQUESTED,
+    )
+    request = sa.select(
+        jobs.c.uuid,
+        sa.bindparam("b_time", now, type_=history.c.time.type),
+        sa.bindparam("b_event", STOP_REQUESTED, type_=history.c.event.type),
+        sa.bindparam("b_by", by, type_=history.c.by.type),
+        jobs.c.attempt,
+        sa.bindparam("b_data", {}, type_=history.c.data.type),
+    ).where(jobs.c.uuid == uuid, jobs.c.status == RUNNING, ~asked)
+    columns = ["job_uuid", "time", "event", "by", "attempt", "data"]
+    if conn.execute(history.insert().from_select(columns, request)).rowcount == 1:
+        return
+    status = _current_status(conn, uuid)
+    if status != RUNNING:
+        raise TransitionRefused(status, f"{_a(status)} {status} job can't be stopped.")
+
+
+def watch(conn, running: dict[str, int]) -> tuple[set[str], set[str]]:
+    """Of the jobs a process runs (uuid → attempt), one query: which are no longer that
+    running attempt (aborted, deleted, retried, rescued), and which were asked to stop."""
+    if not running:
+        return set(), set()
+    asked = sa.exists().where(
+        history.c.job_uuid == jobs.c.uuid,
+        history.c.attempt == jobs.c.attempt,
+        history.c.event == STOP_REQUESTED,
+    )
+    rows = conn.execute(
+        sa.select(jobs.c.uuid, asked.label("stop")).where(
+            sa.tuple_(jobs.c.uuid, jobs.c.attempt).in_(list(running.items())),
+            jobs.c.status == RUNNING,
+        )
+    ).all()
+    gone = set(running) - {r.uuid for r in rows}
+    return gone, {r.uuid for r in rows if r.stop}
+
+
+def stopped(conn, uuid: str, attempt: int, checkpoint: Any) -> bool:
+    """``running → stopped`` for this attempt, keeping the handler's ``checkpoint``.
+
+    False if the attempt was aborted (or retried, deleted) meanwhile.
+    """
+    values: dict[str, Any] = {"status": STOPPED, "finished": utcnow()}
+    values["checkpoint"] = sa.null() if checkpoint is None else checkpoint
+    return (
+        conn.execute(
+            jobs.update()
+            .where(jobs.c.uuid == uuid, jobs.c.status == RUNNING, jobs.c.attempt == attempt)
+            .values(values)
+        ).rowcount
+        == 1
+    )
+
+
+def resume(conn, uuid: str, by: str) -> tuple[int, str]:
+    """``stopped → created`` as the next attempt, keeping the checkpoint for the handler.
+
+    One conditional UPDATE (the new attempt is computed in it); a ``resumed`` history row
+    begins a new series of attempts. Returns the new attempt and the job's action.
+    """
+    now = utcnow()
+    row = conn.execute(
+        jobs.update()
+        .where(jobs.c.uuid == uuid, jobs.c.status == STOPPED)
+        .values(
+            status=CREATED,
+            attempt=jobs.c.attempt + 1,
+            started=None,
+            finished=None,
+            result={},
+            error=None,
+            heartbeat=None,
+            enqueued=now,
+            next_run=None,
+        )
+        .returning(jobs.c.attempt, jobs.c.action)
+    ).one_or_none()
+    if row is None:
+        status = _current_status(conn, uuid)
+        raise TransitionRefused(status, f"{_a(status)} {status} job can't be resumed.")
+    _record(conn, uuid, "resumed", by, row.attempt, now)
+    return row.attempt, row.action
+
+
+def restart(conn, uuid: str, by: str) -> dict[str, Any]:
+    """A new job made from a finished one: same action, title, description and params,
+    submitted by ``by``, with ``parent`` naming the old job, which does not change."""
+    old = conn.execute(
+        sa.select(
+            jobs.c.status, jobs.c.action, jobs.c.params, jobs.c.title, jobs.c.description
+        ).where(jobs.c.uuid == uuid)
+    ).one_or_none()
+    if old is None or old.status not in RESTARTABLE:
+        status = old.status if old else None
+        raise TransitionRefused(status, f"{_a(status)} {status} job can't be restarted.")
+    job = create(
+        conn,
+        action=old.action,
+        params=old.params or {},
+        actor=by,
+        title=old.title,
+        description=old.description,
+    )
+    # Through create, so the new row gets whatever a submitted job gets; then its parent.
+    conn.execute(jobs.update().where(jobs.c.id == job["id"]).values(parent=uuid))
+    job["parent"] = uuid
+    return job
+
+
+# --- one log line (and counter) per change the API and the scheduler make -----------------
+# Wrapped here, around the statements above, so that each of them stays one statement:
+# after a change succeeds, nick_jobs.logging.state_change logs the job's uuid, action,
+# actor, new status and how long its attempt ran. The worker's start and finish are logged
+# by the runner, rescues by the sweeper. Logged when the statement succeeds, inside the
+# transaction that commits it.
+
+
+def _log_created(transition: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    import functools
+
+    from . import logging as state_log
+    from . import metrics
+
+    @functools.wraps(transition)
+    def create(conn, **values: Any) -> dict[str, Any]:
+        job = transition(conn, **values)
+        metrics.JOBS_CREATED.labels(job["action"]).inc()
+        state_log.state_change(job["uuid"], job["action"], job["actor"], CREATED)
+        return job
+
+    return create
+
+
+def _log_change(transition: Callable[..., Any], status: str) -> Callable[..., Any]:
+    import functools
+
+    from . import logging as state_log
+    from . import metrics
+
+    @functools.wraps(transition)
+    def changed(conn, uuid: str, *args: Any, **kwargs: Any) -> Any:
+        before = conn.execute(
+            sa.select(jobs.c.action, jobs.c.actor, jobs.c.started, jobs.c.finished).where(
+                jobs.c.uuid == uuid
+            )
+        ).one_or_none()
+        out = transition(conn, uuid, *args, **kwargs)
+        if before is None:
+            return out
+        # How long the attempt ran: until now for an abort, else until it finished.
+        end = utcnow() if status == ABORTED else before.finished
+        took = (end - before.started).total_seconds() if before.started and end else None
+        by = kwargs.get("by", args[0] if args else None)
+        if status == ABORTED:
+            metrics.JOBS_FINISHED.labels(before.action, ABORTED).inc()
+        state_log.state_change(uuid, before.action, before.actor, status, took, by)
+        return out
+
+    return changed
+
+
+create = _log_created(create)
+abort = _log_change(abort, ABORTED)
+retry = _log_change(retry, CREATED)
+delete = _log_change(delete, "deleted")

@@ -36,7 +36,23 @@ def stubborn(params: dict[str, Any], ctx) -> None:
         time.sleep(0.01)
 
 
+class ReportParams(Schema):
+    seconds = fields.Float(load_default=3.0)
+    every = fields.Float(load_default=0.005)
+
+
+def report(params: dict[str, Any], ctx) -> None:
+    """Reports the wall-clock time as its message every ``every`` seconds, for ``seconds``."""
+    deadline = time.monotonic() + params["seconds"]
+    while time.monotonic() < deadline:
+        ctx.progress(1, 2, message=repr(time.time()), step="clock")
+        time.sleep(min(params["every"], max(deadline - time.monotonic(), 0)))
+
+
 def includeme(config) -> None:
+    config.add_job_action(
+        "report", report, schema=ReportParams, title="Report", permission=Permission.ADD_JOBS.value
+    )
     config.add_job_action(
         "echo",
         echo,

@@ -95,7 +95,8 @@ def write_ini(path: Path, settings: dict[str, str]) -> Path:
     lines += ["[formatters]", "keys = generic", "", "[logger_root]", "level = WARN"]
     lines += ["handlers = console", "", "[handler_console]", "class = StreamHandler"]
     lines += ["args = (sys.stderr,)", "formatter = generic", "", "[formatter_generic]"]
-    lines += ["format = %%(asctime)s %%(levelname)s [%%(name)s] %%(message)s", ""]
+    # fileConfig reads the format raw: no %-doubling here, unlike the app settings above.
+    lines += ["format = %(asctime)s %(levelname)s [%(name)s] %(message)s", ""]
     path.write_text("\n".join(lines))
     return path
 
@@ -199,7 +200,7 @@ def reset_database(engine: sa.Engine) -> None:
     from nick_jobs.models import utcnow
 
     with engine.begin() as conn:
-        tables = ("scheduled_firings", "scheduled_jobs", "job_history", "jobs")
+        tables = ("scheduled_firings", "scheduled_jobs", "job_logs", "job_history", "jobs")
         for table in (*tables, "revoked_tokens", "users"):
             conn.execute(sa.text(f"DELETE FROM {table}"))  # noqa: S608 - fixed table names
         conn.execute(

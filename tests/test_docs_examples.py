@@ -46,7 +46,7 @@ from sqlalchemy.orm import Session
 
 from nick_jobs import main, migrations, scheduled_jobs, tokens, transitions
 from nick_jobs.builtin_actions import dummy_action, prune_action
-from nick_jobs.models import User, get_engine
+from nick_jobs.models import JobLog, User, get_engine
 from nick_jobs.passwords import hash_password
 from tests.conftest import base_settings
 
@@ -264,6 +264,40 @@ def _scheduled(world: World, declared: bool = False) -> None:
         row.declared, row.last_run = declared, dt.datetime(2022, 4, 3, 0, 30, 0, 412000, dt.UTC)
 
 
+def _logged(world: World) -> None:
+    """What the running dummy job logged in its first three steps, as its worker wrote it."""
+    lines = [
+        ("15:55:10.071", 20, "step 1 of 60 done"),
+        ("15:55:20.080", 20, "step 2 of 60 done"),
+        ("15:55:30.094", 30, "step 3 took 10.004 s, more than planned"),
+        ("15:55:30.094", 20, "step 3 of 60 done"),
+    ]
+    rows = []
+    for at, level, message in lines:
+        world.clock.at(at)
+        rows.append(
+            {"job_uuid": RUNNING_UUID, "attempt": 1, "time": world.clock(), "level": level}
+            | {"message": message}
+        )
+    with world.engine.begin() as conn:
+        conn.execute(JobLog.__table__.insert(), rows)
+
+
+def _retried_and_completed(world: World) -> None:
+    world.retry(FAILED_UUID, "15:45:00.000")
+    world.run(FAILED_UUID, "15:45:00.312")
+    world.clock.at("15:45:01.840")
+    with world.engine.begin() as conn:
+        assert transitions.complete(conn, FAILED_UUID, 2, {})
+
+
+def _stopped(world: World) -> None:
+    """The running dummy job stopped on request after 14 of its 60 steps."""
+    world.clock.at("15:57:20.402")
+    with world.engine.begin() as conn:
+        assert transitions.stopped(conn, RUNNING_UUID, 1, 14)
+
+
 _SCHEDULED = ("add_repeated", "delete", "get", "list", "patch", "patch_representation")
 
 # What an example needs beyond the users and the standard jobs.
@@ -272,6 +306,10 @@ SETUP: dict[str, Callable[[World], None]] = {
     "jobs/add_repeated": _submitted_with_key,
     "jobs/get_aborted": lambda world: world.abort(RUNNING_UUID, "15:58:00.000"),
     "jobs/get_retried": lambda world: world.retry(FAILED_UUID, "15:45:00.000"),
+    "jobs/history": _retried_and_completed,
+    "jobs/log": _logged,
+    "jobs/log_filtered": _logged,
+    "jobs/resume": _stopped,
     **{f"scheduled-jobs/{name}": _scheduled for name in _SCHEDULED},
     "scheduled-jobs/delete_declared": lambda world: _scheduled(world, declared=True),
 }

@@ -18,6 +18,8 @@ class JobStatus(enum.StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     ABORTED = "aborted"
+    # Stopped on request at a check, with a checkpoint to resume from: not finished.
+    STOPPED = "stopped"
 
 
 FINISHED_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.ABORTED})

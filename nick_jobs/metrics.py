@@ -1,0 +1,267 @@
+"""Prometheus metrics: cluster-wide figures from the database, and per-process counters.
+
+Two sources, because the API and the workers are different processes, often on
+different machines:
+
+* **The database, at scrape time** (:class:`DatabaseCollector`, served by the API's
+  ``GET /metrics``): the jobs waiting and running now, by action, and the age of the
+  oldest waiting job. The same answer from every API node, correct whatever happened to
+  any process, and cheap: it reads only the partial index of unfinished jobs.
+* **Counters and histograms of each process**, in prometheus-client's default registry:
+  jobs created (API), aborted (API), completed and failed with their run time and queue
+  lag (workers, through :class:`WorkerMetrics`), and rescues (wherever the sweeper runs).
+  A restarted process starts again from zero, which Prometheus's ``rate()`` expects.
+  The API serves its own on ``/metrics``; a worker host serves its supervisor's and each
+  worker process's on ``nick_jobs.worker_metrics_port`` and the ports after it.
+
+Settings: ``nick_jobs.metrics_access`` (``manage``, the default: ``Manage Site`` is
+needed; ``open``: no authentication), ``nick_jobs.worker_metrics_port`` (0: off) and
+``nick_jobs.worker_metrics_host`` (``127.0.0.1``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import dramatiq
+import sqlalchemy as sa
+from prometheus_client import Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from .models import Job, utcnow
+from .settings import ConfigurationError
+
+log = logging.getLogger(__name__)
+
+jobs = Job.__table__
+
+ACCESS_OPEN, ACCESS_MANAGE = "open", "manage"
+
+# Seconds. Jobs run from milliseconds (a dummy) to hours (a reindex).
+DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400)
+LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+JOBS_CREATED = Counter(
+    "nick_jobs_jobs_created", "Jobs created by this process (API), by action.", ["action"]
+)
+JOBS_FINISHED = Counter(
+    "nick_jobs_jobs_finished",
+    "Jobs this process finished: completed or failed by a worker, aborted by the API.",
+    ["action", "status"],
+)
+JOB_DURATION = Histogram(
+    "nick_jobs_job_duration_seconds",
+    "Run time of the jobs this worker process completed or failed, by action.",
+    ["action"],
+    buckets=DURATION_BUCKETS,
+)
+QUEUE_LAG = Histogram(
+    "nick_jobs_job_queue_lag_seconds",
+    "Seconds from a job's creation (or, for a later attempt, its re-queueing) to its start "
+    "on this worker process, by action.",
+    ["action"],
+    buckets=LAG_BUCKETS,
+)
+RESCUES = Counter(
+    "nick_jobs_rescues",
+    "Running jobs that lost their worker and were rescued by this process's sweeper "
+    "(outcome: retried or failed).",
+    ["outcome"],
+)
+RESENT = Counter(
+    "nick_jobs_resent", "Messages of waiting jobs that this process's sweeper sent again."
+)
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    access: str
+    worker_port: int
+    worker_host: str
+
+
+def parse_settings(settings: Mapping[str, Any]) -> MetricsSettings:
+    access = str(settings.get("nick_jobs.metrics_access", ACCESS_MANAGE)).strip()
+    if access not in (ACCESS_OPEN, ACCESS_MANAGE):
+        raise ConfigurationError(
+            f"nick_jobs.metrics_access must be {ACCESS_OPEN} or {ACCESS_MANAGE}, not {access!r}"
+        )
+    raw = settings.get("nick_jobs.worker_metrics_port", 0) or 0
+    try:
+        port = int(raw)
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            f"nick_jobs.worker_metrics_port must be a port number, not {raw!r}"
+        ) from None
+    if not 0 <= port <= 65000:
+        raise ConfigurationError("nick_jobs.worker_metrics_port takes 0 (off) or a port number")
+    host = str(settings.get("nick_jobs.worker_metrics_host", "127.0.0.1")).strip()
+    return MetricsSettings(access, port, host)
+
+
+def record_sweep(result) -> None:
+    """Count what a sweeper round did (a :class:`nick_jobs.sweeper.SweepResult`)."""
+    if result.retried:
+        RESCUES.labels("retried").inc(result.retried)
+    if result.failed:
+        RESCUES.labels("failed").inc(result.failed)
+    if result.resent:
+        RESENT.inc(result.resent)
+
+
+def serve(port: int, host: str) -> bool:
+    """Serve this process's metrics on ``host:port``; False (logged) when it can't."""
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(port, addr=host)
+    except OSError as exc:
+        log.warning("could not serve metrics on %s:%d: %s", host, port, exc)
+        return False
+    log.info("metrics on http://%s:%d/metrics", host, port)
+    return True
+
+
+# --- the cluster-wide figures, read from the database at scrape time ----------------------
+
+
+class DatabaseCollector(Collector):
+    """Jobs waiting and running now, from the partial index of unfinished jobs."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        up = GaugeMetricFamily(
+            "nick_jobs_database_up", "1 when the database answered this scrape, else 0."
+        )
+        unfinished = GaugeMetricFamily(
+            "nick_jobs_jobs",
+            "Jobs waiting (created) and running now, in the whole deployment, by action.",
+            labels=["action", "status"],
+        )
+        running = GaugeMetricFamily(
+            "nick_jobs_running_jobs", "Jobs running now, in the whole deployment."
+        )
+        oldest = GaugeMetricFamily(
+            "nick_jobs_oldest_waiting_job_age_seconds",
+            "Seconds since the oldest job still waiting to start was created (0: none waits).",
+        )
+        unfinished_statuses = ("created", "running")
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    sa.select(jobs.c.action, jobs.c.status, sa.func.count())
+                    .where(jobs.c.status.in_(unfinished_statuses))
+                    .group_by(jobs.c.action, jobs.c.status)
+                ).all()
+                first = conn.execute(
+                    sa.select(sa.func.min(jobs.c.created)).where(jobs.c.status == "created")
+                ).scalar_one_or_none()
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("metrics: the database did not answer: %s", exc)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        total_running = 0
+        for action, status, count in rows:
+            unfinished.add_metric([action, status], count)
+            if status == "running":
+                total_running += count
+        yield unfinished
+        running.add_metric([], total_running)
+        yield running
+        if first is not None and first.tzinfo is None:
+            first = first.replace(tzinfo=dt.UTC)
+        age = max((utcnow() - first).total_seconds(), 0.0) if first else 0.0
+        oldest.add_metric([], age)
+        yield oldest
+
+
+# --- the worker's counters, through a Dramatiq middleware ---------------------------------
+
+_FINISHED_BY_WORKER = ("completed", "failed")
+
+
+class WorkerMetrics(dramatiq.Middleware):
+    """Counts the jobs this worker process completes and fails, their run time and lag.
+
+    The runner gives Dramatiq nothing back, so after each message one indexed ``SELECT``
+    by uuid reads the row's outcome. A row this process did not start during that message
+    (a duplicate delivery, a job aborted before it started) is not counted. The middleware
+    is installed only where someone reads it: the embedded worker, and worker processes
+    with ``nick_jobs.worker_metrics_port``.
+    """
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self.local = threading.local()
+        self.statement = sa.select(
+            jobs.c.action,
+            jobs.c.status,
+            jobs.c.attempt,
+            jobs.c.created,
+            jobs.c.enqueued,
+            jobs.c.started,
+            jobs.c.finished,
+        ).where(jobs.c.uuid == sa.bindparam("b_uuid"))
+
+    def _connection(self) -> sa.Connection:
+        conn = getattr(self.local, "conn", None)
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            self.local.conn = conn
+        return conn
+
+    def before_process_message(self, broker, message) -> None:
+        self.local.began = utcnow()
+
+    def after_process_message(self, broker, message, *, result=None, exception=None) -> None:
+        began = getattr(self.local, "began", None)
+        self.local.began = None
+        if began is None or not message.args:
+            return
+        try:
+            row = self._connection().execute(self.statement, {"b_uuid": message.args[0]}).first()
+        except Exception:
+            # Metrics never fail a job; the next message opens a new connection.
+            log.debug("metrics: could not read job %s", message.args[0], exc_info=True)
+            conn = getattr(self.local, "conn", None)
+            self.local.conn = None
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+            return
+        self.observe(row, began)
+
+    @staticmethod
+    def observe(row, began: dt.datetime) -> bool:
+        """Count a job this process started after ``began`` and finished; True if counted."""
+        if row is None or row.started is None or row.started < began:
+            return False
+        if row.status not in _FINISHED_BY_WORKER or row.finished is None:
+            return False
+        JOBS_FINISHED.labels(row.action, row.status).inc()
+        JOB_DURATION.labels(row.action).observe((row.finished - row.started).total_seconds())
+        queued = row.created if row.attempt == 1 else (row.enqueued or row.created)
+        QUEUE_LAG.labels(row.action).observe(max((row.started - queued).total_seconds(), 0.0))
+        return True
+
+
+def install(config, queue) -> None:
+    """Keep the metrics settings on the registry (``nick_jobs.metrics``) and count the jobs
+    this app's worker runs when someone can read the counts: the embedded worker (on the
+    API's ``/metrics``) or worker processes with ``nick_jobs.worker_metrics_port``."""
+    settings = parse_settings(config.get_settings())
+    config.registry["nick_jobs.metrics"] = settings
+    if queue.settings.embedded_broker or settings.worker_port:
+        queue.broker.add_middleware(WorkerMetrics(queue.runner.engine))

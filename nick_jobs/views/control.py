@@ -1,0 +1,86 @@
+"""``/@jobs/{uuid}/stop``, ``.../resume`` and ``.../restart``: controlling a job's runs."""
+
+from __future__ import annotations
+
+from pyramid.httpexceptions import HTTPNoContent
+
+from .. import transitions
+from ..actions import get_registry
+from ..errors import api_error
+from ..permissions import Permission
+from ..resources import JobResource
+from ..serialize import job_json
+from ..submission import JobRow
+from . import api_view
+from .jobs import job_url
+
+
+def _refused(exc: transitions.TransitionRefused):
+    """The 409 (or 404) of a refused transition, as ``views/jobs.py`` answers it."""
+    if exc.status is None:
+        return api_error(404, "Not found", "The job no longer exists.")
+    return api_error(409, "Invalid state", str(exc), status=exc.status)
+
+
+@api_view(context=JobResource, name="stop", request_method="POST", permission=Permission.MANAGE_JOB)
+def stop_view(context: JobResource, request):
+    job = context.job
+    action = get_registry(request.registry).get(job.action)
+    if action is None or not action.resumable:
+        raise api_error(
+            409,
+            "Not resumable",
+            f"Jobs of action {job.action!r} can't be stopped and resumed; abort it instead.",
+            status=job.status,
+        )
+    try:
+        transitions.request_stop(request.dbsession, job.uuid, by=request.authenticated_userid)
+    except transitions.TransitionRefused as exc:
+        raise _refused(exc) from None
+    return HTTPNoContent()
+
+
+@api_view(
+    context=JobResource, name="resume", request_method="POST", permission=Permission.MANAGE_JOB
+)
+def resume_view(context: JobResource, request):
+    try:
+        _, action = transitions.resume(
+            request.dbsession, context.job.uuid, by=request.authenticated_userid
+        )
+    except transitions.TransitionRefused as exc:
+        raise _refused(exc) from None
+    request.registry["nick_jobs.queue"].send_after_commit(request, context.job.uuid, action)
+    return HTTPNoContent()
+
+
+@api_view(
+    context=JobResource, name="restart", request_method="POST", permission=Permission.MANAGE_JOB
+)
+def restart_view(context: JobResource, request):
+    old = context.job
+    container = context.__parent__
+    action = get_registry(request.registry).get(old.action)
+    if action is None:
+        raise api_error(
+            409,
+            "Unknown action",
+            f"The action {old.action!r} of this job is no longer installed.",
+            status=old.status,
+        )
+    # Restarting submits a new job: the action's own permission applies, as to a submit.
+    if not request.has_permission(action.permission, container):
+        raise api_error(403, "Forbidden", f"You are not allowed to submit {old.action!r} jobs.")
+    try:
+        job = transitions.restart(request.dbsession, old.uuid, by=request.authenticated_userid)
+    except transitions.TransitionRefused as exc:
+        raise _refused(exc) from None
+    request.registry["nick_jobs.queue"].send_after_commit(request, job["uuid"], old.action)
+    url = job_url(request, container, job["uuid"])
+    request.response.status = 201
+    request.response.headers["Location"] = url
+    return job_json(JobRow(job), url)
+
+
+def includeme(config) -> None:
+    config.scan(__name__)
