@@ -40,6 +40,8 @@ def includeme(config: Configurator) -> None:
     config.include(".views.jobs")
     config.include(".views.control")
     config.include(".views.job_details")
+    # Server-Sent Event streams of jobs, their limits and tickets.
+    config.include(".views.streams")
     config.include(".views.actions")
     config.include(".views.health")
     config.include(".views.scheduled_jobs")

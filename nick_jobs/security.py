@@ -14,6 +14,7 @@ from zope.interface import implementer
 from . import tokens
 from .models import RevokedToken, User
 from .permissions import role_principal, user_principal
+from .streams import tickets
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +74,32 @@ class JWTSecurityPolicy:
     def load_identity(self, request) -> Identity | None:
         token = bearer_token(request, self.settings.max_authorization_header)
         if token is None:
-            return None
+            return self.load_ticket_identity(request)
         try:
             claims = tokens.decode(self.settings, token)
         except tokens.InvalidToken as exc:
             request.environ[AUTH_ERROR_KEY] = str(exc)
             return None
+        return self.lookup(request, claims.sub, tokens.fingerprint(token), token)
+
+    def load_ticket_identity(self, request) -> Identity | None:
+        """A stream ticket in the URL (for EventSource), only on the stream it names."""
+        if request.method != "GET" or not request.path.endswith("/stream"):
+            return None
+        ticket = request.GET.get("ticket")
+        if not ticket:
+            return None
+        try:
+            login, token_hash = tickets.decode(self.settings, ticket, request.path)
+        except tokens.InvalidToken as exc:
+            request.environ[AUTH_ERROR_KEY] = str(exc)
+            return None
+        # The bearer token the ticket was asked with: logging out ends its tickets too.
+        return self.lookup(request, login, token_hash, token="")
+
+    def lookup(self, request, login: str, token_hash: str, token: str) -> Identity | None:
         row = request.dbconn.execute(
-            _IDENTITY, {"b_login": claims.sub, "b_token_hash": tokens.fingerprint(token)}
+            _IDENTITY, {"b_login": login, "b_token_hash": token_hash}
         ).one_or_none()
         if row is None:
             request.environ[AUTH_ERROR_KEY] = "unknown user"

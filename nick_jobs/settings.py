@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pyramid.settings import asbool
@@ -60,6 +60,58 @@ def _float(settings: Mapping[str, Any], key: str, default: float) -> float:
 
 
 @dataclass(frozen=True)
+class StreamSettings:
+    """Server-Sent Event streams: each open stream holds one waitress thread.
+
+    Keep ``max_per_process`` below half the ``[server:main] threads`` so plain requests
+    always find a free thread (docs/streams.md has the sizing).
+    """
+
+    max_per_process: int = 100
+    max_per_user: int = 10
+    # A stream ends after this long with a close event that asks the client to reconnect,
+    # so no connection lives forever (proxies, deploys, a revoked token).
+    max_lifetime_s: float = 600.0
+    keepalive_s: float = 15.0
+    # How often the process looks for changes while at least one stream is open.
+    poll_interval_s: float = 0.1
+    # The reconnection delay a client is told to use (the SSE ``retry:`` field).
+    retry_ms: int = 2000
+    ticket_ttl_s: float = 60.0
+    # Events buffered for one slow client before its stream is closed (it resumes).
+    max_queued_events: int = 10_000
+
+
+def _stream_settings(settings: Mapping[str, Any]) -> StreamSettings:
+    streams = StreamSettings(
+        max_per_process=_int(settings, "nick_jobs.stream_max_per_process", 100),
+        max_per_user=_int(settings, "nick_jobs.stream_max_per_user", 10),
+        max_lifetime_s=_float(settings, "nick_jobs.stream_max_lifetime", 600.0),
+        keepalive_s=_float(settings, "nick_jobs.stream_keepalive", 15.0),
+        poll_interval_s=_float(settings, "nick_jobs.stream_poll_interval", 0.1),
+        retry_ms=_int(settings, "nick_jobs.stream_retry_ms", 2000),
+        ticket_ttl_s=_float(settings, "nick_jobs.stream_ticket_ttl", 60.0),
+        max_queued_events=_int(settings, "nick_jobs.stream_max_queued_events", 10_000),
+    )
+    if streams.max_per_process < 0 or streams.max_per_user < 0:
+        raise ConfigurationError(
+            "nick_jobs.stream_max_per_process and nick_jobs.stream_max_per_user take 0 "
+            "(streams off) or more"
+        )
+    if min(streams.max_lifetime_s, streams.keepalive_s, streams.poll_interval_s) <= 0:
+        raise ConfigurationError(
+            "nick_jobs.stream_max_lifetime, nick_jobs.stream_keepalive and "
+            "nick_jobs.stream_poll_interval must be > 0"
+        )
+    if streams.ticket_ttl_s <= 0 or streams.retry_ms < 0 or streams.max_queued_events < 1:
+        raise ConfigurationError(
+            "nick_jobs.stream_ticket_ttl must be > 0, nick_jobs.stream_retry_ms >= 0 and "
+            "nick_jobs.stream_max_queued_events >= 1"
+        )
+    return streams
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str
     broker_url: str
@@ -89,6 +141,10 @@ class Settings:
     default_page_size: int
     max_page_size: int
     job_time_limit_s: float
+    streams: StreamSettings = field(default_factory=StreamSettings)
+    # How often a worker process looks for aborts and stop requests of the jobs it runs
+    # (one query for all of them): how late an abort may reach a handler.
+    abort_check_interval_s: float = 0.5
 
     @property
     def is_production(self) -> bool:
@@ -183,7 +239,16 @@ def parse(settings: Mapping[str, Any]) -> Settings:
         default_page_size=page_size,
         max_page_size=max_page,
         job_time_limit_s=_float(settings, "nick_jobs.job_time_limit", 3600.0),
+        streams=_stream_settings(settings),
+        abort_check_interval_s=_abort_check_interval(settings),
     )
+
+
+def _abort_check_interval(settings: Mapping[str, Any]) -> float:
+    interval = _float(settings, "nick_jobs.abort_check_interval", 0.5)
+    if not interval > 0:  # NaN too
+        raise ConfigurationError(f"nick_jobs.abort_check_interval must be > 0, not {interval:g}")
+    return interval
 
 
 def includeme(config) -> None:

@@ -6,6 +6,7 @@ They load in the API and in real worker processes alike, through the same settin
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from marshmallow import Schema, fields
@@ -49,7 +50,32 @@ def report(params: dict[str, Any], ctx) -> None:
         time.sleep(min(params["every"], max(deadline - time.monotonic(), 0)))
 
 
+class GatedParams(Schema):
+    gate = fields.String(required=True)
+    before = fields.Integer(load_default=3)
+    after = fields.Integer(load_default=3)
+
+
+def gated(params: dict[str, Any], ctx) -> dict[str, Any]:
+    """Logs ``before`` lines, waits until the file ``gate`` exists, logs ``after`` more.
+
+    Lets a test act while a job is known to be running, without guessing at timings.
+    """
+    ctx.step("before", done=0, total=params["before"])
+    for line in range(1, params["before"] + 1):
+        ctx.info(f"before {line}")
+        ctx.step("before", done=line, total=params["before"])
+    while not Path(params["gate"]).exists():
+        ctx.sleep(0.02)
+    for line in range(1, params["after"] + 1):
+        ctx.info(f"after {line}")
+    return {"lines": params["before"] + params["after"]}
+
+
 def includeme(config) -> None:
+    config.add_job_action(
+        "gated", gated, schema=GatedParams, title="Gated", permission=Permission.ADD_JOBS.value
+    )
     config.add_job_action(
         "report", report, schema=ReportParams, title="Report", permission=Permission.ADD_JOBS.value
     )

@@ -83,6 +83,8 @@ def base_settings(**overrides: str) -> dict[str, str]:
         "nick_jobs.worker_timeout_ms": "50",
         "nick_jobs.includes": "tests.actions_for_tests",
         "nick_jobs.embedded_worker_threads": "2",
+        # Streams send a comment every second when idle, so a test's read never waits long.
+        "nick_jobs.stream_keepalive": "1",
     }
     settings.update(overrides)
     return settings

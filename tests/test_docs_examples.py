@@ -48,6 +48,7 @@ from nick_jobs import main, migrations, scheduled_jobs, tokens, transitions
 from nick_jobs.builtin_actions import dummy_action, prune_action
 from nick_jobs.models import JobLog, User, get_engine
 from nick_jobs.passwords import hash_password
+from nick_jobs.views import streams as stream_views
 from tests.conftest import base_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,8 +95,8 @@ class Message:
     headers: list[tuple[str, str]]
     body: str
 
-    def header(self, name: str) -> str | None:
-        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
+    def header(self, name: str, default: str | None = None) -> str | None:
+        return next((v for k, v in self.headers if k.lower() == name.lower()), default)
 
     def is_json(self) -> bool:
         return any(
@@ -336,6 +337,7 @@ def world(tmp_path, monkeypatch) -> Iterator[World]:
     clock, uuids = Clock(), UUIDs()
     monkeypatch.setattr(transitions, "utcnow", clock)
     monkeypatch.setattr(scheduled_jobs, "utcnow", clock)
+    monkeypatch.setattr(stream_views, "utcnow", clock)
     monkeypatch.setattr(transitions, "uuidlib", SimpleNamespace(uuid4=uuids.uuid4))
     monkeypatch.setattr(
         tokens,
@@ -375,7 +377,10 @@ def test_example(world: World, name: str) -> None:
     assert response.status == status, response.text
     for header, value in expected.headers:
         assert response.headers.get(header) == value, f"{header} of {name}"
-    if expected.body.strip():
+    if expected.header("Content-Type", "").startswith("text/event-stream"):
+        # A stream that has ended (its job is finished): the events, byte for byte.
+        assert response.text == expected.body
+    elif expected.body.strip():
         assert expected.is_json(), f"{name}.res has a body but no JSON Content-Type"
         assert response.json == json.loads(expected.body)
     else:

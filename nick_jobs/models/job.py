@@ -62,6 +62,9 @@ class Job(Base):
     parent: Mapped[str | None] = mapped_column(sa.String(36), nullable=True, index=True)
     # When a created job may run next (automatic retries wait out their backoff).
     next_run: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Set by the database (migration 0005) on insert and on every change of status or
+    # attempt: the streams' change feed reads "changed > cursor". Never written here.
+    changed: Mapped[int] = mapped_column(BigIntId, server_default="0", index=True)
 
     __table_args__ = (
         sa.Index("ix_jobs_actor_id", "actor", "id"),
@@ -111,3 +114,10 @@ class JobLog(Base):
     message: Mapped[str] = mapped_column(sa.Text)
 
     __table_args__ = (sa.Index("ix_job_logs_job_uuid_id", "job_uuid", "id"),)
+
+
+# The counter behind ``jobs.changed`` on SQLite, which has no sequences (one row, kept by
+# the triggers of migration 0005); PostgreSQL uses the sequence ``jobs_changed_seq``.
+jobs_changed_counter = sa.Table(
+    "jobs_changed_counter", Base.metadata, sa.Column("value", BigIntId, nullable=False)
+)

@@ -14,7 +14,7 @@ from ..permissions import Permission
 from ..resources import JobContainer, JobResource
 from ..schemas import ListQuerySchema
 from ..serialize import job_json
-from . import api_view
+from . import api_view, streams
 
 # Schemas are stateless once built; building one per request costs more than loading.
 _LIST_QUERY_SCHEMA = ListQuerySchema()
@@ -57,12 +57,38 @@ def list_view(context: JobContainer, request):
     return [job_json(row, f"{base}/{row.uuid}") for row in page.rows]
 
 
+def _follow(request) -> bool:
+    value = request.GET.get("follow", "false").strip().lower()
+    if value not in _FOLLOW_VALUES:
+        raise api_error(400, "Bad request", "follow takes true or false.")
+    return _FOLLOW_VALUES[value]
+
+
+_FOLLOW_VALUES = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
 @api_view(context=JobContainer, request_method="POST", permission=Permission.ADD_JOBS)
 def create_view(context: JobContainer, request):
+    follow = _follow(request)
     data = json_body(request)
     key = request.headers.get("Idempotency-Key")
-    job, created = submission.submit(request, context, data, idempotency_key=key)
-    url = job_url(request, context, job["uuid"])
+    # The stream's slot is taken before the job exists: a refused stream (503) must not
+    # leave behind a job the client doesn't know it created.
+    login = streams.take_slot(request) if follow else None
+    try:
+        job, created = submission.submit(request, context, data, idempotency_key=key)
+        url = job_url(request, context, job["uuid"])
+        if login is not None:
+            # ?follow=true: the answer is the new job's stream (its first event is the
+            # job as stored, sent once the submit has committed).
+            body = streams.job_stream(request, context, job["uuid"], None, login)
+            response = streams.event_stream(body, status=201 if created else 200)
+            response.headers["Location"] = url
+            return response
+    except BaseException:
+        if login is not None:
+            request.registry["nick_jobs.stream_limits"].release(login)
+        raise
     request.response.status = 201 if created else 200
     request.response.headers["Location"] = url
     return job_json(submission.JobRow(job), url)

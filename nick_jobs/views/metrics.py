@@ -14,6 +14,7 @@ from pyramid.security import NO_PERMISSION_REQUIRED
 from ..metrics import ACCESS_MANAGE, DatabaseCollector
 from ..permissions import Permission
 from ..resources import Root
+from ..streams.limits import OpenStreamsCollector
 from . import api_view
 
 DATABASE_REGISTRY = "nick_jobs.metrics_registry"
@@ -41,5 +42,8 @@ def includeme(config) -> None:
     # a host app) each read their own database; the process counters are shared.
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DatabaseCollector(config.registry["nick_jobs.read_engine"]))
+    limits = config.registry.get("nick_jobs.stream_limits")
+    if limits is not None:
+        registry.register(OpenStreamsCollector(limits))
     config.registry[DATABASE_REGISTRY] = registry
     config.scan(__name__)

@@ -1,0 +1,24 @@
+"""Server-Sent Event streams of jobs: the change hub, stream limits and tickets.
+
+Views live in :mod:`nick_jobs.views.streams`; this package owns how events are found
+(:mod:`.hub`), framed (:mod:`.sse`), capped (:mod:`.limits`) and authorised without a
+header (:mod:`.tickets`).
+"""
+
+from __future__ import annotations
+
+
+def includeme(config) -> None:
+    from .hub import StreamHub
+    from .limits import StreamLimits
+
+    settings = config.registry["nick_jobs.settings"]
+    registry = config.registry
+    registry["nick_jobs.stream_limits"] = StreamLimits(
+        settings.streams.max_per_process, settings.streams.max_per_user
+    )
+    # The hub polls through the read pool (autocommit), one short query at a time: an
+    # open stream holds no database connection.
+    registry["nick_jobs.stream_hub"] = StreamHub(
+        lambda: registry["nick_jobs.read_engine"], settings.streams
+    )

@@ -1,0 +1,244 @@
+"""``GET /@jobs/{uuid}/stream``, ``GET /@jobs/stream`` and ``POST /@stream-tickets``.
+
+A stream is an open response (``text/event-stream``) fed by the process's
+:class:`~nick_jobs.streams.hub.StreamHub`; its view only checks access, takes a slot
+from the stream limits and hands the hub a cursor. Events are framed on the stream's own
+thread, which holds no database connection.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from pyramid.response import Response
+
+from .. import tokens
+from ..body import json_body
+from ..errors import api_error
+from ..models import FINISHED_STATUSES, JobLog, utcnow
+from ..permissions import Permission
+from ..reporting import level_name
+from ..resources import JobContainer, JobResource, Root
+from ..serialize import isoformat, job_json
+from ..streams import sse, tickets
+from ..streams.hub import Subscription
+from . import api_view
+
+_NEWEST_LINE = sa.select(sa.func.max(JobLog.id)).where(JobLog.job_uuid == sa.bindparam("b_uuid"))
+
+
+class StreamBody:
+    """The response body: events from a subscription until a close or the lifetime ends.
+
+    A class, not a generator, so the slot and the subscription are given back by
+    ``close()`` even when the server never starts iterating (a client gone at once).
+    The subscription is made on the first iteration, after the request's transaction
+    has committed: a job submitted with ``?follow=true`` is visible to the hub by then.
+    """
+
+    def __init__(
+        self,
+        request,
+        render: Callable[[str, Any, str | None], bytes],
+        subscribe: Callable[[], Subscription],
+        first: list[bytes],
+        login: str,
+    ) -> None:
+        self.settings = request.registry["nick_jobs.settings"].streams
+        self.hub = request.registry["nick_jobs.stream_hub"]
+        self.limits = request.registry["nick_jobs.stream_limits"]
+        self.render = render
+        self.subscribe = subscribe
+        self.first = first
+        self.login = login
+        self.subscription: Subscription | None = None
+        self.released = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._events()
+
+    def _events(self) -> Iterator[bytes]:
+        yield sse.retry(self.settings.retry_ms) + b"".join(self.first)
+        if self.first and self.first[-1].startswith(b"event: close"):
+            return
+        self.subscription = self.subscribe()
+        deadline = time.monotonic() + self.settings.max_lifetime_s
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                yield sse.frame("close", {"reason": "lifetime", "reconnect": True})
+                return
+            event = self.subscription.get(min(self.settings.keepalive_s, remaining))
+            if event is None:
+                if deadline - time.monotonic() > 0:
+                    # Proxies cut a connection that is silent for long; a comment isn't.
+                    yield sse.KEEPALIVE
+                continue
+            name, payload, event_id = event
+            yield self.render(name, payload, event_id)
+            if name == "close":
+                return
+
+    def close(self) -> None:
+        if self.released:
+            return
+        self.released = True
+        if self.subscription is not None:
+            self.hub.unsubscribe(self.subscription)
+        self.limits.release(self.login)
+
+
+def event_stream(body: StreamBody, status: int = 200) -> Response:
+    response = Response(status=status, content_type="text/event-stream", charset="utf-8")
+    response.app_iter = body
+    # Nothing between the server and the client may buffer or cache the stream.
+    response.headers["Cache-Control"] = "no-cache, no-store"
+    response.headers["X-Accel-Buffering"] = "no"
+    return response
+
+
+def take_slot(request) -> str:
+    """A stream slot for the caller, or the 503 that says to come back later."""
+    login = request.authenticated_userid
+    refused = request.registry["nick_jobs.stream_limits"].acquire(login)
+    if refused is not None:
+        error = api_error(503, "Too many streams", refused + "; try again shortly.")
+        error.headers["Retry-After"] = "5"
+        raise error
+    return login
+
+
+def _last_event_id(request, parse: Callable[[str], Any]) -> Any:
+    value = request.headers.get("Last-Event-ID")
+    if not value:
+        return None
+    try:
+        return parse(value)
+    except sse.BadEventId:
+        raise api_error(
+            400, "Bad request", "Last-Event-ID is not an event id this service wrote."
+        ) from None
+
+
+def job_renderer(job_url: str) -> Callable[[str, Any, str | None], bytes]:
+    def render(name: str, payload: Any, event_id: str | None) -> bytes:
+        if name == "status":
+            data = job_json(payload, job_url)
+        elif name == "progress":
+            data = progress_json(payload, job_url)
+        elif name == "log":
+            data = {
+                "uuid": payload.job_uuid,
+                "attempt": payload.attempt,
+                "time": isoformat(payload.time),
+                "level": level_name(payload.level),
+                "message": payload.message,
+            }
+        else:
+            data = payload
+        return sse.frame(name, data, event_id)
+
+    return render
+
+
+def progress_json(job: Any, job_url: str) -> dict[str, Any]:
+    return {"@id": job_url, "uuid": job.uuid, "attempt": job.attempt, "progress": job.progress}
+
+
+def job_stream(request, container: JobContainer, uuid: str, job: Any | None, login: str):
+    """The stream of one job; ``job`` is its row when known now (GET), None right after
+    a submit (the hub sends its first status once the transaction has committed)."""
+    hub = request.registry["nick_jobs.stream_hub"]
+    url = request.resource_url(container, uuid)
+    render = job_renderer(url)
+    cursor = _last_event_id(request, sse.JobCursor.parse) if job is not None else None
+    first: list[bytes] = []
+    if cursor is None:
+        # Right after a submit every line of the job is new: from the first one.
+        cursor = sse.JobCursor(log_id=0 if job is None else None)
+        if job is not None:
+            # A fresh stream starts with where the job stands, without waiting for a poll,
+            # and shows the lines written from now on (older ones: GET .../log).
+            cursor.log_id = request.dbconn.execute(_NEWEST_LINE, {"b_uuid": uuid}).scalar() or 0
+            cursor.changed = job.changed
+            first.append(render("status", job, cursor.event_id()))
+            if job.progress is not None:
+                cursor.progress = sse.progress_checksum(job.progress)
+                first.append(render("progress", job, cursor.event_id()))
+            if job.status in FINISHED_STATUSES:
+                first.append(sse.frame("close", {"reason": "finished", "reconnect": False}))
+    return StreamBody(request, render, lambda: hub.subscribe_job(uuid, cursor), first, login)
+
+
+@api_view(context=JobResource, name="stream", request_method="GET", permission=Permission.VIEW_JOB)
+def job_stream_view(context: JobResource, request):
+    login = take_slot(request)
+    try:
+        body = job_stream(request, context.__parent__, context.job.uuid, context.job, login)
+    except BaseException:
+        request.registry["nick_jobs.stream_limits"].release(login)
+        raise
+    return event_stream(body)
+
+
+@api_view(
+    context=JobContainer, name="stream", request_method="GET", permission=Permission.VIEW_JOBS
+)
+def jobs_stream_view(context: JobContainer, request):
+    login = take_slot(request)
+    try:
+        after = _last_event_id(request, sse.parse_feed_id)
+        base = request.resource_url(context)
+        sees_all = context.sees_all()
+
+        def allowed(row: Any) -> bool:
+            return sees_all or row.actor == login
+
+        def render(name: str, payload: Any, event_id: str | None) -> bytes:
+            data = job_json(payload, base + payload.uuid) if name == "status" else payload
+            return sse.frame(name, data, event_id)
+
+        hub = request.registry["nick_jobs.stream_hub"]
+        body = StreamBody(request, render, lambda: hub.subscribe_feed(after, allowed), [], login)
+    except BaseException:
+        request.registry["nick_jobs.stream_limits"].release(login)
+        raise
+    return event_stream(body)
+
+
+@api_view(
+    context=Root, name="@stream-tickets", request_method="POST", permission=Permission.VIEW_JOBS
+)
+def ticket_view(context: Root, request):
+    identity = request.identity
+    if not identity.token:
+        raise api_error(403, "Forbidden", "A ticket is asked for with a bearer token.")
+    data = json_body(request)
+    stream = data.get("stream") if isinstance(data, dict) else None
+    path = urlsplit(stream).path if isinstance(stream, str) else ""
+    if not tickets.STREAM_PATH.match(path):
+        raise api_error(
+            400,
+            "Bad request",
+            'Give the stream to open as {"stream": "/@jobs/<uuid>/stream"} or '
+            '{"stream": "/@jobs/stream"}.',
+        )
+    settings = request.registry["nick_jobs.settings"]
+    ticket, expires = tickets.issue(
+        settings, identity.login, tokens.fingerprint(identity.token), path, utcnow()
+    )
+    request.response.status = 201
+    return {
+        "ticket": ticket,
+        "expires": isoformat(expires),
+        "url": request.host_url + path + "?ticket=" + ticket,
+    }
+
+
+def includeme(config) -> None:
+    config.include("nick_jobs.streams")
+    config.scan(__name__)
