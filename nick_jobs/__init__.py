@@ -42,6 +42,8 @@ def includeme(config: Configurator) -> None:
     config.include(".views.job_details")
     # Server-Sent Event streams of jobs, their limits and tickets.
     config.include(".views.streams")
+    # SIGTERM: stop taking requests, close streams, finish what runs, then stop.
+    config.include(".shutdown")
     config.include(".views.actions")
     config.include(".views.health")
     config.include(".views.scheduled_jobs")

@@ -142,6 +142,9 @@ class Settings:
     max_page_size: int
     job_time_limit_s: float
     streams: StreamSettings = field(default_factory=StreamSettings)
+    # SIGTERM drains the API process (nick_jobs.shutdown); a host app may handle it itself.
+    graceful_shutdown: bool = True
+    shutdown_grace_s: float = 20.0
     # How often a worker process looks for aborts and stop requests of the jobs it runs
     # (one query for all of them): how late an abort may reach a handler.
     abort_check_interval_s: float = 0.5
@@ -207,6 +210,8 @@ def parse(settings: Mapping[str, Any]) -> Settings:
             "nick_jobs.lease must be at least twice nick_jobs.heartbeat_interval, "
             f"not {lease:g} s for heartbeats every {heartbeat_interval:g} s"
         )
+    if _float(settings, "nick_jobs.shutdown_grace", 20.0) < 0:
+        raise ConfigurationError("nick_jobs.shutdown_grace takes 0 or more seconds")
     return Settings(
         database_url=database_url,
         broker_url=broker_url,
@@ -240,6 +245,8 @@ def parse(settings: Mapping[str, Any]) -> Settings:
         max_page_size=max_page,
         job_time_limit_s=_float(settings, "nick_jobs.job_time_limit", 3600.0),
         streams=_stream_settings(settings),
+        graceful_shutdown=asbool(settings.get("nick_jobs.graceful_shutdown", True)),
+        shutdown_grace_s=_float(settings, "nick_jobs.shutdown_grace", 20.0),
         abort_check_interval_s=_abort_check_interval(settings),
     )
 

@@ -85,6 +85,8 @@ def base_settings(**overrides: str) -> dict[str, str]:
         "nick_jobs.embedded_worker_threads": "2",
         # Streams send a comment every second when idle, so a test's read never waits long.
         "nick_jobs.stream_keepalive": "1",
+        # The test process's signals are pytest's own (tests/test_shutdown.py turns it on).
+        "nick_jobs.graceful_shutdown": "false",
     }
     settings.update(overrides)
     return settings

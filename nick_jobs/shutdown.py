@@ -1,0 +1,143 @@
+"""A graceful stop of an API process on SIGTERM.
+
+What a deploy or ``systemctl stop`` expects: the process stops taking work, finishes what
+it has, and tells stream clients to reconnect elsewhere, instead of dropping everything
+mid-response. On SIGTERM:
+
+1. every new request but ``/healthz`` gets ``503`` with ``Retry-After`` (so
+   ``/healthz/ready`` fails and load balancers route elsewhere);
+2. every open stream gets ``close`` with ``reason: shutdown, reconnect: true``;
+3. requests already running finish, up to ``nick_jobs.shutdown_grace`` seconds;
+4. the embedded worker (development) stops, handing back the jobs it can't finish;
+5. the server is told to stop, as Ctrl-C would.
+
+A second SIGTERM stops at once. The handler is installed only in the main thread of a
+process, and ``nick_jobs.graceful_shutdown = false`` leaves signals alone (for a host
+application that handles them itself).
+"""
+
+from __future__ import annotations
+
+import _thread
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+from .errors import api_error
+
+log = logging.getLogger(__name__)
+
+# Liveness stays up while draining: the process is healthy, just leaving.
+ALWAYS_ANSWERED = ("/healthz",)
+
+
+class Drain:
+    """Counts the requests in flight and knows whether the process is draining."""
+
+    def __init__(self) -> None:
+        self.draining = False
+        self._inflight = 0
+        self._lock = threading.Lock()
+        self._started: threading.Thread | None = None
+
+    def enter(self) -> None:
+        with self._lock:
+            self._inflight += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self._inflight -= 1
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    def wait_idle(self, registry: Any, deadline: float) -> bool:
+        """Wait until no request runs and no stream is open; False at the deadline."""
+        limits = registry["nick_jobs.stream_limits"]
+        while self._inflight > 0 or limits.open > 0:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def start(self, registry: Any, grace_s: float, stop_server=_thread.interrupt_main) -> None:
+        """Begin draining (once) on a thread of its own; the signal handler returns."""
+        with self._lock:
+            if self._started is not None:
+                return
+            self.draining = True
+            self._started = threading.Thread(
+                target=self._drain,
+                args=(registry, grace_s, stop_server),
+                name="nick-jobs-drain",
+                daemon=True,
+            )
+        self._started.start()
+
+    def _drain(self, registry: Any, grace_s: float, stop_server) -> None:
+        deadline = time.monotonic() + grace_s
+        registry["nick_jobs.stream_hub"].shutdown()
+        if not self.wait_idle(registry, deadline):
+            log.warning(
+                "shutdown: %d requests still running after %g s; stopping anyway",
+                self._inflight,
+                grace_s,
+            )
+        remaining_ms = max(int((deadline - time.monotonic()) * 1000), 1000)
+        registry["nick_jobs.queue"].stop_embedded_worker(timeout_ms=remaining_ms)
+        log.info("shutdown: drained, stopping the server")
+        stop_server()
+
+
+def drain_tween_factory(handler, registry):
+    drain: Drain = registry["nick_jobs.drain"]
+
+    def drain_tween(request):
+        if drain.draining and request.path not in ALWAYS_ANSWERED:
+            error = api_error(503, "Service unavailable", "This server is shutting down.")
+            error.headers["Retry-After"] = "1"
+            error.headers["Connection"] = "close"
+            return error
+        drain.enter()
+        try:
+            return handler(request)
+        finally:
+            drain.leave()
+
+    return drain_tween
+
+
+def install_signal_handler(registry: Any, grace_s: float) -> bool:
+    """SIGTERM drains this app; False when not possible here (not the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    drain: Drain = registry["nick_jobs.drain"]
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        if drain.draining:
+            log.warning("shutdown: second SIGTERM, stopping now")
+            os._exit(1)
+        log.info("shutdown: SIGTERM, draining for up to %g s", grace_s)
+        drain.start(registry, grace_s)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    return True
+
+
+def on_application_created(event) -> None:
+    registry = event.app.registry
+    settings = registry["nick_jobs.settings"]
+    if settings.graceful_shutdown:
+        install_signal_handler(registry, settings.shutdown_grace_s)
+
+
+def includeme(config) -> None:
+    from pyramid.events import ApplicationCreated
+
+    config.registry["nick_jobs.drain"] = Drain()
+    config.add_tween("nick_jobs.shutdown.drain_tween_factory")
+    config.add_subscriber(on_application_created, ApplicationCreated)

@@ -1,0 +1,85 @@
+"""SIGTERM to an API process: stop taking requests, close streams, finish, exit."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from nick_jobs import migrations, tokens
+from nick_jobs.models import get_engine
+from nick_jobs.settings import parse
+
+from .conftest import ROOT, base_settings, reset_database, stop_process, write_ini
+from .netutil import free_port
+from .test_streams import EventStream
+
+
+def test_while_draining_requests_get_a_503_but_liveness_answers(make_app, backend):
+    reset_database(backend.engine)
+    app = make_app(**{"nick_jobs.embedded_worker_threads": "0"})
+    app.app.registry["nick_jobs.drain"].draining = True
+    response = app.get("/@jobs", headers=app.auth(), status=503)
+    assert response.json == {
+        "error": {"type": "Service unavailable", "message": "This server is shutting down."}
+    }
+    assert response.headers["Retry-After"] == "1"
+    # Readiness fails, so load balancers stop sending here; liveness stays up.
+    assert app.get("/healthz/ready", status=503).json["error"]["type"] == "Service unavailable"
+    assert app.get("/healthz", status=200).text == "ok"
+
+
+def test_sigterm_closes_streams_with_a_reconnect_and_exits(tmp_path):
+    database = tmp_path / "jobs.sqlite"
+    port = free_port()
+    settings = base_settings(
+        **{
+            "sqlalchemy.url": f"sqlite:///{database}",
+            "nick_jobs.broker_url": "stub://",
+            "nick_jobs.graceful_shutdown": "true",
+            "nick_jobs.embedded_worker_threads": "1",
+            "nick_jobs.shutdown_grace": "3",
+        }
+    )
+    engine = get_engine(settings["sqlalchemy.url"])
+    migrations.upgrade(engine)
+    reset_database(engine)
+    engine.dispose()
+    ini = write_ini(tmp_path / "api.ini", settings)
+    with ini.open("a") as fh:
+        fh.write(f"\n[server:main]\nuse = egg:waitress#main\nlisten = 127.0.0.1:{port}\n")
+    api = subprocess.Popen(
+        [sys.executable, "-m", "pyramid.scripts.pserve", str(ini)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        token = tokens.issue(parse(settings), "admin", "Admin")
+        headers = {"Authorization": f"Bearer {token}"}
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                stream = EventStream(
+                    ("127.0.0.1", port),
+                    "/@jobs?follow=true",
+                    headers,
+                    method="POST",
+                    body={"params": {"action": "echo", "message": "hi", "sleep": 60}},
+                )
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline, "the API did not start"
+                assert api.poll() is None, "the API exited"
+                time.sleep(0.1)
+        assert stream.status == 201
+        assert stream.next()["event"] == "status"
+        api.send_signal(signal.SIGTERM)
+        assert stream.until_close()[-1] == {
+            "event": "close",
+            "data": {"reason": "shutdown", "reconnect": True},
+        }
+        assert api.wait(timeout=30) == 0
+    finally:
+        stop_process(api)
