@@ -48,6 +48,11 @@ SETTLE_S = 2.0
 FEED_BATCH = 20_000
 FEED_BACKFILL = 1000
 
+# What tells whether a watched job changed: small columns only, as this runs every poll
+# for every watched job; the whole row is read only for the jobs whose status changed.
+_CHANGES_BY_UUID = sa.select(
+    jobs.c.uuid, jobs.c.changed, jobs.c.status, jobs.c.attempt, jobs.c.progress
+).where(jobs.c.uuid.in_(sa.bindparam("b_uuids", expanding=True)))
 _JOBS_BY_UUID = sa.select(jobs).where(jobs.c.uuid.in_(sa.bindparam("b_uuids", expanding=True)))
 _NEWEST_LINES = (
     sa.select(job_logs.c.job_uuid, sa.func.max(job_logs.c.id).label("id"))
@@ -255,7 +260,16 @@ class StreamHub:
                         sub.cursor.log_id = newest.get(uuid, 0)
         # The rows first, then the lines: a line written before a job finished is then
         # always read no later than the finish itself, so it goes out before "close".
-        rows = {row.uuid: row for row in conn.execute(_JOBS_BY_UUID, {"b_uuids": uuids})}
+        rows = {row.uuid: row for row in conn.execute(_CHANGES_BY_UUID, {"b_uuids": uuids})}
+        changed = [
+            uuid
+            for uuid, row in rows.items()
+            if any(row.changed > s.cursor.changed for s in job_subs[uuid])
+        ]
+        if changed:
+            rows.update(
+                (row.uuid, row) for row in conn.execute(_JOBS_BY_UUID, {"b_uuids": changed})
+            )
         after = min(s.cursor.log_id or 0 for subs in job_subs.values() for s in subs)
         lines = conn.execute(_LINES, {"b_uuids": uuids, "b_after": after}).all()
         more_lines = len(lines) == LOG_BATCH
