@@ -16,19 +16,22 @@ Idempotent calls (GETs, logout, and a submission with an ``Idempotency-Key``) ar
 on connection errors; the others are sent once, so a lost answer never doubles an abort,
 a retry or a submission.
 
-The streaming endpoints (``/@jobs/{uuid}/stream``, ``/log``) and ``stop``, ``resume`` and
-``restart`` are not part of this client yet: they get methods next to the job methods
-below once the service has them. :meth:`Client.request` is the seam they build on.
+The live endpoints (``/@jobs/{uuid}/stream``, ``/@jobs/stream`` and ``POST
+/@jobs?follow=true``) answer Server-Sent Events: :class:`SSEParser` reads them, and
+:meth:`Client.stream_job`, :meth:`Client.stream_jobs` and :meth:`Client.submit_and_stream`
+yield :class:`Event` objects, resuming with ``Last-Event-ID`` when a connection drops.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import re
 import socket
 import ssl
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -36,15 +39,21 @@ from urllib.parse import quote, urlencode, urlsplit
 __all__ = [
     "DEFAULT_URL",
     "JOB_STATUSES",
+    "LOG_LEVELS",
     "Client",
     "ClientError",
+    "Event",
+    "EventStream",
+    "LogPage",
     "Page",
     "Response",
+    "SSEParser",
     "ServerUnavailable",
 ]
 
 DEFAULT_URL = "http://localhost:8080"
 JOB_STATUSES = ("created", "running", "completed", "failed", "aborted", "stopped")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
 USER_AGENT = "nick-jobs-client/0.1"
 # The errors that mean "no answer came back": refused, reset, timed out, closed early.
@@ -63,6 +72,7 @@ class ClientError(Exception):
         body: Any = None,
         method: str | None = None,
         url: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -70,6 +80,8 @@ class ClientError(Exception):
         self.body = body
         self.method = method
         self.url = url
+        self.retry_after = retry_after
+        """Seconds from the ``Retry-After`` header (``429``, ``503``), when it was sent."""
 
     @property
     def error(self) -> dict[str, Any]:
@@ -107,6 +119,130 @@ class Page:
     """The ``Link: rel="next"`` URL, or ``None`` on the last page."""
     total: int | None
     """``X-Total-Count`` when the server sent it."""
+
+
+@dataclass(frozen=True)
+class LogPage:
+    """One page of ``GET /@jobs/{uuid}/log``."""
+
+    lines: list[dict[str, Any]]
+    next_url: str | None
+    """The ``Link: rel="next"`` URL, or ``None`` on the last page."""
+
+
+# --- Server-Sent Events ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Event:
+    """One Server-Sent Event, as the HTML standard's event-stream parsing dispatches it."""
+
+    event: str
+    """The ``event:`` field: ``status``, ``progress``, ``log``, ``close``; ``message``
+    when the event named none."""
+    data: str
+    """The ``data:`` lines, joined with newlines."""
+    id: str | None = None
+    """This event's own ``id:`` field, or ``None`` when it had none (``close`` events)."""
+
+    @property
+    def json(self) -> Any:
+        """``data`` decoded as JSON (nick-jobs sends one line of JSON per event)."""
+        return json.loads(self.data)
+
+
+# A line ends with CRLF, LF or CR (the three are allowed, even mixed, in one stream).
+_END_OF_LINE = re.compile(rb"\r\n|\r|\n")
+
+
+class SSEParser:
+    r"""An incremental ``text/event-stream`` parser: feed it the bytes as they arrive.
+
+    >>> parser = SSEParser()
+    >>> parser.feed(b"retry: 2000\nevent: log\nid: 7\ndata: {\"a\"")
+    []
+    >>> parser.feed(b": 1}\n\n")
+    [Event(event='log', data='{"a": 1}', id='7')]
+    >>> parser.retry, parser.last_event_id
+    (2000, '7')
+
+    Chunks may split anywhere, inside a line, a UTF-8 character or a CRLF. Comments
+    (lines starting with ``:``, the server's keepalives) are counted in ``comments``.
+    ``retry`` is the last valid ``retry:`` value in milliseconds and ``last_event_id`` the
+    stream's last event ID, as a browser's ``EventSource`` keeps them for reconnecting.
+    """
+
+    def __init__(self, last_event_id: str = "") -> None:
+        self.last_event_id = last_event_id
+        self.retry: int | None = None
+        self.comments = 0
+        self._buffer = b""
+        # The last chunk ended with CR: an LF at the start of the next one belongs to it.
+        self._after_cr = False
+        self._started = False
+        self._event = ""
+        self._data: list[str] = []
+        self._id: str | None = None
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        """Parse ``chunk``; return the events it completed (an event ends at a blank line)."""
+        if not chunk:
+            return []
+        if self._after_cr:
+            self._after_cr = False
+            if chunk.startswith(b"\n"):
+                chunk = chunk[1:]
+        buffer = self._buffer + chunk
+        events: list[Event] = []
+        start = 0
+        for match in _END_OF_LINE.finditer(buffer):
+            if match.end() == len(buffer) and match.group() == b"\r":
+                self._after_cr = True
+            self._line(buffer[start : match.start()], events)
+            start = match.end()
+        self._buffer = buffer[start:]
+        return events
+
+    def reset(self) -> None:
+        """Forget a half-received event: a new connection starts a new stream.
+
+        ``last_event_id`` and ``retry`` stay, for the reconnection.
+        """
+        self._buffer = b""
+        self._after_cr = False
+        self._started = False
+        self._event, self._data, self._id = "", [], None
+
+    def _line(self, raw: bytes, events: list[Event]) -> None:
+        # Line ends are ASCII, so splitting the bytes first never cuts a UTF-8 character.
+        line = raw.decode("utf-8", "replace")
+        if not self._started:
+            self._started = True
+            line = line.removeprefix("\ufeff")
+        if not line:
+            self._dispatch(events)
+            return
+        if line.startswith(":"):
+            self.comments += 1
+            return
+        field, colon, value = line.partition(":")
+        if colon and value.startswith(" "):
+            value = value[1:]
+        if field == "event":
+            self._event = value
+        elif field == "data":
+            self._data.append(value)
+        elif field == "id":
+            if "\0" not in value:
+                self._id = self.last_event_id = value
+        elif field == "retry" and value.isascii() and value.isdigit():
+            self.retry = int(value)
+        # Any other field is ignored, as the standard says.
+
+    def _dispatch(self, events: list[Event]) -> None:
+        if self._data:
+            events.append(Event(self._event or "message", "\n".join(self._data), self._id))
+        self._event, self._data, self._id = "", [], None
 
 
 def _fields_summary(fields: Any, prefix: str = "") -> list[str]:
@@ -256,14 +392,7 @@ class Client:
             break
         data = _decode(content, resp_headers.get("Content-Type", ""))
         if status >= 400:
-            cls = ServerUnavailable if status in UNAVAILABLE_STATUSES else ClientError
-            raise cls(
-                error_message(status, reason, data),
-                status=status,
-                body=data,
-                method=method,
-                url=url,
-            )
+            raise _error(status, reason, resp_headers, data, method, url)
         return Response(status, resp_headers, data)
 
     # --- authentication ------------------------------------------------------------------
@@ -390,8 +519,214 @@ class Client:
         """``DELETE /@jobs/{uuid}``: remove a job that is not running."""
         self.request("DELETE", _job_path(uuid))
 
-    # Later, with the live-jobs endpoints: stream_job (SSE with Last-Event-ID resume),
-    # job_log, stop_job, resume_job and restart_job belong here.
+    def stop_job(self, uuid: str) -> None:
+        """``POST /@jobs/{uuid}/stop``: ask a ``running`` job of a resumable action to stop.
+
+        The answer comes at once; the job becomes ``stopped`` at the handler's next check.
+        """
+        self.request("POST", _job_path(uuid, "stop"))
+
+    def resume_job(self, uuid: str) -> None:
+        """``POST /@jobs/{uuid}/resume``: run a ``stopped`` job again from its checkpoint."""
+        self.request("POST", _job_path(uuid, "resume"))
+
+    def restart_job(self, uuid: str) -> dict[str, Any]:
+        """``POST /@jobs/{uuid}/restart``: a new job made from a finished one; return it.
+
+        Its ``parent`` is ``uuid``. Sent once: a repeat would make a second new job.
+        """
+        return self.request("POST", _job_path(uuid, "restart")).data
+
+    def job_log_page(
+        self,
+        uuid: str | None = None,
+        *,
+        level: str | None = None,
+        page_size: int | None = None,
+        url: str | None = None,
+    ) -> LogPage:
+        """One page of ``GET /@jobs/{uuid}/log``; pass a page's ``next_url`` as ``url``."""
+        if url is not None:
+            response = self.request("GET", url)
+        else:
+            query = {"level": level, "b_size": page_size}
+            response = self.request("GET", _job_path(uuid or "", "log"), query=query)
+        return LogPage(lines=response.data, next_url=_link_next(response.headers.get("Link")))
+
+    def iter_job_log(
+        self, uuid: str, *, level: str | None = None, page_size: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """The job's log lines, oldest first, across its attempts, following the pages.
+
+        ``level`` keeps lines at that level or above (``debug``, ``info``, ``warning``,
+        ``error``). Each line is ``{"time", "level", "message", "attempt"}``.
+        """
+        page = self.job_log_page(uuid, level=level, page_size=page_size)
+        while True:
+            yield from page.lines
+            if not page.next_url:
+                return
+            page = self.job_log_page(url=page.next_url)
+
+    def job_log(self, uuid: str, *, level: str | None = None) -> list[dict[str, Any]]:
+        """All of :meth:`iter_job_log` as a list."""
+        return list(self.iter_job_log(uuid, level=level))
+
+    def job_history(self, uuid: str) -> list[dict[str, Any]]:
+        """``GET /@jobs/{uuid}/history``: what happened to the job, in time order."""
+        return self.request("GET", _job_path(uuid, "history")).data
+
+    # --- live jobs: Server-Sent Events ---------------------------------------------------
+
+    def stream_job(
+        self, uuid: str, last_event_id: str | None = None, *, reconnects: int = 5
+    ) -> EventStream:
+        """``GET /@jobs/{uuid}/stream``: the job's ``status``, ``progress``, ``log`` and
+        ``close`` events, as they happen.
+
+        A fresh stream starts with the job's current ``status``; with ``last_event_id``
+        (an earlier event's ``id``) it starts after that event instead. The stream ends
+        after a ``close`` event whose data says ``"reconnect": false`` (the job finished,
+        or was deleted). A dropped connection, or a ``close`` that says reconnect, is
+        resumed with ``Last-Event-ID``, so no event is lost or repeated; ``reconnects``
+        failed attempts in a row raise :class:`ServerUnavailable`.
+
+        Connects at once, so a job that does not exist raises here (``404``).
+        """
+        path = _job_path(uuid, "stream")
+        stream = EventStream(self, path, last_event_id=last_event_id, reconnects=reconnects)
+        stream.uuid = uuid
+        stream._connect_first(lambda lei: self._open_stream("GET", path, last_event_id=lei))
+        return stream
+
+    def stream_jobs(self, last_event_id: str | None = None, *, reconnects: int = 5) -> EventStream:
+        """``GET /@jobs/stream``: a ``status`` event for each change of every job this
+        user may see, from now on (no snapshot first). Resumes like :meth:`stream_job`;
+        it ends only when the caller stops reading (or on ``close`` without reconnect).
+        """
+        path = "/@jobs/stream"
+        stream = EventStream(self, path, last_event_id=last_event_id, reconnects=reconnects)
+        stream._connect_first(lambda lei: self._open_stream("GET", path, last_event_id=lei))
+        return stream
+
+    def submit_and_stream(
+        self,
+        action: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        title: str | None = None,
+        description: str | None = None,
+        idempotency_key: str | None = None,
+        reconnects: int = 5,
+    ) -> EventStream:
+        """``POST /@jobs?follow=true``: submit a job and follow its events in one request.
+
+        Takes the arguments of :meth:`submit_job`. The submission happens here, so a
+        refused one raises at once; the returned stream's ``uuid`` is the new job's, and
+        its events are those of :meth:`stream_job`. A connection that drops later resumes
+        with ``GET /@jobs/{uuid}/stream``; the submission itself is never repeated, unless
+        it has an ``idempotency_key``.
+        """
+        body: dict[str, Any] = {"params": {**(params or {}), "action": action}}
+        if title is not None:
+            body["title"] = title
+        if description is not None:
+            body["description"] = description
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        stream = EventStream(self, None, last_event_id=None, reconnects=reconnects)
+
+        def submit(_last_event_id: str | None) -> tuple[http.client.HTTPConnection, Any]:
+            return self._open_stream(
+                "POST",
+                "/@jobs",
+                query={"follow": "true"},
+                json_body=body,
+                headers=headers,
+                idempotent=bool(idempotency_key),
+            )
+
+        _, raw = stream._connect_first(submit)
+        location = raw.headers.get("Location") or ""
+        uuid = urlsplit(location).path.rstrip("/").rpartition("/")[2]
+        if not uuid:
+            stream.close()
+            raise ClientError(
+                "the server answered POST /@jobs?follow=true without a Location header",
+                status=raw.status,
+                method="POST",
+                url=self.url + "/@jobs?follow=true",
+            )
+        stream.uuid = uuid
+        stream.path = _job_path(uuid, "stream")
+        return stream
+
+    def _open_stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, Any] | None = None,
+        json_body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        last_event_id: str | None = None,
+        idempotent: bool = True,
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """Send a request for an event stream; return the open connection and response.
+
+        A non-2xx answer raises as :meth:`request` does; an answer that is not an event
+        stream raises :class:`ClientError`. The caller closes the connection.
+        """
+        target = self._target(path, query)
+        url = f"{self._scheme}://{self._netloc}{target}"
+        send_headers = {
+            "Accept": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "User-Agent": self.user_agent,
+        }
+        if self.token:
+            send_headers["Authorization"] = f"Bearer {self.token}"
+        if last_event_id:
+            send_headers["Last-Event-ID"] = last_event_id
+        payload = None
+        if json_body is not None:
+            payload = json.dumps(json_body).encode()
+            send_headers["Content-Type"] = "application/json"
+        send_headers.update(headers or {})
+        attempts = 1 + (self.retries if idempotent else 0)
+        for attempt in range(attempts):
+            conn = self._connection()
+            try:
+                conn.request(method, target, body=payload, headers=send_headers)
+                raw = conn.getresponse()
+            except CONNECTION_ERRORS as exc:
+                conn.close()
+                if attempt + 1 < attempts:
+                    time.sleep(self.backoff * 2**attempt)
+                    continue
+                raise ServerUnavailable(
+                    f"can't reach {self.url}: {_describe(exc)}", method=method, url=url
+                ) from exc
+            break
+        content_type = raw.headers.get("Content-Type", "")
+        if raw.status >= 300 or not content_type.startswith("text/event-stream"):
+            try:
+                content = raw.read()
+            except CONNECTION_ERRORS:
+                content = b""
+            finally:
+                conn.close()
+            data = _decode(content, content_type)
+            if raw.status >= 300:
+                raise _error(raw.status, raw.reason, raw.headers, data, method, url)
+            raise ClientError(
+                f"{method} {path} answered {content_type or 'no content type'}, "
+                "not text/event-stream",
+                status=raw.status,
+                body=data,
+                method=method,
+                url=url,
+            )
+        return conn, raw
 
     def wait_for_job(
         self,
@@ -413,6 +748,84 @@ class Client:
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"job {uuid} is still {job['status']} after {timeout}s")
             time.sleep(interval)
+
+    # --- scheduled jobs ------------------------------------------------------------------
+
+    def list_scheduled_jobs(self) -> list[dict[str, Any]]:
+        """``GET /@scheduled-jobs``: every scheduled job, sorted by id (administrators)."""
+        return self.request("GET", "/@scheduled-jobs").data
+
+    def get_scheduled_job(self, id: str) -> dict[str, Any]:
+        """``GET /@scheduled-jobs/{id}``."""
+        return self.request("GET", _scheduled_job_path(id)).data
+
+    def create_scheduled_job(
+        self,
+        id: str,
+        action: str,
+        schedule: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        title: str | None = None,
+        description: str | None = None,
+        timezone: str | None = None,
+        enabled: bool | None = None,
+    ) -> dict[str, Any]:
+        """``POST /@scheduled-jobs``: a cron rule that submits ``action`` with ``params``.
+
+        ``schedule`` is a 5-field cron expression read in ``timezone`` (``UTC`` by
+        default). Returns the scheduled job, with its ``next_run``.
+        """
+        body = _without_none(
+            id=id,
+            action=action,
+            schedule=schedule,
+            params=dict(params) if params is not None else None,
+            title=title,
+            description=description,
+            timezone=timezone,
+            enabled=enabled,
+        )
+        return self.request("POST", "/@scheduled-jobs", json_body=body).data
+
+    def update_scheduled_job(
+        self,
+        id: str,
+        *,
+        action: str | None = None,
+        schedule: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        title: str | None = None,
+        description: str | None = None,
+        timezone: str | None = None,
+        enabled: bool | None = None,
+    ) -> dict[str, Any]:
+        """``PATCH /@scheduled-jobs/{id}`` with the arguments given (``None`` leaves a
+        property as it is); return the changed scheduled job.
+
+        ``params`` replaces the old params as a whole.
+        """
+        body = _without_none(
+            action=action,
+            schedule=schedule,
+            params=dict(params) if params is not None else None,
+            title=title,
+            description=description,
+            timezone=timezone,
+            enabled=enabled,
+        )
+        headers = {"Prefer": "return=representation"}
+        response = self.request("PATCH", _scheduled_job_path(id), json_body=body, headers=headers)
+        # A server that ignores Prefer answers 204; the caller still gets the result.
+        return response.data if response.data is not None else self.get_scheduled_job(id)
+
+    def delete_scheduled_job(self, id: str) -> None:
+        """``DELETE /@scheduled-jobs/{id}``; the jobs it created stay."""
+        self.request("DELETE", _scheduled_job_path(id))
+
+    def scheduled_job_actions(self) -> list[dict[str, Any]]:
+        """``GET /@scheduled-job-actions``: every action a scheduled job may run."""
+        return self.request("GET", "/@scheduled-job-actions").data
 
     # --- actions and health --------------------------------------------------------------
 
@@ -465,6 +878,168 @@ class Client:
             "elapsed_ms": round((time.monotonic() - started) * 1000, 1),
             "body": body,
         }
+
+
+class EventStream:
+    """The events of one stream, across reconnections: iterate over it for :class:`Event`
+    objects. ``close()`` (or leaving a ``with`` block) ends it early.
+
+    ``uuid`` is the job's (``None`` for ``/@jobs/stream``), ``last_event_id`` the id to
+    resume from, and ``retry`` the server's reconnection delay in milliseconds.
+    """
+
+    def __init__(
+        self, client: Client, path: str | None, *, last_event_id: str | None, reconnects: int
+    ) -> None:
+        self.client = client
+        self.path = path
+        self.uuid: str | None = None
+        self.reconnects = reconnects
+        self._parser = SSEParser(last_event_id or "")
+        self._conn: http.client.HTTPConnection | None = None
+        self._raw: http.client.HTTPResponse | None = None
+        self._events: Iterator[Event] | None = None
+
+    @property
+    def last_event_id(self) -> str | None:
+        return self._parser.last_event_id or None
+
+    @property
+    def retry(self) -> int | None:
+        return self._parser.retry
+
+    def _connect_first(
+        self, opener: Callable[[str | None], tuple[http.client.HTTPConnection, Any]]
+    ) -> tuple[http.client.HTTPConnection, Any]:
+        self._conn, self._raw = opener(self.last_event_id)
+        self._events = self._run()
+        return self._conn, self._raw
+
+    def __iter__(self) -> EventStream:
+        return self
+
+    def __next__(self) -> Event:
+        if self._events is None:
+            raise StopIteration
+        return next(self._events)
+
+    def __enter__(self) -> EventStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop reading and close the connection."""
+        if self._events is not None:
+            self._events.close()  # type: ignore[attr-defined]
+            self._events = None
+        self._hang_up()
+
+    def _hang_up(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = self._raw = None
+
+    def _run(self) -> Iterator[Event]:
+        failures = 0
+        try:
+            while True:
+                if self._raw is None:
+                    try:
+                        self._conn, self._raw = self.client._open_stream(
+                            "GET", self.path or "", last_event_id=self.last_event_id
+                        )
+                    except ServerUnavailable as exc:
+                        failures += 1
+                        if failures > self.reconnects:
+                            raise
+                        time.sleep(self._delay(failures, exc.retry_after))
+                        continue
+                raw = self._raw
+                self._parser.reset()
+                received = False
+                reconnect_after: float | None = None
+                try:
+                    while reconnect_after is None:
+                        chunk = raw.read1(65536)
+                        if not chunk:
+                            break  # the server ended the response without a close event
+                        received = True
+                        for event in self._parser.feed(chunk):
+                            yield event
+                            if event.event == "close":
+                                # The server ends the response after it: stop reading.
+                                reconnect_after = self._after_close(event)
+                                break
+                except CONNECTION_ERRORS:
+                    pass  # dropped or silent for longer than the timeout: resume below
+                self._hang_up()
+                if reconnect_after is not None and reconnect_after < 0:
+                    return
+                failures = 0 if received else failures + 1
+                if failures > self.reconnects:
+                    raise ServerUnavailable(
+                        f"the event stream of {self.client.url} keeps closing",
+                        url=self.client.url + (self.path or ""),
+                    )
+                time.sleep(
+                    reconnect_after if reconnect_after is not None else self._delay(failures)
+                )
+        finally:
+            self._hang_up()
+
+    def _after_close(self, event: Event) -> float:
+        """Seconds to wait before reconnecting after a ``close`` event; -1: the end."""
+        try:
+            info = event.json
+        except ValueError:
+            info = {}
+        if not isinstance(info, dict) or not info.get("reconnect"):
+            return -1.0
+        # A stream that reached its lifetime is meant to be resumed at once; a server that
+        # shuts down needs the reconnection delay it asked for to come back.
+        return 0.0 if info.get("reason") == "lifetime" else self._delay(0)
+
+    def _delay(self, failures: int, retry_after: float | None = None) -> float:
+        """The server's ``retry:`` (or the client's backoff), doubled for each failure in
+        a row, at most 30 seconds; a ``Retry-After`` wins."""
+        if retry_after is not None:
+            return retry_after
+        base = self._parser.retry / 1000 if self._parser.retry is not None else self.client.backoff
+        return min(base * 2 ** max(failures - 1, 0), 30.0)
+
+
+def _error(
+    status: int,
+    reason: str,
+    headers: http.client.HTTPMessage,
+    data: Any,
+    method: str,
+    url: str,
+) -> ClientError:
+    cls = ServerUnavailable if status in UNAVAILABLE_STATUSES else ClientError
+    retry_after = None
+    with contextlib.suppress(ValueError):
+        retry_after = float(headers.get("Retry-After") or "")
+    return cls(
+        error_message(status, reason, data),
+        status=status,
+        body=data,
+        method=method,
+        url=url,
+        retry_after=retry_after,
+    )
+
+
+def _scheduled_job_path(id: str) -> str:
+    if not id or "/" in id:
+        raise ValueError(f"not a scheduled job id: {id!r}")
+    return f"/@scheduled-jobs/{quote(id, safe='')}"
+
+
+def _without_none(**fields: Any) -> dict[str, Any]:
+    return {key: value for key, value in fields.items() if value is not None}
 
 
 def _job_path(uuid: str, action: str | None = None) -> str:

@@ -25,7 +25,13 @@ from nick_jobs.users import add_user
 from .conftest import ROOT, stop_process
 
 PSERVE = Path(sys.executable).with_name("pserve")
-USERS = {"admin": ("admin-password", ["Administrator"]), "alice": ("alice-password", [])}
+USERS = {
+    "admin": ("admin-password", ["Administrator"]),
+    "alice": ("alice-password", []),
+    # Only for the logout tests: the tokens one user gets in the same second are identical
+    # (they carry no unique claim), so a logout would also end the others' tokens.
+    "carol": ("carol-password", []),
+}
 FINAL = ("completed", "failed", "aborted")
 
 
@@ -79,7 +85,10 @@ def live_server(directory: Path, **settings: str) -> Iterator[LiveServer]:
     }
     ini = directory / "server.ini"
     lines = ["[app:main]", "use = egg:nick-jobs", *(f"{k} = {v}" for k, v in values.items())]
-    lines += ["", "[server:main]", "use = egg:waitress#main", f"listen = 127.0.0.1:{port}", ""]
+    lines += ["", "[server:main]", "use = egg:waitress#main", f"listen = 127.0.0.1:{port}"]
+    # Each open event stream holds a waitress thread: more than the default 4, so that
+    # plain requests still find one while a test holds streams open.
+    lines += ["threads = 16", ""]
     ini.write_text("\n".join(lines))
     log = (directory / "server.log").open("w+")
     process = subprocess.Popen(
@@ -142,7 +151,7 @@ def test_wrong_password_raises_401_with_the_server_body(server):
 
 
 def test_renew_then_logout_revokes_the_token(server):
-    client = server.client("alice")
+    client = server.client("carol")
     renewed = client.renew()
     assert client.token == renewed
     assert client.job_actions() == []
@@ -266,10 +275,11 @@ def test_health_uses_the_readiness_check(server):
     health = Client(server.url).health()
     assert health["status"] == "ok"
     assert (health["endpoint"], health["http_status"]) == ("/healthz/ready", 200)
-    assert {name: c["status"] for name, c in health["body"]["checks"].items()} == {
-        "database": "ok",
-        "broker": "ok",
-    }
+    checks = health["body"]["checks"]
+    assert (checks["database"]["status"], checks["broker"]["status"]) == ("ok", "ok")
+    # Any other check is one the server does not need to be ready (the scheduler, which a
+    # testing server does not run).
+    assert all(c["required"] is False for name, c in checks.items() if c["status"] != "ok")
 
 
 # --- connection errors and retries -----------------------------------------------------
@@ -413,3 +423,187 @@ def test_health_not_ready_raises_server_unavailable_with_the_message():
     with FakeServer(routes=routes) as fake, pytest.raises(ServerUnavailable) as info:
         Client(fake.url).health()
     assert (info.value.status, str(info.value)) == (503, "Not ready: broker.")
+
+
+# --- stop, resume, restart, log, history -----------------------------------------------
+
+
+def poll(check, timeout: float = 15, interval: float = 0.05):
+    """``check()`` until it returns something true; that value. Fails at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still {value!r} after {timeout} s")
+        time.sleep(interval)
+
+
+def step_number(line: dict) -> int:
+    """``step 7 of 3000 done`` → 7."""
+    return int(line["message"].split()[1])
+
+
+def test_stop_then_resume_goes_on_from_the_checkpoint(admin):
+    uuid = long_job(admin, "Stop and resume")["uuid"]
+    poll(lambda: admin.job_log(uuid))  # it has done a step
+    admin.stop_job(uuid)
+    stopped = admin.wait_for_job(uuid, ("stopped",), timeout=15)
+    assert stopped["attempt"] == 1
+    assert stopped["finished"] is not None
+    before = admin.job_log(uuid)
+    admin.resume_job(uuid)
+    poll(lambda: [line for line in admin.job_log(uuid) if line["attempt"] == 2])
+    admin.abort_job(uuid)
+    lines = admin.job_log(uuid)
+    first, second = [[line for line in lines if line["attempt"] == n] for n in (1, 2)]
+    assert first == before
+    # Attempt 2 started after the last step attempt 1 finished, not from step 1.
+    assert [step_number(line) for line in first] == list(range(1, len(first) + 1))
+    assert step_number(second[0]) == len(first) + 1
+    events = [(e["event"], e["attempt"]) for e in admin.job_history(uuid)]
+    assert ("stop requested", 1) in events
+    assert ("resumed", 2) in events
+
+
+def test_stop_and_resume_refusals(admin):
+    pruned = admin.submit_job("prune")["uuid"]
+    admin.wait_for_job(pruned, ("completed",), timeout=15)
+    with pytest.raises(ClientError) as info:
+        admin.stop_job(pruned)
+    assert (info.value.status, info.value.type) == (409, "Not resumable")
+    uuid = long_job(admin)["uuid"]
+    admin.wait_for_job(uuid, ("running",), timeout=15)
+    with pytest.raises(ClientError) as info:
+        admin.resume_job(uuid)
+    assert (info.value.status, str(info.value)) == (409, "A running job can't be resumed.")
+    admin.abort_job(uuid)
+    with pytest.raises(ClientError) as info:
+        admin.stop_job(uuid)
+    assert (info.value.status, info.value.error["status"]) == (409, "aborted")
+
+
+def test_restart_makes_a_new_job_with_the_old_one_as_parent(admin):
+    old = admin.submit_job("dummy", {"fail": "disk full"}, title="Restart me")
+    failed = admin.wait_for_job(old["uuid"], timeout=15)
+    new = admin.restart_job(old["uuid"])
+    assert new["uuid"] != old["uuid"]
+    assert new["parent"] == old["uuid"]
+    assert (new["status"], new["attempt"], new["title"]) == ("created", 1, "Restart me")
+    assert new["params"] == old["params"]
+    assert admin.get_job(old["uuid"]) == failed
+    with pytest.raises(ClientError) as info:
+        admin.restart_job(long_job(admin)["uuid"])
+    assert info.value.status == 409
+    assert str(info.value).endswith("job can't be restarted.")
+
+
+def test_log_follows_pages_and_filters_by_level(admin):
+    uuid = admin.submit_job("dummy", {"steps": 5})["uuid"]
+    admin.wait_for_job(uuid, ("completed",), timeout=15)
+    page = admin.job_log_page(uuid, page_size=2)
+    assert [line["message"] for line in page.lines] == ["step 1 of 5 done", "step 2 of 5 done"]
+    assert page.next_url is not None
+    assert "cursor=" in page.next_url
+    lines = list(admin.iter_job_log(uuid, page_size=2))  # three pages
+    assert [line["message"] for line in lines] == [f"step {n} of 5 done" for n in range(1, 6)]
+    assert {(line["level"], line["attempt"]) for line in lines} == {("info", 1)}
+    assert admin.job_log(uuid) == lines
+    assert admin.job_log(uuid, level="info") == lines
+    assert admin.job_log(uuid, level="warning") == []
+    with pytest.raises(ClientError) as info:
+        admin.job_log(uuid, level="loud")
+    assert info.value.status == 400
+    assert "level" in info.value.error["fields"]
+
+
+def test_history_lists_the_events_in_order(server, admin):
+    uuid = admin.submit_job("dummy", {"fail": "disk full"})["uuid"]
+    admin.wait_for_job(uuid, ("failed",), timeout=15)
+    admin.retry_job(uuid)
+    admin.wait_for_job(uuid, ("failed",), timeout=15)
+    history = admin.job_history(uuid)
+    assert [(e["event"], e["by"], e["attempt"]) for e in history] == [
+        ("created", "admin", 1),
+        ("started", "worker", 1),
+        ("failed", "worker", 1),
+        ("retried", "admin", 2),
+        ("started", "worker", 2),
+        ("failed", "worker", 2),
+    ]
+    assert history[2]["error"] == {"type": "JobFailed", "message": "disk full"}
+    assert history[3]["previous_attempt"]["status"] == "failed"
+    with pytest.raises(ClientError) as info:
+        server.client("alice").job_history(uuid)
+    assert info.value.status == 404
+
+
+# --- scheduled jobs --------------------------------------------------------------------
+
+
+def test_scheduled_jobs_create_get_list_update_delete(admin):
+    created = admin.create_scheduled_job(
+        "client-hourly",
+        "dummy",
+        "0 * * * *",
+        {"steps": 2},
+        title="Hourly",
+        description="From the client",
+        timezone="Europe/Amsterdam",
+    )
+    assert created["id"] == "client-hourly"
+    assert (created["action"], created["params"], created["schedule"]) == (
+        "dummy",
+        {"steps": 2},
+        "0 * * * *",
+    )
+    assert (created["title"], created["timezone"], created["enabled"]) == (
+        "Hourly",
+        "Europe/Amsterdam",
+        True,
+    )
+    assert created["next_run"] is not None
+    assert admin.get_scheduled_job("client-hourly") == created
+    assert created in admin.list_scheduled_jobs()
+
+    changed = admin.update_scheduled_job("client-hourly", enabled=False, params={"steps": 3})
+    assert (changed["enabled"], changed["next_run"], changed["params"]) == (
+        False,
+        None,
+        {"steps": 3},
+    )
+    assert changed["schedule"] == "0 * * * *"  # what was not given stays
+    assert admin.get_scheduled_job("client-hourly") == changed
+
+    admin.delete_scheduled_job("client-hourly")
+    with pytest.raises(ClientError) as info:
+        admin.get_scheduled_job("client-hourly")
+    assert info.value.status == 404
+    assert all(s["id"] != "client-hourly" for s in admin.list_scheduled_jobs())
+
+
+def test_scheduled_job_refusals(server, admin):
+    admin.create_scheduled_job("client-taken", "dummy", "0 2 * * *")
+    with pytest.raises(ClientError) as info:
+        admin.create_scheduled_job("client-taken", "dummy", "0 2 * * *")
+    assert (info.value.status, info.value.type) == (409, "Conflict")
+    with pytest.raises(ClientError) as info:
+        admin.create_scheduled_job("client-bad", "dummy", "0 * * *")
+    assert info.value.status == 400
+    assert "'0 * * *' has 4" in str(info.value)
+    with pytest.raises(ClientError) as info:
+        admin.update_scheduled_job("client-missing", enabled=True)
+    assert info.value.status == 404
+    with pytest.raises(ClientError) as info:
+        server.client("alice").list_scheduled_jobs()
+    assert (info.value.status, info.value.type) == (403, "Forbidden")
+    with pytest.raises(ValueError, match="not a scheduled job id"):
+        admin.get_scheduled_job("a/b")
+    admin.delete_scheduled_job("client-taken")
+
+
+def test_scheduled_job_actions_list_every_action(admin):
+    actions = admin.scheduled_job_actions()
+    assert [a["name"] for a in actions] == ["dummy", "prune"]
+    assert actions[0]["params"]["type"] == "object"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import stat
 import subprocess
 import sys
@@ -118,10 +119,10 @@ def test_login_stores_the_token_for_the_server_readable_by_the_owner_only(server
 def test_logout_revokes_and_forgets_the_token(server, tmp_path):
     # The URL is normalised: the token stored for ".../" serves "..." too.
     login = run_cli(
-        server, tmp_path, "login", "alice", "-s", server.url + "/", stdin="alice-password\n"
+        server, tmp_path, "login", "carol", "-s", server.url + "/", stdin="carol-password\n"
     )
     assert login.returncode == 0, login.stderr
-    assert login.stdout.startswith(f"Logged in to {server.url} as alice")
+    assert login.stdout.startswith(f"Logged in to {server.url} as carol")
     path = tmp_path / "nick-jobs" / "tokens.json"
     token = json.loads(path.read_text())[server.url]["token"]
 
@@ -358,9 +359,12 @@ def test_actions_plain_and_json(cli_all, api):
 def test_health(cli, server):
     proc = cli("health")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith(
-        f"ok {server.url}: /healthz/ready answered 200; database ok; broker ok in "
-    )
+    # A testing server runs no scheduler, a check it does not need to be ready.
+    assert re.fullmatch(
+        f"ok {re.escape(server.url)}: /healthz/ready answered 200; database ok; broker ok"
+        r"(; scheduler (ok|down \(not required\)))? in \d+ ms\n",
+        proc.stdout,
+    ), proc.stdout
 
 
 def test_server_down_is_exit_6(cli_all):
@@ -373,4 +377,274 @@ def test_server_down_is_exit_6(cli_all):
 def test_admin_subcommands_still_take_an_ini_file(server, config_home):
     proc = run_cli(server, config_home, "users", "list", server.ini)
     assert proc.returncode == 0, proc.stderr
-    assert [line.split("\t")[0] for line in proc.stdout.splitlines()] == ["admin", "alice"]
+    assert [line.split("\t")[0] for line in proc.stdout.splitlines()] == ["admin", "alice", "carol"]
+
+
+# --- stop, resume, restart -------------------------------------------------------------
+
+
+def wait_for(check, timeout: float = 15, interval: float = 0.05):
+    """``check()`` until it returns something true; that value. Fails at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still {value!r} after {timeout} s")
+        time.sleep(interval)
+
+
+def test_stop_and_resume(cli, api):
+    uuid = long_job(api, "Stop me")
+    proc = cli("stop", uuid)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, f"stopping {uuid}\n", "")
+    assert api.wait_for_job(uuid, ("stopped",), timeout=15)["attempt"] == 1
+
+    proc = cli("stop", uuid)
+    assert_fails(proc, EXIT_CONFLICT, f"{uuid}: A stopped job can't be stopped.")
+
+    proc = cli("resume", uuid, "-q")
+    assert (proc.returncode, proc.stdout) == (0, f"{uuid}\n")
+    assert api.wait_for_job(uuid, ("running",), timeout=15)["attempt"] == 2
+
+    proc = cli("resume", uuid)
+    assert_fails(proc, EXIT_CONFLICT, f"{uuid}: A running job can't be resumed.")
+    api.abort_job(uuid)
+
+
+def test_stop_a_job_that_cannot_resume_or_does_not_exist(cli, api):
+    uuid = api.submit_job("prune")["uuid"]
+    api.wait_for_job(uuid, ("completed",), timeout=15)
+    missing = "6f0c2b1e-3d4a-4b5c-8d6e-7f8091a2b3c4"
+    proc = cli("stop", uuid, missing)
+    assert proc.returncode == EXIT_CONFLICT  # the first failure's status
+    assert proc.stderr.splitlines() == [
+        f"nick-jobs: {uuid}: Jobs of action 'prune' can't be stopped and resumed; "
+        "abort it instead.",
+        f"nick-jobs: {missing}: The resource you requested does not exist.",
+    ]
+
+
+def test_restart_shows_the_new_job(cli, api):
+    old = api.submit_job("dummy", {"fail": "disk full"}, title="Again")["uuid"]
+    api.wait_for_job(old, ("failed",), timeout=15)
+    proc = cli("restart", old, "-o", "json")
+    assert proc.returncode == 0, proc.stderr
+    new = json.loads(proc.stdout)
+    assert (new["parent"], new["title"], new["status"]) == (old, "Again", "created")
+    assert new["uuid"] != old
+
+    proc = cli("restart", old, "-q")
+    assert proc.returncode == 0, proc.stderr
+    again = proc.stdout.strip()
+    assert api.get_job(again)["parent"] == old
+
+    running = long_job(api)
+    proc = cli("restart", running)
+    assert_fails(proc, EXIT_CONFLICT, "A running job can't be restarted.")
+    api.abort_job(running)
+
+
+# --- log and history -------------------------------------------------------------------
+
+
+def test_log_follows_pages_in_every_format(cli_all, api):
+    # 60 lines: two pages of the server's default 50.
+    uuid = api.submit_job("dummy", {"steps": 60})["uuid"]
+    api.wait_for_job(uuid, ("completed",), timeout=15)
+    lines = api.job_log(uuid)
+    assert len(lines) == 60
+    plain, quiet, as_json, table, warnings = cli_all(
+        ("log", uuid),
+        ("log", uuid, "-q"),
+        ("log", uuid, "-o", "json"),
+        ("log", uuid, "-o", "table"),
+        ("log", uuid, "--level", "warning"),
+    )
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.splitlines() == [
+        f"{line['time']}\tinfo\t1\tstep {n} of 60 done" for n, line in enumerate(lines, 1)
+    ]
+    assert quiet.stdout.splitlines() == [f"step {n} of 60 done" for n in range(1, 61)]
+    assert json.loads(as_json.stdout) == lines
+    first = lines[0]["time"].replace("T", " ").rstrip("Z")
+    assert table.stdout.splitlines()[0] == f"{first}  info     #1  step 1 of 60 done"
+    assert (warnings.returncode, warnings.stdout) == (0, "")
+
+
+def test_log_refusals(cli_all):
+    missing = "6f0c2b1e-3d4a-4b5c-8d6e-7f8091a2b3c4"
+    not_found, bad_level = cli_all(("log", missing), ("log", missing, "--level", "loud"))
+    assert_fails(not_found, EXIT_NOT_FOUND, "The resource you requested does not exist.")
+    assert bad_level.returncode == EXIT_USAGE
+    assert "invalid choice: 'loud'" in bad_level.stderr
+
+
+def test_history_plain_json_and_quiet(cli_all, api):
+    uuid = api.submit_job("dummy", {"fail": "disk full"})["uuid"]
+    api.wait_for_job(uuid, ("failed",), timeout=15)
+    api.retry_job(uuid)
+    api.wait_for_job(uuid, ("failed",), timeout=15)
+    history = api.job_history(uuid)
+    plain, as_json, quiet, table = cli_all(
+        ("history", uuid),
+        ("history", uuid, "-o", "json"),
+        ("history", uuid, "-q"),
+        ("history", uuid, "-o", "table"),
+    )
+    header, *rows = table.stdout.splitlines()
+    assert header.split() == ["TIME", "EVENT", "BY", "ATTEMPT", "DETAILS"]
+    assert rows[2].endswith("  JobFailed: disk full")
+    assert rows[2].index("failed") == header.index("EVENT")
+    assert plain.returncode == 0, plain.stderr
+    rows = [line.split("\t") for line in plain.stdout.splitlines()]
+    assert [row[1:4] for row in rows] == [
+        ["created", "admin", "1"],
+        ["started", "worker", "1"],
+        ["failed", "worker", "1"],
+        ["retried", "admin", "2"],
+        ["started", "worker", "2"],
+        ["failed", "worker", "2"],
+    ]
+    assert rows[2][4] == "JobFailed: disk full"
+    assert rows[3][4] == "attempt 1 was failed"
+    assert json.loads(as_json.stdout) == history
+    assert quiet.stdout.split() == ["created", "started", "failed", "retried", "started", "failed"]
+
+
+# --- scheduled jobs --------------------------------------------------------------------
+
+
+def test_schedules_add_list_get_update_remove(cli, api, tmp_path):
+    params_file = tmp_path / "params.json"
+    params_file.write_text(json.dumps({"steps": 2, "sleep": 1}))
+    proc = cli(
+        "schedules",
+        "add",
+        "cli-nightly",
+        "--action",
+        "dummy",
+        "--schedule",
+        "30 2 * * *",
+        "--params-file",
+        params_file,
+        "--timezone",
+        "Europe/Amsterdam",
+        "steps=3",  # key=value after the options, over the file
+        "--title",
+        "Nightly",
+        "--disabled",
+        "-o",
+        "json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    created = json.loads(proc.stdout)
+    assert created == api.get_scheduled_job("cli-nightly")
+    assert (created["params"], created["enabled"], created["next_run"]) == (
+        {"steps": 3, "sleep": 1},
+        False,
+        None,
+    )
+    assert (created["schedule"], created["timezone"], created["title"]) == (
+        "30 2 * * *",
+        "Europe/Amsterdam",
+        "Nightly",
+    )
+
+    plain = cli("schedules", "list")
+    assert plain.returncode == 0, plain.stderr
+    assert [
+        "cli-nightly",
+        "no",
+        "30 2 * * *",
+        "Europe/Amsterdam",
+        "dummy",
+        "-",
+        "Nightly",
+    ] in [line.split("\t") for line in plain.stdout.splitlines()]
+    assert "cli-nightly" in cli("schedules", "list", "-q").stdout.splitlines()
+    header, *rows = cli("schedules", "list", "-o", "table").stdout.splitlines()
+    assert header.split() == [
+        "ID",
+        "ENABLED",
+        "SCHEDULE",
+        "TIMEZONE",
+        "ACTION",
+        "NEXT",
+        "RUN",
+        "TITLE",
+    ]
+    (row,) = [row for row in rows if row.startswith("cli-nightly ")]
+    assert row.index("Europe/Amsterdam") == header.index("TIMEZONE")
+    assert row.endswith("  Nightly")
+
+    proc = cli(
+        "schedules", "update", "cli-nightly", "--enabled", "steps=5", "--schedule", "0 3 * * *"
+    )
+    assert proc.returncode == 0, proc.stderr
+    fields = dict(line.split("\t", 1) for line in proc.stdout.splitlines())
+    assert (fields["enabled"], fields["schedule"], fields["params"]) == (
+        "yes",
+        "0 3 * * *",
+        '{"steps": 5}',
+    )
+    assert fields["next_run"] != "-"
+    assert fields["title"] == "Nightly"  # what was not given stays
+
+    got = cli("schedules", "get", "cli-nightly", "-o", "json")
+    assert json.loads(got.stdout) == api.get_scheduled_job("cli-nightly")
+
+    proc = cli("schedules", "remove", "cli-nightly")
+    assert (proc.returncode, proc.stdout) == (0, "removed cli-nightly\n")
+    proc = cli("schedules", "get", "cli-nightly")
+    assert_fails(proc, EXIT_NOT_FOUND, "The resource you requested does not exist.")
+
+
+def test_schedules_refusals(cli, cli_all, server, config_home, api):
+    api.create_scheduled_job("cli-taken", "dummy", "0 2 * * *")
+    taken, bad_cron, missing, no_schedule, nothing, action_param = cli_all(
+        ("schedules", "add", "cli-taken", "--action", "dummy", "--schedule", "0 2 * * *"),
+        ("schedules", "add", "cli-bad", "--action", "dummy", "--schedule", "0 2 * *"),
+        ("schedules", "remove", "cli-missing"),
+        ("schedules", "add", "cli-x", "--action", "dummy"),
+        ("schedules", "update", "cli-taken"),
+        ("schedules", "update", "cli-taken", "action=prune"),
+    )
+    assert_fails(taken, EXIT_CONFLICT, "A scheduled job with the id 'cli-taken' already exists.")
+    assert bad_cron.returncode == 1
+    assert bad_cron.stderr.startswith("nick-jobs: The request has invalid fields. (schedule: ")
+    assert_fails(missing, EXIT_NOT_FOUND, "cli-missing: The resource you requested does not exist.")
+    assert no_schedule.returncode == EXIT_USAGE
+    assert "the following arguments are required: --schedule" in no_schedule.stderr
+    assert_fails(
+        nothing,
+        EXIT_USAGE,
+        "nothing to change: give --schedule, --action, params or another option",
+    )
+    assert_fails(action_param, EXIT_USAGE, "the action is --action, not a parameter")
+
+    alice = server.client("alice").token
+    proc = run_cli(server, config_home, "schedules", "list", NICK_JOBS_TOKEN=alice)
+    assert_fails(proc, EXIT_AUTH, "You are not authorized to access this resource.")
+    api.delete_scheduled_job("cli-taken")
+
+
+def test_a_reader_that_went_away_ends_the_command_quietly(server, config_home, api):
+    uuid = api.submit_job("dummy", {"steps": 3})["uuid"]
+    api.wait_for_job(uuid, ("completed",), timeout=15)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line is written
+    try:
+        proc = subprocess.run(
+            [str(SCRIPT), "log", uuid],
+            stdin=subprocess.DEVNULL,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cli_env(server, config_home),
+            timeout=30,
+        )
+    finally:
+        os.close(write_end)
+    assert (proc.returncode, proc.stderr) == (141, "")

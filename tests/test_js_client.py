@@ -37,11 +37,11 @@ def test_js_client_suite_passes_against_a_live_server():
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )
     assert proc.returncode == 0, f"node --test failed:\n{proc.stdout}\n{proc.stderr}"
     summary = dict(
         line[2:].split(" ", 1) for line in proc.stdout.splitlines() if line.startswith("# ")
     )
-    assert int(summary["pass"]) >= 15
+    assert int(summary["pass"]) >= 38
     assert (summary["fail"], summary["skipped"], summary["cancelled"]) == ("0", "0", "0")

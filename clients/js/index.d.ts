@@ -2,7 +2,23 @@
 
 export declare const DEFAULT_API_PATH: string;
 
-export type JobStatus = 'created' | 'running' | 'completed' | 'failed' | 'aborted';
+export type JobStatus = 'created' | 'running' | 'completed' | 'failed' | 'aborted' | 'stopped';
+
+export type LogLevel = 'debug' | 'info' | 'warning' | 'error';
+
+export interface ProgressStep {
+  name: string;
+  done: number | null;
+  total: number | null;
+  status: 'pending' | 'running' | 'done';
+}
+
+export interface Progress {
+  /** 0 to 100, derived from the steps. */
+  percent: number;
+  message: string | null;
+  steps: ProgressStep[];
+}
 
 export interface JobParams {
   /** The name of the action that runs the job. */
@@ -24,8 +40,138 @@ export interface Job {
   status: JobStatus;
   result: Record<string, unknown>;
   attempt: number;
+  /** What the running handler last reported; null until it reports. */
+  progress?: Progress | null;
+  /** The uuid of the job this one was restarted from. */
+  parent?: string | null;
+  /** When a waiting job may run next; null when it may run at once. */
+  next_run?: string | null;
   /** Only on a failed job. */
   error?: { type: string; message: string };
+}
+
+export interface JobLogLine {
+  time: string;
+  level: LogLevel;
+  message: string;
+  attempt: number;
+}
+
+export interface JobLogPage extends Result<JobLogLine[]> {
+  /** The next page's URL (`Link: rel="next"`), or null on the last page. */
+  next: string | null;
+}
+
+export interface JobLogQuery {
+  /** Only lines at this level or above. */
+  level?: LogLevel;
+  b_size?: number;
+  cursor?: string;
+}
+
+export interface JobHistoryEvent {
+  time: string;
+  /** `created`, `started`, `completed`, `failed`, `aborted`, `retried`, `stop requested`, `resumed`, ... */
+  event: string;
+  /** A login, `worker` or `system`. */
+  by: string;
+  attempt: number;
+  result?: Record<string, unknown>;
+  error?: { type: string; message: string };
+  previous_attempt?: {
+    attempt: number;
+    status: JobStatus;
+    started: string | null;
+    finished: string | null;
+    result: Record<string, unknown>;
+    error: { type: string; message: string } | null;
+  };
+  [key: string]: unknown;
+}
+
+export interface ScheduledJob {
+  '@id': string;
+  id: string;
+  title: string;
+  description: string;
+  action: string;
+  params: Record<string, unknown>;
+  /** A 5-field cron expression, read in `timezone`. */
+  schedule: string;
+  enabled: boolean;
+  /** An IANA time zone. */
+  timezone: string;
+  last_run: string | null;
+  /** null while disabled. */
+  next_run: string | null;
+  /** From the ini file or an add-on: the API can't change or delete it. */
+  declared: boolean;
+}
+
+export interface NewScheduledJob {
+  /** 1 to 100 lowercase letters, digits, `-` or `_`. */
+  id: string;
+  action: string;
+  schedule: string;
+  params?: Record<string, unknown>;
+  title?: string;
+  description?: string;
+  timezone?: string;
+  enabled?: boolean;
+}
+
+export type ScheduledJobChanges = Partial<Omit<NewScheduledJob, 'id'>>;
+
+export interface ProgressEventData {
+  '@id': string;
+  uuid: string;
+  attempt: number;
+  progress: Progress;
+}
+
+export interface LogEventData extends JobLogLine {
+  uuid: string;
+}
+
+export interface CloseEventData {
+  reason: 'finished' | 'deleted' | 'lifetime' | 'shutdown';
+  /** false: the stream is over; true: the iterator resumes it with Last-Event-ID. */
+  reconnect: boolean;
+}
+
+/** One Server-Sent Event of a job stream; `data` is decoded from JSON. */
+export type JobStreamEvent =
+  | { event: 'status'; data: Job; id: string | null }
+  | { event: 'progress'; data: ProgressEventData; id: string | null }
+  | { event: 'log'; data: LogEventData; id: string | null }
+  | { event: 'close'; data: CloseEventData; id: string | null };
+
+export interface StreamOptions {
+  token: string;
+  /** Start after this event (an earlier event's `id`). */
+  lastEventId?: string;
+  /** Aborting it ends the iteration quietly. */
+  signal?: AbortSignal;
+  /** Failed attempts in a row before the iterator rejects; default 5. */
+  reconnects?: number;
+}
+
+export interface RawServerSentEvent {
+  event: string;
+  data: string;
+  id: string | null;
+}
+
+/** The `text/event-stream` parser the streams use. */
+export declare class SSEParser {
+  constructor(lastEventId?: string);
+  lastEventId: string;
+  /** The last `retry:` value, in milliseconds. */
+  retry: number | null;
+  /** How many comment lines (keepalives) it has read. */
+  comments: number;
+  feed(chunk: Uint8Array | string): RawServerSentEvent[];
+  reset(): void;
 }
 
 export interface JobAction {
@@ -33,6 +179,8 @@ export interface JobAction {
   title: string;
   description: string;
   permission: string;
+  /** Whether its jobs can be stopped and resumed. */
+  resumable?: boolean;
   /** The action's parameters, as a JSON Schema. */
   params: Record<string, unknown>;
 }
@@ -90,6 +238,8 @@ export declare class NickJobsError extends Error {
   body: ErrorBody | string | null;
   method?: string;
   url?: string;
+  /** Seconds from a `Retry-After` header (429, 503), or null. */
+  retryAfter: number | null;
   /** `body.error.type` when present. */
   readonly type: string | null;
 }
@@ -130,7 +280,40 @@ export declare class Client {
   deleteJob(args: { token: string; params: JobId }): Promise<Result<null>>;
   abortJob(args: { token: string; params: JobId }): Promise<Result<null>>;
   retryJob(args: { token: string; params: JobId }): Promise<Result<null>>;
+  stopJob(args: { token: string; params: JobId }): Promise<Result<null>>;
+  resumeJob(args: { token: string; params: JobId }): Promise<Result<null>>;
+  restartJob(args: { token: string; params: JobId }): Promise<Result<Job>>;
+  getJobLog(args: {
+    token: string;
+    params?: JobId;
+    query?: JobLogQuery;
+    url?: string;
+  }): Promise<JobLogPage>;
+  iterJobLog(args: {
+    token: string;
+    params: JobId;
+    query?: JobLogQuery;
+  }): AsyncGenerator<JobLogLine, void>;
+  getJobHistory(args: { token: string; params: JobId }): Promise<Result<JobHistoryEvent[]>>;
   getJobActions(args: { token: string }): Promise<Result<JobAction[]>>;
+
+  getScheduledJobs(args: { token: string }): Promise<Result<ScheduledJob[]>>;
+  getScheduledJob(args: { token: string; params: { id: string } }): Promise<Result<ScheduledJob>>;
+  createScheduledJob(args: { token: string; data: NewScheduledJob }): Promise<Result<ScheduledJob>>;
+  /** Resolves to the changed scheduled job, or to null with `Prefer: return=minimal`. */
+  updateScheduledJob(args: {
+    token: string;
+    params: { id: string };
+    data: ScheduledJobChanges;
+    headers?: Record<string, string>;
+  }): Promise<Result<ScheduledJob | null>>;
+  deleteScheduledJob(args: { token: string; params: { id: string } }): Promise<Result<null>>;
+  getScheduledJobActions(args: { token: string }): Promise<Result<JobAction[]>>;
+
+  streamJob(args: StreamOptions & { params: JobId }): AsyncGenerator<JobStreamEvent, void>;
+  streamJobs(
+    args: StreamOptions,
+  ): AsyncGenerator<Extract<JobStreamEvent, { event: 'status' | 'close' }>, void>;
 }
 
 export default Client;

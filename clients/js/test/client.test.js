@@ -230,3 +230,189 @@ describe('actions and errors', () => {
     await assert.rejects(cli.getJob({ token: admin, params: {} }), TypeError);
   });
 });
+
+describe('stop, resume, restart, log and history', () => {
+  test('stopJob, then resumeJob goes on as a new attempt', async () => {
+    const { data: job } = await longJob('Stop me');
+    const id = job.uuid;
+    await waitForStatus(id, ['running']);
+    const stopped = await cli.stopJob({ token: admin, params: { id } });
+    assert.equal(stopped.status, 204);
+    assert.equal(stopped.data, null);
+    assert.equal((await waitForStatus(id, ['stopped'])).attempt, 1);
+
+    const again = await rejection(cli.stopJob({ token: admin, params: { id } }));
+    assert.equal(again.status, 409);
+    assert.equal(again.message, "A stopped job can't be stopped.");
+
+    const resumed = await cli.resumeJob({ token: admin, params: { id } });
+    assert.equal(resumed.status, 204);
+    assert.equal((await waitForStatus(id, ['running'])).attempt, 2);
+    const running = await rejection(cli.resumeJob({ token: admin, params: { id } }));
+    assert.equal(running.status, 409);
+    assert.equal(running.body.error.status, 'running');
+    await cli.abortJob({ token: admin, params: { id } });
+  });
+
+  test("a job whose action can't resume can't be stopped", async () => {
+    const { data } = await cli.createJob({ token: admin, data: { params: { action: 'prune' } } });
+    await waitForStatus(data.uuid, ['completed']);
+    const error = await rejection(cli.stopJob({ token: admin, params: { id: data.uuid } }));
+    assert.equal(error.status, 409);
+    assert.equal(error.type, 'Not resumable');
+  });
+
+  test('restartJob makes a new job with the old one as parent', async () => {
+    const { data: old } = await cli.createJob({
+      token: admin,
+      data: { title: 'Restart me', params: { action: 'dummy', fail: 'disk full' } },
+    });
+    await waitForStatus(old.uuid, ['failed']);
+    const restarted = await cli.restartJob({ token: admin, params: { id: old.uuid } });
+    assert.equal(restarted.status, 201);
+    assert.notEqual(restarted.data.uuid, old.uuid);
+    assert.equal(restarted.data.parent, old.uuid);
+    assert.equal(restarted.data.title, 'Restart me');
+    assert.equal(restarted.headers.get('Location'), restarted.data['@id']);
+    const { data: unchanged } = await cli.getJob({ token: admin, params: { id: old.uuid } });
+    assert.equal(unchanged.status, 'failed');
+  });
+
+  test('getJobLog pages with next; iterJobLog follows them; level filters', async () => {
+    const { data } = await cli.createJob({
+      token: admin,
+      data: { params: { action: 'dummy', steps: 3 } },
+    });
+    const id = data.uuid;
+    await waitForStatus(id, ['completed']);
+    // This server's default page size is 2.
+    const first = await cli.getJobLog({ token: admin, params: { id } });
+    assert.deepEqual(
+      first.data.map((line) => line.message),
+      ['step 1 of 3 done', 'step 2 of 3 done'],
+    );
+    assert.deepEqual(Object.keys(first.data[0]).sort(), ['attempt', 'level', 'message', 'time']);
+    assert.ok(first.next);
+    const second = await cli.getJobLog({ token: admin, url: first.next });
+    assert.deepEqual(
+      second.data.map((line) => line.message),
+      ['step 3 of 3 done'],
+    );
+    assert.equal(second.next, null);
+
+    const all = [];
+    for await (const line of cli.iterJobLog({ token: admin, params: { id } })) all.push(line.message);
+    assert.deepEqual(all, ['step 1 of 3 done', 'step 2 of 3 done', 'step 3 of 3 done']);
+
+    const warnings = await cli.getJobLog({ token: admin, params: { id }, query: { level: 'warning' } });
+    assert.deepEqual(warnings.data, []);
+    const invalid = await rejection(
+      cli.getJobLog({ token: admin, params: { id }, query: { level: 'loud' } }),
+    );
+    assert.equal(invalid.status, 400);
+    assert.ok(invalid.body.error.fields.level);
+  });
+
+  test('getJobHistory lists what happened, in order', async () => {
+    const { data } = await cli.createJob({
+      token: admin,
+      data: { params: { action: 'dummy', fail: 'disk full' } },
+    });
+    await waitForStatus(data.uuid, ['failed']);
+    const { data: history, status } = await cli.getJobHistory({
+      token: admin,
+      params: { id: data.uuid },
+    });
+    assert.equal(status, 200);
+    assert.deepEqual(
+      history.map((event) => [event.event, event.by, event.attempt]),
+      [
+        ['created', 'admin', 1],
+        ['started', 'worker', 1],
+        ['failed', 'worker', 1],
+      ],
+    );
+    assert.deepEqual(history[2].error, { type: 'JobFailed', message: 'disk full' });
+    const hidden = await rejection(cli.getJobHistory({ token: alice, params: { id: data.uuid } }));
+    assert.equal(hidden.status, 404);
+  });
+});
+
+describe('scheduled jobs', () => {
+  test('create, get, list, update and delete', async () => {
+    const created = await cli.createScheduledJob({
+      token: admin,
+      data: {
+        id: 'js-hourly',
+        action: 'dummy',
+        schedule: '0 * * * *',
+        params: { steps: 2 },
+        title: 'Hourly',
+        timezone: 'Europe/Amsterdam',
+      },
+    });
+    assert.equal(created.status, 201);
+    assert.equal(created.headers.get('Location'), created.data['@id']);
+    assert.deepEqual(
+      [created.data.id, created.data.action, created.data.enabled, created.data.timezone],
+      ['js-hourly', 'dummy', true, 'Europe/Amsterdam'],
+    );
+    assert.ok(created.data.next_run);
+
+    const got = await cli.getScheduledJob({ token: admin, params: { id: 'js-hourly' } });
+    assert.deepEqual(got.data, created.data);
+    const list = await cli.getScheduledJobs({ token: admin });
+    assert.ok(list.data.some((item) => item.id === 'js-hourly'));
+
+    const updated = await cli.updateScheduledJob({
+      token: admin,
+      params: { id: 'js-hourly' },
+      data: { enabled: false, params: { steps: 3 } },
+    });
+    assert.equal(updated.status, 200);
+    assert.deepEqual(
+      [updated.data.enabled, updated.data.next_run, updated.data.params, updated.data.schedule],
+      [false, null, { steps: 3 }, '0 * * * *'],
+    );
+    const minimal = await cli.updateScheduledJob({
+      token: admin,
+      params: { id: 'js-hourly' },
+      data: { title: 'Still hourly' },
+      headers: { Prefer: 'return=minimal' },
+    });
+    assert.equal(minimal.status, 204);
+    assert.equal(minimal.data, null);
+
+    const deleted = await cli.deleteScheduledJob({ token: admin, params: { id: 'js-hourly' } });
+    assert.equal(deleted.status, 204);
+    const gone = await rejection(cli.getScheduledJob({ token: admin, params: { id: 'js-hourly' } }));
+    assert.equal(gone.status, 404);
+  });
+
+  test('refusals carry the status and the server body', async () => {
+    const data = { id: 'js-taken', action: 'dummy', schedule: '0 2 * * *' };
+    await cli.createScheduledJob({ token: admin, data });
+    const taken = await rejection(cli.createScheduledJob({ token: admin, data }));
+    assert.equal(taken.status, 409);
+    assert.equal(taken.message, "A scheduled job with the id 'js-taken' already exists.");
+    const invalid = await rejection(
+      cli.createScheduledJob({ token: admin, data: { ...data, id: 'js-bad', schedule: '0 2 * *' } }),
+    );
+    assert.equal(invalid.status, 400);
+    assert.equal(invalid.type, 'Validation error');
+    assert.ok(invalid.body.error.fields.schedule);
+    const forbidden = await rejection(cli.getScheduledJobs({ token: alice }));
+    assert.equal(forbidden.status, 403);
+    assert.equal(forbidden.type, 'Forbidden');
+    await assert.rejects(cli.getScheduledJob({ token: admin, params: {} }), TypeError);
+    await cli.deleteScheduledJob({ token: admin, params: { id: 'js-taken' } });
+  });
+
+  test('getScheduledJobActions lists every action', async () => {
+    const { data } = await cli.getScheduledJobActions({ token: admin });
+    assert.deepEqual(
+      data.map((action) => action.name),
+      ['dummy', 'prune'],
+    );
+  });
+});

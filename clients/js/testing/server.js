@@ -48,7 +48,11 @@ async function waitUntilUp(url, proc, output, timeoutMs = 20000) {
   throw new Error(`nick-jobs did not answer on ${url} in ${timeoutMs} ms:\n${output.join('')}`);
 }
 
-export async function startServer() {
+/**
+ * A server for one test file. `settings` adds ini lines to [app:main], e.g.
+ * `{ 'nick_jobs.stream_max_lifetime': '0.7' }`.
+ */
+export async function startServer({ settings = {} } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'nick-jobs-js-'));
   const port = await freePort();
   const ini = join(dir, 'test.ini');
@@ -67,10 +71,15 @@ export async function startServer() {
       'nick_jobs.bootstrap_admin = false',
       'nick_jobs.login_rate_limit = 1000',
       'nick_jobs.default_page_size = 2',
+      // Reconnections after a dropped stream wait this long: short, for quick tests.
+      'nick_jobs.stream_retry_ms = 100',
+      ...Object.entries(settings).map(([key, value]) => `${key} = ${value}`),
       '',
       '[server:main]',
       'use = egg:waitress#main',
       `listen = 127.0.0.1:${port}`,
+      // Each open event stream holds a waitress thread; plain requests need some too.
+      'threads = 16',
       '',
     ].join('\n'),
   );
