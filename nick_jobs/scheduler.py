@@ -18,6 +18,10 @@ the latest missed slot; with ``skip`` it fires only if that slot is less than
 
 Schedules can also be declared, in the ini file (``nick_jobs.schedules``) or by an add-on
 (``config.add_scheduled_job(...)``); they are written to the table at start-up.
+
+Every tick also records that a scheduler is alive, in the database, so that every API node
+can tell (``/healthz/ready`` reads it) whether any scheduler ticks, wherever it runs:
+inside an API process or as ``nick-jobs scheduler``.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ import atexit
 import datetime as dt
 import json
 import logging
+import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -42,6 +48,7 @@ from sqlalchemy.exc import IntegrityError
 
 from . import cron, transitions
 from .models import ScheduledFiring, ScheduledJob, utcnow
+from .models.meta import UTCDateTime
 from .scheduled_jobs import SLUG, SLUG_MESSAGE, check_definition, upcoming
 from .settings import ConfigurationError
 
@@ -57,6 +64,13 @@ PRUNE_SCHEDULE_ID = "prune-nightly"
 # Set when the declared schedules could not be written at start-up.
 SYNC_PENDING = "nick_jobs.scheduler.sync_pending"
 DEFAULT_PRUNE_SCHEDULE = "0 3 * * *"
+# The schedulers' liveness is one row of scheduled_firings under an id that no scheduled
+# job can have (ids are slugs, which have no "@"), so it needs no table of its own: its
+# ``created`` is when a scheduler last ticked, its ``job_uuid`` which process it was.
+LIVENESS_ID = "@scheduler"
+LIVENESS_SLOT = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+# A scheduler in a tight loop (a slot it can't fire) records its liveness at most this often.
+LIVENESS_EVERY = dt.timedelta(seconds=1)
 
 
 # --- settings --------------------------------------------------------------------------
@@ -73,6 +87,10 @@ class SchedulerSettings:
     grace_s: float
     # The cron expression of the declared nightly prune, or None for none.
     prune_schedule: str | None
+    # /healthz/ready reports the scheduler down when no scheduler ticked for this long.
+    stale_after_s: float = 30.0
+    # Whether a scheduler that is down makes /healthz/ready answer 503.
+    ready_requires: bool = False
 
 
 def _seconds(settings: Mapping[str, Any], key: str, default: float) -> float:
@@ -84,6 +102,19 @@ def _seconds(settings: Mapping[str, Any], key: str, default: float) -> float:
     if value <= 0:
         raise ConfigurationError(f"{key} must be more than 0 seconds, not {raw!r}")
     return value
+
+
+def _strict_bool(settings: Mapping[str, Any], key: str, default: bool) -> bool:
+    raw = settings.get(key, default)
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in {"true", "yes", "on", "1"}:
+        return True
+    if text in {"false", "no", "off", "0"}:
+        return False
+    # asbool would read a typo as false: a health setting must not fail open silently.
+    raise ConfigurationError(f"{key} must be true or false, not {raw!r}")
 
 
 def parse_settings(settings: Mapping[str, Any], base) -> SchedulerSettings:
@@ -103,12 +134,23 @@ def parse_settings(settings: Mapping[str, Any], base) -> SchedulerSettings:
             prune_schedule = cron.normalize(prune)
         except cron.InvalidSchedule as exc:
             raise ConfigurationError(f"nick_jobs.prune_schedule: {exc}") from None
+    interval = _seconds(settings, "nick_jobs.scheduler.interval", 5.0)
+    stale_after = _seconds(settings, "nick_jobs.scheduler.stale_after", max(30.0, 3 * interval))
+    # A healthy scheduler ticks at least every interval; with less than two intervals of
+    # slack, one slow tick would report it down.
+    if stale_after < 2 * interval:
+        raise ConfigurationError(
+            "nick_jobs.scheduler.stale_after must be at least twice "
+            f"nick_jobs.scheduler.interval, not {stale_after:g} s for ticks every {interval:g} s"
+        )
     return SchedulerSettings(
         embedded=asbool(settings.get("nick_jobs.scheduler.embedded", embedded_default)),
         missed=missed,
-        interval_s=_seconds(settings, "nick_jobs.scheduler.interval", 5.0),
+        interval_s=interval,
         grace_s=_seconds(settings, "nick_jobs.scheduler.grace", 60.0),
         prune_schedule=prune_schedule,
+        stale_after_s=stale_after,
+        ready_requires=_strict_bool(settings, "nick_jobs.ready_requires_scheduler", False),
     )
 
 
@@ -313,6 +355,64 @@ def sync_declared(registry, now: dt.datetime | None = None) -> None:
             conn.execute(scheduled.delete().where(scheduled.c.id.in_(stale)))
 
 
+# --- liveness --------------------------------------------------------------------------
+
+
+def process_name() -> str:
+    """``host:pid`` of this process, cut to the column's 36 characters."""
+    pid = str(os.getpid())
+    return f"{socket.gethostname()[: 35 - len(pid)]}:{pid}"
+
+
+def record_tick(engine: sa.Engine, when: dt.datetime, who: str) -> None:
+    """Record that the scheduler ``who`` ticked at ``when``, unless one ticked later.
+
+    One conditional UPDATE, and an INSERT the first time ever: schedulers on clocks a
+    little apart never move the time back.
+    """
+    at = sa.bindparam("when", when, type_=UTCDateTime())
+    with engine.begin() as conn:
+        matched = conn.execute(
+            firings.update()
+            .where(firings.c.scheduled_job_id == LIVENESS_ID)
+            .values(
+                created=sa.case((firings.c.created < at, at), else_=firings.c.created),
+                job_uuid=sa.case((firings.c.created < at, who), else_=firings.c.job_uuid),
+            )
+        ).rowcount
+        if matched:
+            return
+        try:
+            with conn.begin_nested():
+                conn.execute(
+                    firings.insert().values(
+                        scheduled_job_id=LIVENESS_ID,
+                        fire_time=LIVENESS_SLOT,
+                        job_uuid=who,
+                        created=when,
+                    )
+                )
+        except IntegrityError:
+            pass  # another scheduler wrote the first row at the same moment
+
+
+@dataclass(frozen=True)
+class Liveness:
+    last_tick: dt.datetime
+    # host:pid of the scheduler that ticked last.
+    by: str
+
+
+def last_tick(conn: sa.Connection) -> Liveness | None:
+    """When a scheduler, any of them, last ticked; None if none ever did."""
+    row = conn.execute(
+        sa.select(firings.c.created, firings.c.job_uuid).where(
+            firings.c.scheduled_job_id == LIVENESS_ID
+        )
+    ).one_or_none()
+    return None if row is None else Liveness(row.created, row.job_uuid)
+
+
 # --- firing ----------------------------------------------------------------------------
 
 
@@ -346,9 +446,12 @@ class Scheduler:
             raise ValueError(f"missed must be one of {MISSED_POLICIES}, not {self.missed!r}")
         self.grace = dt.timedelta(seconds=grace_s or settings.grace_s)
         self.interval_s = interval_s or settings.interval_s
-        # For health checks: when the last tick ended, and the earliest slot still to come.
+        # When the last tick ended (on ``clock``), and the earliest slot still to come.
         self.last_tick: dt.datetime | None = None
         self.next_due: dt.datetime | None = None
+        # When this scheduler last recorded its liveness, on the real clock.
+        self._recorded: dt.datetime | None = None
+        self.name = process_name()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -387,7 +490,16 @@ class Scheduler:
                 sa.select(sa.func.min(scheduled.c.next_run)).where(scheduled.c.enabled.is_(True))
             ).scalar_one_or_none()
         self.last_tick = now
+        self._record_liveness()
         return fired
+
+    def _record_liveness(self) -> None:
+        # The real clock, not ``clock``: health checks compare it with the time now.
+        real = utcnow()
+        if self._recorded is not None and real - self._recorded < LIVENESS_EVERY:
+            return
+        record_tick(self.engine, real, self.name)
+        self._recorded = real
 
     def _fire(self, row: Any, now: dt.datetime) -> Fired | None:
         if row.next_run is None:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 
 import pytest
+import sqlalchemy as sa
 import webtest
 
 from nick_jobs import main
-from nick_jobs.views.health import CHECKS
+from nick_jobs.models import ScheduledFiring, utcnow
+from nick_jobs.scheduler import LIVENESS_ID, Scheduler, record_tick
+from nick_jobs.views.health import CHECKS, REQUIRED
 
 from .conftest import base_settings, reset_database
 from .netutil import Proxy, black_hole, free_port
+
+firings = ScheduledFiring.__table__
 
 
 def test_healthz_answers_ok_without_authentication(app):
@@ -28,13 +34,122 @@ def test_healthz_other_paths_and_methods_get_the_error_body(app):
     assert set(res.json["error"]) == {"type", "message"}
 
 
-def test_ready_checks_the_database_and_the_broker(app):
+def test_ready_checks_the_database_the_broker_and_the_scheduler(app):
     res = app.get("/healthz/ready")
     assert res.status_int == 200
     assert res.json["status"] == "ok"
-    assert set(res.json["checks"]) == {"database", "broker"}
-    assert all(check["status"] == "ok" for check in res.json["checks"].values())
+    checks = res.json["checks"]
+    assert set(checks) == {"database", "broker", "scheduler"}
+    assert (checks["database"]["status"], checks["broker"]["status"]) == ("ok", "ok")
+    # No scheduler runs in the testing environment: reported, not required by default.
+    assert {k: v for k, v in checks["scheduler"].items() if k != "duration_ms"} == {
+        "status": "down",
+        "message": "No scheduler has ticked yet.",
+        "last_tick": None,
+        "required": False,
+    }
     assert "error" not in res.json
+
+
+def _tick_at(engine: sa.Engine, seconds_ago: float) -> None:
+    """A scheduler that last ticked ``seconds_ago`` (a scheduler writes only the time now)."""
+    with engine.begin() as conn:
+        conn.execute(sa.delete(firings).where(firings.c.scheduled_job_id == LIVENESS_ID))
+    record_tick(engine, utcnow() - dt.timedelta(seconds=seconds_ago), "elsewhere:1")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres-redis"], indirect=True)
+def test_ready_reports_the_scheduler_ok_within_the_bound_and_down_past_it(backend, make_app):
+    reset_database(backend.engine)
+    app = make_app(**{"nick_jobs.scheduler.stale_after": "20"})
+    strict = make_app(
+        **{"nick_jobs.scheduler.stale_after": "20", "nick_jobs.ready_requires_scheduler": "true"}
+    )
+    Scheduler(app.app.registry).tick()
+    for client in (app, strict):
+        res = client.get("/healthz/ready")
+        check = res.json["checks"]["scheduler"]
+        assert (res.status_int, check["status"]) == (200, "ok")
+        assert check["age_s"] < 20
+        assert check["last_tick"].endswith("Z")
+    assert "required" not in strict.get("/healthz/ready").json["checks"]["scheduler"]
+
+    _tick_at(backend.engine, 19)
+    assert strict.get("/healthz/ready").json["checks"]["scheduler"]["status"] == "ok"
+
+    _tick_at(backend.engine, 21)
+    res = app.get("/healthz/ready")
+    check = res.json["checks"]["scheduler"]
+    assert (res.status_int, res.json["status"], check["status"]) == (200, "ok", "down")
+    assert check["message"] == "No scheduler ticked in the last 20 s."
+    assert check["age_s"] >= 21
+    assert check["required"] is False
+    assert "error" not in res.json
+
+    # A deployment that counts on its scheduler says so, and is not ready without it.
+    res = strict.get("/healthz/ready", status=503)
+    assert res.json["status"] == "unavailable"
+    assert res.json["checks"]["scheduler"]["status"] == "down"
+    assert res.json["checks"]["database"]["status"] == "ok"
+    assert res.json["error"] == {
+        "type": "Service unavailable",
+        "message": "Not ready: scheduler down.",
+    }
+    # Back as soon as a scheduler ticks again.
+    Scheduler(strict.app.registry).tick()
+    assert strict.get("/healthz/ready").json["checks"]["scheduler"]["status"] == "ok"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres-redis"], indirect=True)
+def test_ready_follows_a_running_scheduler_and_notices_when_it_stops(backend, make_app):
+    reset_database(backend.engine)
+    settings = {
+        "nick_jobs.scheduler.interval": "0.1",
+        "nick_jobs.scheduler.stale_after": "1",
+        "nick_jobs.ready_requires_scheduler": "true",
+    }
+    # An API node without a scheduler, and one that runs the embedded scheduler thread.
+    api = make_app(**settings)
+    other = make_app(**settings, **{"nick_jobs.scheduler.embedded": "true"})
+    scheduler = other.app.registry["nick_jobs.scheduler"]
+    try:
+        res = wait_status(api, 200, "the scheduler's first tick")
+        assert res.json["checks"]["scheduler"]["status"] == "ok"
+    finally:
+        scheduler.stop()
+    res = wait_status(api, 503, "the stopped scheduler to be noticed")
+    assert res.json["checks"]["scheduler"]["status"] == "down"
+    assert res.json["error"]["message"] == "Not ready: scheduler down."
+
+
+def wait_status(app, status: int, what: str, timeout: float = 10):
+    deadline = time.monotonic() + timeout
+    while True:
+        res = app.get("/healthz/ready", status="*")
+        if res.status_int == status:
+            return res
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_a_failing_check_that_is_not_required_is_reported_and_never_makes_ready_503(app):
+    registry = app.app.registry
+
+    def search(registry, timeout: float) -> None:
+        raise ConnectionRefusedError("search.internal:9200")
+
+    registry[CHECKS]["search"] = search
+    registry[REQUIRED]["search"] = False
+    res = app.get("/healthz/ready")
+    assert res.json["checks"]["search"] == {
+        "status": "unavailable",
+        "message": "ConnectionRefusedError: the search is not reachable.",
+        "duration_ms": res.json["checks"]["search"]["duration_ms"],
+        "required": False,
+    }
+    registry[REQUIRED]["search"] = True
+    res = app.get("/healthz/ready", status=503)
+    assert res.json["error"]["message"] == "Not ready: search unavailable."
 
 
 def test_broker_down_ready_is_503_and_jobs_are_still_accepted(backend, make_app):

@@ -28,7 +28,7 @@ from nick_jobs import cron, main, migrations, tokens
 from nick_jobs.cli import build_parser
 from nick_jobs.models import Base, Job, ScheduledFiring, ScheduledJob, get_engine
 from nick_jobs.scheduled_jobs import upcoming
-from nick_jobs.scheduler import Scheduler, parse_settings
+from nick_jobs.scheduler import LIVENESS_ID, Scheduler, last_tick, parse_settings, record_tick
 from nick_jobs.settings import ConfigurationError
 from nick_jobs.settings import parse as parse_base_settings
 from tests.conftest import REDIS_URL, ROOT, base_settings, need, reset_database, write_ini
@@ -106,6 +106,9 @@ class World:
     def jobs(self) -> list[Any]:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(jobs).order_by(jobs.c.id)).all()
+
+    def app_client(self) -> webtest.TestApp:
+        return webtest.TestApp(self.app, extra_environ={"HTTP_HOST": "localhost:8080"})
 
 
 def _reset(engine: sa.Engine) -> None:
@@ -250,7 +253,11 @@ def test_fires_exactly_once_per_slot(world):
     assert (row.last_run, row.next_run) == (at("2026-01-05 10:10:02"), at("2026-01-05 10:15"))
     assert scheduler.next_due == at("2026-01-05 10:15")
     with world.engine.connect() as conn:
-        kept = conn.execute(sa.select(firings.c.fire_time, firings.c.job_uuid)).all()
+        kept = conn.execute(
+            sa.select(firings.c.fire_time, firings.c.job_uuid).where(
+                firings.c.scheduled_job_id == "every-five"
+            )
+        ).all()
     assert kept == [(at("2026-01-05 10:10"), made[1].uuid)]
 
 
@@ -517,6 +524,11 @@ def test_declared_schedules_are_read_only_through_the_api(make_world):
         ({"nick_jobs.scheduler.missed": "always"}, "catchup or skip"),
         ({"nick_jobs.scheduler.interval": "0"}, "more than 0 seconds"),
         ({"nick_jobs.prune_schedule": "nightly"}, "nick_jobs.prune_schedule"),
+        ({"nick_jobs.ready_requires_scheduler": "maybe"}, "must be true or false"),
+        (
+            {"nick_jobs.scheduler.interval": "10", "nick_jobs.scheduler.stale_after": "15"},
+            "stale_after must be at least twice nick_jobs.scheduler.interval",
+        ),
     ],
 )
 def test_bad_declarations_and_settings_stop_the_start(make_world, overrides, message):
@@ -634,10 +646,73 @@ def test_the_scheduler_command_fires_on_postgresql(make_world, tmp_path):
     try:
         made = wait_for(world.jobs, 20, "nick-jobs scheduler to fire")
         assert made[0].params["scheduled_job"] == "from-the-command"
+        # Its ticks are what the API nodes' readiness reads.
+        with world.engine.connect() as conn:
+            liveness = last_tick(conn)
+        assert liveness.by.endswith(f":{proc.pid}")
+        scheduler_check = world.app_client().get("/healthz/ready").json["checks"]["scheduler"]
+        assert scheduler_check["status"] == "ok"
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
     assert len(world.jobs()) == 1
+
+
+# --- liveness --------------------------------------------------------------------------
+
+
+def test_each_tick_records_the_schedulers_liveness_in_one_row(world):
+    with world.engine.connect() as conn:
+        assert last_tick(conn) is None
+    before = dt.datetime.now(dt.UTC)
+    # A fake clock far in the past: liveness is on the real clock all the same.
+    world.scheduler().tick()
+    with world.engine.connect() as conn:
+        first = last_tick(conn)
+    assert first.last_tick >= before.replace(microsecond=before.microsecond // 1000 * 1000)
+    assert first.by.endswith(f":{os.getpid()}")
+    # Two more schedulers tick: still one row, at the latest tick.
+    for _ in range(2):
+        world.scheduler().tick()
+    with world.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(firings.c.created).where(firings.c.scheduled_job_id == LIVENESS_ID)
+        ).all()
+    assert len(rows) == 1
+    assert rows[0].created >= first.last_tick
+
+
+def test_a_scheduler_whose_clock_is_behind_never_moves_the_liveness_back(world):
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    record_tick(world.engine, now, "ahead:1")
+    record_tick(world.engine, now - dt.timedelta(seconds=3), "behind:2")
+    with world.engine.connect() as conn:
+        assert (last_tick(conn).last_tick, last_tick(conn).by) == (now, "ahead:1")
+    record_tick(world.engine, now + dt.timedelta(seconds=1), "behind:2")
+    with world.engine.connect() as conn:
+        assert last_tick(conn).by == "behind:2"
+
+
+def test_a_scheduler_in_a_tight_loop_records_its_liveness_once_per_period(make_world, monkeypatch):
+    # A period no test run reaches: the count below can't depend on how fast ticks are.
+    monkeypatch.setattr("nick_jobs.scheduler.LIVENESS_EVERY", dt.timedelta(hours=1))
+    world = make_world()
+    scheduler = world.scheduler()
+    writes: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        if "scheduled_firings" in statement and statement.split()[0] in {"UPDATE", "INSERT"}:
+            writes.append(statement.split()[0])
+
+    sa.event.listen(scheduler.engine, "after_cursor_execute", count)
+    try:
+        for _ in range(5):
+            scheduler.tick()
+        world.scheduler().tick()  # another scheduler records its own
+    finally:
+        sa.event.remove(scheduler.engine, "after_cursor_execute", count)
+    # The first tick found no row and inserted it; the next four wrote nothing.
+    assert writes == ["UPDATE", "INSERT", "UPDATE"]
 
 
 # --- the migration ---------------------------------------------------------------------
