@@ -21,9 +21,10 @@ from typing import Any
 import pytest
 import waitress
 
+from nick_jobs.models import get_engine
 from nick_jobs.streams import tickets
 
-from .conftest import Client
+from .conftest import Client, reset_database
 
 
 @contextlib.contextmanager
@@ -102,6 +103,19 @@ class EventStream:
                 self.retry = int(value)
             else:
                 event[field] = value
+
+    def wait_comments(self, count: int, timeout: float = 20.0) -> None:
+        """Read ``count`` comment lines; an event meanwhile fails the test."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while seen < count:
+            assert time.monotonic() < deadline, f"fewer than {count} comments in {timeout} s"
+            line = self.response.readline().decode()
+            assert line, "the server ended the stream"
+            assert not line.startswith(("event:", "data:", "id:")), f"unexpected {line!r}"
+            if line.startswith(":"):
+                seen += 1
+                self.comments += 1
 
     def until_close(self) -> list[dict[str, Any]]:
         events = []
@@ -364,8 +378,6 @@ def test_the_all_jobs_stream_resumes_from_last_event_id(app_without_worker):
 def test_two_api_nodes_see_the_same_streams(backend, make_app, tmp_path):
     """Two app instances on one database: a job submitted and run through one node is
     streamed by the other, and its all-jobs stream sees it too."""
-    from .conftest import reset_database
-
     reset_database(backend.engine)
     node_a, node_b = make_app(), make_app()
     params, gate = gate_params(tmp_path, before=1, after=1)
@@ -419,8 +431,6 @@ def test_follow_takes_true_or_false(app_without_worker):
 
 
 def test_a_refused_follow_creates_no_job(make_app, backend):
-    from .conftest import reset_database
-
     reset_database(backend.engine)
     app = make_app(**{"nick_jobs.stream_max_per_user": "0"})
     body = {"params": {"action": "dummy"}}
@@ -431,8 +441,6 @@ def test_a_refused_follow_creates_no_job(make_app, backend):
 
 
 def test_streams_are_capped_per_user_and_per_process(make_app, backend):
-    from .conftest import reset_database
-
     reset_database(backend.engine)
     app = make_app(
         **{
@@ -473,8 +481,6 @@ def test_streams_are_capped_per_user_and_per_process(make_app, backend):
 
 
 def test_a_stream_ends_at_its_lifetime_and_asks_to_reconnect(make_app, backend):
-    from .conftest import reset_database
-
     reset_database(backend.engine)
     app = make_app(
         **{
@@ -584,3 +590,47 @@ def test_the_open_stream_count_is_a_metric(app_without_worker):
         text = app.get("/metrics", headers=app.auth()).text
         assert "nick_jobs_open_streams 1.0" in text
         stream.close()
+
+
+def test_a_stream_survives_a_database_outage_and_catches_up(pg_url):
+    """The hub's queries fail while the database is away; the stream stays open with its
+    keepalives, and the change made meanwhile arrives once the database answers."""
+    from nick_jobs import main, transitions
+
+    from .conftest import base_settings
+    from .netutil import Proxy
+
+    reset_database(get_engine(pg_url))
+    host_port, _, database = pg_url.rpartition("@")[2].partition("/")
+    proxy = Proxy(int(host_port.rsplit(":", 1)[1])).up()
+    url = f"{pg_url.rpartition('@')[0]}@{proxy.address}/{database}"
+    settings = base_settings(
+        **{"sqlalchemy.url": url, "nick_jobs.broker_url": "stub://"},
+        **{"nick_jobs.embedded_worker_threads": "0", "nick_jobs.stream_keepalive": "0.2"},
+    )
+    wsgi = main({}, **settings)
+    app = Client(wsgi, extra_environ={"HTTP_HOST": "localhost:8080"})
+    direct = get_engine(pg_url)
+    try:
+        job = app.submit({"action": "dummy"})
+        with serving(app) as address:
+            stream = EventStream(address, f"/@jobs/{job['uuid']}/stream", bearer(app))
+            assert stream.next()["data"]["status"] == "created"
+            hub = wsgi.registry["nick_jobs.stream_hub"]
+            polls = hub.polls
+            proxy.down()
+            # Aborted behind the API's back, on a connection of its own.
+            with direct.begin() as conn:
+                transitions.abort(conn, job["uuid"], by="admin")
+            # Keepalives go on while the database is away, and nothing else comes.
+            stream.wait_comments(3)
+            assert hub.polls <= polls + 1, "no poll succeeds meanwhile"
+            proxy.up()
+            events = stream.until_close()
+        assert [e["event"] for e in events] == ["status", "close"]
+        assert events[0]["data"]["status"] == "aborted"
+    finally:
+        proxy.down()
+        for key in ("nick_jobs.engine", "nick_jobs.read_engine"):
+            wsgi.registry[key].dispose()
+        direct.dispose()

@@ -154,6 +154,7 @@ class StreamHub:
         self._feeds: set[FeedSubscription] = set()
         self._thread: threading.Thread | None = None
         self._shut_down = False
+        self._failing = False
         self._reset_feed()
         self.polls = 0  # for tests and metrics: how many times the hub has looked
 
@@ -228,8 +229,15 @@ class StreamHub:
                 self.poll()
             except Exception:
                 # The database is down or busy: streams stay open (keepalives go on) and
-                # catch up from their cursors once it answers again.
-                log.warning("stream poll failed", exc_info=True)
+                # catch up from their cursors once it answers again. Said once, not ten
+                # times a second.
+                if not self._failing:
+                    log.warning("streams: the database did not answer", exc_info=True)
+                self._failing = True
+            else:
+                if self._failing:
+                    log.warning("streams: the database answers again")
+                self._failing = False
             pause = self.settings.poll_interval_s - (time.monotonic() - started)
             if pause > 0:
                 with self._lock:
