@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections import Counter
 from typing import Any
 
 import sqlalchemy as sa
 from marshmallow import Schema, fields, validate
 
 from .actions import JobAction
-from .models import FINISHED_STATUSES, Job, JobHistory, JobLog, utcnow
+from .models import FINISHED_STATUSES, Job, JobHistory, JobLog, JobStatus, utcnow
 from .permissions import Permission
 from .runner import JobContext, JobFailed
 
@@ -66,14 +67,38 @@ def dummy(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     return params.get("result", {})
 
 
+# The finished statuses, in the order the params and the result list them.
+PRUNED_STATUSES: tuple[str, ...] = tuple(s.value for s in JobStatus if s in FINISHED_STATUSES)
+MAX_RETENTION_DAYS = 36_500
+
+
+def _status_days(status: str) -> fields.Integer:
+    # No load_default: a status without its own retention follows ``days``, so that
+    # ``{"days": 30}`` alone means what it always meant. Strict, as the published schema
+    # says "integer": 1.5 or "7" is a 400, not silently 1 or 7 (``days`` stays lenient
+    # for the clients that already send it).
+    return fields.Integer(
+        strict=True,
+        validate=validate.Range(min=0, max=MAX_RETENTION_DAYS),
+        metadata={
+            "description": f"Delete {status} jobs that finished more than this many days ago; "
+            "defaults to days."
+        },
+    )
+
+
 class PruneParams(Schema):
     days = fields.Integer(
         load_default=30,
-        validate=validate.Range(min=0, max=36_500),
+        validate=validate.Range(min=0, max=MAX_RETENTION_DAYS),
         metadata={
-            "description": "Delete finished jobs that finished more than this many days ago."
+            "description": "Delete finished jobs that finished more than this many days ago; "
+            "the default of completed_days, failed_days and aborted_days."
         },
     )
+    completed_days = _status_days("completed")
+    failed_days = _status_days("failed")
+    aborted_days = _status_days("aborted")
     batch_size = fields.Integer(
         load_default=1000,
         validate=validate.Range(min=1, max=100_000),
@@ -83,24 +108,41 @@ class PruneParams(Schema):
     )
 
 
+def retention_days(params: dict[str, Any]) -> dict[str, int]:
+    """Days to keep each finished status: its own ``<status>_days``, or else ``days``."""
+    return {status: params.get(f"{status}_days", params["days"]) for status in PRUNED_STATUSES}
+
+
 def prune(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    """Delete finished jobs older than the retention, with their history and logs.
+    """Delete finished jobs older than their status's retention, with their history and logs.
 
     Batches of ``batch_size`` jobs, each its own short transaction, so that writers are
     never held up for long. The batches walk the table by id (``id > last``) instead of
     starting from its beginning each time: a batch reads about ``batch_size`` rows however
     many were deleted before it, and not the dead rows of the batches before it.
     """
-    cutoff = utcnow() - dt.timedelta(days=params["days"])
+    now = utcnow()
+    days = retention_days(params)
+    cutoffs = {status: now - dt.timedelta(days=n) for status, n in days.items()}
+    # Statuses that share a cutoff share one condition, so ``days`` alone (or three equal
+    # retentions) gives the one ``status IN (...) AND finished < cutoff`` it always did.
+    by_cutoff: dict[dt.datetime, list[str]] = {}
+    for status, cutoff in cutoffs.items():
+        by_cutoff.setdefault(cutoff, []).append(status)
     session = ctx.dbsession
     # Checked again by the DELETE: a job retried (or deleted) between the SELECT and the
     # DELETE is no longer finished, and an unfinished job is never touched.
     past_retention = (
-        jobs.c.status.in_([s.value for s in FINISHED_STATUSES]),
-        jobs.c.finished < cutoff,
+        sa.or_(
+            *(
+                sa.and_(jobs.c.status.in_(statuses), jobs.c.finished < cutoff)
+                for cutoff, statuses in by_cutoff.items()
+            )
+        ),
         jobs.c.uuid != ctx.uuid,
     )
-    deleted = batches = 0
+    deleted: Counter[str] = Counter()
+    batches = 0
     longest = 0.0
     last_id = 0
     while True:
@@ -119,24 +161,33 @@ def prune(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
         if not ids:
             break
         last_id = ids[-1]
-        uuids = (
-            session.execute(
-                jobs.delete().where(jobs.c.id.in_(ids), *past_retention).returning(jobs.c.uuid)
-            )
-            .scalars()
-            .all()
-        )
+        # The status each job had when deleted, for the counts per status.
+        gone = session.execute(
+            jobs.delete()
+            .where(jobs.c.id.in_(ids), *past_retention)
+            .returning(jobs.c.uuid, jobs.c.status)
+        ).all()
+        uuids = [uuid for uuid, _ in gone]
         if uuids:
             session.execute(history.delete().where(history.c.job_uuid.in_(uuids)))
             session.execute(logs.delete().where(logs.c.job_uuid.in_(uuids)))
         session.commit()
         longest = max(longest, time.perf_counter() - started)
         batches += 1
-        deleted += len(uuids)
-        ctx.message(f"{deleted} jobs deleted")
+        deleted.update(str(status) for _, status in gone)
+        ctx.message(f"{deleted.total()} jobs deleted")
     return {
-        "deleted": deleted,
-        "cutoff": cutoff.isoformat(),
+        "deleted": deleted.total(),
+        # The cutoff of ``days``, as before per-status retention: what older clients read.
+        "cutoff": (now - dt.timedelta(days=params["days"])).isoformat(),
+        "by_status": {
+            status: {
+                "days": days[status],
+                "cutoff": cutoffs[status].isoformat(),
+                "deleted": deleted[status],
+            }
+            for status in PRUNED_STATUSES
+        },
         "batches": batches,
         "longest_batch_ms": round(longest * 1000, 1),
     }

@@ -351,7 +351,8 @@ def test_actions_plain_and_json(cli_all, api):
     plain, as_json = cli_all(("actions",), ("actions", "-o", "json"))
     assert plain.stdout.splitlines() == [
         "dummy\tManage Site\tsleep,steps,fail,result\tDummy job",
-        "prune\tManage Site\tdays,batch_size\tPrune finished jobs",
+        "prune\tManage Site\tdays,completed_days,failed_days,aborted_days,batch_size\t"
+        "Prune finished jobs",
     ]
     assert json.loads(as_json.stdout) == api.job_actions()
 

@@ -1,13 +1,19 @@
-"""Retention: the built-in ``prune`` on a table large enough to need many batches.
+"""Retention: the built-in ``prune``.
 
-On PostgreSQL, with tens of thousands of finished jobs, their history and their logs
-bulk-loaded with ``generate_series``. The prune runs in this process through the
-worker's runner, so the test watches its statements and transactions as they happen.
+* On a table large enough to need many batches: on PostgreSQL, with tens of thousands of
+  finished jobs, their history and their logs bulk-loaded with ``generate_series``.
+* Per-status retention (``completed_days``, ``failed_days``, ``aborted_days``) at its
+  boundaries, ``days`` alone as it always was, and bad values refused: on PostgreSQL
+  and on SQLite.
+
+The prune runs in this process through the worker's runner, so the tests watch its
+statements and transactions as they happen.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from collections import Counter
 from typing import Any
@@ -15,13 +21,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from nick_jobs import transitions
+from nick_jobs import main, migrations, transitions
 from nick_jobs.actions import ActionRegistry
 from nick_jobs.builtin_actions import prune_action
-from nick_jobs.models import get_engine
+from nick_jobs.models import get_engine, utcnow
 from nick_jobs.runner import JobRunner
+from nick_jobs.settings import ConfigurationError
 
-from .conftest import reset_database
+from .conftest import Client, base_settings, reset_database
 
 jobs = transitions.jobs
 
@@ -276,3 +283,339 @@ def test_prune_deletes_what_is_past_retention_batch_by_batch_and_keeps_the_rest(
     assert [s["old_left"] for s in seen] == expected_left
     # And the submit and the heartbeat made in the middle of each batch were committed.
     assert all(s["beat"] == 1 and s["new"] == "created" for s in seen)
+
+
+# --- per-status retention, on both databases --------------------------------------------
+
+history, job_logs = transitions.history, transitions.job_logs
+FINISHED = ("completed", "failed", "aborted")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'retention.sqlite'}"
+        engine = get_engine(url)
+        migrations.upgrade(engine)
+        engine.dispose()
+        return url
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def db(db_url):
+    engine = get_engine(db_url)
+    reset_database(engine)
+    yield engine
+    reset_database(engine)
+    engine.dispose()
+
+
+def add_job(conn: sa.Connection, title: str, status: str, finished: dt.datetime | None) -> str:
+    """A job as the API and a worker leave it in ``status``, finished at ``finished``.
+
+    Made through the state machine, then dated back; each has its 'created' history
+    entry and one log line, so that what prune keeps can be told from what it deletes.
+    """
+    uuid = transitions.create(
+        conn,
+        action="dummy",
+        params={"action": "dummy"},
+        actor="admin",
+        title=title,
+        description="",
+    )["uuid"]
+    if status == "aborted":
+        transitions.abort(conn, uuid, "admin")
+    elif status != "created":
+        transitions.start(conn, uuid)
+    if status == "completed":
+        transitions.complete(conn, uuid, 1, {})
+    elif status == "failed":
+        transitions.fail(conn, uuid, 1, "JobFailed", "it failed")
+    elif status == "stopped":
+        # What a stop leaves: not finished, waiting for a resume, with the time it stopped.
+        conn.execute(jobs.update().where(jobs.c.uuid == uuid).values(status="stopped"))
+    if finished is not None:
+        conn.execute(jobs.update().where(jobs.c.uuid == uuid).values(finished=finished))
+    transitions.insert_lines(
+        conn, [{"job_uuid": uuid, "attempt": 1, "time": utcnow(), "level": 20, "message": "x"}]
+    )
+    return uuid
+
+
+def run_prune(engine: sa.Engine, **params: Any) -> dict[str, Any]:
+    with engine.begin() as conn:
+        uuid = transitions.create(
+            conn,
+            action="prune",
+            params={"action": "prune", **params},
+            actor="admin",
+            title="prune",
+            description="",
+        )["uuid"]
+    registry = ActionRegistry()
+    registry.add(prune_action)
+    assert JobRunner(engine, registry).run(uuid) == "completed"
+    with engine.connect() as conn:
+        return conn.execute(sa.select(jobs.c.result).where(jobs.c.uuid == uuid)).scalar_one()
+
+
+def titles_left(engine: sa.Engine) -> dict[str, set[str]]:
+    """The titles of the jobs left, and of the jobs that still have history and log lines."""
+    with engine.connect() as conn:
+        return {
+            "jobs": set(conn.execute(sa.select(jobs.c.title)).scalars()),
+            "history": set(
+                conn.execute(
+                    sa.select(jobs.c.title).join(history, history.c.job_uuid == jobs.c.uuid)
+                ).scalars()
+            ),
+            "logs": set(
+                conn.execute(
+                    sa.select(jobs.c.title).join(job_logs, job_logs.c.job_uuid == jobs.c.uuid)
+                ).scalars()
+            ),
+            "orphans": set(
+                conn.execute(
+                    sa.select(history.c.job_uuid)
+                    .where(~history.c.job_uuid.in_(sa.select(jobs.c.uuid)))
+                    .union(
+                        sa.select(job_logs.c.job_uuid).where(
+                            ~job_logs.c.job_uuid.in_(sa.select(jobs.c.uuid))
+                        )
+                    )
+                ).scalars()
+            ),
+        }
+
+
+def test_each_finished_status_is_kept_for_its_own_retention(db):
+    retention = {"completed": 1, "aborted": 5, "failed": 10}  # aborted: from days
+    ages = (1, 5, 10, 20)
+    # A minute either side of each age: far more than the test takes, so the cutoff the
+    # prune computes a moment later still falls between the two.
+    margin = dt.timedelta(minutes=1)
+    t0 = utcnow()
+    expected_gone: set[str] = set()
+    with db.begin() as conn:
+        for status in FINISHED:
+            for age in ages:
+                for side, finished in (
+                    ("older", t0 - dt.timedelta(days=age) - margin),
+                    ("newer", t0 - dt.timedelta(days=age) + margin),
+                ):
+                    title = f"{status} {age}d {side}"
+                    add_job(conn, title, status, finished)
+                    if finished < t0 - dt.timedelta(days=retention[status]):
+                        expected_gone.add(title)
+        # Unfinished jobs are never pruned, however old.
+        long_ago = t0 - dt.timedelta(days=400)
+        for status in ("created", "running", "stopped"):
+            uuid = add_job(
+                conn, f"{status} 400d", status, long_ago if status == "stopped" else None
+            )
+            conn.execute(
+                jobs.update()
+                .where(jobs.c.uuid == uuid)
+                .values(created=long_ago, started=None if status == "created" else long_ago)
+            )
+    assert len(expected_gone) == 7 + 5 + 3  # completed, aborted, failed
+
+    # Retried by a user between the SELECT of its batch and the batch's DELETE: no longer
+    # finished, so the DELETE's own check keeps it.
+    retried = "failed 10d older"
+    with db.connect() as conn:
+        retried_uuid, retried_id = conn.execute(
+            sa.select(jobs.c.uuid, jobs.c.id).where(jobs.c.title == retried)
+        ).one()
+    retried_during: list[int] = []
+
+    def before_execute(conn, cursor, statement, parameters, context, executemany) -> None:
+        values = parameters.values() if isinstance(parameters, dict) else parameters
+        if statement.startswith("DELETE FROM jobs") and retried_id in values:
+            # Checked once the prune is over: an assertion in here would only fail the prune.
+            with other.begin() as side:
+                retried_during.append(transitions.retry(side, retried_uuid, "admin"))
+
+    other = get_engine(db.url.render_as_string(hide_password=False))
+    sa.event.listen(db, "before_cursor_execute", before_execute)
+    try:
+        result = run_prune(db, days=5, completed_days=1, failed_days=10, batch_size=2)
+    finally:
+        sa.event.remove(db, "before_cursor_execute", before_execute)
+        other.dispose()
+    t1 = utcnow()
+
+    assert retried_during == [2]
+    expected_gone.discard(retried)
+    left = titles_left(db)
+    all_titles = {f"{s} {a}d {side}" for s in FINISHED for a in ages for side in ("older", "newer")}
+    unfinished = {"created 400d", "running 400d", "stopped 400d"}
+    assert left["jobs"] == (all_titles - expected_gone) | unfinished | {"prune"}
+    # Their history and logs went with the jobs deleted, and only with them.
+    assert left["history"] == left["jobs"]
+    assert left["logs"] == (left["jobs"] - {"prune"})
+    assert left["orphans"] == set()
+
+    # The result says, per status, its retention, its cutoff and how many went.
+    assert result["deleted"] == len(expected_gone) == 14
+    by_status = result["by_status"]
+    assert {s: v["days"] for s, v in by_status.items()} == retention
+    assert {s: v["deleted"] for s, v in by_status.items()} == {
+        "completed": 7,
+        "failed": 2,
+        "aborted": 5,
+    }
+    # Every cutoff is the same moment, less that status's days; `cutoff` is that of `days`.
+    now = dt.datetime.fromisoformat(result["cutoff"]) + dt.timedelta(days=5)
+    assert t0 <= now <= t1
+    for status, entry in by_status.items():
+        cutoff = dt.datetime.fromisoformat(entry["cutoff"])
+        assert cutoff == now - dt.timedelta(days=retention[status])
+    # Batches of two, walked by id across all three statuses: 14 deleted plus the retried
+    # one, which its batch selected and then left.
+    assert result["batches"] == 8
+    with db.connect() as conn:
+        assert conn.execute(
+            sa.select(jobs.c.status, jobs.c.attempt).where(jobs.c.uuid == retried_uuid)
+        ).one() == ("created", 2)
+
+
+def test_days_alone_prunes_every_finished_status_as_before(db):
+    margin = dt.timedelta(minutes=1)
+    t0 = utcnow()
+    with db.begin() as conn:
+        for status in FINISHED:
+            add_job(conn, f"{status} old", status, t0 - dt.timedelta(days=30) - margin)
+            add_job(conn, f"{status} recent", status, t0 - dt.timedelta(days=30) + margin)
+        add_job(conn, "stopped", "stopped", t0 - dt.timedelta(days=400))
+
+    selects: list[str] = []
+
+    def after_execute(conn, cursor, statement, parameters, context, executemany) -> None:
+        if statement.startswith("SELECT jobs.id"):
+            selects.append(statement)
+
+    sa.event.listen(db, "after_cursor_execute", after_execute)
+    try:
+        # What existing scheduled jobs and clients send.
+        result = run_prune(db, days=30)
+    finally:
+        sa.event.remove(db, "after_cursor_execute", after_execute)
+
+    left = titles_left(db)
+    assert left["jobs"] == {f"{s} recent" for s in FINISHED} | {"stopped", "prune"}
+    assert left["orphans"] == set()
+    assert result["deleted"] == 3
+    assert result["batches"] == 1
+    cutoff = dt.datetime.fromisoformat(result["cutoff"])
+    assert t0 - dt.timedelta(days=30) <= cutoff < t0 - dt.timedelta(days=30) + margin
+    assert result["by_status"] == {
+        s: {"days": 30, "cutoff": result["cutoff"], "deleted": 1} for s in FINISHED
+    }
+    # One retention for all: each batch's SELECT has the one `status IN (...) AND
+    # finished < cutoff` it always had, not one condition per status.
+    assert selects
+    assert all(s.count("jobs.finished <") == 1 for s in selects), selects
+
+
+@pytest.fixture
+def api(db_url, db):
+    """The API on the same database, with no worker: a refused job would stay visible."""
+    settings = base_settings(
+        **{
+            "sqlalchemy.url": db_url,
+            "nick_jobs.broker_url": "stub://",
+            "nick_jobs.embedded_worker_threads": "0",
+        }
+    )
+    wsgi = main({}, **settings)
+    yield Client(wsgi, extra_environ={"HTTP_HOST": "localhost:8080"})
+    wsgi.registry["nick_jobs.queue"].stop_embedded_worker()
+    wsgi.registry["nick_jobs.engine"].dispose()
+    wsgi.registry["nick_jobs.read_engine"].dispose()
+
+
+RANGE = "Must be greater than or equal to 0 and less than or equal to 36500."
+
+
+@pytest.mark.parametrize(
+    ("params", "messages"),
+    [
+        ({"failed_days": -1}, {"failed_days": [RANGE]}),
+        ({"completed_days": 36_501}, {"completed_days": [RANGE]}),
+        ({"aborted_days": "a week"}, {"aborted_days": ["Not a valid integer."]}),
+        ({"completed_days": 1.5}, {"completed_days": ["Not a valid integer."]}),
+        ({"completed_days": "7"}, {"completed_days": ["Not a valid integer."]}),
+        ({"failed_days": None}, {"failed_days": ["Field may not be null."]}),
+        ({"failed_days": True}, {"failed_days": ["Not a valid integer."]}),
+        ({"days": -1, "aborted_days": 7}, {"days": [RANGE]}),
+        ({"running_days": 7}, {"running_days": ["Unknown field."]}),
+    ],
+)
+def test_a_bad_retention_is_a_400_and_no_job(api, params, messages):
+    res = api.post_json(
+        "/@jobs",
+        {"params": {"action": "prune", **params}},
+        headers=api.auth(),
+        status=400,
+    )
+    assert res.json == {
+        "error": {
+            "type": "Validation error",
+            "message": "The request has invalid fields.",
+            "fields": {"params": messages},
+        }
+    }
+    assert api.get("/@jobs", headers=api.auth()).json == []
+
+
+def test_the_limits_themselves_are_accepted(api):
+    params = {"action": "prune", "days": 36_500, "completed_days": 0, "failed_days": 36_500}
+    job = api.post_json("/@jobs", {"params": params}, headers=api.auth(), status=201).json
+    assert job["params"] == params
+
+
+NIGHTLY = {
+    "nick_jobs.prune_schedule": "0 3 * * *",
+    "nick_jobs.schedules": "prune-nightly",
+    "nick_jobs.schedule.prune-nightly.action": "prune",
+    "nick_jobs.schedule.prune-nightly.schedule": "0 3 * * *",
+    "nick_jobs.schedule.prune-nightly.title": "Prune finished jobs nightly",
+}
+
+
+def test_the_nightly_prune_takes_its_retention_from_the_ini_file(db_url, db):
+    params = {"days": 30, "completed_days": 7, "failed_days": 90}
+    settings = base_settings(
+        **{
+            "sqlalchemy.url": db_url,
+            "nick_jobs.broker_url": "stub://",
+            "nick_jobs.embedded_worker_threads": "0",
+            **NIGHTLY,
+            "nick_jobs.schedule.prune-nightly.params": json.dumps(params),
+        }
+    )
+    wsgi = main({}, **settings)
+    try:
+        api = Client(wsgi, extra_environ={"HTTP_HOST": "localhost:8080"})
+        nightly = api.get("/@scheduled-jobs/prune-nightly", headers=api.auth()).json
+    finally:
+        wsgi.registry["nick_jobs.queue"].stop_embedded_worker()
+        wsgi.registry["nick_jobs.engine"].dispose()
+        wsgi.registry["nick_jobs.read_engine"].dispose()
+    assert (nightly["action"], nightly["schedule"], nightly["params"]) == (
+        "prune",
+        "0 3 * * *",
+        params,
+    )
+
+    # A retention prune refuses stops the start, naming the declaration.
+    settings["nick_jobs.schedule.prune-nightly.params"] = json.dumps({"failed_days": -1})
+    with pytest.raises(ConfigurationError) as refused:
+        main({}, **settings)
+    assert str(refused.value) == (
+        "scheduled job 'prune-nightly' (nick_jobs.schedule.prune-nightly.*): "
+        '{"params": {"failed_days": ["' + RANGE + '"]}}'
+    )
