@@ -646,10 +646,14 @@ def test_the_scheduler_command_fires_on_postgresql(make_world, tmp_path):
     try:
         made = wait_for(world.jobs, 20, "nick-jobs scheduler to fire")
         assert made[0].params["scheduled_job"] == "from-the-command"
-        # Its ticks are what the API nodes' readiness reads.
-        with world.engine.connect() as conn:
-            liveness = last_tick(conn)
-        assert liveness.by.endswith(f":{proc.pid}")
+        # Its ticks are what the API nodes' readiness reads; a tick records its liveness
+        # after it fired, so the row may come a moment after the job.
+
+        def liveness():
+            with world.engine.connect() as conn:
+                return last_tick(conn)
+
+        assert wait_for(liveness, 20, "the scheduler's liveness").by.endswith(f":{proc.pid}")
         scheduler_check = world.app_client().get("/healthz/ready").json["checks"]["scheduler"]
         assert scheduler_check["status"] == "ok"
     finally:
