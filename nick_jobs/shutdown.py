@@ -9,7 +9,7 @@ mid-response. On SIGTERM:
 2. every open stream gets ``close`` with ``reason: shutdown, reconnect: true``;
 3. requests already running finish, up to ``nick_jobs.shutdown_grace`` seconds;
 4. the embedded worker (development) stops, handing back the jobs it can't finish;
-5. the server is told to stop, as Ctrl-C would.
+5. the server stops, as on Ctrl-C.
 
 A second SIGTERM stops at once. The handler is installed only in the main thread of a
 process, and ``nick_jobs.graceful_shutdown = false`` leaves signals alone (for a host
@@ -39,6 +39,7 @@ class Drain:
 
     def __init__(self) -> None:
         self.draining = False
+        self.drained = False
         self._inflight = 0
         self._lock = threading.Lock()
         self._started: threading.Thread | None = None
@@ -64,7 +65,7 @@ class Drain:
             time.sleep(0.05)
         return True
 
-    def start(self, registry: Any, grace_s: float, stop_server=_thread.interrupt_main) -> None:
+    def start(self, registry: Any, grace_s: float, stop_server=None) -> None:
         """Begin draining (once) on a thread of its own; the signal handler returns."""
         with self._lock:
             if self._started is not None:
@@ -90,7 +91,14 @@ class Drain:
         remaining_ms = max(int((deadline - time.monotonic()) * 1000), 1000)
         registry["nick_jobs.queue"].stop_embedded_worker(timeout_ms=remaining_ms)
         log.info("shutdown: drained, stopping the server")
-        stop_server()
+        self.drained = True
+        if stop_server is not None:
+            stop_server()
+        else:
+            # Runs the SIGTERM handler in the main thread once more, which now stops the
+            # server. SIGINT would do (waitress stops on Ctrl-C) unless it is ignored, as
+            # in a process started in the background by a shell.
+            _thread.interrupt_main(signal.SIGTERM)
 
 
 def drain_tween_factory(handler, registry):
@@ -118,6 +126,9 @@ def install_signal_handler(registry: Any, grace_s: float) -> bool:
     drain: Drain = registry["nick_jobs.drain"]
 
     def on_sigterm(signum: int, frame: Any) -> None:
+        if drain.drained:
+            # Waitress's loop stops on SystemExit, closes its sockets, and pserve exits 0.
+            raise SystemExit(0)
         if drain.draining:
             log.warning("shutdown: second SIGTERM, stopping now")
             os._exit(1)

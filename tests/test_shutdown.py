@@ -54,6 +54,9 @@ def test_sigterm_closes_streams_with_a_reconnect_and_exits(tmp_path):
         [sys.executable, "-m", "pyramid.scripts.pserve", str(ini)],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
+        # As a shell starts a background process: SIGINT ignored, so SIGTERM alone must
+        # be enough to stop it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     try:
         token = tokens.issue(parse(settings), "admin", "Admin")

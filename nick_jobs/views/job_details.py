@@ -106,6 +106,8 @@ def _data(data: dict[str, Any] | None) -> dict[str, Any]:
         for key in ("started", "finished"):
             previous[key] = _api_time(previous.get(key))
         data["previous_attempt"] = previous
+    if "next_run" in data:
+        data["next_run"] = _api_time(data["next_run"])
     # The event's own keys win over anything stored alongside them.
     for key in ("time", "event", "by", "attempt"):
         data.pop(key, None)
@@ -132,6 +134,9 @@ def _earlier_attempt(event: str, data: dict[str, Any] | None) -> list[dict[str, 
     if started is not None:
         events.append({"time": started, "event": "started", "by": "worker", "attempt": attempt})
     finished = _parse_time(previous.get("finished"))
+    # A resume replaces a stopped attempt, whose stop only the job's row held.
+    if event == "resumed" and finished is not None and previous.get("status") == "stopped":
+        events.append({"time": finished, "event": "stopped", "by": "worker", "attempt": attempt})
     # A manual retry replaces an attempt that ended on its own, which nothing recorded.
     if event == "retried" and finished is not None and previous.get("status") == "failed":
         error = previous.get("error") or {}
@@ -162,7 +167,7 @@ def _current_attempt(job: Any, recorded: set[tuple[str, int]]) -> list[dict[str,
                 by = "system"  # the sweeper gave up on a lost worker
         elif job.status == JobStatus.COMPLETED:
             data["result"] = job.result or {}
-        else:
+        elif job.status != JobStatus.STOPPED:  # stopped at the handler's check: the worker
             by = "system"
         events.append((job.finished, job.status, by, data))
     return [
@@ -175,10 +180,13 @@ def _current_attempt(job: Any, recorded: set[tuple[str, int]]) -> list[dict[str,
 def history_view(context: JobResource, request):
     job = context.job
     rows = request.dbconn.execute(_HISTORY, {"b_uuid": job.uuid}).all()
-    # (time, order among equal times, event): recorded events first, as they were written.
+    # (time, attempt, rank, order, event): times are kept to the millisecond, so among
+    # equal times: the earlier attempt, then creation, start, the rest as written.
     timeline = [
         (
             row.time,
+            row.attempt,
+            0 if row.event == "created" else 2,
             index,
             {"event": row.event, "by": who(row.by), "attempt": row.attempt, **_data(row.data)},
         )
@@ -187,9 +195,10 @@ def history_view(context: JobResource, request):
     recorded = {(row.event, row.attempt) for row in rows}
     derived = [event for row in rows for event in _earlier_attempt(row.event, row.data)]
     for event in derived + _current_attempt(job, recorded):
-        timeline.append((event.pop("time"), len(timeline), event))
-    timeline.sort(key=lambda item: item[:2])
-    return [{"time": isoformat(time), **event} for time, _, event in timeline]
+        rank = 1 if event["event"] == "started" else 2
+        timeline.append((event.pop("time"), event["attempt"] or 0, rank, len(timeline), event))
+    timeline.sort(key=lambda item: item[:4])
+    return [{"time": isoformat(time), **event} for time, *_, event in timeline]
 
 
 def includeme(config) -> None:
