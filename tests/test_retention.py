@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from nick_jobs import main, migrations, transitions
 from nick_jobs.actions import ActionRegistry
 from nick_jobs.builtin_actions import prune_action
-from nick_jobs.models import get_engine, utcnow
+from nick_jobs.models import JobHistory, JobLog, get_engine, utcnow
 from nick_jobs.runner import JobRunner
 from nick_jobs.settings import ConfigurationError
 
@@ -287,7 +287,7 @@ def test_prune_deletes_what_is_past_retention_batch_by_batch_and_keeps_the_rest(
 
 # --- per-status retention, on both databases --------------------------------------------
 
-history, job_logs = transitions.history, transitions.job_logs
+history, job_logs = JobHistory.__table__, JobLog.__table__
 FINISHED = ("completed", "failed", "aborted")
 
 
@@ -338,8 +338,9 @@ def add_job(conn: sa.Connection, title: str, status: str, finished: dt.datetime 
         conn.execute(jobs.update().where(jobs.c.uuid == uuid).values(status="stopped"))
     if finished is not None:
         conn.execute(jobs.update().where(jobs.c.uuid == uuid).values(finished=finished))
-    transitions.insert_lines(
-        conn, [{"job_uuid": uuid, "attempt": 1, "time": utcnow(), "level": 20, "message": "x"}]
+    conn.execute(
+        job_logs.insert(),
+        [{"job_uuid": uuid, "attempt": 1, "time": utcnow(), "level": 20, "message": "x"}],
     )
     return uuid
 
