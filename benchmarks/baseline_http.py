@@ -3,7 +3,8 @@
 ``GET /@jobs/{uuid}`` answers a job-shaped JSON object with Pyramid's JSON renderer and
 nothing else: no authentication, no database. It is the floor of any Pyramid view on
 this server. ``POST /@jobs`` (the submit baseline) parses the JSON body, inserts the row
-with raw psycopg 3 and sends the Dramatiq message, as ``baseline_pipeline.py`` does.
+with raw psycopg 3 (on a pool of at most :data:`MAX_CONNECTIONS` autocommit connections)
+and sends the Dramatiq message, as ``baseline_pipeline.py`` does.
 
 Served by ``pserve`` from an ini whose ``[app:main]`` says
 ``use = call:benchmarks.baseline_http:main`` (see ``harness.Run.baseline_ini``).
@@ -11,9 +12,12 @@ Served by ``pserve`` from an ini whose ``[app:main]`` says
 
 from __future__ import annotations
 
+import contextlib
 import json
+import queue
 import threading
 import uuid as uuidlib
+from collections.abc import Iterator
 
 import psycopg
 from pyramid.config import Configurator
@@ -34,7 +38,31 @@ JOB = {
     "attempt": 1,
 }
 
-_local = threading.local()
+# At most as many connections as nick-jobs' own pool may open (10 + 20 overflow): one per
+# waitress thread would be up to production.ini's 256, past PostgreSQL's max_connections.
+MAX_CONNECTIONS = 30
+
+
+class Connections:
+    """A small pool of autocommit connections shared by the request threads."""
+
+    def __init__(self, dsn: str, size: int = MAX_CONNECTIONS) -> None:
+        self.dsn = dsn
+        self.idle: queue.LifoQueue[psycopg.Connection] = queue.LifoQueue()
+        self.slots = threading.BoundedSemaphore(size)
+
+    @contextlib.contextmanager
+    def get(self) -> Iterator[psycopg.Connection]:
+        with self.slots:
+            try:
+                conn = self.idle.get_nowait()
+            except queue.Empty:
+                conn = psycopg.connect(self.dsn, autocommit=True)
+            try:
+                yield conn
+            finally:
+                if not conn.closed:  # a broken one is dropped; the next request connects
+                    self.idle.put(conn)
 
 
 def get_job(request):
@@ -43,14 +71,14 @@ def get_job(request):
 
 
 def make_submit(dsn: str, actor):
+    connections = Connections(dsn)
+
     def submit(request):
         data = json.loads(request.body)
-        conn = getattr(_local, "conn", None)
-        if conn is None or conn.closed:
-            conn = _local.conn = psycopg.connect(dsn, autocommit=True)
         uuid = str(uuidlib.uuid4())
         created = pipeline.now()
-        conn.execute(pipeline.INSERT, (uuid, created))
+        with connections.get() as conn:
+            conn.execute(pipeline.INSERT, (uuid, created))
         actor.send(uuid)
         request.response.status = 201
         return {**JOB, "params": data.get("params", {}), "uuid": uuid, "status": "created"}

@@ -10,15 +10,23 @@ in the request before the INSERT) to ``started``, which holds commit, send and p
 
 from __future__ import annotations
 
+import configparser
 import json
 import time
+from pathlib import Path
 
 from . import e2e, httpload
 from .harness import Run, log, median
 
 NAME = "latency"
 SERVICES = {"postgresql", "redis", "rabbitmq"}
-WARMUP_CLIENTS = 32  # production.ini's waitress threads
+
+
+def waitress_threads(ini: Path) -> int:
+    """The ``threads`` of the served ini's ``[server:main]`` (waitress's default: 4)."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(ini)
+    return parser.getint("server:main", "threads", fallback=4)
 
 
 def measure(run: Run, broker: str) -> dict[str, float]:
@@ -31,8 +39,9 @@ def measure(run: Run, broker: str) -> dict[str, float]:
     run.truncate_jobs()
     # Warm-up from as many clients as waitress has threads: each thread opens its own
     # broker connection on its first send, which is start-up, not latency.
-    warmup = WARMUP_CLIENTS * 4
-    httpload.run(server.port, lambda k, i: raw, connections=WARMUP_CLIENTS, count=warmup)
+    clients = waitress_threads(server.ini)
+    warmup = clients * 4
+    httpload.run(server.port, lambda k, i: raw, connections=clients, count=warmup)
     run.wait_finished(warmup, timeout=60)
     conn = httpload.Connection(server.port)
     sent: list[tuple[float, str]] = []

@@ -13,7 +13,12 @@ from .runner import JobRunner
 def includeme(config) -> None:
     settings = config.registry["nick_jobs.settings"]
     actions = get_registry(config.registry)
-    runner = JobRunner(config.registry["nick_jobs.engine"], actions, settings.heartbeat_interval_s)
+    runner = JobRunner(
+        config.registry["nick_jobs.engine"],
+        actions,
+        settings.heartbeat_interval_s,
+        settings.abort_check_interval_s,
+    )
     queue = JobQueue(settings, actions, runner)
     config.registry["nick_jobs.queue"] = queue
     # Counts of the jobs this app's worker runs, where /metrics or a metrics port shows them.

@@ -3,10 +3,13 @@
 A handler may report as often as it likes. Each report only changes memory; the state is
 written by one thread per worker process, at most once a :attr:`Report.interval_s` per
 job, as one transaction: an ``UPDATE`` of ``jobs.progress`` fenced on the job's uuid,
-attempt and ``running`` status, plus one multi-row ``INSERT`` into ``job_logs`` (made
+attempt and ``running`` status, plus an ``INSERT`` of the lines into ``job_logs`` (made
 only when the ``UPDATE`` matched, so a job that was deleted or retried gets no lines).
-When the job ends, whatever is still buffered is written once more, fenced on the attempt
-only, so the last lines of a failed or aborted attempt are kept too.
+When the attempt ends, the runner takes what is still buffered (:meth:`Report.take_final`)
+and writes it in the transaction of the statement that ends the attempt: the progress in
+that ``UPDATE`` itself, the lines only if it matched. An attempt that was aborted (or
+retried, deleted) meanwhile gets them written on their own, fenced on the attempt only,
+so the last lines of an aborted attempt are kept too.
 
 A job that reports nothing costs nothing: no thread wakes for it and nothing is written.
 """
@@ -14,17 +17,18 @@ A job that reports nothing costs nothing: no thread wakes for it and nothing is 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
-from .models import JobLog, utcnow
-from .transitions import RUNNING, jobs
+from .models import utcnow
+from .transitions import RUNNING, insert_lines, jobs
 
 log = logging.getLogger(__name__)
-job_logs = JobLog.__table__
 
 # Levels as the ``logging`` module numbers them; the API names them.
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
@@ -36,8 +40,8 @@ MAX_TEXT = 10_000  # characters of a log line, a message or a step name
 # Buffered log lines before the handler itself must wait for a write: a handler that logs
 # in a tight loop can't fill the worker's memory.
 MAX_BUFFERED_LINES = 10_000
-# Rows per INSERT statement: 5 parameters a row stays under every database's limit.
-INSERT_CHUNK = 1000
+# A level is stored as a SMALLINT.
+MAX_LEVEL = 32_767
 
 
 def level_number(level: str | int) -> int:
@@ -60,9 +64,21 @@ def level_name(number: int) -> str:
 
 
 def _text(value: Any) -> str:
-    # PostgreSQL stores no NUL character, in text or in jsonb.
+    # PostgreSQL stores no NUL character, in text or in jsonb; and a lone surrogate can't
+    # be encoded at all. Either would make the database refuse the statement that carries
+    # the text, which is the one that ends the attempt.
     text = str(value).replace("\x00", "\ufffd")
+    if not text.isascii():
+        text = text.encode("utf-8", "replace").decode("utf-8")
     return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
+
+
+def _amount(value: float | None) -> float | None:
+    # NaN and Infinity are not JSON: PostgreSQL's jsonb would refuse the whole write, and
+    # with it the outcome of the attempt it rides on.
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return None
+    return value
 
 
 def _fraction(step: dict[str, Any]) -> float:
@@ -80,15 +96,31 @@ def progress_json(steps: list[dict[str, Any]], message: str) -> dict[str, Any]:
     return {"percent": round(percent, 2), "message": message, "steps": steps}
 
 
-def _update(fenced_on_running: bool):
+def _update(fenced_on_running: bool, with_progress: bool):
     where = [jobs.c.uuid == sa.bindparam("b_uuid"), jobs.c.attempt == sa.bindparam("b_attempt")]
     if fenced_on_running:
         where.append(jobs.c.status == RUNNING)
-    return jobs.update().where(*where)
+    # Only lines: the UPDATE still fences them (and locks the row against a concurrent
+    # delete until they are in).
+    progress = sa.bindparam("b_progress") if with_progress else jobs.c.progress
+    return jobs.update().where(*where).values(progress=progress)
 
 
-_WHILE_RUNNING = _update(True)
-_AT_THE_END = _update(False)
+# Built once: (fenced on running, with progress) → statement.
+_UPDATES = {(r, p): _update(r, p) for r in (True, False) for p in (True, False)}
+
+
+@dataclass
+class Final:
+    """What an attempt reported and was not written yet when it ended.
+
+    The runner writes it with the statement that ends the attempt: ``progress`` (None:
+    unchanged) in that ``UPDATE``, the ``lines`` (``job_logs`` rows) only if it matched,
+    in the same statement or transaction (:func:`nick_jobs.transitions.complete`).
+    """
+
+    progress: dict[str, Any] | None
+    lines: list[dict[str, Any]]
 
 
 class Report:
@@ -155,6 +187,7 @@ class Report:
                         if other["total"] is not None:
                             other["done"] = other["total"]
                 step["status"] = "running"
+            total, done = _amount(total), _amount(done)
             if total is not None:
                 step["total"] = total
             if done is not None:
@@ -176,7 +209,7 @@ class Report:
             "job_uuid": self.uuid,
             "attempt": self.attempt,
             "time": utcnow(),
-            "level": level,
+            "level": max(-MAX_LEVEL, min(MAX_LEVEL, level)),
             "message": _text(message),
         }
         with self.lock:
@@ -212,64 +245,98 @@ class Report:
     def write(self, final: bool = False) -> None:
         """Write what changed: one transaction, or nothing when nothing changed."""
         with self.write_lock:
+            if self.closed and not final:
+                return  # the attempt is over: what is left goes with its outcome
             self.last_write = time.monotonic()
             progress, lines = self._take()
-            if progress is None and not lines:
+            self._write(progress, lines, final)
+
+    def _write(
+        self, progress: dict[str, Any] | None, lines: list[dict[str, Any]], final: bool
+    ) -> None:
+        if progress is None and not lines:
+            return
+        statement = _UPDATES[(not final, progress is not None)]
+        params = {"b_uuid": self.uuid, "b_attempt": self.attempt, "b_progress": progress}
+        try:
+            with self.engine.begin() as conn:
+                matched = conn.execute(statement, params).rowcount == 1
+                if matched:
+                    insert_lines(conn, lines)
+        except sa.exc.DataError:
+            log.exception("job %s: the database refused its progress or log lines", self.uuid)
+            return
+        except Exception:
+            if final:
+                log.exception("job %s: its last progress and log lines are lost", self.uuid)
                 return
-            statement = _AT_THE_END if final else _WHILE_RUNNING
-            values = {"progress": progress} if progress is not None else {}
-            if not values:
-                # Only lines: the UPDATE still fences them (and locks the row against a
-                # concurrent delete until they are in).
-                values = {"progress": jobs.c.progress}
-            try:
-                with self.engine.begin() as conn:
-                    params = {"b_uuid": self.uuid, "b_attempt": self.attempt}
-                    matched = conn.execute(statement.values(values), params).rowcount == 1
-                    if matched:
-                        for start in range(0, len(lines), INSERT_CHUNK):
-                            chunk = lines[start : start + INSERT_CHUNK]
-                            conn.execute(job_logs.insert().values(chunk))
-            except sa.exc.DataError:
-                log.exception("job %s: the database refused its progress or log lines", self.uuid)
-                return
-            except Exception:
-                if final:
-                    log.exception("job %s: its last progress and log lines are lost", self.uuid)
-                    return
-                log.exception("job %s: could not write its progress; trying again", self.uuid)
-                self._give_back(progress, lines)
-                return
-            if not matched:
-                self.gone = True
+            log.exception("job %s: could not write its progress; trying again", self.uuid)
+            self._give_back(progress, lines)
+            return
+        if not matched:
+            self.gone = True
+
+    def take_final(self) -> Final | None:
+        """The attempt is over: stop the periodic writes and hand over what is left.
+
+        The caller writes it with the attempt's outcome, or gives it to
+        :meth:`write_final`. None when nothing is left to write.
+        """
+        if self.closed:
+            return None
+        self.closed = True
+        if not self.registered:
+            return None
+        FLUSHER.discard(self)
+        # Waits for a write in flight, so an older state never lands after this one.
+        with self.write_lock:
+            progress, lines = self._take()
+        if progress is None and not lines:
+            return None
+        return Final(progress, lines)
+
+    def write_final(self, final: Final) -> None:
+        """Write what :meth:`take_final` gave when the outcome could not take it (the
+        attempt was aborted meanwhile): fenced on the attempt only, so the last lines of an
+        aborted attempt are kept, and those of an attempt that was replaced are not."""
+        with self.write_lock:
+            self._write(final.progress, final.lines, final=True)
 
     def close(self) -> None:
         """The attempt is over: write what is left, and stop the periodic writes."""
-        if self.closed:
-            return
-        self.closed = True
-        if self.registered:
-            FLUSHER.discard(self)
-            self.write(final=True)
+        final = self.take_final()
+        if final is not None:
+            self.write_final(final)
 
 
 class _Flusher:
-    """One thread per process writes the reports that are due."""
+    """One thread per process writes the reports that are due.
+
+    The thread is woken only when a new report falls due before it would wake anyway, so
+    the many short jobs of a busy worker, each reporting a little and finishing within a
+    second, cost it no wake-up: what they reported goes with their outcome.
+    """
 
     def __init__(self) -> None:
         self.cond = threading.Condition()
         self.reports: set[Report] = set()
         self.thread: threading.Thread | None = None
+        # When the waiting thread wakes by itself (inf: only when told); None while it
+        # works, when the count of added reports tells it to look again.
+        self.wake_at: float | None = None
+        self.added = 0
 
     def add(self, report: Report) -> None:
         with self.cond:
             self.reports.add(report)
+            self.added += 1
             if self.thread is None or not self.thread.is_alive():
                 self.thread = threading.Thread(
                     target=self._loop, name="nick-jobs-progress", daemon=True
                 )
                 self.thread.start()
-            self.cond.notify()
+            if self.wake_at is not None and report.last_write + report.interval_s < self.wake_at:
+                self.cond.notify()
 
     def discard(self, report: Report) -> None:
         with self.cond:
@@ -279,8 +346,10 @@ class _Flusher:
         while True:
             with self.cond:
                 while not self.reports:
+                    self.wake_at = math.inf
                     self.cond.wait()
-                reports = list(self.reports)
+                self.wake_at = None
+                reports, seen = list(self.reports), self.added
             now = time.monotonic()
             wait = 1.0
             for report in reports:
@@ -297,7 +366,12 @@ class _Flusher:
                 else:
                     wait = min(wait, due - now)
             with self.cond:
-                self.cond.wait(timeout=max(wait, 0.01))
+                if self.added != seen:
+                    continue  # reports came while this round ran: look at them first
+                wait = max(wait, 0.01)
+                self.wake_at = time.monotonic() + wait
+                self.cond.wait(timeout=wait)
+                self.wake_at = None
 
 
 FLUSHER = _Flusher()

@@ -177,11 +177,15 @@ class JobContext:
     def end_report(self) -> None:
         """Write what the handler reported and was not written yet; idempotent.
 
-        Called when the attempt ends, whatever its outcome: by :meth:`_close`, and it may
-        be called before the finishing UPDATE so that a finished job's progress is final.
+        Called by :meth:`_close` when the attempt ends; after :meth:`_take_report` (the
+        runner's finish) there is nothing left for it to write.
         """
         if self._report is not None:
             self._report.close()
+
+    def _take_report(self) -> reporting.Final | None:
+        """End the periodic writes and hand over what is left, for the finishing UPDATE."""
+        return self._report.take_final() if self._report is not None else None
 
     def _close(self, commit: bool) -> None:
         if self._session is not None:
@@ -263,6 +267,24 @@ class _ThreadConnections:
         except sa.exc.DBAPIError:
             self.discard()  # whatever state it is in, the next job gets a fresh one
             raise
+
+    @contextlib.contextmanager
+    def transaction(self, needed: bool = True):
+        """The thread's connection inside one explicit ``BEGIN`` … ``COMMIT`` when
+        ``needed`` (several statements that commit together); else autocommit, where a
+        single statement is its own transaction without those two round trips."""
+        with self.use() as conn:
+            if not needed:
+                yield conn
+                return
+            conn.exec_driver_sql("BEGIN")
+            try:
+                yield conn
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    conn.exec_driver_sql("ROLLBACK")
+                raise
+            conn.exec_driver_sql("COMMIT")
 
 
 class Heartbeats:
@@ -405,14 +427,27 @@ class Watcher:
 
 
 class JobRunner:
+    """Runs jobs by uuid: the Dramatiq actor's function.
+
+    ``heartbeat_interval_s`` is ``nick_jobs.heartbeat_interval`` (0: no heartbeats) and
+    ``abort_check_interval_s`` is ``nick_jobs.abort_check_interval``, how often the
+    :class:`Watcher` looks for aborts and stop requests.
+    """
+
     def __init__(
-        self, engine: sa.Engine, actions: ActionRegistry, heartbeat_interval_s: float = 10.0
+        self,
+        engine: sa.Engine,
+        actions: ActionRegistry,
+        heartbeat_interval_s: float = 10.0,
+        abort_check_interval_s: float = 0.5,
     ) -> None:
+        if not abort_check_interval_s > 0:
+            raise ValueError("the abort check interval must be > 0")
         self.engine = engine
         self.actions = actions
         self.connections = _ThreadConnections(engine)
         self.heartbeats = Heartbeats(engine, heartbeat_interval_s)
-        self.watcher = Watcher(engine)
+        self.watcher = Watcher(engine, abort_check_interval_s)
         # How an automatic retry is sent: send(uuid, action, delay_s); the queue sets it.
         # Without it, the sweeper sends the retry once its grace after next_run is over.
         self.send: Callable[[str, str, float], None] | None = None
@@ -485,16 +520,21 @@ class JobRunner:
         self, job: transitions.StartedJob, ctx: JobContext, outcome: tuple[str, Any], took: float
     ) -> str:
         status, payload = outcome
-        # The last progress and log lines land before the outcome, never after it.
-        ctx.end_report()
+        # What the handler reported and was not written yet goes with the outcome: its
+        # progress in the finishing UPDATE, its log lines in the same transaction. So a job
+        # costs the worker two commits, start and finish, however much it reported.
+        final = ctx._take_report()
+        pending = final  # not written yet: cleared once it went with a committed outcome
         # When the handler used its session, the completion (or the stop, with its
         # checkpoint) rides on the same transaction: the handler's writes and the new
         # status commit together, or not at all.
         finished: bool | None = None
         if status != transitions.FAILED and ctx._session is not None:
             try:
-                finished = self._store(ctx._session.connection(), job, status, payload)
+                finished = self._store(ctx._session.connection(), job, status, payload, final)
                 ctx._close(commit=finished)
+                if finished:
+                    pending = None
             except Exception as exc:
                 # The handler's writes can't commit (e.g. it swallowed a failed flush):
                 # fail the job rather than leave it running with nobody to finish it.
@@ -511,11 +551,16 @@ class JobRunner:
             retry_at = self._retry_at(job, payload) if status == transitions.FAILED else None
             try:
                 if retry_at is not None:
-                    finished = self._retry_later(job, payload, retry_at)
+                    finished = self._retry_later(job, payload, retry_at, final)
                     status = transitions.CREATED
                 else:
-                    with self.connections.use() as conn:
-                        finished = self._store(conn, job, status, payload)
+                    # One statement on PostgreSQL; elsewhere the lines are a second one.
+                    several = final is not None and bool(final.lines)
+                    several = several and not transitions.one_statement(self.engine)
+                    with self.connections.transaction(needed=several) as conn:
+                        finished = self._store(conn, job, status, payload, final)
+                if finished:
+                    pending = None
             except sa.exc.DataError:
                 # The database refused the outcome itself (PostgreSQL's jsonb takes no NUL
                 # character): store a failure it accepts rather than leave the job running.
@@ -529,6 +574,10 @@ class JobRunner:
                         "DataError",
                         "The database refused the job's outcome.",
                     )
+        if pending is not None and ctx._report is not None:
+            # The outcome did not take them (the attempt was aborted meanwhile, or its
+            # outcome was refused): the last lines of an attempt are kept all the same.
+            ctx._report.write_final(pending)
         if not finished:
             log.info("job %s was aborted while running; its outcome is dropped", job.uuid)
             return transitions.ABORTED
@@ -543,13 +592,25 @@ class JobRunner:
         return status
 
     @staticmethod
-    def _store(conn, job: transitions.StartedJob, status: str, payload: Any) -> bool:
-        """The one statement that ends the attempt as ``status``; False if it was aborted."""
+    def _store(
+        conn,
+        job: transitions.StartedJob,
+        status: str,
+        payload: Any,
+        final: reporting.Final | None = None,
+    ) -> bool:
+        """The statement that ends the attempt as ``status``, with the attempt's last
+        progress, and its last log lines if it matched; False if it was aborted."""
+        progress, lines = transitions.UNCHANGED, ()
+        if final is not None:
+            lines = final.lines
+            if final.progress is not None:
+                progress = final.progress
         if status == transitions.COMPLETED:
-            return transitions.complete(conn, job.uuid, job.attempt, payload)
+            return transitions.complete(conn, job.uuid, job.attempt, payload, progress, lines)
         if status == transitions.STOPPED:
-            return transitions.stopped(conn, job.uuid, job.attempt, payload)
-        return transitions.fail(conn, job.uuid, job.attempt, *payload)
+            return transitions.stopped(conn, job.uuid, job.attempt, payload, progress, lines)
+        return transitions.fail(conn, job.uuid, job.attempt, *payload, progress, lines)
 
     def _retry_at(self, job: transitions.StartedJob, error: tuple[str, str]) -> dt.datetime | None:
         """When the failed attempt runs again, or None when no automatic retry is left.
@@ -571,12 +632,18 @@ class JobRunner:
         return utcnow() + dt.timedelta(milliseconds=wait_ms)
 
     def _retry_later(
-        self, job: transitions.StartedJob, error: tuple[str, str], next_run: dt.datetime
+        self,
+        job: transitions.StartedJob,
+        error: tuple[str, str],
+        next_run: dt.datetime,
+        final: reporting.Final | None = None,
     ) -> bool:
-        # The new attempt and the history row of the failed one: one transaction.
-        with self.engine.begin() as conn:
+        # The new attempt, the history row of the failed one and the failed attempt's last
+        # log lines: one transaction. (Its progress goes: the new attempt starts without.)
+        with self.connections.transaction() as conn:
+            lines = final.lines if final is not None else ()
             done = transitions.retry_later(
-                conn, job.uuid, job.attempt, job.started, error, next_run
+                conn, job.uuid, job.attempt, job.started, error, next_run, lines=lines
             )
         if done:
             log.info(

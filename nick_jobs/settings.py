@@ -67,7 +67,7 @@ class StreamSettings:
     always find a free thread (docs/streams.md has the sizing).
     """
 
-    max_per_process: int = 100
+    max_per_process: int = 50
     max_per_user: int = 10
     # A stream ends after this long with a close event that asks the client to reconnect,
     # so no connection lives forever (proxies, deploys, a revoked token).
@@ -84,7 +84,7 @@ class StreamSettings:
 
 def _stream_settings(settings: Mapping[str, Any]) -> StreamSettings:
     streams = StreamSettings(
-        max_per_process=_int(settings, "nick_jobs.stream_max_per_process", 100),
+        max_per_process=_int(settings, "nick_jobs.stream_max_per_process", 50),
         max_per_user=_int(settings, "nick_jobs.stream_max_per_user", 10),
         max_lifetime_s=_float(settings, "nick_jobs.stream_max_lifetime", 600.0),
         keepalive_s=_float(settings, "nick_jobs.stream_keepalive", 15.0),

@@ -15,14 +15,20 @@ session, the worker a bare connection (no ORM on its hot path).
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import threading
 import uuid as uuidlib
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from .models import FINISHED_STATUSES, Job, JobHistory, JobLog, JobStatus, utcnow
+
+_log = logging.getLogger(__name__)
 
 jobs = Job.__table__
 history = JobHistory.__table__
@@ -95,9 +101,51 @@ def create(
         # The message goes out right after this commits; a sweeper re-sends it if not.
         "enqueued": now,
     }
-    values["id"] = conn.execute(jobs.insert().values(values).returning(jobs.c.id)).scalar_one()
+    params = {f"b_{key}": value for key, value in values.items()}
+    if _dialect(conn) == "postgresql":
+        # The job and its "created" history row in one statement: one round trip.
+        values["id"] = conn.execute(_CREATE_WITH_HISTORY, params).scalar_one()
+        return values
+    values["id"] = conn.execute(_CREATE, params).scalar_one()
     _record(conn, values["uuid"], "created", actor, 1, now)
     return values
+
+
+def _dialect(conn) -> str:
+    """The dialect's name of a ``Session``, ``Connection`` or ``Engine``."""
+    bind = conn.get_bind() if isinstance(conn, Session) else conn
+    return bind.dialect.name
+
+
+_CREATE_COLUMNS = [
+    *("uuid", "title", "description", "action", "params", "actor", "status", "created"),
+    *("started", "finished", "result", "error", "attempt", "idempotency_key", "heartbeat"),
+    "enqueued",
+]
+_CREATE = (
+    jobs.insert()
+    .values({name: sa.bindparam(f"b_{name}") for name in _CREATE_COLUMNS})
+    .returning(jobs.c.id)
+)
+
+
+def _create_with_history():
+    new_job = _CREATE.returning(jobs.c.uuid, jobs.c.created, jobs.c.actor).cte("new_job")
+    event = history.insert().from_select(
+        ["job_uuid", "time", "event", "by", "attempt", "data"],
+        sa.select(
+            new_job.c.uuid,
+            new_job.c.created,
+            sa.literal("created", history.c.event.type),
+            new_job.c.actor,
+            sa.literal(1, history.c.attempt.type),
+            sa.literal({}, history.c.data.type),
+        ),
+    )
+    return sa.select(new_job.c.id).add_cte(event.cte("created_event"))
+
+
+_CREATE_WITH_HISTORY = _create_with_history()
 
 
 @dataclass(frozen=True)
@@ -135,16 +183,119 @@ _RUNNING_ATTEMPT = (
     jobs.c.status == RUNNING,
     jobs.c.attempt == sa.bindparam("b_attempt"),
 )
-_COMPLETE = (
-    jobs.update()
-    .where(*_RUNNING_ATTEMPT)
-    .values(status=COMPLETED, finished=sa.bindparam("b_now"), result=sa.bindparam("b_result"))
-)
-_FAIL = (
-    jobs.update()
-    .where(*_RUNNING_ATTEMPT)
-    .values(status=FAILED, finished=sa.bindparam("b_now"), error=sa.bindparam("b_error"))
-)
+
+
+def _finishing(status: str, column: str | None, with_progress: bool):
+    values: dict[str, Any] = {"status": status, "finished": sa.bindparam("b_now")}
+    if column is not None:
+        values[column] = sa.bindparam("b_value")
+    if with_progress:
+        # The attempt's last reported progress lands with its outcome, in one statement.
+        values["progress"] = sa.bindparam("b_progress")
+    return jobs.update().where(*_RUNNING_ATTEMPT).values(values)
+
+
+# status → (without progress, with progress)
+_FINISH = {
+    status: (_finishing(status, column, False), _finishing(status, column, True))
+    for status, column in (("completed", "result"), ("failed", "error"), ("stopped", None))
+}
+
+
+class _Unchanged:
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+#: The ``progress`` of :func:`complete`, :func:`fail` and :func:`stopped` that leaves the
+#: stored progress as it is.
+UNCHANGED: Any = _Unchanged()
+
+job_logs = JobLog.__table__
+# One row of parameters per line (executemany): built once, whatever the number of lines.
+_INSERT_LINES = job_logs.insert()
+
+
+def insert_lines(conn, lines: Sequence[dict[str, Any]]) -> None:
+    """Add log lines (``job_logs`` rows as dicts) in ``conn``'s transaction."""
+    if lines:
+        conn.execute(_INSERT_LINES, list(lines))
+
+
+def one_statement(conn) -> bool:
+    """Does a finishing statement with log lines run as one statement on ``conn`` (a
+    ``Session``, ``Connection`` or ``Engine``)?
+
+    On PostgreSQL it does (a data-modifying CTE), so autocommit is enough; elsewhere it
+    is two, which the caller must put in one transaction.
+    """
+    return _dialect(conn) == "postgresql"
+
+
+_WITH_LINES: dict[int, Any] = {}
+
+
+def _with_lines(finishing) -> Any:
+    """``finishing`` as a CTE whose ``RETURNING`` feeds the INSERT of the attempt's lines:
+    the lines go in only when it matched, in the same statement (PostgreSQL)."""
+    statement = _WITH_LINES.get(id(finishing))
+    if statement is not None:
+        return statement
+    from sqlalchemy.dialects.postgresql import JSONB
+
+    done = finishing.returning(jobs.c.uuid, jobs.c.attempt).cte("finished")
+    # The lines as one JSON array: one parameter to adapt, however many lines.
+    lines = (
+        sa.func.jsonb_array_elements(sa.bindparam("b_lines", type_=JSONB()))
+        .table_valued(sa.column("line", JSONB()), with_ordinality="n")
+        .render_derived(name="lines")
+    )
+    line = lines.c.line
+    rows = (
+        sa.select(
+            done.c.uuid,
+            done.c.attempt,
+            line["time"].astext.cast(sa.DateTime(timezone=True)),
+            line["level"].astext.cast(sa.SmallInteger()),
+            line["message"].astext,
+        )
+        .select_from(done.join(lines, sa.true()))
+        .order_by(lines.c.n)  # ids in the order the lines were logged
+    )
+    columns = ["job_uuid", "attempt", "time", "level", "message"]
+    # An INSERT's rowcount is read only when asked for: it says whether the UPDATE matched.
+    statement = job_logs.insert().from_select(columns, rows)
+    statement = statement.execution_options(preserve_rowcount=True)
+    _WITH_LINES[id(finishing)] = statement
+    return statement
+
+
+def _finish(
+    conn,
+    finishing,
+    params: dict[str, Any],
+    progress: Any,
+    lines: Sequence[dict[str, Any]],
+) -> bool:
+    if progress is not UNCHANGED:
+        params["b_progress"] = progress
+    if not lines:
+        return conn.execute(finishing, params).rowcount == 1
+    if one_statement(conn):
+        params["b_lines"] = [
+            {"time": line["time"].isoformat(), "level": line["level"], "message": line["message"]}
+            for line in lines
+        ]
+        # Lines were given, so rows were inserted exactly when the UPDATE matched.
+        return conn.execute(_with_lines(finishing), params).rowcount > 0
+    if conn.execute(finishing, params).rowcount != 1:
+        return False
+    insert_lines(conn, lines)
+    return True
+
+
+def _finishing_params(uuid: str, attempt: int) -> dict[str, Any]:
+    return {"b_uuid": uuid, "b_attempt": attempt, "b_now": utcnow()}
 
 
 def start(conn, uuid: str) -> StartedJob | None:
@@ -162,17 +313,40 @@ def start(conn, uuid: str) -> StartedJob | None:
     )
 
 
-def complete(conn, uuid: str, attempt: int, result: dict[str, Any]) -> bool:
-    """``running → completed`` for this attempt; False if it was aborted meanwhile."""
-    params = {"b_uuid": uuid, "b_attempt": attempt, "b_now": utcnow(), "b_result": result}
-    return conn.execute(_COMPLETE, params).rowcount == 1
+def complete(
+    conn,
+    uuid: str,
+    attempt: int,
+    result: dict[str, Any],
+    progress: Any = UNCHANGED,
+    lines: Sequence[dict[str, Any]] = (),
+) -> bool:
+    """``running → completed`` for this attempt; False if it was aborted meanwhile.
+
+    ``progress``, when given, is stored by the same statement; ``lines`` (``job_logs``
+    rows) are added only if it matched: see :func:`one_statement` for the transaction.
+    """
+    params = _finishing_params(uuid, attempt)
+    params["b_value"] = result
+    return _finish(conn, _FINISH[COMPLETED][progress is not UNCHANGED], params, progress, lines)
 
 
-def fail(conn, uuid: str, attempt: int, error_type: str, message: str) -> bool:
-    """``running → failed`` for this attempt; False if it was aborted meanwhile."""
-    error = {"type": error_type, "message": message}
-    params = {"b_uuid": uuid, "b_attempt": attempt, "b_now": utcnow(), "b_error": error}
-    return conn.execute(_FAIL, params).rowcount == 1
+def fail(
+    conn,
+    uuid: str,
+    attempt: int,
+    error_type: str,
+    message: str,
+    progress: Any = UNCHANGED,
+    lines: Sequence[dict[str, Any]] = (),
+) -> bool:
+    """``running → failed`` for this attempt; False if it was aborted meanwhile.
+
+    ``progress`` and ``lines`` as for :func:`complete`.
+    """
+    params = _finishing_params(uuid, attempt)
+    params["b_value"] = {"type": error_type, "message": message}
+    return _finish(conn, _FINISH[FAILED][progress is not UNCHANGED], params, progress, lines)
 
 
 def heartbeat(conn, running: dict[str, int], now: dt.datetime) -> int:
@@ -250,8 +424,10 @@ def retry(conn, uuid: str, by: str) -> int:
             attempt=old.attempt + 1,
             heartbeat=None,
             enqueued=now,
-            # A retry starts from scratch, now: not from a stopped run's checkpoint.
+            # A retry starts from scratch, now: not from a stopped run's checkpoint, and
+            # with none of the previous attempt's progress.
             checkpoint=sa.null(),
+            progress=sa.null(),
             next_run=None,
         )
     ).rowcount
@@ -335,6 +511,9 @@ def _as_new_attempt(attempt: int, now: dt.datetime) -> dict[str, Any]:
         "error": None,
         "heartbeat": None,
         "enqueued": now,
+        # A new attempt starts with no progress: the last one's would show until its first
+        # report. (A resume keeps it: the job goes on from its checkpoint.)
+        "progress": sa.null(),
     }
 
 
@@ -432,15 +611,20 @@ def rescue_lost(
 ) -> Rescued:
     """Rescue the running jobs whose heartbeat is older than ``lease_s`` seconds.
 
-    A job whose action allows another attempt (``attempt <= max_retries(action)``) goes
-    back to ``created`` as a new attempt, to be sent again; any other fails with error
-    type ``WorkerLost``. ``max_retries`` gives an action's ``max_retries`` from its name
-    (None: no retries).
+    A job whose action allows another attempt goes back to ``created`` as a new attempt,
+    to be sent again; any other fails with error type ``WorkerLost``. As for automatic
+    retries, ``max_retries(action)`` (None: no retries) counts the attempts of the current
+    series, since the job's creation or its latest manual retry or resume: the lost
+    attempt is the series' ``n``-th, and another is allowed while ``n <= max_retries``.
     """
     out = Rescued([], [])
     for job in lost_jobs(conn, lease_s, now, limit):
         allowed = max_retries(job.action) if max_retries is not None else 0
-        retry = job.attempt <= allowed
+        position = job.attempt
+        if 0 < allowed < position:
+            # Only then can the history change the answer: read it for this job alone.
+            position -= series_start(conn, job.uuid) - 1
+        retry = position <= allowed
         if rescue(conn, job, retry, lease_s, now):
             if retry:
                 out.retried.append((job.uuid, job.action))
@@ -523,7 +707,8 @@ STOP_REQUESTED = "stop requested"
 
 def series_start(conn, uuid: str) -> int:
     """The first attempt of the job's current series: the attempt the latest manual
-    retry or resume made, else 1. Read only when an attempt beyond ``max_retries`` fails."""
+    retry or resume made, else 1. Read only when an attempt beyond ``max_retries`` fails
+    or loses its worker."""
     first = conn.execute(
         sa.select(sa.func.max(history.c.attempt)).where(
             history.c.job_uuid == uuid, history.c.event.in_(SERIES_EVENTS)
@@ -540,13 +725,15 @@ def retry_later(
     error: tuple[str, str],
     next_run: dt.datetime,
     now: dt.datetime | None = None,
+    lines: Sequence[dict[str, Any]] = (),
 ) -> bool:
     """``running → created`` as the next attempt, which may not start before ``next_run``.
 
     An automatic retry of a failed attempt: fenced on status and attempt like ``fail``,
-    and the failed attempt's outcome goes to the history (event ``retry scheduled``).
-    Run it in a transaction. ``enqueued`` is ``next_run``, when the broker delivers the
-    delayed message, so a sweeper re-sends it only once its grace has passed after that.
+    and the failed attempt's outcome goes to the history (event ``retry scheduled``),
+    with its last log ``lines`` (``job_logs`` rows). Run it in a transaction.
+    ``enqueued`` is ``next_run``, when the broker delivers the delayed message, so a
+    sweeper re-sends it only once its grace has passed after that.
     Returns False when the attempt was aborted (or retried, deleted) meanwhile.
     """
     now = now or utcnow()
@@ -570,6 +757,7 @@ def retry_later(
         previous_attempt=_previous_attempt(attempt, started, now, failure),
         next_run=next_run.isoformat(),
     )
+    insert_lines(conn, lines)
     return True
 
 
@@ -622,50 +810,85 @@ def watch(conn, running: dict[str, int]) -> tuple[set[str], set[str]]:
     return gone, {r.uuid for r in rows if r.stop}
 
 
-def stopped(conn, uuid: str, attempt: int, checkpoint: Any) -> bool:
+# (has a checkpoint, with progress) → statement. A job stopped before it saved any
+# checkpoint gets SQL NULL, not JSON null: a resume starts it from scratch.
+_STOP = {
+    (saved, with_progress): _FINISH[STOPPED][with_progress].values(
+        checkpoint=sa.bindparam("b_checkpoint") if saved else sa.null()
+    )
+    for saved in (False, True)
+    for with_progress in (False, True)
+}
+
+
+def stopped(
+    conn,
+    uuid: str,
+    attempt: int,
+    checkpoint: Any,
+    progress: Any = UNCHANGED,
+    lines: Sequence[dict[str, Any]] = (),
+) -> bool:
     """``running → stopped`` for this attempt, keeping the handler's ``checkpoint``.
 
-    False if the attempt was aborted (or retried, deleted) meanwhile.
+    False if the attempt was aborted (or retried, deleted) meanwhile. ``progress`` and
+    ``lines`` as for :func:`complete`.
     """
-    values: dict[str, Any] = {"status": STOPPED, "finished": utcnow()}
-    values["checkpoint"] = sa.null() if checkpoint is None else checkpoint
-    return (
-        conn.execute(
-            jobs.update()
-            .where(jobs.c.uuid == uuid, jobs.c.status == RUNNING, jobs.c.attempt == attempt)
-            .values(values)
-        ).rowcount
-        == 1
-    )
+    params = _finishing_params(uuid, attempt)
+    if checkpoint is not None:
+        params["b_checkpoint"] = checkpoint
+    statement = _STOP[(checkpoint is not None, progress is not UNCHANGED)]
+    return _finish(conn, statement, params, progress, lines)
 
 
 def resume(conn, uuid: str, by: str) -> tuple[int, str]:
     """``stopped → created`` as the next attempt, keeping the checkpoint for the handler.
 
-    One conditional UPDATE (the new attempt is computed in it); a ``resumed`` history row
-    begins a new series of attempts. Returns the new attempt and the job's action.
+    A conditional UPDATE fenced on the stopped attempt; a ``resumed`` history row, with
+    that attempt's times, begins a new series of attempts. Returns the new attempt and
+    the job's action.
     """
     now = utcnow()
-    row = conn.execute(
-        jobs.update()
-        .where(jobs.c.uuid == uuid, jobs.c.status == STOPPED)
-        .values(
-            status=CREATED,
-            attempt=jobs.c.attempt + 1,
-            started=None,
-            finished=None,
-            result={},
-            error=None,
-            heartbeat=None,
-            enqueued=now,
-            next_run=None,
+    # The stopped attempt's times, which the UPDATE clears: the history keeps them.
+    stopped_attempt = conn.execute(
+        sa.select(jobs.c.attempt, jobs.c.started, jobs.c.finished).where(
+            jobs.c.uuid == uuid, jobs.c.status == STOPPED
         )
-        .returning(jobs.c.attempt, jobs.c.action)
     ).one_or_none()
+    row = None
+    if stopped_attempt is not None:
+        row = conn.execute(
+            jobs.update()
+            .where(
+                jobs.c.uuid == uuid,
+                jobs.c.status == STOPPED,
+                jobs.c.attempt == stopped_attempt.attempt,
+            )
+            .values(
+                status=CREATED,
+                attempt=jobs.c.attempt + 1,
+                started=None,
+                finished=None,
+                result={},
+                error=None,
+                heartbeat=None,
+                enqueued=now,
+                next_run=None,
+            )
+            .returning(jobs.c.attempt, jobs.c.action)
+        ).one_or_none()
     if row is None:
         status = _current_status(conn, uuid)
         raise TransitionRefused(status, f"{_a(status)} {status} job can't be resumed.")
-    _record(conn, uuid, "resumed", by, row.attempt, now)
+    previous = {
+        "attempt": stopped_attempt.attempt,
+        "status": STOPPED,
+        "started": stopped_attempt.started.isoformat() if stopped_attempt.started else None,
+        "finished": stopped_attempt.finished.isoformat() if stopped_attempt.finished else None,
+        "result": {},
+        "error": None,
+    }
+    _record(conn, uuid, "resumed", by, row.attempt, now, previous_attempt=previous)
     return row.attempt, row.action
 
 
@@ -698,8 +921,107 @@ def restart(conn, uuid: str, by: str) -> dict[str, Any]:
 # Wrapped here, around the statements above, so that each of them stays one statement:
 # after a change succeeds, nick_jobs.logging.state_change logs the job's uuid, action,
 # actor, new status and how long its attempt ran. The worker's start and finish are logged
-# by the runner, rescues by the sweeper. Logged when the statement succeeds, inside the
-# transaction that commits it.
+# by the runner, rescues by the sweeper. Logged, and counted, only once the transaction
+# that made the change has committed (at once on an autocommit connection): a request
+# whose transaction rolls back logs no change that never happened.
+
+
+def after_commit(conn, hook: Callable[[], None]) -> None:
+    """Call ``hook`` once the transaction ``conn`` runs in has committed; never if it
+    rolls back. At once when ``conn`` autocommits or runs no transaction.
+
+    ``conn`` is a ``Session`` (the request's, joined to ``pyramid_tm``; a ``SAVEPOINT``
+    that rolls back drops the hooks added inside it) or a ``Connection`` (its hooks run
+    as its ``COMMIT`` is sent).
+    """
+    if isinstance(conn, Session):
+        _SessionHooks.of(conn).add(hook)
+        return
+    autocommit = conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+    if autocommit or not conn.in_transaction():
+        _run(hook)
+        return
+    _ConnectionHooks.install(conn.engine)
+    _ConnectionHooks.pending.setdefault(conn, []).append(hook)
+
+
+def _run(hook: Callable[[], None]) -> None:
+    try:
+        hook()
+    except Exception:
+        # A log line or a counter must never undo a change that is committed.
+        _log.exception("a hook after a committed change of a job failed")
+
+
+class _SessionHooks:
+    """The hooks of one session, by the transaction (root or savepoint) they belong to."""
+
+    KEY = "nick_jobs.after_commit"
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.pending: dict[Any, list[Callable[[], None]]] = {}
+        sa.event.listen(session, "after_commit", self._committed)
+        sa.event.listen(session, "after_transaction_end", self._ended)
+
+    @classmethod
+    def of(cls, session: Session) -> _SessionHooks:
+        hooks = session.info.get(cls.KEY)
+        if hooks is None:
+            hooks = session.info[cls.KEY] = cls(session)
+        return hooks
+
+    @staticmethod
+    def _current(session: Session):
+        return session.get_nested_transaction() or session.get_transaction()
+
+    def add(self, hook: Callable[[], None]) -> None:
+        self.pending.setdefault(self._current(self.session), []).append(hook)
+
+    def _committed(self, session: Session) -> None:
+        transaction = self._current(session)
+        hooks = self.pending.pop(transaction, [])
+        if transaction is not None and transaction.nested:
+            # A released savepoint: its hooks now wait for the transaction around it.
+            outer = transaction.parent
+            while outer is not None and not (outer.nested or outer.parent is None):
+                outer = outer.parent
+            if outer is not None:
+                self.pending.setdefault(outer, []).extend(hooks)
+                return
+        for hook in hooks:
+            _run(hook)
+
+    def _ended(self, session: Session, transaction) -> None:
+        # Committed hooks were taken by _committed; what is left was rolled back (or the
+        # session was closed without a commit).
+        self.pending.pop(transaction, None)
+
+
+class _ConnectionHooks:
+    """The hooks of Core connections in a transaction: run at its commit, dropped at its
+    rollback."""
+
+    pending: ClassVar[weakref.WeakKeyDictionary] = weakref.WeakKeyDictionary()
+    engines: ClassVar[weakref.WeakSet] = weakref.WeakSet()
+    lock: ClassVar[threading.Lock] = threading.Lock()
+
+    @classmethod
+    def install(cls, engine: sa.Engine) -> None:
+        with cls.lock:
+            if engine not in cls.engines:
+                sa.event.listen(engine, "commit", cls._committed)
+                sa.event.listen(engine, "rollback", cls._rolled_back)
+                cls.engines.add(engine)
+
+    @classmethod
+    def _committed(cls, conn) -> None:
+        for hook in cls.pending.pop(conn, []):
+            _run(hook)
+
+    @classmethod
+    def _rolled_back(cls, conn) -> None:
+        cls.pending.pop(conn, None)
 
 
 def _log_created(transition: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
@@ -711,8 +1033,12 @@ def _log_created(transition: Callable[..., dict[str, Any]]) -> Callable[..., dic
     @functools.wraps(transition)
     def create(conn, **values: Any) -> dict[str, Any]:
         job = transition(conn, **values)
-        metrics.JOBS_CREATED.labels(job["action"]).inc()
-        state_log.state_change(job["uuid"], job["action"], job["actor"], CREATED)
+
+        def created() -> None:
+            metrics.JOBS_CREATED.labels(job["action"]).inc()
+            state_log.state_change(job["uuid"], job["action"], job["actor"], CREATED)
+
+        after_commit(conn, created)
         return job
 
     return create
@@ -738,9 +1064,13 @@ def _log_change(transition: Callable[..., Any], status: str) -> Callable[..., An
         end = utcnow() if status == ABORTED else before.finished
         took = (end - before.started).total_seconds() if before.started and end else None
         by = kwargs.get("by", args[0] if args else None)
-        if status == ABORTED:
-            metrics.JOBS_FINISHED.labels(before.action, ABORTED).inc()
-        state_log.state_change(uuid, before.action, before.actor, status, took, by)
+
+        def logged() -> None:
+            if status == ABORTED:
+                metrics.JOBS_FINISHED.labels(before.action, ABORTED).inc()
+            state_log.state_change(uuid, before.action, before.actor, status, took, by)
+
+        after_commit(conn, logged)
         return out
 
     return changed

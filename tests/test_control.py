@@ -591,3 +591,31 @@ def test_a_retry_waiting_at_start_up_is_sent_delayed_until_its_next_run(tmp_path
         assert 29_000 < delayed.options["eta"] - now_ms <= 30_100
     finally:
         engine.dispose()
+
+
+def test_the_history_of_a_resumed_job_keeps_the_stopped_attempt(app_without_worker):
+    app = app_without_worker
+    job = app.submit({"action": "dummy", "steps": 3})
+    engine = app.backend.engine
+    with engine.begin() as conn:
+        transitions.start(conn, job["uuid"])
+        transitions.request_stop(conn, job["uuid"], by="admin")
+        assert transitions.stopped(conn, job["uuid"], 1, 2)
+    app.post(f"/@jobs/{job['uuid']}/resume", headers=app.auth(), status=204)
+    history = app.get(f"/@jobs/{job['uuid']}/history", headers=app.auth()).json
+    assert [(e["event"], e["by"], e["attempt"]) for e in history] == [
+        ("created", "admin", 1),
+        ("started", "worker", 1),
+        ("stop requested", "admin", 1),
+        ("stopped", "worker", 1),
+        ("resumed", "admin", 2),
+    ]
+    resumed = history[-1]["previous_attempt"]
+    assert resumed["status"] == "stopped"
+    assert resumed["started"] == history[1]["time"]
+    assert resumed["finished"] == history[3]["time"]
+
+
+def test_the_abort_check_interval_reaches_the_worker(make_app, backend):
+    app = make_app(**{"nick_jobs.abort_check_interval": "0.2"})
+    assert app.app.registry["nick_jobs.queue"].runner.watcher.interval_s == 0.2

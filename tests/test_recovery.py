@@ -207,6 +207,51 @@ def test_a_sweep_rescues_then_sends_the_retried_jobs(backend, app_without_worker
 
 
 @pytest.mark.parametrize("backend", ["postgres-redis"], indirect=True)
+@pytest.mark.parametrize("new_series", ["retried", "resumed"])
+def test_a_rescue_counts_the_attempts_of_the_current_series(
+    backend, app_without_worker, new_series
+):
+    """``patient`` allows one retry. A manual retry (or a resume) starts a new series, so
+    its first attempt, lost, is retried too; only the second lost one fails."""
+    engine = backend.engine
+    sweeper = Sweeper(with_patient(app_without_worker))
+    sweeper.queue = sent = Sent()
+    uuid = started(engine, "patient").uuid
+
+    def lose(attempt: int) -> str:
+        """Start ``attempt`` and lose its worker; return what the sweep made of the job."""
+        with engine.begin() as conn:
+            if row(engine, uuid).status == "created":
+                assert transitions.start(conn, uuid).attempt == attempt
+        assert row(engine, uuid).attempt == attempt
+        result = sweeper.run_once(now=later(sweeper.settings.lease_s + 1))
+        assert result.rescued == 1
+        return row(engine, uuid).status
+
+    assert lose(1) == "created"
+    assert lose(2) == "failed"
+    with engine.begin() as conn:
+        if new_series == "retried":
+            assert transitions.retry(conn, uuid, "admin") == 3
+        else:
+            # A stopped job (as the worker stops it) resumed by its actor.
+            conn.execute(
+                jobs.update().where(jobs.c.uuid == uuid).values(status="stopped", error=None)
+            )
+            assert transitions.resume(conn, uuid, "admin") == (3, "patient")
+    assert lose(3) == "created"
+    assert lose(4) == "failed"
+    assert row(engine, uuid).error["type"] == "WorkerLost"
+    assert sent == [uuid, uuid]
+    assert [(e[0], e[1]) for e in events(engine, uuid)] == [
+        ("created", 1),
+        ("rescued", 2),
+        (new_series, 3),
+        ("rescued", 4),
+    ]
+
+
+@pytest.mark.parametrize("backend", ["postgres-redis"], indirect=True)
 def test_two_sweepers_racing_on_postgresql_rescue_each_job_once(backend, app_without_worker):
     engine = backend.engine
     registry = with_patient(app_without_worker)

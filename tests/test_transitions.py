@@ -6,6 +6,7 @@ its own connection and transaction, as an API request and a worker would.
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -493,3 +494,74 @@ def test_is_finished_names_the_terminal_statuses():
         FAILED,
         ABORTED,
     ]
+
+
+# --- progress across attempts -----------------------------------------------------------
+
+PROGRESS = {
+    "percent": 50.0,
+    "message": "halfway",
+    "steps": [{"name": "main", "done": 1, "total": 2, "status": "running"}],
+}
+
+
+def _retry_later(conn, uuid: str) -> None:
+    next_run = transitions.utcnow()
+    assert transitions.retry_later(conn, uuid, 1, None, ("JobFailed", "no"), next_run)
+
+
+def _rescue(conn, uuid: str) -> None:
+    lost = transitions.lost_jobs(conn, 60, transitions.utcnow() + dt.timedelta(seconds=61))
+    (job,) = [j for j in lost if j.uuid == uuid]
+    assert transitions.rescue(conn, job, True, 60, transitions.utcnow())
+
+
+NEW_ATTEMPTS: dict[str, Callable[[Any, str], None]] = {
+    "retry": lambda conn, uuid: (
+        transitions.fail(conn, uuid, 1, "JobFailed", "no"),
+        transitions.retry(conn, uuid, "admin"),
+    ),
+    "retry later": _retry_later,
+    "rescue": _rescue,
+    "hand back": lambda conn, uuid: transitions.hand_back(conn, uuid, 1),
+}
+
+
+@pytest.mark.parametrize("new_attempt", list(NEW_ATTEMPTS))
+def test_a_new_attempt_shows_none_of_the_previous_attempt_s_progress(engine, new_attempt):
+    uuid = make_job(engine)
+    with engine.begin() as conn:
+        transitions.start(conn, uuid)
+        # As the worker's periodic report writes it.
+        conn.execute(
+            transitions.jobs.update()
+            .where(transitions.jobs.c.uuid == uuid)
+            .values(progress=PROGRESS)
+        )
+    with engine.begin() as conn:
+        NEW_ATTEMPTS[new_attempt](conn, uuid)
+    stored = row(engine, uuid)
+    assert (stored["status"], stored["attempt"], stored["progress"]) == (CREATED, 2, None)
+    with engine.begin() as conn:
+        assert transitions.start(conn, uuid).attempt == 2
+    assert row(engine, uuid)["progress"] is None
+
+
+def test_a_resumed_job_keeps_its_progress_and_checkpoint(engine):
+    uuid = make_job(engine)
+    with engine.begin() as conn:
+        transitions.start(conn, uuid)
+        assert transitions.stopped(conn, uuid, 1, {"done": 1}, progress=PROGRESS)
+    with engine.begin() as conn:
+        assert transitions.resume(conn, uuid, "admin") == (2, "dummy")
+    stored = row(engine, uuid)
+    assert (stored["status"], stored["progress"], stored["checkpoint"]) == (
+        CREATED,
+        PROGRESS,
+        {"done": 1},
+    )
+    with engine.begin() as conn:
+        started = transitions.start(conn, uuid)
+    # It goes on from where it stopped: the checkpoint for its handler, the progress shown.
+    assert (started.attempt, started.checkpoint) == (2, {"done": 1})
+    assert row(engine, uuid)["progress"] == PROGRESS
