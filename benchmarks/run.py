@@ -35,12 +35,13 @@ from benchmarks import (
     latency,
     prune,
     reads,
+    sse,
     submit,
     worker,
 )
 from benchmarks.harness import MODES, ROOT, Run, Skip, ensure_services, log
 
-BENCHMARKS = [e2e, e2e_rabbitmq, e2e_sqlite, worker, latency, reads, submit, prune]
+BENCHMARKS = [e2e, e2e_rabbitmq, e2e_sqlite, worker, latency, reads, submit, sse, prune]
 
 # metric: (unit, comparison, target, baseline metric)
 METRICS: dict[str, tuple[str, str | None, float | None, str | None]] = {
@@ -67,10 +68,16 @@ METRICS: dict[str, tuple[str, str | None, float | None, str | None]] = {
     "submit_rps": ("req/s", None, None, "submit_baseline_rps"),
     "submit_ratio": ("ratio", ">=", 0.3, None),
     "submit_p99_ms": ("ms", None, None, None),
+    "sse_streams": ("streams", None, None, None),
+    "sse_get_p99_ms": ("ms", "<=", 50, "sse_get_baseline_p99_ms"),
+    "sse_event_p95_ms": ("ms", "<=", 250, None),
+    "sse_event_p50_ms": ("ms", None, None, None),
+    "sse_api_rss_mb": ("MB", "<=", 200, None),
     "worker_rss_growth_pct": ("%", "<=", 10, None),
     "prune_max_submit_ms": ("ms", None, None, "prune_control_max_submit_ms"),
     "prune_p99_submit_ms": ("ms", None, None, None),
     "prune_rows_per_s": ("rows/s", None, None, None),
+    "prune_longest_batch_ms": ("ms", None, None, None),
 }
 BASELINE_METRICS = {m[3] for m in METRICS.values() if m[3]}
 

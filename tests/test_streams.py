@@ -634,3 +634,24 @@ def test_a_stream_survives_a_database_outage_and_catches_up(pg_url):
         for key in ("nick_jobs.engine", "nick_jobs.read_engine"):
             wsgi.registry[key].dispose()
         direct.dispose()
+
+
+def test_the_all_jobs_stream_starts_when_it_is_asked_for(make_app, backend):
+    """A job that comes and goes while the stream is being set up, before the process
+    first looks for changes, is still sent."""
+    reset_database(backend.engine)
+    app = make_app(
+        **{
+            "nick_jobs.stream_poll_interval": "0.5",
+            "nick_jobs.embedded_worker_threads": "0",
+            "nick_jobs.queue": "nobody_consumes_streams",
+        }
+    )
+    with serving(app) as address:
+        feed = EventStream(address, "/@jobs/stream", bearer(app))
+        job = app.submit({"action": "dummy"})
+        app.post(f"/@jobs/{job['uuid']}/abort", headers=app.auth(), status=204)
+        events = [feed.next()]
+        while events[-1]["data"]["status"] != "aborted":
+            events.append(feed.next())
+    assert {e["data"]["uuid"] for e in events} == {job["uuid"]}

@@ -19,7 +19,7 @@ from pyramid.response import Response
 from .. import tokens
 from ..body import json_body
 from ..errors import api_error
-from ..models import FINISHED_STATUSES, JobLog, utcnow
+from ..models import FINISHED_STATUSES, Job, JobLog, utcnow
 from ..permissions import Permission
 from ..reporting import level_name
 from ..resources import JobContainer, JobResource, Root
@@ -29,6 +29,9 @@ from ..streams.hub import Subscription
 from . import api_view
 
 _NEWEST_LINE = sa.select(sa.func.max(JobLog.id)).where(JobLog.job_uuid == sa.bindparam("b_uuid"))
+
+
+_NEWEST_CHANGE = sa.select(sa.func.max(Job.changed))
 
 
 class StreamBody:
@@ -192,6 +195,10 @@ def jobs_stream_view(context: JobContainer, request):
     login = take_slot(request)
     try:
         after = _last_event_id(request, sse.parse_feed_id)
+        if after is None:
+            # "From now on" means from this request, not from the hub's next look: a job
+            # that changes while the stream is being set up is still sent.
+            after = request.dbconn.execute(_NEWEST_CHANGE).scalar() or 0
         base = request.resource_url(context)
         sees_all = context.sees_all()
 
