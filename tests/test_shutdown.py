@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from nick_jobs import migrations, tokens
@@ -86,3 +87,19 @@ def test_sigterm_closes_streams_with_a_reconnect_and_exits(tmp_path):
         assert api.wait(timeout=30) == 0
     finally:
         stop_process(api)
+
+
+def test_draining_waits_for_requests_in_flight_before_stopping(make_app, backend):
+    reset_database(backend.engine)
+    app = make_app(**{"nick_jobs.embedded_worker_threads": "0"})
+    registry = app.app.registry
+    drain = registry["nick_jobs.drain"]
+    stopped = threading.Event()
+    drain.enter()  # a request still running
+    drain.start(registry, grace_s=30, stop_server=stopped.set)
+    # New requests are turned away while the old one runs, and the server stays up.
+    assert app.get("/@jobs", headers=app.auth(), status=503).headers["Retry-After"] == "1"
+    assert not stopped.wait(0.3)
+    drain.leave()
+    assert stopped.wait(10), "the server is stopped once the last request is done"
+    assert drain.inflight == 0
