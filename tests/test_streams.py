@@ -134,6 +134,16 @@ class EventStream:
         self.conn.close()
 
 
+def wait_for_hub(client: Client, streams: int = 0, polls: int = 0) -> Any:
+    """The app's stream hub, once it holds ``streams`` streams and has looked ``polls`` times."""
+    hub = client.app.registry["nick_jobs.stream_hub"]
+    deadline = time.monotonic() + 10
+    while hub.open_streams < streams or hub.polls < polls:
+        assert time.monotonic() < deadline, "the stream hub did not get there in 10 s"
+        time.sleep(0.02)
+    return hub
+
+
 def bearer(client: Client, login: str = "admin") -> dict[str, str]:
     return {"Authorization": f"Bearer {client.token(login)}"}
 
@@ -323,12 +333,8 @@ def test_the_all_jobs_stream_shows_each_user_their_jobs_and_admins_all(app_witho
         mine = EventStream(address, "/@jobs/stream", bearer(app, "alice"))
         everything = EventStream(address, "/@jobs/stream", bearer(app, "admin"))
         assert mine.status == everything.status == 200
-        # Subscribed once the hub has looked: a job made before would not be "new".
-        hub = app.app.registry["nick_jobs.stream_hub"]
-        deadline = time.monotonic() + 10
-        while hub.open_streams < 2 or hub.polls < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        # Both streams subscribed, and the hub looking for changes.
+        wait_for_hub(app, streams=2, polls=2)
         bobs = app.submit({"action": "echo", "message": "b"}, login="bob")
         alices = app.submit({"action": "echo", "message": "a"}, login="alice")
         seen_by_admin = feed_until(everything, 2)
@@ -353,11 +359,7 @@ def test_the_all_jobs_stream_resumes_from_last_event_id(app_without_worker):
     app = app_without_worker
     with serving(app) as address:
         feed = EventStream(address, "/@jobs/stream", bearer(app))
-        hub = app.app.registry["nick_jobs.stream_hub"]
-        deadline = time.monotonic() + 10
-        while hub.polls < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_for_hub(app, polls=2)
         first = app.submit({"action": "dummy"})
         event = feed.next()
         assert event["data"]["uuid"] == first["uuid"]
@@ -383,11 +385,7 @@ def test_two_api_nodes_see_the_same_streams(backend, make_app, tmp_path):
     params, gate = gate_params(tmp_path, before=1, after=1)
     with serving(node_b) as address:
         feed = EventStream(address, "/@jobs/stream", bearer(node_b))
-        hub = node_b.app.registry["nick_jobs.stream_hub"]
-        deadline = time.monotonic() + 10
-        while hub.polls < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_for_hub(node_b, polls=2)
         job = node_a.submit(params)
         stream = EventStream(address, f"/@jobs/{job['uuid']}/stream", bearer(node_b))
         assert feed.next()["data"]["uuid"] == job["uuid"]
@@ -506,12 +504,7 @@ def test_shutting_down_closes_streams_with_a_reconnect(app_without_worker):
     with serving(app) as address:
         stream = EventStream(address, f"/@jobs/{job['uuid']}/stream", bearer(app))
         assert stream.next()["event"] == "status"
-        hub = app.app.registry["nick_jobs.stream_hub"]
-        deadline = time.monotonic() + 10
-        while hub.open_streams < 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        hub.shutdown()
+        wait_for_hub(app, streams=1).shutdown()
         assert stream.until_close() == [
             {"event": "close", "data": {"reason": "shutdown", "reconnect": True}}
         ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from urllib.parse import urlencode
 
 from pyramid.httpexceptions import HTTPNoContent
@@ -74,8 +75,7 @@ def create_view(context: JobContainer, request):
     key = request.headers.get("Idempotency-Key")
     # The stream's slot is taken before the job exists: a refused stream (503) must not
     # leave behind a job the client doesn't know it created.
-    login = streams.take_slot(request) if follow else None
-    try:
+    with streams.stream_slot(request) if follow else contextlib.nullcontext() as login:
         job, created = submission.submit(request, context, data, idempotency_key=key)
         url = job_url(request, context, job["uuid"])
         if login is not None:
@@ -85,10 +85,6 @@ def create_view(context: JobContainer, request):
             response = streams.event_stream(body, status=201 if created else 200)
             response.headers["Location"] = url
             return response
-    except BaseException:
-        if login is not None:
-            request.registry["nick_jobs.stream_limits"].release(login)
-        raise
     request.response.status = 201 if created else 200
     request.response.headers["Location"] = url
     return job_json(submission.JobRow(job), url)

@@ -8,6 +8,7 @@ thread, which holds no database connection.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -104,15 +105,25 @@ def event_stream(body: StreamBody, status: int = 200) -> Response:
     return response
 
 
-def take_slot(request) -> str:
-    """A stream slot for the caller, or the 503 that says to come back later."""
+@contextlib.contextmanager
+def stream_slot(request) -> Iterator[str]:
+    """A stream slot for the caller (their login), or the 503 that says to come back later.
+
+    The slot passes to the :class:`StreamBody` made inside the block, which gives it back
+    when the stream ends; an error before that gives it back here.
+    """
     login = request.authenticated_userid
-    refused = request.registry["nick_jobs.stream_limits"].acquire(login)
+    limits = request.registry["nick_jobs.stream_limits"]
+    refused = limits.acquire(login)
     if refused is not None:
         error = api_error(503, "Too many streams", refused + "; try again shortly.")
         error.headers["Retry-After"] = "5"
         raise error
-    return login
+    try:
+        yield login
+    except BaseException:
+        limits.release(login)
+        raise
 
 
 def _last_event_id(request, parse: Callable[[str], Any]) -> Any:
@@ -179,12 +190,8 @@ def job_stream(request, container: JobContainer, uuid: str, job: Any | None, log
 
 @api_view(context=JobResource, name="stream", request_method="GET", permission=Permission.VIEW_JOB)
 def job_stream_view(context: JobResource, request):
-    login = take_slot(request)
-    try:
+    with stream_slot(request) as login:
         body = job_stream(request, context.__parent__, context.job.uuid, context.job, login)
-    except BaseException:
-        request.registry["nick_jobs.stream_limits"].release(login)
-        raise
     return event_stream(body)
 
 
@@ -192,8 +199,7 @@ def job_stream_view(context: JobResource, request):
     context=JobContainer, name="stream", request_method="GET", permission=Permission.VIEW_JOBS
 )
 def jobs_stream_view(context: JobContainer, request):
-    login = take_slot(request)
-    try:
+    with stream_slot(request) as login:
         after = _last_event_id(request, sse.parse_feed_id)
         if after is None:
             # "From now on" means from this request, not from the hub's next look: a job
@@ -211,9 +217,6 @@ def jobs_stream_view(context: JobContainer, request):
 
         hub = request.registry["nick_jobs.stream_hub"]
         body = StreamBody(request, render, lambda: hub.subscribe_feed(after, allowed), [], login)
-    except BaseException:
-        request.registry["nick_jobs.stream_limits"].release(login)
-        raise
     return event_stream(body)
 
 
