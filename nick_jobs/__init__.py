@@ -44,6 +44,8 @@ def includeme(config: Configurator) -> None:
     config.include(".views.streams")
     # SIGTERM: stop taking requests, close streams, finish what runs, then stop.
     config.include(".shutdown")
+    # A short GIL switch interval: plain requests stay fast beside many open streams.
+    config.include(".switching")
     config.include(".views.actions")
     config.include(".views.health")
     config.include(".views.scheduled_jobs")

@@ -148,6 +148,9 @@ class Settings:
     # How often a worker process looks for aborts and stop requests of the jobs it runs
     # (one query for all of them): how late an abort may reach a handler.
     abort_check_interval_s: float = 0.5
+    # sys.setswitchinterval for the API and worker processes (nick_jobs.switching); 0 keeps
+    # the interpreter's.
+    switch_interval_s: float = 0.0005
 
     @property
     def is_production(self) -> bool:
@@ -248,7 +251,19 @@ def parse(settings: Mapping[str, Any]) -> Settings:
         graceful_shutdown=asbool(settings.get("nick_jobs.graceful_shutdown", True)),
         shutdown_grace_s=_float(settings, "nick_jobs.shutdown_grace", 20.0),
         abort_check_interval_s=_abort_check_interval(settings),
+        switch_interval_s=_switch_interval(settings),
     )
+
+
+def _switch_interval(settings: Mapping[str, Any]) -> float:
+    interval = _float(settings, "nick_jobs.switch_interval", 0.0005)
+    # 0 keeps the interpreter's own; CPython refuses anything not above 0.
+    if not (interval == 0 or 0 < interval <= 1):  # NaN too
+        raise ConfigurationError(
+            "nick_jobs.switch_interval takes 0 (keep Python's) or seconds up to 1, "
+            f"not {interval:g}"
+        )
+    return interval
 
 
 def _abort_check_interval(settings: Mapping[str, Any]) -> float:
