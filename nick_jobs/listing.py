@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,8 @@ import sqlalchemy as sa
 from .errors import api_error
 from .models import Job
 
-_LIST_COLUMNS = (
+# The order nick_jobs.serialize.listed_job_json unpacks.
+LIST_COLUMNS = (
     Job.id,
     Job.uuid,
     Job.title,
@@ -60,24 +62,42 @@ class Page:
     total: int | None
 
 
-def _filters(
-    status: str | None, actor: str | None, action: str | None, q: str | None
-) -> list[sa.ColumnElement[bool]]:
+def _like_escape(text: str) -> str:
+    """``text`` as a literal inside a LIKE pattern with ``/`` as the escape character."""
+    return text.replace("/", "//").replace("%", "/%").replace("_", "/_")
+
+
+def _conditions(status: bool, actor: bool, action: bool, q: bool) -> list[sa.ColumnElement[bool]]:
     conditions: list[sa.ColumnElement[bool]] = []
     if status:
-        conditions.append(Job.status == status)
+        conditions.append(Job.status == sa.bindparam("b_status"))
     if actor:
-        conditions.append(Job.actor == actor)
+        conditions.append(Job.actor == sa.bindparam("b_actor"))
     if action:
-        conditions.append(Job.action == action)
+        conditions.append(Job.action == sa.bindparam("b_action"))
     if q:
         conditions.append(
             sa.or_(
-                Job.title.icontains(q, autoescape=True),
-                Job.description.icontains(q, autoescape=True),
+                Job.title.icontains(sa.bindparam("b_q"), escape="/"),
+                Job.description.icontains(sa.bindparam("b_q"), escape="/"),
             )
         )
     return conditions
+
+
+# Statements built once per combination of filters, with bind parameters: building a
+# select per request cost about a tenth of a list request's CPU.
+@functools.cache
+def _page_statement(status: bool, actor: bool, action: bool, q: bool, after: bool) -> sa.Select:
+    query = sa.select(*LIST_COLUMNS).where(*_conditions(status, actor, action, q))
+    if after:
+        query = query.where(Job.id < sa.bindparam("b_before"))
+    return query.order_by(Job.id.desc()).limit(sa.bindparam("b_limit"))
+
+
+@functools.cache
+def _count_statement(status: bool, actor: bool, action: bool, q: bool) -> sa.Select:
+    return sa.select(sa.func.count()).select_from(Job).where(*_conditions(status, actor, action, q))
 
 
 def list_jobs(
@@ -91,20 +111,25 @@ def list_jobs(
     q: str | None = None,
     want_total: bool = False,
 ) -> Page:
-    conditions = _filters(status, actor, action, q)
-    query = sa.select(*_LIST_COLUMNS).where(*conditions)
-    if cursor:
-        query = query.where(Job.id < decode_cursor(cursor))
+    filters = (bool(status), bool(actor), bool(action), bool(q))
+    params: dict[str, Any] = {
+        "b_status": status,
+        "b_actor": actor,
+        "b_action": action,
+        "b_q": _like_escape(q) if q else None,
+    }
+    params = {k: v for k, v in params.items() if v}
     # One row more than the page tells whether a next page exists without a COUNT.
-    rows = dbsession.execute(query.order_by(Job.id.desc()).limit(size + 1)).all()
+    page_params = {**params, "b_limit": size + 1}
+    if cursor:
+        page_params["b_before"] = decode_cursor(cursor)
+    rows = dbsession.execute(_page_statement(*filters, bool(cursor)), page_params).all()
     has_next = len(rows) > size
     rows = rows[:size]
     next_cursor = encode_cursor(rows[-1].id) if has_next else None
     total = None
     if want_total:
-        total = dbsession.execute(
-            sa.select(sa.func.count()).select_from(Job).where(*conditions)
-        ).scalar_one()
+        total = dbsession.execute(_count_statement(*filters), params).scalar_one()
     elif not cursor and not has_next:
         total = len(rows)  # the whole result is on this page: the count is free
     return Page(rows=rows, next_cursor=next_cursor, total=total)

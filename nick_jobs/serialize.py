@@ -21,24 +21,103 @@ def isoformat(value: dt.datetime | None) -> str | None:
 
 def job_json(job: Any, job_url: str) -> dict[str, Any]:
     """Serialise a job (ORM object or row with the same attributes)."""
-    data = {
-        "@id": job_url,
-        "uuid": job.uuid,
-        "title": job.title,
-        "description": job.description,
-        "params": job.params or {},
-        "actor": job.actor,
-        "created": isoformat(job.created),
-        "started": isoformat(job.started),
-        "finished": isoformat(job.finished),
-        "status": job.status,
-        "result": job.result or {},
-        "attempt": job.attempt,
+    return _job(
+        job_url,
+        job.uuid,
+        job.title,
+        job.description,
+        job.params,
+        job.actor,
+        job.created,
+        job.started,
+        job.finished,
+        job.status,
+        job.result,
+        job.error,
+        job.attempt,
         # A row made by transitions.create (just submitted) has none of these yet.
-        "progress": getattr(job, "progress", None),
-        "parent": getattr(job, "parent", None),
-        "next_run": isoformat(getattr(job, "next_run", None)),
+        getattr(job, "progress", None),
+        getattr(job, "parent", None),
+        getattr(job, "next_run", None),
+    )
+
+
+def listed_job_json(row: Any, base_url: str) -> dict[str, Any]:
+    """A row of :data:`nick_jobs.listing.LIST_COLUMNS`, unpacked by position: a page of
+    jobs is the hottest serialisation there is, and a row's attributes cost more."""
+    (
+        _id,
+        uuid,
+        title,
+        description,
+        params,
+        actor,
+        created,
+        started,
+        finished,
+        status,
+        result,
+        error,
+        attempt,
+        progress,
+        parent,
+        next_run,
+    ) = row
+    return _job(
+        f"{base_url}/{uuid}",
+        uuid,
+        title,
+        description,
+        params,
+        actor,
+        created,
+        started,
+        finished,
+        status,
+        result,
+        error,
+        attempt,
+        progress,
+        parent,
+        next_run,
+    )
+
+
+def _job(
+    url: str,
+    uuid: str,
+    title: str,
+    description: str,
+    params: dict[str, Any] | None,
+    actor: str,
+    created: dt.datetime | None,
+    started: dt.datetime | None,
+    finished: dt.datetime | None,
+    status: str,
+    result: dict[str, Any] | None,
+    error: dict[str, Any] | None,
+    attempt: int,
+    progress: dict[str, Any] | None,
+    parent: str | None,
+    next_run: dt.datetime | None,
+) -> dict[str, Any]:
+    data = {
+        "@id": url,
+        "uuid": uuid,
+        "title": title,
+        "description": description,
+        "params": params or {},
+        "actor": actor,
+        "created": isoformat(created),
+        "started": isoformat(started),
+        "finished": isoformat(finished),
+        "status": status,
+        "result": result or {},
+        "attempt": attempt,
+        "progress": progress,
+        "parent": parent,
+        "next_run": isoformat(next_run),
     }
-    if job.status == JobStatus.FAILED and job.error:
-        data["error"] = {"type": job.error.get("type", ""), "message": job.error.get("message", "")}
+    if status == JobStatus.FAILED and error:
+        data["error"] = {"type": error.get("type", ""), "message": error.get("message", "")}
     return data

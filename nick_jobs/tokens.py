@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,8 +36,33 @@ def issue(settings: Settings, login: str, fullname: str, now: dt.datetime | None
     return jwt.encode(payload, settings.jwt_secret, algorithm=settings.jwt_algorithms[0])
 
 
+# Tokens whose signature and claims were checked, by (token, secret, algorithms). A client
+# sends the same token with every request, and PyJWT's checks cost about as much CPU as the
+# rest of authenticating a request; only the expiry can change the verdict afterwards.
+_VERIFIED: dict[tuple[str, str, tuple[str, ...]], TokenClaims] = {}
+VERIFIED_MAX = 10_000
+
+
 def decode(settings: Settings, token: str) -> TokenClaims:
     """Verify signature, algorithm and expiry; raise :class:`InvalidToken` otherwise."""
+    key = (token, settings.jwt_secret, settings.jwt_algorithms)
+    known = _VERIFIED.get(key)
+    if known is not None:
+        # PyJWT's own rule: expired once exp <= now - leeway.
+        if known.exp.timestamp() <= time.time() - settings.jwt_leeway_s:
+            _VERIFIED.pop(key, None)
+            raise InvalidToken("ExpiredSignatureError: Signature has expired")
+        return known
+    claims = _verify(settings, token)
+    if len(_VERIFIED) >= VERIFIED_MAX:
+        # Oldest first; another thread may have taken it already.
+        with contextlib.suppress(StopIteration, KeyError, RuntimeError):
+            _VERIFIED.pop(next(iter(_VERIFIED)))
+    _VERIFIED[key] = claims
+    return claims
+
+
+def _verify(settings: Settings, token: str) -> TokenClaims:
     try:
         claims = jwt.decode(
             token,

@@ -14,7 +14,7 @@ from ..listing import list_jobs
 from ..permissions import Permission
 from ..resources import JobContainer, JobResource
 from ..schemas import ListQuerySchema
-from ..serialize import job_json
+from ..serialize import job_json, listed_job_json
 from . import api_view, streams
 
 # Schemas are stateless once built; building one per request costs more than loading.
@@ -55,7 +55,7 @@ def list_view(context: JobContainer, request):
         request.response.headers["X-Total-Count"] = str(page.total)
     # One URL computation for the page, not one per job.
     base = request.resource_url(context).rstrip("/")
-    return [job_json(row, f"{base}/{row.uuid}") for row in page.rows]
+    return [listed_job_json(row, base) for row in page.rows]
 
 
 def _follow(request) -> bool:
