@@ -21,10 +21,8 @@ needed; ``open``: no authentication), ``nick_jobs.worker_metrics_port`` (0: off)
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
-import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +34,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from .models import Job, utcnow
+from .runner import JobRunner, Outcome
 from .settings import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -195,65 +194,28 @@ _FINISHED_BY_WORKER = ("completed", "failed")
 class WorkerMetrics(dramatiq.Middleware):
     """Counts the jobs this worker process completes and fails, their run time and lag.
 
-    The runner gives Dramatiq nothing back, so after each message one indexed ``SELECT``
-    by uuid reads the row's outcome. A row this process did not start during that message
-    (a duplicate delivery, a job aborted before it started) is not counted. The middleware
-    is installed only where someone reads it: the embedded worker, and worker processes
-    with ``nick_jobs.worker_metrics_port``.
+    The runner keeps, per thread, how the job it just ran ended; after each message this
+    middleware, in the same thread, takes it. A message whose job this thread did not
+    run (a duplicate delivery, a job aborted before it started) leaves nothing to count.
+    The middleware is installed only where someone reads it: the embedded worker, and
+    worker processes with ``nick_jobs.worker_metrics_port``.
     """
 
-    def __init__(self, engine: sa.Engine) -> None:
-        self.engine = engine
-        self.local = threading.local()
-        self.statement = sa.select(
-            jobs.c.action,
-            jobs.c.status,
-            jobs.c.attempt,
-            jobs.c.created,
-            jobs.c.enqueued,
-            jobs.c.started,
-            jobs.c.finished,
-        ).where(jobs.c.uuid == sa.bindparam("b_uuid"))
-
-    def _connection(self) -> sa.Connection:
-        conn = getattr(self.local, "conn", None)
-        if conn is None or conn.closed or conn.invalidated:
-            conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-            self.local.conn = conn
-        return conn
-
-    def before_process_message(self, broker, message) -> None:
-        self.local.began = utcnow()
+    def __init__(self, runner: JobRunner) -> None:
+        self.runner = runner
 
     def after_process_message(self, broker, message, *, result=None, exception=None) -> None:
-        began = getattr(self.local, "began", None)
-        self.local.began = None
-        if began is None or not message.args:
-            return
-        try:
-            row = self._connection().execute(self.statement, {"b_uuid": message.args[0]}).first()
-        except Exception:
-            # Metrics never fail a job; the next message opens a new connection.
-            log.debug("metrics: could not read job %s", message.args[0], exc_info=True)
-            conn = getattr(self.local, "conn", None)
-            self.local.conn = None
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    conn.close()
-            return
-        self.observe(row, began)
+        if message.args:
+            self.observe(self.runner.take_outcome(message.args[0]))
 
     @staticmethod
-    def observe(row, began: dt.datetime) -> bool:
-        """Count a job this process started after ``began`` and finished; True if counted."""
-        if row is None or row.started is None or row.started < began:
+    def observe(outcome: Outcome | None) -> bool:
+        """Count a job this thread ran to completion or failure; True if counted."""
+        if outcome is None or outcome.status not in _FINISHED_BY_WORKER:
             return False
-        if row.status not in _FINISHED_BY_WORKER or row.finished is None:
-            return False
-        JOBS_FINISHED.labels(row.action, row.status).inc()
-        JOB_DURATION.labels(row.action).observe((row.finished - row.started).total_seconds())
-        queued = row.created if row.attempt == 1 else (row.enqueued or row.created)
-        QUEUE_LAG.labels(row.action).observe(max((row.started - queued).total_seconds(), 0.0))
+        JOBS_FINISHED.labels(outcome.action, outcome.status).inc()
+        JOB_DURATION.labels(outcome.action).observe(outcome.took_s)
+        QUEUE_LAG.labels(outcome.action).observe(outcome.lag_s)
         return True
 
 
@@ -264,4 +226,4 @@ def install(config, queue) -> None:
     settings = parse_settings(config.get_settings())
     config.registry["nick_jobs.metrics"] = settings
     if queue.settings.embedded_broker or settings.worker_port:
-        queue.broker.add_middleware(WorkerMetrics(queue.runner.engine))
+        queue.broker.add_middleware(WorkerMetrics(queue.runner))

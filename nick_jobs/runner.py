@@ -426,6 +426,17 @@ class Watcher:
                 log.exception("could not poll for aborted and stopped jobs; trying again")
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """How a job this thread ran ended: what the worker's metrics count."""
+
+    uuid: str
+    action: str
+    status: str
+    took_s: float
+    lag_s: float
+
+
 class JobRunner:
     """Runs jobs by uuid: the Dramatiq actor's function.
 
@@ -451,6 +462,9 @@ class JobRunner:
         # How an automatic retry is sent: send(uuid, action, delay_s); the queue sets it.
         # Without it, the sweeper sends the retry once its grace after next_run is over.
         self.send: Callable[[str, str, float], None] | None = None
+        # The last job each thread ran to an outcome, for the metrics middleware: it runs
+        # in the same thread once the message is processed, and needs no query.
+        self._outcomes = threading.local()
 
     def __call__(self, uuid: str) -> None:
         self.run(uuid)
@@ -460,8 +474,15 @@ class JobRunner:
         with self.heartbeats.lock:
             return dict(self.heartbeats.running)
 
+    def take_outcome(self, uuid: str) -> Outcome | None:
+        """What this thread's run of job ``uuid`` ended in, once; None if it did not run it."""
+        outcome = getattr(self._outcomes, "last", None)
+        self._outcomes.last = None
+        return outcome if outcome is not None and outcome.uuid == uuid else None
+
     def run(self, uuid: str) -> str | None:
         """Run job ``uuid`` if it is still waiting; return the status it ended in."""
+        self._outcomes.last = None
         with self.connections.use() as conn:
             job = transitions.start(conn, uuid)
         if job is None:
@@ -589,6 +610,9 @@ class JobRunner:
             status,
             took,
         )
+        queued = job.queued_since or job.started
+        lag = max((job.started - queued).total_seconds(), 0.0)
+        self._outcomes.last = Outcome(job.uuid, job.action, status, took, lag)
         return status
 
     @staticmethod

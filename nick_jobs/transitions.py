@@ -158,6 +158,9 @@ class StartedJob:
     started: dt.datetime
     # What the handler saved when the job was last stopped (None: start from scratch).
     checkpoint: Any = None
+    # Since when it waited for this start: its creation for a first attempt, its retry,
+    # rescue or hand-back for a later one (the queue-lag metric).
+    queued_since: dt.datetime | None = None
 
 
 # The worker's statements are built once: constructing them per call costs more Python
@@ -176,7 +179,15 @@ _START = (
         heartbeat=sa.bindparam("b_now"),
         next_run=None,
     )
-    .returning(jobs.c.action, jobs.c.params, jobs.c.actor, jobs.c.attempt, jobs.c.checkpoint)
+    .returning(
+        jobs.c.action,
+        jobs.c.params,
+        jobs.c.actor,
+        jobs.c.attempt,
+        jobs.c.checkpoint,
+        jobs.c.created,
+        jobs.c.enqueued,
+    )
 )
 _RUNNING_ATTEMPT = (
     jobs.c.uuid == sa.bindparam("b_uuid"),
@@ -308,8 +319,16 @@ def start(conn, uuid: str) -> StartedJob | None:
     row = conn.execute(_START, {"b_uuid": uuid, "b_now": now}).one_or_none()
     if row is None:
         return None
+    queued_since = row.created if row.attempt == 1 else (row.enqueued or row.created)
     return StartedJob(
-        uuid, row.action, row.params or {}, row.actor, row.attempt, now, row.checkpoint
+        uuid,
+        row.action,
+        row.params or {},
+        row.actor,
+        row.attempt,
+        now,
+        row.checkpoint,
+        queued_since,
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import secrets
@@ -14,7 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from nick_jobs import main
 from nick_jobs.logging import STATE_LOGGER, JSONFormatter, use_json
 from nick_jobs.metrics import WorkerMetrics, parse_settings
-from nick_jobs.models import get_engine, utcnow
+from nick_jobs.models import get_engine
+from nick_jobs.runner import Outcome
 from nick_jobs.settings import ConfigurationError
 
 from .conftest import REDIS_URL, Client, base_settings, need, reset_database, write_ini
@@ -117,17 +117,15 @@ def test_waiting_jobs_and_aborts_from_the_database(app_without_worker):
     assert value(after, aborted[0], **aborted[1]) - value(text, aborted[0], **aborted[1]) == 1
 
 
-def test_a_message_this_process_did_not_start_is_not_counted():
-    now = utcnow()
-
-    class Row:
-        action, status, attempt = "dummy", "completed", 1
-        created = enqueued = started = finished = now
-
-    assert WorkerMetrics.observe(Row, began=now)
-    # Started before this message was taken: another delivery ran it.
-    assert not WorkerMetrics.observe(Row, began=now + dt.timedelta(milliseconds=1))
-    assert not WorkerMetrics.observe(None, began=now)
+def test_only_jobs_this_thread_ran_to_completion_or_failure_are_counted():
+    done = Outcome("u1", "dummy", "completed", took_s=0.5, lag_s=0.1)
+    assert WorkerMetrics.observe(done)
+    assert WorkerMetrics.observe(Outcome("u2", "dummy", "failed", took_s=0.5, lag_s=0.1))
+    # A retry waits again, a stopped job is not finished, and a message whose job this
+    # thread did not run (a duplicate delivery, an aborted job) has no outcome.
+    assert not WorkerMetrics.observe(Outcome("u3", "dummy", "created", took_s=0.5, lag_s=0))
+    assert not WorkerMetrics.observe(Outcome("u4", "dummy", "stopped", took_s=0.5, lag_s=0))
+    assert not WorkerMetrics.observe(None)
 
 
 # --- log lines ------------------------------------------------------------------------------

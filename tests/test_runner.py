@@ -509,3 +509,46 @@ def test_a_broker_error_after_commit_is_logged_and_the_job_stays_created(
     assert record.exc_info[0] is ConnectionError
     assert row(engine, uuid)["status"] == "created"
     assert waiting_messages(stub_registry) == []
+
+
+# --- the outcome the metrics middleware takes -------------------------------------------
+
+
+def test_the_thread_that_ran_a_job_can_take_its_outcome_once(engine):
+    runner = runner_for(engine, noop=lambda params, ctx: {}, boom=lambda params, ctx: 1 / 0)
+    done = make_job(engine, "noop")
+    assert runner.run(done) == transitions.COMPLETED
+    outcome = runner.take_outcome(done)
+    assert (outcome.uuid, outcome.action, outcome.status) == (done, "noop", "completed")
+    assert outcome.took_s >= 0
+    created, started = row(engine, done)["created"], row(engine, done)["started"]
+    assert outcome.lag_s == pytest.approx((started - created).total_seconds())
+    assert runner.take_outcome(done) is None
+
+    failed = make_job(engine, "boom")
+    runner.run(failed)
+    # Another uuid than the one this thread ran: nothing to take, and it is gone.
+    assert runner.take_outcome(done) is None
+    assert runner.take_outcome(failed) is None
+
+
+def test_a_job_that_did_not_run_leaves_no_outcome(engine):
+    runner = runner_for(engine, noop=lambda params, ctx: {})
+    uuid = make_job(engine, "noop")
+    runner.run(uuid)
+    # A duplicate delivery: the job is no longer waiting, and the earlier outcome is
+    # not this message's.
+    assert runner.run(uuid) is None
+    assert runner.take_outcome(uuid) is None
+
+
+def test_outcomes_are_per_thread(engine):
+    runner = runner_for(engine, noop=lambda params, ctx: {})
+    uuid = make_job(engine, "noop")
+    runner.run(uuid)
+    seen = []
+    other = threading.Thread(target=lambda: seen.append(runner.take_outcome(uuid)))
+    other.start()
+    other.join()
+    assert seen == [None]
+    assert runner.take_outcome(uuid).status == "completed"
