@@ -44,6 +44,8 @@ def includeme(config: Configurator) -> None:
     config.include(".views.streams")
     # SIGTERM: stop taking requests, close streams, finish what runs, then stop.
     config.include(".shutdown")
+    # At most nick_jobs.max_active_requests requests run their view at once.
+    config.include(".admission")
     # A short GIL switch interval: plain requests stay fast beside many open streams.
     config.include(".switching")
     config.include(".views.actions")

@@ -151,6 +151,10 @@ class Settings:
     # sys.setswitchinterval for the API and worker processes (nick_jobs.switching); 0 keeps
     # the interpreter's.
     switch_interval_s: float = 0.0005
+    # Requests of one API process that run their view and transaction at once (0: no
+    # bound), and how long one past that may wait (nick_jobs.admission).
+    max_active_requests: int = 16
+    request_queue_timeout_s: float = 30.0
 
     @property
     def is_production(self) -> bool:
@@ -213,6 +217,10 @@ def parse(settings: Mapping[str, Any]) -> Settings:
             "nick_jobs.lease must be at least twice nick_jobs.heartbeat_interval, "
             f"not {lease:g} s for heartbeats every {heartbeat_interval:g} s"
         )
+    if _int(settings, "nick_jobs.max_active_requests", 16) < 0:
+        raise ConfigurationError("nick_jobs.max_active_requests takes 0 (no bound) or more")
+    if not _float(settings, "nick_jobs.request_queue_timeout", 30.0) > 0:  # NaN too
+        raise ConfigurationError("nick_jobs.request_queue_timeout takes seconds above 0")
     if _float(settings, "nick_jobs.shutdown_grace", 20.0) < 0:
         raise ConfigurationError("nick_jobs.shutdown_grace takes 0 or more seconds")
     return Settings(
@@ -252,6 +260,8 @@ def parse(settings: Mapping[str, Any]) -> Settings:
         shutdown_grace_s=_float(settings, "nick_jobs.shutdown_grace", 20.0),
         abort_check_interval_s=_abort_check_interval(settings),
         switch_interval_s=_switch_interval(settings),
+        max_active_requests=_int(settings, "nick_jobs.max_active_requests", 16),
+        request_queue_timeout_s=_float(settings, "nick_jobs.request_queue_timeout", 30.0),
     )
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 import zope.sqlalchemy
+from pyramid.tweens import EXCVIEW
 from sqlalchemy.orm import Session, configure_mappers, sessionmaker
 
 from .job import FINISHED_STATUSES, Job, JobHistory, JobLog, JobStatus
@@ -153,3 +154,28 @@ def includeme(config) -> None:
         return conn
 
     config.add_request_method(dbconn, reify=True)
+    config.add_tween(
+        "nick_jobs.models.release_read_connection_tween_factory",
+        under="pyramid_tm.tm_tween_factory",
+        over=EXCVIEW,
+    )
+
+
+def release_read_connection_tween_factory(handler, registry):
+    """Give the request's read connection back once its response is made.
+
+    The response (an error view's too) is complete here, and what still runs for the
+    request is the commit and its after-commit hooks, the broker send among them. A
+    first send on a thread can take a while (one RabbitMQ connection per thread), and a
+    read connection held meanwhile starved the pool: a burst of submits on fresh threads
+    got 503s after waiting 5 s for a connection.
+    """
+
+    def release_read_connection(request):
+        response = handler(request)
+        conn = request.__dict__.get("dbconn")
+        if conn is not None:
+            conn.close()
+        return response
+
+    return release_read_connection
