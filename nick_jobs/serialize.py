@@ -43,44 +43,10 @@ def job_json(job: Any, job_url: str) -> dict[str, Any]:
 
 
 def listed_job_json(row: Any, base_url: str) -> dict[str, Any]:
-    """A row of :data:`nick_jobs.listing.LIST_COLUMNS`, unpacked by position: a page of
-    jobs is the hottest serialisation there is, and a row's attributes cost more."""
-    (
-        _id,
-        uuid,
-        title,
-        description,
-        params,
-        actor,
-        created,
-        started,
-        finished,
-        status,
-        result,
-        error,
-        attempt,
-        progress,
-        parent,
-        next_run,
-    ) = row
-    return _job(
-        f"{base_url}/{uuid}",
-        uuid,
-        title,
-        description,
-        params,
-        actor,
-        created,
-        started,
-        finished,
-        status,
-        result,
-        error,
-        attempt,
-        progress,
-        parent,
-        next_run,
-    )
+    """A row of :data:`nick_jobs.listing.LIST_COLUMNS`, by position: a page of jobs is the
+    hottest serialisation there is, and a row's attributes cost more. After the ``id``,
+    the columns are :func:`_job`'s arguments in its order."""
+    return _job(f"{base_url}/{row[1]}", *row[1:])
 
 
 def _job(

@@ -69,6 +69,20 @@ def test_list_is_newest_first_bare_array(app):
     assert "Link" not in res.headers
 
 
+def test_a_listed_job_is_the_job_itself(app):
+    # Listing serialises rows by position: every field must match the job's own JSON,
+    # a failed job's error included.
+    done = app.submit({"action": "dummy", "result": {"n": 1}})
+    failed = app.submit({"action": "dummy", "fail": "on purpose"})
+    app.wait_for(done["uuid"], "completed")
+    app.wait_for(failed["uuid"], "failed")
+    listed = {j["uuid"]: j for j in app.get("/@jobs", headers=app.auth()).json}
+    for job_uuid in (done["uuid"], failed["uuid"]):
+        assert listed[job_uuid] == app.get(f"/@jobs/{job_uuid}", headers=app.auth()).json
+    assert listed[failed["uuid"]]["error"]["message"] == "on purpose"
+    assert listed[done["uuid"]]["result"] == {"n": 1}
+
+
 def test_list_pages_with_link_cursor(app):
     made = [app.submit({"action": "dummy"})["uuid"] for _ in range(5)]
     seen, url = [], "/@jobs?b_size=2"

@@ -28,7 +28,7 @@ from nick_jobs.models import JobHistory, JobLog, get_engine, utcnow
 from nick_jobs.runner import JobRunner
 from nick_jobs.settings import ConfigurationError
 
-from .conftest import Client, base_settings, reset_database
+from .conftest import PG_ADMIN_URL, PG_HOST, PG_TEST_DB, Client, base_settings, need, reset_database
 
 jobs = transitions.jobs
 
@@ -78,9 +78,30 @@ SELECT uuid, 1, created, 20, 'line ' || n FROM jobs, generate_series(1, 2) AS n
 """
 
 
+@pytest.fixture(scope="module")
+def own_pg_url():
+    """A database of this module's own: the shared test database may have a real worker
+    process of another test's backend on it, whose sweeper would rescue and re-send the
+    old unfinished jobs these tests must see untouched."""
+    need("PostgreSQL", PG_HOST, 5432)
+    name = f"{PG_TEST_DB}_retention"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    url = f"postgresql+psycopg://postgres@{PG_HOST}:5432/{name}"
+    engine = get_engine(url)
+    migrations.upgrade(engine)
+    engine.dispose()
+    yield url
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    admin.dispose()
+
+
 @pytest.fixture
-def engine(pg_url):
-    engine = get_engine(pg_url)
+def engine(own_pg_url):
+    engine = get_engine(own_pg_url)
     reset_database(engine)
     yield engine
     reset_database(engine)  # leave the shared test database small for the tests after
@@ -299,7 +320,7 @@ def db_url(request, tmp_path) -> str:
         migrations.upgrade(engine)
         engine.dispose()
         return url
-    return request.getfixturevalue("pg_url")
+    return request.getfixturevalue("own_pg_url")
 
 
 @pytest.fixture
