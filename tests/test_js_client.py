@@ -7,8 +7,10 @@ without Node is fine; CI has Node.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import warnings
@@ -31,17 +33,25 @@ def test_js_client_suite_passes_against_a_live_server():
         raise AssertionError(f"{message}. Install Node 18+, or set NICK_JOBS_REQUIRE_NODE=0.")
     env = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT_OVERRIDES}
     env["NICK_JOBS_BIN"] = str(Path(sys.executable).parent)
-    proc = subprocess.run(
+    # Node and the servers its tests start get a process group of their own, so that
+    # nothing outlives the test: on a timeout, killing node alone left its pserve
+    # children running, with their workers, on the test database.
+    proc = subprocess.Popen(
         [node, "--test", "test/"],
         cwd=JS,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=300,
+        start_new_session=True,
     )
-    assert proc.returncode == 0, f"node --test failed:\n{proc.stdout}\n{proc.stderr}"
-    summary = dict(
-        line[2:].split(" ", 1) for line in proc.stdout.splitlines() if line.startswith("# ")
-    )
+    try:
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == 0, f"node --test failed:\n{stdout}\n{stderr}"
+    summary = dict(line[2:].split(" ", 1) for line in stdout.splitlines() if line.startswith("# "))
     assert int(summary["pass"]) >= 38
     assert (summary["fail"], summary["skipped"], summary["cancelled"]) == ("0", "0", "0")
