@@ -25,7 +25,7 @@ import datetime as dt
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dramatiq
 import sqlalchemy as sa
@@ -34,8 +34,10 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from .models import Job, utcnow
-from .runner import JobRunner, Outcome
 from .settings import ConfigurationError
+
+if TYPE_CHECKING:  # the runner's modules import this one
+    from .runner import JobRunner, Outcome
 
 log = logging.getLogger(__name__)
 
