@@ -205,9 +205,8 @@ def results_section(results: dict, run: Run, elapsed: float) -> str:
         "",
         "Baseline column: the raw psycopg + Dramatiq pipeline (e2e, worker), the one-view "
         "Pyramid app (get_job; its POST view with a raw INSERT + send for submit), and for "
-        "`prune_max_submit_ms` the same submit load before the prune started.",
-        "",
-        "Not measured yet: the SSE metrics (job event streams do not exist yet).",
+        "`prune_max_submit_ms` the same submit load before the prune started; for "
+        "`sse_get_p99_ms`, the same `GET` load on the same process with no stream open.",
     ]
     return "\n".join(lines)
 
