@@ -50,7 +50,7 @@ def test_sigterm_closes_streams_with_a_reconnect_and_exits(tmp_path):
     engine.dispose()
     ini = write_ini(tmp_path / "api.ini", settings)
     with ini.open("a") as fh:
-        fh.write(f"\n[server:main]\nuse = egg:waitress#main\nlisten = 127.0.0.1:{port}\n")
+        fh.write(f"\n[server:main]\nuse = egg:nick-jobs#main\nlisten = 127.0.0.1:{port}\n")
     api = subprocess.Popen(
         [sys.executable, "-m", "pyramid.scripts.pserve", str(ini)],
         cwd=ROOT,

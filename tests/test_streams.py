@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import waitress
 
 from nick_jobs.models import get_engine
+from nick_jobs.server import create_server
 from nick_jobs.streams import tickets
 
 from .conftest import Client, reset_database
@@ -29,8 +29,8 @@ from .conftest import Client, reset_database
 
 @contextlib.contextmanager
 def serving(client: Client, threads: int = 16) -> Iterator[tuple[str, int]]:
-    """The client's app on a real waitress server, as ``pserve`` would run it."""
-    server = waitress.create_server(
+    """The client's app on the server ``pserve`` runs (``egg:nick-jobs#main``)."""
+    server = create_server(
         client.app, host="127.0.0.1", port=0, threads=threads, connection_limit=100
     )
     stop = threading.Event()
