@@ -13,11 +13,8 @@ import sqlalchemy as sa
 from pyramid.authorization import ALL_PERMISSIONS, Allow, Authenticated
 from pyramid.httpexceptions import HTTPForbidden
 
-from .models import Job
 from .permissions import ADMINISTRATOR_ROLE, Permission, role_principal, user_principal
-
-_JOB = sa.select(Job.__table__).where(Job.uuid == sa.bindparam("b_uuid"))
-_OWN_JOB = _JOB.where(Job.actor == sa.bindparam("b_actor"))
+from .security import identity_and_job
 
 _ADMIN = (Allow, role_principal(ADMINISTRATOR_ROLE), ALL_PERMISSIONS)
 _USERS = (Allow, Authenticated, (Permission.VIEW_JOBS, Permission.ADD_JOBS))
@@ -58,22 +55,20 @@ class JobContainer:
         return bool(self.request.has_permission(Permission.MANAGE_SITE, self))
 
     def __getitem__(self, key: str) -> JobResource:
-        if self.request.authenticated_userid is None:
+        try:
+            job_uuid = str(uuidlib.UUID(key))
+        except ValueError:
+            job_uuid = None
+        if job_uuid is None:
+            userid, job = self.request.authenticated_userid, None
+        else:
+            userid, job = identity_and_job(self.request, job_uuid)
+        if userid is None:
             # Nothing below @jobs is public: without a valid session the answer is 401
             # (by the forbidden view), never a 404 that skips authentication.
             raise HTTPForbidden()
-        try:
-            key = str(uuidlib.UUID(key))
-        except ValueError:
-            raise KeyError(key) from None
-        if self.sees_all():
-            job = self.request.dbconn.execute(_JOB, {"b_uuid": key}).one_or_none()
-        else:
-            # Someone else's job is absent, not forbidden: a 404 that reveals nothing.
-            job = self.request.dbconn.execute(
-                _OWN_JOB, {"b_uuid": key, "b_actor": self.request.authenticated_userid}
-            ).one_or_none()
-        if job is None:
+        # Someone else's job is absent, not forbidden: a 404 that reveals nothing.
+        if job is None or (job.actor != userid and not self.sees_all()):
             raise KeyError(key)
         return JobResource(job, parent=self)
 

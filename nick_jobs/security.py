@@ -12,7 +12,7 @@ from pyramid.request import RequestLocalCache
 from zope.interface import implementer
 
 from . import tokens
-from .models import RevokedToken, User
+from .models import Job, RevokedToken, User
 from .permissions import role_principal, user_principal
 from .streams import tickets
 
@@ -23,12 +23,23 @@ AUTH_ERROR_KEY = "nick_jobs.auth_error"
 
 # One query answers both "does the user still exist" and "was this token revoked";
 # built once, as it runs on every authenticated request.
-_IDENTITY = sa.select(
-    User.login,
-    User.fullname,
-    User.roles,
-    sa.exists().where(RevokedToken.token_hash == sa.bindparam("b_token_hash")).label("revoked"),
-).where(User.login == sa.bindparam("b_login"))
+_REVOKED = sa.exists().where(RevokedToken.token_hash == sa.bindparam("b_token_hash"))
+_IDENTITY_COLUMNS = (
+    User.login.label("identity_login"),
+    User.fullname.label("identity_fullname"),
+    User.roles.label("identity_roles"),
+    _REVOKED.label("identity_revoked"),
+)
+_IDENTITY = sa.select(*_IDENTITY_COLUMNS).where(User.login == sa.bindparam("b_login"))
+# The same, with the job a request names (any actor's, or NULLs when there is none):
+# ``GET /@jobs/{uuid}`` then costs one round trip, not two. The job's columns come first,
+# so the row serves as the job's row.
+_jobs = Job.__table__
+_IDENTITY_AND_JOB = (
+    sa.select(_jobs, *_IDENTITY_COLUMNS)
+    .select_from(User.__table__.outerjoin(_jobs, _jobs.c.uuid == sa.bindparam("b_uuid")))
+    .where(User.login == sa.bindparam("b_login"))
+)
 
 
 @dataclass(frozen=True)
@@ -72,44 +83,68 @@ class JWTSecurityPolicy:
         self.identity_cache = RequestLocalCache(self.load_identity)
 
     def load_identity(self, request) -> Identity | None:
+        return self._load(request, job_uuid=None)[0]
+
+    def identity_and_job(self, request, job_uuid: str) -> tuple[Identity | None, sa.Row | None]:
+        """The caller's identity and job ``job_uuid`` whoever's it is (None if there is
+        none), in one query when the identity is not known yet."""
+        identity = self.identity_cache.get(request)
+        if identity is not RequestLocalCache.NO_VALUE:
+            return identity, None if identity is None else _job(request, job_uuid)
+        identity, row = self._load(request, job_uuid)
+        self.identity_cache.set(request, identity)
+        return identity, row
+
+    def _load(self, request, job_uuid: str | None) -> tuple[Identity | None, sa.Row | None]:
         token = bearer_token(request, self.settings.max_authorization_header)
         if token is None:
-            return self.load_ticket_identity(request)
+            return self.load_ticket_identity(request, job_uuid)
         try:
             claims = tokens.decode(self.settings, token)
         except tokens.InvalidToken as exc:
             request.environ[AUTH_ERROR_KEY] = str(exc)
-            return None
-        return self.lookup(request, claims.sub, tokens.fingerprint(token), token)
+            return None, None
+        return self.lookup(request, claims.sub, tokens.fingerprint(token), token, job_uuid)
 
-    def load_ticket_identity(self, request) -> Identity | None:
+    def load_ticket_identity(
+        self, request, job_uuid: str | None = None
+    ) -> tuple[Identity | None, sa.Row | None]:
         """A stream ticket in the URL (for EventSource), only on the stream it names."""
         if request.method != "GET" or not request.path.endswith("/stream"):
-            return None
+            return None, None
         ticket = request.GET.get("ticket")
         if not ticket:
-            return None
+            return None, None
         try:
             login, token_hash = tickets.decode(self.settings, ticket, request.path)
         except tokens.InvalidToken as exc:
             request.environ[AUTH_ERROR_KEY] = str(exc)
-            return None
+            return None, None
         # The bearer token the ticket was asked with: logging out ends its tickets too.
-        return self.lookup(request, login, token_hash, token="")
+        return self.lookup(request, login, token_hash, "", job_uuid)
 
-    def lookup(self, request, login: str, token_hash: str, token: str) -> Identity | None:
-        row = request.dbconn.execute(
-            _IDENTITY, {"b_login": login, "b_token_hash": token_hash}
-        ).one_or_none()
+    def lookup(
+        self, request, login: str, token_hash: str, token: str, job_uuid: str | None = None
+    ) -> tuple[Identity | None, sa.Row | None]:
+        params = {"b_login": login, "b_token_hash": token_hash}
+        if job_uuid is None:
+            row = request.dbconn.execute(_IDENTITY, params).one_or_none()
+        else:
+            params["b_uuid"] = job_uuid
+            row = request.dbconn.execute(_IDENTITY_AND_JOB, params).one_or_none()
         if row is None:
             request.environ[AUTH_ERROR_KEY] = "unknown user"
-            return None
-        if row.revoked:
+            return None, None
+        if row.identity_revoked:
             request.environ[AUTH_ERROR_KEY] = "revoked token"
-            return None
-        return Identity(
-            login=row.login, fullname=row.fullname, roles=tuple(row.roles or ()), token=token
+            return None, None
+        identity = Identity(
+            login=row.identity_login,
+            fullname=row.identity_fullname,
+            roles=tuple(row.identity_roles or ()),
+            token=token,
         )
+        return identity, row if job_uuid is not None and row.uuid is not None else None
 
     def identity(self, request) -> Identity | None:
         return self.identity_cache.get_or_create(request)
@@ -131,6 +166,27 @@ class JWTSecurityPolicy:
         if request.environ.get(AUTH_ERROR_KEY):
             header += ', error="invalid_token"'
         return [("WWW-Authenticate", header)]
+
+
+_JOB = sa.select(_jobs).where(_jobs.c.uuid == sa.bindparam("b_uuid"))
+
+
+def _job(request, job_uuid: str) -> sa.Row | None:
+    return request.dbconn.execute(_JOB, {"b_uuid": job_uuid}).one_or_none()
+
+
+def identity_and_job(request, job_uuid: str) -> tuple[str | None, sa.Row | None]:
+    """The caller's user id and job ``job_uuid`` (any actor's, None if there is none).
+
+    Under nick-jobs' policy both come from one query; under a host application's own
+    policy, from its identity and a query of the job.
+    """
+    policy = request.registry.queryUtility(ISecurityPolicy)
+    if isinstance(policy, JWTSecurityPolicy):
+        identity, job = policy.identity_and_job(request, job_uuid)
+        return (identity.login if identity else None), job
+    userid = request.authenticated_userid
+    return userid, None if userid is None else _job(request, job_uuid)
 
 
 def includeme(config) -> None:
