@@ -10,6 +10,7 @@ import zope.sqlalchemy
 from pyramid.tweens import EXCVIEW
 from sqlalchemy.orm import Session, configure_mappers, sessionmaker
 
+from .cursor import Cursor
 from .job import FINISHED_STATUSES, Job, JobHistory, JobLog, JobStatus
 from .meta import Base, json_loads, utcnow
 from .scheduled import ScheduledFiring, ScheduledJob
@@ -91,6 +92,8 @@ def get_engine(url: str, **kwargs: Any) -> sa.Engine:
     kwargs.setdefault("pool_timeout", 5)
     if url.startswith("postgresql"):
         kwargs.setdefault("connect_args", {"connect_timeout": 5})
+        if sa.engine.make_url(url).get_driver_name() == "psycopg":
+            kwargs["connect_args"].setdefault("cursor_factory", Cursor)
         # psycopg parses jsonb values with it.
         kwargs.setdefault("json_deserializer", json_loads)
     engine = sa.create_engine(url, **kwargs)
