@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from .models import FINISHED_STATUSES, Job, JobHistory, JobLog, JobStatus, utcnow
+from .models import FINISHED_STATUSES, Job, JobHistory, JobLog, JobStatus, driver, utcnow
 
 _log = logging.getLogger(__name__)
 
@@ -291,15 +291,15 @@ def _finish(
     if progress is not UNCHANGED:
         params["b_progress"] = progress
     if not lines:
-        return conn.execute(finishing, params).rowcount == 1
+        return driver.run(conn, finishing, params).rowcount == 1
     if one_statement(conn):
         params["b_lines"] = [
             {"time": line["time"].isoformat(), "level": line["level"], "message": line["message"]}
             for line in lines
         ]
         # Lines were given, so rows were inserted exactly when the UPDATE matched.
-        return conn.execute(_with_lines(finishing), params).rowcount > 0
-    if conn.execute(finishing, params).rowcount != 1:
+        return driver.run(conn, _with_lines(finishing), params).rowcount > 0
+    if driver.run(conn, finishing, params).rowcount != 1:
         return False
     insert_lines(conn, lines)
     return True
@@ -316,7 +316,7 @@ def start(conn, uuid: str) -> StartedJob | None:
     changes nothing here, which is what makes at-least-once delivery safe.
     """
     now = utcnow()
-    row = conn.execute(_START, {"b_uuid": uuid, "b_now": now}).one_or_none()
+    row = driver.run(conn, _START, {"b_uuid": uuid, "b_now": now}).one_or_none()
     if row is None:
         return None
     queued_since = row.created if row.attempt == 1 else (row.enqueued or row.created)
