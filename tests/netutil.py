@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
 import threading
+import time
 
 
 def free_port() -> int:
@@ -21,6 +23,7 @@ class Proxy:
         self.target = (target_host, target_port)
         self.port = free_port()
         self.server: socket.socket | None = None
+        self.acceptor: threading.Thread | None = None
         self.links: list[socket.socket] = []
         self.lock = threading.Lock()
 
@@ -29,16 +32,30 @@ class Proxy:
         return f"127.0.0.1:{self.port}"
 
     def up(self) -> Proxy:
-        server = socket.create_server(("127.0.0.1", self.port))
+        # The port was free when chosen; after a down() it can be briefly held (by the
+        # listener closing, or as another socket's local port): retry to a deadline.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                server = socket.create_server(("127.0.0.1", self.port))
+                break
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
         server.settimeout(0.05)
         self.server = server
-        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
+        self.acceptor = threading.Thread(target=self._accept, args=(server,), daemon=True)
+        self.acceptor.start()
         return self
 
     def down(self) -> None:
         server, self.server = self.server, None
         if server is not None:
             server.close()
+            # Its thread leaves accept() within its timeout; the listener is gone then.
+            if self.acceptor is not None:
+                self.acceptor.join(timeout=5)
         with self.lock:
             links, self.links = self.links, []
         for sock in links:
