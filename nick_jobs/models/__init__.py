@@ -6,10 +6,10 @@ import time
 from typing import Any
 
 import sqlalchemy as sa
-import zope.sqlalchemy
 from pyramid.tweens import EXCVIEW
 from sqlalchemy.orm import Session, configure_mappers, sessionmaker
 
+from . import tm
 from .cursor import Cursor
 from .job import FINISHED_STATUSES, Job, JobHistory, JobLog, JobStatus
 from .meta import Base, json_loads, utcnow
@@ -105,18 +105,14 @@ def get_engine(url: str, **kwargs: Any) -> sa.Engine:
 def get_session_factory(engine: sa.Engine) -> sessionmaker[Session]:
     # expire_on_commit=False: objects read in a request stay usable after pyramid_tm
     # commits, without a second SELECT.
-    return sessionmaker(bind=engine, expire_on_commit=False)
+    factory = sessionmaker(bind=engine, expire_on_commit=False)
+    tm.join_requests(factory)
+    return factory
 
 
 def get_tm_session(session_factory: sessionmaker[Session], transaction_manager, request=None):
     """A session joined to ``transaction_manager``: it commits or aborts with it."""
-    dbsession = session_factory(info={"request": request})
-    # "changed" from the start: state transitions are Core statements, which the ORM's
-    # change tracking can't see; without this the transaction would roll them back.
-    zope.sqlalchemy.register(
-        dbsession, transaction_manager=transaction_manager, initial_state="changed"
-    )
-    return dbsession
+    return session_factory(info={"request": request, tm.MANAGER: transaction_manager})
 
 
 def includeme(config) -> None:
