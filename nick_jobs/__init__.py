@@ -46,8 +46,10 @@ def includeme(config: Configurator) -> None:
     config.include(".shutdown")
     # At most nick_jobs.max_active_requests requests run their view at once.
     config.include(".admission")
-    # A short GIL switch interval: plain requests stay fast beside many open streams.
+    # The GIL switch interval, if nick_jobs.switch_interval sets one.
     config.include(".switching")
+    # The router's requests come from one class with the request methods built in.
+    config.include(".request_class")
     config.include(".views.actions")
     config.include(".views.health")
     config.include(".views.scheduled_jobs")
