@@ -13,10 +13,15 @@ def isoformat(value: dt.datetime | None) -> str | None:
     """UTC with milliseconds and ``Z``, as JavaScript's ``toISOString()`` writes it."""
     if value is None:
         return None
-    if value.utcoffset():
-        value = value.astimezone(dt.UTC)
-    # isoformat is several times faster than strftime, which matters on a 1000-row page.
-    return value.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+    # A page of 50 jobs formats 200 timestamps, nearly all of them UTC already (as the
+    # database's are): isoformat and a slice, half the cost of replace() then isoformat,
+    # and several times cheaper than strftime.
+    text = value.isoformat(timespec="milliseconds")
+    if text[-6:] == "+00:00":
+        return text[:-6] + "Z"
+    if value.tzinfo is None:  # naive: taken as UTC
+        return text + "Z"
+    return value.astimezone(dt.UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def job_json(job: Any, job_url: str) -> dict[str, Any]:
