@@ -150,7 +150,7 @@ class Settings:
     abort_check_interval_s: float = 0.5
     # sys.setswitchinterval for the API and worker processes (nick_jobs.switching); 0 keeps
     # the interpreter's.
-    switch_interval_s: float = 0.0005
+    switch_interval_s: float = 0.0
     # Requests of one API process that run their view and transaction at once (0: no
     # bound), and how long one past that may wait (nick_jobs.admission).
     max_active_requests: int = 16
@@ -266,7 +266,7 @@ def parse(settings: Mapping[str, Any]) -> Settings:
 
 
 def _switch_interval(settings: Mapping[str, Any]) -> float:
-    interval = _float(settings, "nick_jobs.switch_interval", 0.0005)
+    interval = _float(settings, "nick_jobs.switch_interval", 0.0)
     # 0 keeps the interpreter's own; CPython refuses anything not above 0.
     if not (interval == 0 or 0 < interval <= 1):  # NaN too
         raise ConfigurationError(

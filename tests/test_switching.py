@@ -24,8 +24,8 @@ def interpreter_interval():
     sys.setswitchinterval(before)
 
 
-def test_the_default_is_half_a_millisecond():
-    assert settings().switch_interval_s == 0.0005
+def test_the_default_keeps_the_interpreters():
+    assert settings().switch_interval_s == 0.0
 
 
 @pytest.mark.parametrize(("raw", "expected"), [("0.002", 0.002), ("0", 0.0), ("1", 1.0)])
@@ -57,3 +57,9 @@ def test_zero_leaves_the_interpreter_alone(backend, interpreter_interval):
     sys.setswitchinterval(0.004)
     _build(backend, **{"nick_jobs.switch_interval": "0"})
     assert sys.getswitchinterval() == pytest.approx(0.004)
+
+
+def test_by_default_building_the_app_leaves_the_interpreter_alone(backend, interpreter_interval):
+    sys.setswitchinterval(0.003)
+    _build(backend)
+    assert sys.getswitchinterval() == pytest.approx(0.003)
