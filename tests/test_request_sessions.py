@@ -85,3 +85,18 @@ def test_sessions_add_no_listeners_of_their_own(factory, monkeypatch) -> None:
     assert listened == []
     # The factory's listeners serve every session.
     assert sa.event.contains(factory, "after_begin", request_tm._join)
+
+
+def test_submits_add_no_listeners_either(app_without_worker, monkeypatch) -> None:
+    app = app_without_worker
+    # The first submit of the process may install what is installed once.
+    first = app.submit({"action": "dummy"})
+    listened = []
+    real = sa.event.listen
+    monkeypatch.setattr(sa.event, "listen", lambda *a, **kw: listened.append(a) or real(*a, **kw))
+    jobs = [app.submit({"action": "dummy"}) for _ in range(3)]
+    assert listened == []
+    # The jobs were made, and their after-commit hooks (the "created" lines) still ran:
+    # each is listed and counted.
+    listed = {job["uuid"] for job in app.get("/@jobs", headers=app.auth()).json}
+    assert listed >= {first["uuid"], *(job["uuid"] for job in jobs)}
