@@ -18,7 +18,7 @@ from .errors import api_error
 from .models import Job
 
 # The order nick_jobs.serialize.listed_job_json unpacks.
-LIST_COLUMNS = (
+LIST_COLUMNS: tuple[Any, ...] = (
     Job.id,
     Job.uuid,
     Job.title,
@@ -36,6 +36,25 @@ LIST_COLUMNS = (
     Job.parent,
     Job.next_run,
 )
+
+
+# The timestamps of a page, as the API writes them. 200 on a page of 50 jobs: made into
+# datetimes by the driver, converted to UTC, then formatted, they were a quarter of a
+# page's CPU; PostgreSQL writes the text itself for a fraction of that. SQLite keeps
+# datetimes, formatted by nick_jobs.serialize.isoformat.
+_TIMESTAMPS = frozenset({"created", "started", "finished", "next_run"})
+_ISO_UTC = 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'
+
+
+def _columns(dialect: str) -> tuple[Any, ...]:
+    if dialect != "postgresql":
+        return LIST_COLUMNS
+    return tuple(
+        sa.func.to_char(sa.func.timezone("UTC", column), _ISO_UTC).label(column.key)
+        if column.key in _TIMESTAMPS
+        else column
+        for column in LIST_COLUMNS
+    )
 
 
 def encode_cursor(last_id: int) -> str:
@@ -88,8 +107,10 @@ def _conditions(status: bool, actor: bool, action: bool, q: bool) -> list[sa.Col
 # Statements built once per combination of filters, with bind parameters: building a
 # select per request cost about a tenth of a list request's CPU.
 @functools.cache
-def _page_statement(status: bool, actor: bool, action: bool, q: bool, after: bool) -> sa.Select:
-    query = sa.select(*LIST_COLUMNS).where(*_conditions(status, actor, action, q))
+def _page_statement(
+    dialect: str, status: bool, actor: bool, action: bool, q: bool, after: bool
+) -> sa.Select:
+    query = sa.select(*_columns(dialect)).where(*_conditions(status, actor, action, q))
     if after:
         query = query.where(Job.id < sa.bindparam("b_before"))
     return query.order_by(Job.id.desc()).limit(sa.bindparam("b_limit"))
@@ -101,7 +122,7 @@ def _count_statement(status: bool, actor: bool, action: bool, q: bool) -> sa.Sel
 
 
 def list_jobs(
-    dbsession,
+    conn: sa.Connection,
     *,
     size: int,
     cursor: str | None = None,
@@ -123,13 +144,14 @@ def list_jobs(
     page_params = {**params, "b_limit": size + 1}
     if cursor:
         page_params["b_before"] = decode_cursor(cursor)
-    rows = dbsession.execute(_page_statement(*filters, bool(cursor)), page_params).all()
+    statement = _page_statement(conn.dialect.name, *filters, bool(cursor))
+    rows = conn.execute(statement, page_params).all()
     has_next = len(rows) > size
     rows = rows[:size]
     next_cursor = encode_cursor(rows[-1].id) if has_next else None
     total = None
     if want_total:
-        total = dbsession.execute(_count_statement(*filters), params).scalar_one()
+        total = conn.execute(_count_statement(*filters), params).scalar_one()
     elif not cursor and not has_next:
         total = len(rows)  # the whole result is on this page: the count is free
     return Page(rows=rows, next_cursor=next_cursor, total=total)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 import pytest
+
+from nick_jobs.models import Job
 
 
 def test_submit_runs_to_completed(app):
@@ -81,6 +84,31 @@ def test_a_listed_job_is_the_job_itself(app):
         assert listed[job_uuid] == app.get(f"/@jobs/{job_uuid}", headers=app.auth()).json
     assert listed[failed["uuid"]]["error"]["message"] == "on purpose"
     assert listed[done["uuid"]]["result"] == {"n": 1}
+
+
+def test_listed_timestamps_are_written_as_the_jobs_own(app_without_worker):
+    # On PostgreSQL a page's timestamps are formatted by the database, a job's own by
+    # Python: both UTC, milliseconds cut (never rounded), Z.
+    app = app_without_worker
+    job = app.submit({"action": "dummy"})
+    plus_two = dt.timezone(dt.timedelta(hours=2))
+    stamps = {
+        "created": dt.datetime(2026, 3, 29, 0, 30, 5, 123999, tzinfo=plus_two),
+        "started": dt.datetime(2026, 12, 31, 23, 59, 59, 999600, tzinfo=dt.UTC),
+        "finished": dt.datetime(2027, 1, 1, 0, 0, 0, 0, tzinfo=dt.UTC),
+        "next_run": dt.datetime(2027, 1, 1, 0, 0, 0, 999, tzinfo=dt.UTC),
+    }
+    with app.backend.engine.begin() as conn:
+        conn.execute(Job.__table__.update().where(Job.uuid == job["uuid"]).values(**stamps))
+    listed = app.get("/@jobs", headers=app.auth()).json
+    own = app.get(f"/@jobs/{job['uuid']}", headers=app.auth()).json
+    assert listed == [own]
+    assert {key: own[key] for key in stamps} == {
+        "created": "2026-03-28T22:30:05.123Z",
+        "started": "2026-12-31T23:59:59.999Z",
+        "finished": "2027-01-01T00:00:00.000Z",
+        "next_run": "2027-01-01T00:00:00.000Z",
+    }
 
 
 def test_list_pages_with_link_cursor(app):
