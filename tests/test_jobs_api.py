@@ -111,6 +111,41 @@ def test_listed_timestamps_are_written_as_the_jobs_own(app_without_worker):
     }
 
 
+@pytest.mark.parametrize(
+    "stored",
+    [
+        {
+            "params": {
+                "action": "dummy",
+                "text": 'é "quoted" \\ back\nline \u2028 \u0001 😀',
+                "numbers": [1.5, 0.1, -0, 12345678901234567890, 1e100],
+                "nested": {"a": None, "b": [True, False, {}], "": ""},
+            },
+            "result": None,
+            "progress": {"step": 2, "steps": 3, "message": "Ünïcode"},
+            "status": "completed",
+            "parent": "00000000-0000-4000-8000-000000000000",
+        },
+        {"status": "failed", "error": {"type": "JobFailed"}},
+        {"status": "failed", "error": {"type": 7, "message": None}},
+        {"status": "failed", "error": {}},
+        {"status": "failed", "error": None, "params": None},
+        {"status": "completed", "error": {"type": "Stale", "message": "not failed"}},
+        {"title": "", "description": "", "progress": None},
+    ],
+    ids=["odd-json", "no-message", "odd-error", "empty-error", "no-error", "not-failed", "nulls"],
+)
+def test_a_listed_job_is_its_own_json_whatever_is_stored(app_without_worker, stored):
+    app = app_without_worker
+    job = app.submit({"action": "dummy"})
+    with app.backend.engine.begin() as conn:
+        conn.execute(Job.__table__.update().where(Job.uuid == job["uuid"]).values(**stored))
+    listed = app.get("/@jobs", headers=app.auth())
+    own = app.get(f"/@jobs/{job['uuid']}", headers=app.auth())
+    assert listed.json == [own.json]
+    assert listed.headers["Content-Type"] == own.headers["Content-Type"]
+
+
 def test_list_pages_with_link_cursor(app):
     made = [app.submit({"action": "dummy"})["uuid"] for _ in range(5)]
     seen, url = [], "/@jobs?b_size=2"

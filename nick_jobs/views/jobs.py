@@ -35,8 +35,11 @@ def list_view(context: JobContainer, request):
         if actor and actor != request.authenticated_userid:
             return []
         actor = request.authenticated_userid
+    # One URL computation for the page, not one per job.
+    base = request.resource_url(context).rstrip("/")
     page = list_jobs(
         request.dbconn,
+        base_url=base,
         size=size,
         cursor=query.get("cursor"),
         status=query.get("status"),
@@ -53,8 +56,11 @@ def list_view(context: JobContainer, request):
         request.response.headers["Link"] = f'<{next_url}>; rel="next"'
     if page.total is not None:
         request.response.headers["X-Total-Count"] = str(page.total)
-    # One URL computation for the page, not one per job.
-    base = request.resource_url(context).rstrip("/")
+    if page.json_rows:
+        response = request.response
+        response.content_type = "application/json"
+        response.body = ("[" + ",".join(row.json for row in page.rows) + "]").encode()
+        return response
     return [listed_job_json(row, base) for row in page.rows]
 
 
