@@ -143,25 +143,27 @@ describe('streamJobs', () => {
   test('sends each change of the jobs from now on', { timeout: 60000 }, async () => {
     const controller = new AbortController();
     const stream = cli.streamJobs({ token: admin, signal: controller.signal });
-    const first = stream.next(); // connects, while the job is submitted
-    // Long enough that the stream, however late it connects, sees the job run.
-    const id = await submit({ sleep: 2, steps: 2 });
-    const done = (event) => event.data.uuid === id && event.data.status === 'completed';
-    const events = [(await first).value];
+    const next = async () => (await stream.next()).value;
+    const events = [];
     try {
-      if (!done(events[0])) {
-        for await (const event of stream) {
-          events.push(event);
-          if (done(event)) break;
-        }
-      }
+      // The stream connects while a first job runs: an event of that job means the stream
+      // is live, so every change of the job submitted after it must come.
+      const pending = next(); // connects, while the first job is submitted
+      const warm = await submit({ sleep: 2, steps: 1 });
+      let event = await pending;
+      while (event.data.uuid !== warm) event = await next();
+      const id = await submit({ sleep: 1, steps: 2 });
+      do {
+        event = await next();
+        events.push(event);
+      } while (!(event.data.uuid === id && event.data.status === 'completed'));
+      assert.ok(events.every((e) => e.event === 'status' && /^\d+$/.test(e.id)));
+      const mine = events.filter((e) => e.data.uuid === id).map((e) => e.data.status);
+      assert.ok(mine.includes('running'), mine);
+      assert.equal(mine.at(-1), 'completed');
     } finally {
       controller.abort();
     }
-    assert.ok(events.every((e) => e.event === 'status' && /^\d+$/.test(e.id)));
-    const mine = events.filter((e) => e.data.uuid === id).map((e) => e.data.status);
-    assert.ok(mine.includes('running'), mine);
-    assert.equal(mine.at(-1), 'completed');
   });
 });
 
