@@ -94,9 +94,9 @@ def _conditions(status: bool, actor: bool, action: bool, q: bool) -> list[sa.Col
 # select per request cost about a tenth of a list request's CPU.
 @functools.cache
 def _page_statement(
-    dialect: str, status: bool, actor: bool, action: bool, q: bool, after: bool
+    json_rows: bool, status: bool, actor: bool, action: bool, q: bool, after: bool
 ) -> sa.Select:
-    if dialect == "postgresql":
+    if json_rows:
         # Each row as its JSON text, written by the database (serialize.job_json_sql).
         columns: tuple[Any, ...] = (
             Job.id,
@@ -139,10 +139,10 @@ def list_jobs(
     page_params = {**params, "b_limit": size + 1}
     if cursor:
         page_params["b_before"] = decode_cursor(cursor)
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
+    json_rows = conn.dialect.name == "postgresql"
+    if json_rows:
         page_params["b_base"] = base_url
-    statement = _page_statement(dialect, *filters, bool(cursor))
+    statement = _page_statement(json_rows, *filters, bool(cursor))
     rows = conn.execute(statement, page_params).all()
     has_next = len(rows) > size
     rows = rows[:size]
@@ -152,4 +152,4 @@ def list_jobs(
         total = conn.execute(_count_statement(*filters), params).scalar_one()
     elif not cursor and not has_next:
         total = len(rows)  # the whole result is on this page: the count is free
-    return Page(rows, next_cursor, total, json_rows=dialect == "postgresql")
+    return Page(rows, next_cursor, total, json_rows=json_rows)

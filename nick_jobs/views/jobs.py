@@ -35,7 +35,8 @@ def list_view(context: JobContainer, request):
         if actor and actor != request.authenticated_userid:
             return []
         actor = request.authenticated_userid
-    # One URL computation for the page, not one per job.
+    # One URL computation for the page (its jobs and its next link), without the
+    # trailing slash resource_url adds.
     base = request.resource_url(context).rstrip("/")
     page = list_jobs(
         request.dbconn,
@@ -51,8 +52,7 @@ def list_view(context: JobContainer, request):
     if page.next_cursor:
         params = {k: v for k, v in request.GET.items() if k != "cursor"}
         params["cursor"] = page.next_cursor
-        # Without the trailing slash resource_url adds, like the job URLs below it.
-        next_url = request.resource_url(context).rstrip("/") + "?" + urlencode(params)
+        next_url = base + "?" + urlencode(params)
         request.response.headers["Link"] = f'<{next_url}>; rel="next"'
     if page.total is not None:
         request.response.headers["X-Total-Count"] = str(page.total)
