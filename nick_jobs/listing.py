@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .errors import api_error
-from .models import Job
+from .models import Job, driver
 from .serialize import job_json_sql
 
 # The order nick_jobs.serialize.listed_job_json unpacks.
@@ -143,7 +143,7 @@ def list_jobs(
     if json_rows:
         page_params["b_base"] = base_url
     statement = _page_statement(json_rows, *filters, bool(cursor))
-    rows = conn.execute(statement, page_params).all()
+    rows = driver.run(conn, statement, page_params).rows
     has_next = len(rows) > size
     rows = rows[:size]
     next_cursor = encode_cursor(rows[-1].id) if has_next else None

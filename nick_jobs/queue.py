@@ -105,8 +105,12 @@ class JobQueue:
         request.tm.get().addAfterCommitHook(self._after_commit, args=(uuid, action_name))
 
     def _after_commit(self, committed: bool, uuid: str, action_name: str) -> None:
-        if not committed:
-            return
+        if committed:
+            self.send_committed(uuid, action_name)
+
+    def send_committed(self, uuid: str, action_name: str) -> None:
+        """Send the message of job ``uuid``, whose row is committed; a failed send is
+        logged and left to the sweeper."""
         try:
             self.send(uuid, action_name)
         except Exception:

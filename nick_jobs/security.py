@@ -12,7 +12,7 @@ from pyramid.request import RequestLocalCache
 from zope.interface import implementer
 
 from . import tokens
-from .models import Job, RevokedToken, User
+from .models import Job, RevokedToken, User, driver
 from .permissions import role_principal, user_principal
 from .streams import tickets
 
@@ -128,10 +128,10 @@ class JWTSecurityPolicy:
     ) -> tuple[Identity | None, sa.Row | None]:
         params = {"b_login": login, "b_token_hash": token_hash}
         if job_uuid is None:
-            row = request.dbconn.execute(_IDENTITY, params).one_or_none()
+            row = driver.run(request.dbconn, _IDENTITY, params).one_or_none()
         else:
             params["b_uuid"] = job_uuid
-            row = request.dbconn.execute(_IDENTITY_AND_JOB, params).one_or_none()
+            row = driver.run(request.dbconn, _IDENTITY_AND_JOB, params).one_or_none()
         if row is None:
             request.environ[AUTH_ERROR_KEY] = "unknown user"
             return None, None
@@ -172,7 +172,7 @@ _JOB = sa.select(_jobs).where(_jobs.c.uuid == sa.bindparam("b_uuid"))
 
 
 def _job(request, job_uuid: str) -> sa.Row | None:
-    return request.dbconn.execute(_JOB, {"b_uuid": job_uuid}).one_or_none()
+    return driver.run(request.dbconn, _JOB, {"b_uuid": job_uuid}).one_or_none()
 
 
 def identity_and_job(request, job_uuid: str) -> tuple[str | None, sa.Row | None]:

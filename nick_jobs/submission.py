@@ -79,6 +79,13 @@ def submit(
         "description": loaded.get("description") or action.description,
         "idempotency_key": idempotency_key,
     }
+    queue = request.registry["nick_jobs.queue"]
+    if idempotency_key is None and _alone_in_transaction(request):
+        # Nothing else is in the request's transaction, so the job is its own: one
+        # autocommitted statement on the request's connection, sent at once.
+        job = transitions.create(request.dbconn, **values)
+        queue.send_committed(job["uuid"], name)
+        return job, True
     if idempotency_key is None:
         job = transitions.create(request.dbsession, **values)
     else:
@@ -92,5 +99,26 @@ def submit(
             if existing is None:
                 raise
             return existing, False
-    request.registry["nick_jobs.queue"].send_after_commit(request, job["uuid"], name)
+    queue.send_after_commit(request, job["uuid"], name)
     return job, True
+
+
+def _alone_in_transaction(request) -> bool:
+    """Whether a job stored on its own (autocommit) is the same as one stored in the
+    request's transaction: PostgreSQL, and nothing has joined that transaction (not the
+    request's session, nor a host application's resource) that could still roll back.
+
+    Stored so, the job (and its history row, in the same statement) skips the session,
+    its BEGIN and COMMIT round trips and the transaction manager's two-phase commit:
+    about a third of a submit's CPU. What the request does after it can't undo it, as
+    a response lost on the way can't: a client that must not submit twice sends an
+    Idempotency-Key, which takes the transactional path.
+    """
+    if "dbsession" in request.__dict__ or request.dbconn.dialect.name != "postgresql":
+        return False
+    try:
+        transaction = request.tm.get()
+    except Exception:  # no transaction begun: not a request under pyramid_tm
+        return False
+    # The manager lists no joined resources publicly; without the list, assume some.
+    return getattr(transaction, "_resources", None) == [] and not transaction.isDoomed()

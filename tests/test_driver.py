@@ -88,11 +88,16 @@ def test_autocommit_runs_on_the_driver_and_listeners_still_see_each_statement(en
         conn = plain.execution_options(isolation_level="AUTOCOMMIT")
         assert transitions.start(conn, uuid) is not None
         assert transitions.complete(conn, uuid, 1, {"ok": True})
-        # A connection in SQLAlchemy's own transaction handling: SQLAlchemy runs it.
+        # In a transaction SQLAlchemy began: the driver runs it, in that transaction.
         with other.begin():
             assert transitions.start(other, uuid) is None
+        # A connection that has begun nothing: SQLAlchemy runs it (and autobegins).
+        assert transitions.start(other, uuid) is None
+        other.rollback()
     events = [(event, statement.split()[0], context) for event, statement, context in seen]
     assert events == [
+        ("before", "UPDATE", False),
+        ("after", "UPDATE", False),
         ("before", "UPDATE", False),
         ("after", "UPDATE", False),
         ("before", "UPDATE", False),
@@ -153,3 +158,72 @@ def test_a_statement_run_on_the_driver_can_still_be_extended(engine) -> None:
         extended = statement.returning(transitions.jobs.c.uuid, transitions.jobs.c.title)
         assert [c.key for c in extended.exported_columns] == ["uuid", "title"]
         assert driver.run(conn, extended, {"u": uuid}).one_or_none() == (uuid, "renamed")
+
+
+def test_selects_on_an_autocommit_engine_run_on_the_driver_with_the_same_rows(pg_url) -> None:
+    # Requests read on an engine made autocommit (request.dbconn), not on a connection
+    # given the option: the driver's own flag decides.
+    engine = get_engine(pg_url, isolation_level="AUTOCOMMIT")
+    try:
+        reset_database(engine)
+        uuid = new_job(engine, "00000000-0000-4000-8000-000000000007")
+        jobs = transitions.jobs
+        statement = sa.select(jobs, (jobs.c.attempt + sa.bindparam("b_add")).label("later")).where(
+            jobs.c.uuid == sa.bindparam("b_uuid")
+        )
+        params = {"b_uuid": uuid, "b_add": 2}
+        with engine.connect() as conn, cursor_events(engine) as seen:
+            conn.exec_driver_sql("SET TIME ZONE 'America/New_York'")
+            seen.clear()
+            fast = driver.run(conn, statement, params).one_or_none()
+            slow = conn.execute(statement, params).one()
+            missing = driver.run(conn, statement, {**params, "b_uuid": "none"})
+        assert [context for event, _, context in seen] == [False, False, True, True, False, False]
+        assert tuple(fast) == tuple(slow)
+        assert fast._fields == tuple(slow._fields)
+        assert fast.later == 3
+        assert fast.params == {"action": "dummy", "n": [1, 2]}
+        assert fast.created.utcoffset() == dt.timedelta(0)
+        assert missing.rows == []
+        assert missing.one_or_none() is None
+    finally:
+        engine.dispose()
+
+
+def test_a_select_whose_names_cant_be_fields_goes_through_sqlalchemy(pg_url) -> None:
+    engine = get_engine(pg_url, isolation_level="AUTOCOMMIT")
+    try:
+        reset_database(engine)
+        uuid = new_job(engine, "00000000-0000-4000-8000-000000000008")
+        jobs = transitions.jobs
+        twice = sa.select(jobs.c.uuid, jobs.c.attempt.label("uuid")).where(
+            jobs.c.uuid == sa.bindparam("b_uuid")
+        )
+        with engine.connect() as conn, cursor_events(engine) as seen:
+            row = driver.run(conn, twice, {"b_uuid": uuid}).one_or_none()
+        assert tuple(row) == (uuid, 1)
+        assert [context for _, _, context in seen] == [True, True]
+    finally:
+        engine.dispose()
+
+
+def test_a_statement_on_the_driver_inside_a_transaction_goes_with_it(engine) -> None:
+    values = {
+        "action": "dummy",
+        "params": {"action": "dummy"},
+        "actor": "admin",
+        "title": "Job",
+        "description": "",
+    }
+    with engine.connect() as conn, cursor_events(engine) as seen:
+        with conn.begin() as tx:
+            dropped = transitions.create(conn, **values)
+            tx.rollback()
+        with conn.begin():
+            kept = transitions.create(conn, **values)
+    assert [context for _, _, context in seen] == [False] * 4
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text("SELECT uuid FROM jobs")).scalars().all()
+        events = conn.execute(sa.text("SELECT job_uuid, event FROM job_history")).all()
+    assert stored == [kept["uuid"]] != [dropped["uuid"]]
+    assert events == [(kept["uuid"], "created")]

@@ -1,14 +1,15 @@
 """Core statements run on the psycopg connection under a SQLAlchemy ``Connection``.
 
-A worker runs two statements per job (start, finish). SQLAlchemy's execution path
-(cache key, parameters, execution context, result metadata) costs about 70 µs of CPU
-per statement on these machines where psycopg's own ``execute`` costs 30: a third of the
-runner's CPU per job. :func:`run` compiles a statement once per dialect and then runs it
-on the driver, with the same SQL, the same type conversions both ways (each bound
-value through its type's bind processor, each returned one through its result
-processor), the same cursor events for listeners, and psycopg's errors wrapped as
-SQLAlchemy's. Only autocommit connections on psycopg take that path; any other
-connection runs the statement through SQLAlchemy as usual.
+A worker runs two statements per job (start, finish), a request one or two (its
+identity, its job or page, a submit's insert). SQLAlchemy's execution path (cache key,
+parameters, execution context, result metadata) costs about 70 µs of CPU per statement
+on these machines where psycopg's own ``execute`` costs 30: a third of the runner's CPU
+per job. :func:`run` compiles a statement once per dialect and then runs it on the
+driver, with the same SQL, the same type conversions both ways (each bound value through
+its type's bind processor, each returned one through its result processor), the same
+cursor events for listeners, and psycopg's errors wrapped as SQLAlchemy's. Rows come as
+named tuples. Connections on psycopg that autocommit or have begun a transaction take
+that path; any other runs the statement through SQLAlchemy as usual.
 """
 
 from __future__ import annotations
@@ -56,30 +57,54 @@ def _compile(statement: Any, dialect: sa.Dialect) -> _Compiled | None:
     copy = statement.execution_options()
     compiled = copy.compile(dialect=dialect)
     entry: _Compiled | None = None
-    if not any(bind.expanding for bind in compiled.binds.values()):
+    if not any(b.expanding or b.literal_execute for b in compiled.binds.values()):
         # As SQLAlchemy converts: through the dialect's implementation of each type.
         binds = {}
         for bind, name in compiled.bind_names.items():
             processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if processor is not None:
                 binds[name] = processor
-        columns = list(copy.exported_columns) if compiled.returning else []
-        row = collections.namedtuple("Row", [c.key for c in columns]) if columns else None
+        if isinstance(copy, sa.Select):
+            columns = list(copy.selected_columns)
+        else:
+            columns = list(copy.exported_columns) if compiled.returning else []
+        row = _row_type([c.key for c in columns]) if columns else None
         results = tuple(
             c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
         )
-        entry = _Compiled(compiled.string, compiled, binds, row, results)
+        if row is not None or not columns:
+            entry = _Compiled(compiled.string, compiled, binds, row, results)
     # Keyed by id, holding the statement so that id is not reused while cached.
     _COMPILED[id(statement)] = (statement, entry)
     return entry
 
 
+def _row_type(keys: list[str]) -> type | None:
+    """A named tuple of ``keys``; None where names can't be fields (repeated, or starting
+    with an underscore), and such a statement goes through SQLAlchemy."""
+    try:
+        return collections.namedtuple("Row", keys)
+    except ValueError:
+        return None
+
+
+def autocommits(conn: sa.Connection) -> bool:
+    """Whether each statement on ``conn`` commits by itself: set on the connection, or on
+    its engine (which SQLAlchemy's ``in_transaction`` and ``get_isolation_level`` don't
+    tell: the driver's own flag does)."""
+    if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+        return True
+    return getattr(conn.connection.driver_connection, "autocommit", False) is True
+
+
 def _driver_path(conn: Any) -> bool:
-    return (
-        isinstance(conn, sa.Connection)
-        and conn.dialect.driver == "psycopg"
-        and conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
-    )
+    if not isinstance(conn, sa.Connection) or conn.dialect.driver != "psycopg":
+        return False
+    # Inside a transaction SQLAlchemy has begun, psycopg opens it with the statement as
+    # it would under SQLAlchemy. Autocommit (set on the engine or on the connection:
+    # either way psycopg's own flag) needs none. A connection that has begun nothing is
+    # left to SQLAlchemy, whose autobegin the driver would skip.
+    return conn.in_transaction() or conn.connection.driver_connection.autocommit
 
 
 def run(conn: sa.Connection | sa.orm.Session, statement: Any, params: dict[str, Any]) -> Result:
