@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import dramatiq
@@ -51,6 +54,45 @@ def make_broker(settings: Settings, namespace: str = "nick_jobs") -> dramatiq.Br
     return RabbitmqBroker(url=url, confirm_delivery=True)
 
 
+class Publishers:
+    """A few threads that send every message of the process, each on its own connection.
+
+    Dramatiq's RabbitMQ broker keeps one AMQP connection (and channel, with publisher
+    confirms) per thread that sends. In an API process every waitress thread that handled
+    a submit held one: up to ``threads`` connections per process (256 with
+    ``production.ini``), each opened by the first submit of its thread, which waited for
+    it. Sending from these threads instead bounds the connections to ``count`` and keeps
+    them warm; the sending thread waits for the publish, and its confirm, as before.
+    """
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pid = 0
+
+    def run(self, send: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return self._executor().submit(send, *args, **kwargs).result()
+
+    def _executor(self) -> ThreadPoolExecutor:
+        # Made on first use, and again in a forked child: threads don't survive a fork.
+        pid = os.getpid()
+        if self._pool is None or self._pid != pid:
+            with self._lock:
+                if self._pool is None or self._pid != pid:
+                    self._pool = ThreadPoolExecutor(
+                        self.count, thread_name_prefix="nick-jobs-publisher"
+                    )
+                    self._pid = pid
+        return self._pool
+
+    def shutdown(self) -> None:
+        with self._lock:
+            if self._pool is not None and self._pid == os.getpid():
+                self._pool.shutdown(wait=True)
+            self._pool = None
+
+
 class JobQueue:
     """Owns the broker and the job actor of one application."""
 
@@ -80,6 +122,13 @@ class JobQueue:
         )
         self._worker: dramatiq.Worker | None = None
         self._lock = threading.Lock()
+        # Only RabbitMQ's connections are per thread; Redis's come from a shared pool.
+        rabbitmq = settings.broker_url.startswith(("amqp://", "amqps://"))
+        self.publishers = (
+            Publishers(settings.publisher_threads)
+            if rabbitmq and settings.publisher_threads > 0
+            else None
+        )
         # The runner sends the automatic retries of failed jobs, delayed by their backoff.
         runner.send = self.send
 
@@ -99,7 +148,10 @@ class JobQueue:
         options = self.message_options(action_name)
         if delay_s > 0:
             options["delay"] = math.ceil(delay_s * 1000) + DELAY_MARGIN_MS
-        self.actor.send_with_options(args=(uuid,), **options)
+        if self.publishers is None:
+            self.actor.send_with_options(args=(uuid,), **options)
+        else:
+            self.publishers.run(self.actor.send_with_options, args=(uuid,), **options)
 
     def send_after_commit(self, request, uuid: str, action_name: str) -> None:
         request.tm.get().addAfterCommitHook(self._after_commit, args=(uuid, action_name))

@@ -155,6 +155,9 @@ class Settings:
     # bound), and how long one past that may wait (nick_jobs.admission).
     max_active_requests: int = 16
     request_queue_timeout_s: float = 30.0
+    # Threads that send the process's messages on RabbitMQ, each with one connection
+    # (nick_jobs.queue.Publishers); 0: every thread that sends opens its own.
+    publisher_threads: int = 2
 
     @property
     def is_production(self) -> bool:
@@ -221,6 +224,8 @@ def parse(settings: Mapping[str, Any]) -> Settings:
         raise ConfigurationError("nick_jobs.max_active_requests takes 0 (no bound) or more")
     if not _float(settings, "nick_jobs.request_queue_timeout", 30.0) > 0:  # NaN too
         raise ConfigurationError("nick_jobs.request_queue_timeout takes seconds above 0")
+    if _int(settings, "nick_jobs.publisher_threads", 2) < 0:
+        raise ConfigurationError("nick_jobs.publisher_threads takes 0 (one per thread) or more")
     if _float(settings, "nick_jobs.shutdown_grace", 20.0) < 0:
         raise ConfigurationError("nick_jobs.shutdown_grace takes 0 or more seconds")
     return Settings(
@@ -262,6 +267,7 @@ def parse(settings: Mapping[str, Any]) -> Settings:
         switch_interval_s=_switch_interval(settings),
         max_active_requests=_int(settings, "nick_jobs.max_active_requests", 16),
         request_queue_timeout_s=_float(settings, "nick_jobs.request_queue_timeout", 30.0),
+        publisher_threads=_int(settings, "nick_jobs.publisher_threads", 2),
     )
 
 
