@@ -438,8 +438,10 @@ class Run:
         queue: str | None = None,
         base: str = "production.ini",
         app: dict[str, str] | None = None,
+        server: dict[str, str] | None = None,
     ) -> Path:
-        """An ini from ``base`` (server settings and logging as shipped) for this run."""
+        """An ini from ``base`` (server settings and logging as shipped, but ``server``)
+        for this run."""
         parser = configparser.RawConfigParser()
         parser.optionxform = str  # keep key case (logging keys are case-sensitive)
         parser.read(ROOT / base)
@@ -456,6 +458,8 @@ class Run:
         settings.update(app or {})
         for key, value in settings.items():
             parser.set("app:main", key, value.replace("%", "%%"))
+        for key, value in (server or {}).items():
+            parser.set("server:main", key, value)
         port = free_port()
         parser.set("server:main", "listen", f"127.0.0.1:{port}")
         path = self.run_dir / f"{name}.ini"

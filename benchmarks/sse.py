@@ -1,7 +1,8 @@
 """sse: many open job streams on one API process, a plain GET load beside them, and how
 fast a state change reaches its stream (PostgreSQL + Redis).
 
-One ``pserve production.ini`` process (its waitress settings as shipped). ``streams`` jobs
+One ``pserve production.ini`` process (its waitress settings as shipped, but ``processes = 1``:
+the target is for the streams of one process). ``streams`` jobs
 are submitted and left waiting (no worker consumes their queue), then:
 
 * baseline: ``GET /@jobs/{uuid}`` load with no stream open;
@@ -96,6 +97,7 @@ def run(run: Run) -> dict[str, float]:
             "nick_jobs.stream_max_per_user": str(count + 10),
             **EXTRA,
         },
+        server={"processes": "1"},
     )
     server = run.serve(ini, "sse-server")
     token = run.token(ini)
