@@ -47,6 +47,8 @@ from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, MultiSocketServer
 from waitress.server import create_server as waitress_server
 
+log = logging.getLogger(__name__)
+
 
 class Channel(HTTPChannel):
     # True while a request thread (or the main loop, for ``100 Continue``) runs
@@ -89,8 +91,6 @@ def serve(app: Any, **settings: Any) -> None:
     server.print_listen("Serving on http://{}:{}")
     server.run()
 
-
-log = logging.getLogger(__name__)
 
 # For a process started by the first one: "<socket fds>;<shares fd>;<its slot>;<first pid>".
 INHERITED = "NICK_JOBS_SERVER_SOCKETS"
@@ -205,9 +205,8 @@ def _reloading() -> bool:
 def _embedded_queue(app: Any) -> bool:
     """Whether ``app`` queues its jobs in its own memory (``stub://``), where another
     process would never see them."""
-    settings = getattr(getattr(app, "registry", None), "get", lambda _key: None)(
-        "nick_jobs.settings"
-    )
+    registry = getattr(app, "registry", None)
+    settings = registry.get("nick_jobs.settings") if registry is not None else None
     if settings is not None and settings.embedded_broker:
         log.warning("processes: one process serves, as the queue (stub://) lives in it")
         return True

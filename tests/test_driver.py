@@ -160,51 +160,53 @@ def test_a_statement_run_on_the_driver_can_still_be_extended(engine) -> None:
         assert driver.run(conn, extended, {"u": uuid}).one_or_none() == (uuid, "renamed")
 
 
-def test_selects_on_an_autocommit_engine_run_on_the_driver_with_the_same_rows(pg_url) -> None:
-    # Requests read on an engine made autocommit (request.dbconn), not on a connection
-    # given the option: the driver's own flag decides.
+@pytest.fixture
+def autocommit_engine(pg_url) -> Iterator[sa.Engine]:
+    """An engine made autocommit, as the requests' (request.dbconn): no connection is
+    given the option, so the driver's own flag must decide."""
     engine = get_engine(pg_url, isolation_level="AUTOCOMMIT")
-    try:
-        reset_database(engine)
-        uuid = new_job(engine, "00000000-0000-4000-8000-000000000007")
-        jobs = transitions.jobs
-        statement = sa.select(jobs, (jobs.c.attempt + sa.bindparam("b_add")).label("later")).where(
-            jobs.c.uuid == sa.bindparam("b_uuid")
-        )
-        params = {"b_uuid": uuid, "b_add": 2}
-        with engine.connect() as conn, cursor_events(engine) as seen:
-            conn.exec_driver_sql("SET TIME ZONE 'America/New_York'")
-            seen.clear()
-            fast = driver.run(conn, statement, params).one_or_none()
-            slow = conn.execute(statement, params).one()
-            missing = driver.run(conn, statement, {**params, "b_uuid": "none"})
-        assert [context for event, _, context in seen] == [False, False, True, True, False, False]
-        assert tuple(fast) == tuple(slow)
-        assert fast._fields == tuple(slow._fields)
-        assert fast.later == 3
-        assert fast.params == {"action": "dummy", "n": [1, 2]}
-        assert fast.created.utcoffset() == dt.timedelta(0)
-        assert missing.rows == []
-        assert missing.one_or_none() is None
-    finally:
-        engine.dispose()
+    reset_database(engine)
+    yield engine
+    engine.dispose()
 
 
-def test_a_select_whose_names_cant_be_fields_goes_through_sqlalchemy(pg_url) -> None:
-    engine = get_engine(pg_url, isolation_level="AUTOCOMMIT")
-    try:
-        reset_database(engine)
-        uuid = new_job(engine, "00000000-0000-4000-8000-000000000008")
-        jobs = transitions.jobs
-        twice = sa.select(jobs.c.uuid, jobs.c.attempt.label("uuid")).where(
-            jobs.c.uuid == sa.bindparam("b_uuid")
-        )
-        with engine.connect() as conn, cursor_events(engine) as seen:
-            row = driver.run(conn, twice, {"b_uuid": uuid}).one_or_none()
-        assert tuple(row) == (uuid, 1)
-        assert [context for _, _, context in seen] == [True, True]
-    finally:
-        engine.dispose()
+def test_selects_on_an_autocommit_engine_run_on_the_driver_with_the_same_rows(
+    autocommit_engine,
+) -> None:
+    engine = autocommit_engine
+    uuid = new_job(engine, "00000000-0000-4000-8000-000000000007")
+    jobs = transitions.jobs
+    statement = sa.select(jobs, (jobs.c.attempt + sa.bindparam("b_add")).label("later")).where(
+        jobs.c.uuid == sa.bindparam("b_uuid")
+    )
+    params = {"b_uuid": uuid, "b_add": 2}
+    with engine.connect() as conn, cursor_events(engine) as seen:
+        conn.exec_driver_sql("SET TIME ZONE 'America/New_York'")
+        seen.clear()
+        fast = driver.run(conn, statement, params).one_or_none()
+        slow = conn.execute(statement, params).one()
+        missing = driver.run(conn, statement, {**params, "b_uuid": "none"})
+    assert [context for event, _, context in seen] == [False, False, True, True, False, False]
+    assert tuple(fast) == tuple(slow)
+    assert fast._fields == tuple(slow._fields)
+    assert fast.later == 3
+    assert fast.params == {"action": "dummy", "n": [1, 2]}
+    assert fast.created.utcoffset() == dt.timedelta(0)
+    assert missing.rows == []
+    assert missing.one_or_none() is None
+
+
+def test_a_select_whose_names_cant_be_fields_goes_through_sqlalchemy(autocommit_engine) -> None:
+    engine = autocommit_engine
+    uuid = new_job(engine, "00000000-0000-4000-8000-000000000008")
+    jobs = transitions.jobs
+    twice = sa.select(jobs.c.uuid, jobs.c.attempt.label("uuid")).where(
+        jobs.c.uuid == sa.bindparam("b_uuid")
+    )
+    with engine.connect() as conn, cursor_events(engine) as seen:
+        row = driver.run(conn, twice, {"b_uuid": uuid}).one_or_none()
+    assert tuple(row) == (uuid, 1)
+    assert [context for _, _, context in seen] == [True, True]
 
 
 def test_a_statement_on_the_driver_inside_a_transaction_goes_with_it(engine) -> None:

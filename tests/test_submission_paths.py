@@ -48,7 +48,10 @@ class HostResource:
 def _join_host_resource(event) -> None:
     request = event.request
     wanted = request.headers.get(HOST_HEADER)
-    if wanted:
+    if wanted == "session":
+        # A host's code that used the request's session: it joined the transaction.
+        request.dbsession.execute(sa.text("SELECT 1"))
+    elif wanted:
         request.tm.get().join(HostResource(request.tm, fail=wanted == "fail"))
 
 
@@ -100,10 +103,11 @@ def test_a_submit_alone_is_stored_on_its_own_on_postgresql(host_app, backend) ->
     assert [event["event"] for event in history][:1] == ["created"]
 
 
-def test_a_submit_beside_a_host_resource_commits_with_it(host_app, backend) -> None:
+@pytest.mark.parametrize("resource", ["ok", "session"])
+def test_a_submit_beside_a_host_resource_commits_with_it(host_app, backend, resource) -> None:
     registry = host_app.app.registry
     read, write = registry["nick_jobs.read_engine"], registry["nick_jobs.engine"]
-    headers = {**host_app.auth(), HOST_HEADER: "ok"}
+    headers = {**host_app.auth(), HOST_HEADER: resource}
     with inserts_on(read) as on_read, inserts_on(write) as on_write:
         job = host_app.post_json(
             "/@jobs", {"params": {"action": "dummy"}}, headers=headers, status=201
