@@ -172,6 +172,7 @@ def serve_paste(app: Any, global_conf: dict[str, str], **settings: Any) -> int:
         # The first process's pid as it was when it started this one: it may be gone
         # already, while this one loaded the app.
         _stop_when_orphaned(int(first))
+        _one_stop_per_sigterm_pair(app)
         logging.basicConfig()
         server = create_server(app, sockets=sockets, **settings)
         _balance(server, Shares(int(shares_fd), processes, int(slot)))
@@ -315,6 +316,34 @@ class ProcessGroup:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def _one_stop_per_sigterm_pair(app: Any, window_s: float = 2.0) -> None:
+    """Take a ``SIGTERM`` that follows another within ``window_s`` as the same stop.
+
+    Signalled together with the first process (``killall``, a unit without
+    ``KillMode=mixed``), a process gets the first one's ``SIGTERM`` too, which the drain
+    would take for a second one, meaning "stop at once". The drain's own last signal,
+    once it is done, still goes through.
+    """
+    previous = signal.getsignal(signal.SIGTERM)
+    if not callable(previous) or threading.current_thread() is not threading.main_thread():
+        return
+    registry = getattr(app, "registry", None)
+    drain = registry.get("nick_jobs.drain") if registry is not None else None
+    first: list[float] = []
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        now = time.monotonic()
+        if drain is not None and drain.drained:
+            previous(signum, frame)
+        elif first and now - first[0] < window_s:
+            log.info("SIGTERM again within %g s: the same stop", window_s)
+        else:
+            first[:] = [now]
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def _stop_when_orphaned(parent: int, interval_s: float = 1.0) -> None:

@@ -41,10 +41,13 @@ def served(tmp_path: Path) -> Iterator[Callable[..., tuple[subprocess.Popen, int
     need("Redis", "127.0.0.1", 6379)
     started: list[subprocess.Popen] = []
 
-    def start(processes: int, broker: str = REDIS_URL) -> tuple[subprocess.Popen, int]:
+    def start(
+        processes: int, broker: str = REDIS_URL, includes: str = ""
+    ) -> tuple[subprocess.Popen, int]:
         port = free_port()
         settings = base_settings(
             **{
+                "pyramid.includes": includes,
                 "sqlalchemy.url": f"sqlite:///{tmp_path}/jobs.sqlite",
                 "nick_jobs.broker_url": broker,
                 "nick_jobs.auto_migrate": "true",
@@ -152,6 +155,46 @@ def test_sigterm_drains_and_stops_every_process(served) -> None:
     assert proc.wait(DEADLINE_S) == 0
     wait_until(lambda: all(stopped(p) for p in family), "every process to stop")
     assert not answers(port)
+
+
+SLOW_S = 1.5
+
+
+def _slow(request):
+    time.sleep(SLOW_S)  # a request still running when the stop comes
+    return "done"
+
+
+def includeme(config) -> None:
+    """Included through ``pyramid.includes``: a request that takes a while."""
+    from pyramid.security import NO_PERMISSION_REQUIRED
+
+    config.add_route("test_slow", "/test-slow")
+    config.add_view(
+        _slow, route_name="test_slow", renderer="string", permission=NO_PERMISSION_REQUIRED
+    )
+
+
+def test_sigterm_to_every_process_at_once_still_drains_each_once(served, tmp_path) -> None:
+    # As killall does: each process gets one, and the first passes its own on as well,
+    # a moment later. Taken for a second SIGTERM, it would stop a draining process at
+    # once and drop the requests it still runs.
+    proc, port = served(2, includes=__name__)
+    family = serving(proc)
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in family]
+    wait_until(lambda: sorted(connections_by_process(family, port).values()) == [1, 1], "1 each")
+    for sock in clients:
+        sock.sendall(b"GET /test-slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    first, other = family
+    time.sleep(0.2)  # both requests are running
+    other.send_signal(signal.SIGTERM)
+    time.sleep(0.3)  # the first process's own SIGTERM comes later: the case under test
+    first.send_signal(signal.SIGTERM)
+    for sock in clients:
+        assert sock.recv(1000).startswith(b"HTTP/1.1 200"), "a running request was dropped"
+    assert proc.wait(DEADLINE_S) == 0
+    wait_until(lambda: all(stopped(p) for p in family), "every process to stop")
+    assert "second SIGTERM, stopping now" not in (tmp_path / "pserve.log").read_text()
 
 
 def test_the_others_stop_when_the_first_is_killed(served) -> None:
