@@ -78,8 +78,7 @@ class Channel(HTTPChannel):
 def create_server(app: Any, **settings: Any) -> BaseWSGIServer | MultiSocketServer:
     """``waitress.create_server`` whose listening sockets open ``Channel`` channels."""
     server = waitress_server(app, **settings)
-    listeners = server.map.values() if isinstance(server, MultiSocketServer) else [server]
-    for listener in listeners:
+    for listener in _listeners(server):
         if isinstance(listener, BaseWSGIServer):
             listener.channel_class = Channel
     return server

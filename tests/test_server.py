@@ -49,7 +49,9 @@ def running(
     finally:
         server.task_dispatcher.shutdown(timeout=10)
         stop.set()
-        server.pull_trigger()
+        # The loop may have turned, seen the stop and closed the trigger already.
+        with contextlib.suppress(OSError):
+            server.pull_trigger()
         thread.join(timeout=10)
 
 

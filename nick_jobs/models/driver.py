@@ -101,10 +101,9 @@ def _driver_path(conn: Any) -> bool:
     if not isinstance(conn, sa.Connection) or conn.dialect.driver != "psycopg":
         return False
     # Inside a transaction SQLAlchemy has begun, psycopg opens it with the statement as
-    # it would under SQLAlchemy. Autocommit (set on the engine or on the connection:
-    # either way psycopg's own flag) needs none. A connection that has begun nothing is
-    # left to SQLAlchemy, whose autobegin the driver would skip.
-    return conn.in_transaction() or conn.connection.driver_connection.autocommit
+    # it would under SQLAlchemy; autocommit needs none. A connection that has begun
+    # nothing is left to SQLAlchemy, whose autobegin the driver would skip.
+    return conn.in_transaction() or autocommits(conn)
 
 
 def run(conn: sa.Connection | sa.orm.Session, statement: Any, params: dict[str, Any]) -> Result:
