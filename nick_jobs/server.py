@@ -23,7 +23,8 @@ the same listening sockets: ``pserve`` binds them and loads the app, then starts
 more ``pserve`` processes with the same arguments that take the sockets over instead of
 binding. Only the processes with the fewest open connections accept a new one (each
 publishes its count in memory they all map): left to the kernel, 8 connections opened at
-once landed 6 and 2 as often as 4 and 4, and the busier process set the pace. The first
+once landed 6 and 2 as often as 4 and 4, and the busier process set the pace. A process
+joins once it serves: while it loads the app, the others take every connection. The first
 process restarts one that dies, passes a ``SIGTERM`` on (each drains as one process
 would), and waits for them before it exits; a process whose first one is gone stops by
 itself.
@@ -97,7 +98,9 @@ RESTART_DELAY_S = 1.0
 # How soon a process that stopped accepting looks again at the others' counts: they
 # change without waking it.
 RECHECK_S = 0.05
-VACANT = 2**31 - 1  # the count of a slot whose process is gone: never the fewest
+# The count of a slot whose process is not serving (gone, or still loading the app): never
+# the fewest, so the others accept without waiting for it.
+VACANT = 2**31 - 1
 
 
 class Shares:
@@ -112,7 +115,10 @@ class Shares:
     def create(cls, slots: int) -> tuple[Shares, Any]:
         file = tempfile.TemporaryFile()  # noqa: SIM115 - open while the processes run
         file.truncate(slots * 4)
-        return cls(file.fileno(), slots, 0), file
+        shares = cls(file.fileno(), slots, 0)
+        for slot in range(slots):
+            shares.set(slot, VACANT)
+        return shares, file
 
     def may_accept(self, count: int) -> bool:
         """Publish this process's ``count``; whether it is among the fewest."""
@@ -175,6 +181,7 @@ def serve_paste(app: Any, global_conf: dict[str, str], **settings: Any) -> int:
         logging.basicConfig()
         server = create_server(app, sockets=sockets, **settings)
         _balance(server, Shares(int(shares_fd), processes, int(slot)))
+        log.info("server process %d of %d (pid %d) serving", int(slot) + 1, processes, os.getpid())
         server.run()
     elif processes > 1 and not _reloading() and not _embedded_queue(app):
         serve_processes(app, processes, _command(global_conf), **settings)
@@ -270,8 +277,9 @@ class ProcessGroup:
             self._spawn(slot)
 
     def _spawn(self, slot: int) -> None:
-        # Until it counts its own connections, the new process is not the busiest.
-        self.shares.set(slot, 0)
+        # Until it serves (loading the app takes seconds), the others accept every
+        # connection: a count of 0 here would make them wait for it.
+        self.shares.set(slot, VACANT)
         sockets = ",".join(str(fd) for fd in self.fds)
         env = {**os.environ, INHERITED: f"{sockets};{self.shares_fd};{slot};{os.getpid()}"}
         proc = subprocess.Popen(self.command, env=env, pass_fds=[*self.fds, self.shares_fd])

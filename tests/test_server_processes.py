@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from nick_jobs.server import _processes
+from nick_jobs.server import INHERITED, _processes
 
 from .conftest import REDIS_URL, ROOT, base_settings, need, write_ini
 from .netutil import free_port
@@ -42,7 +42,7 @@ def served(tmp_path: Path) -> Iterator[Callable[..., tuple[subprocess.Popen, int
     started: list[subprocess.Popen] = []
 
     def start(
-        processes: int, broker: str = REDIS_URL, includes: str = ""
+        processes: int, broker: str = REDIS_URL, includes: str = "", wait_serving: bool = True
     ) -> tuple[subprocess.Popen, int]:
         port = free_port()
         settings = base_settings(
@@ -72,6 +72,8 @@ def served(tmp_path: Path) -> Iterator[Callable[..., tuple[subprocess.Popen, int
         wait_until(lambda: answers(port), "the server to answer")
         expected = 1 if broker == "stub://" else processes
         wait_until(lambda: len(serving(proc)) == expected, f"{expected} processes")
+        if wait_serving:  # loading the app comes first
+            wait_until(lambda: shared_evenly(serving(proc), port), f"{expected} processes to serve")
         return proc, port
 
     yield start
@@ -100,6 +102,24 @@ def answers(port: int) -> bool:
         return False
 
 
+def shared_evenly(family: list[psutil.Process], port: int, each: int = 2) -> bool:
+    """Open ``each`` connections per process at once: did each process get ``each``?"""
+    opened = [
+        socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(each * len(family))
+    ]
+    try:
+        for sock in opened:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        for sock in opened:
+            assert sock.recv(100).startswith(b"HTTP/1.1 200")
+        counts = connections_by_process(family, port)
+        return sorted(counts.values()) == [each] * len(family)
+    finally:
+        for sock in opened:
+            sock.close()
+        wait_until(lambda: not connections_by_process(family, port), "the connections to close")
+
+
 def stopped(process: psutil.Process) -> bool:
     # An orphan that exited stays a zombie until whoever adopted it reaps it.
     try:
@@ -121,18 +141,8 @@ def test_connections_are_shared_evenly_between_the_processes(served) -> None:
     proc, port = served(2)
     family = serving(proc)
     for _ in range(3):
-        clients = []
-        for _ in range(8):
-            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            clients.append(sock)
-        for sock in clients:
-            assert sock.recv(100).startswith(b"HTTP/1.1 200")
         # Left to the kernel, 8 connections opened at once often landed 6 and 2.
-        assert sorted(connections_by_process(family, port).values()) == [4, 4]
-        for sock in clients:
-            sock.close()
-        wait_until(lambda: not connections_by_process(family, port), "the connections to close")
+        assert shared_evenly(family, port, 4)
 
 
 def test_a_process_that_dies_is_replaced(served) -> None:
@@ -165,9 +175,18 @@ def _slow(request):
     return "done"
 
 
+# A file: a process started by the first one loads the app only once it exists.
+HOLD = "NICK_JOBS_TEST_HOLD_UNTIL"
+
+
 def includeme(config) -> None:
-    """Included through ``pyramid.includes``: a request that takes a while."""
+    """Included through ``pyramid.includes``: a request that takes a while, and with
+    ``HOLD`` set, the other processes held while they load the app."""
     from pyramid.security import NO_PERMISSION_REQUIRED
+
+    hold = os.environ.get(HOLD)
+    if hold and INHERITED in os.environ:
+        wait_until(lambda: os.path.exists(hold), "the test to let this process load", 60)
 
     config.add_route("test_slow", "/test-slow")
     config.add_view(
@@ -195,6 +214,29 @@ def test_sigterm_to_every_process_at_once_still_drains_each_once(served, tmp_pat
     assert proc.wait(DEADLINE_S) == 0
     wait_until(lambda: all(stopped(p) for p in family), "every process to stop")
     assert "second SIGTERM, stopping now" not in (tmp_path / "pserve.log").read_text()
+
+
+def test_connections_opened_while_another_process_loads_are_served_at_once(
+    served, tmp_path, monkeypatch
+) -> None:
+    # Loading the app takes seconds. Counted as serving nothing meanwhile, the process
+    # that loads looked like the least busy one, and the first accepted no second
+    # connection until it was up: submits at startup (or after a restart) took seconds.
+    release = tmp_path / "release"
+    monkeypatch.setenv(HOLD, str(release))
+    proc, port = served(2, includes=__name__, wait_serving=False)
+    family = serving(proc)
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(4)]
+    for sock in clients:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    for sock in clients:
+        assert sock.recv(100).startswith(b"HTTP/1.1 200")
+    assert connections_by_process(family, port) == {family[0].pid: 4}
+    for sock in clients:
+        sock.close()
+    release.touch()
+    # Once it has loaded, the other process takes its share.
+    wait_until(lambda: shared_evenly(family, port, 4), "the other process to serve")
 
 
 def test_the_others_stop_when_the_first_is_killed(served) -> None:
