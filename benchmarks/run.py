@@ -74,7 +74,7 @@ METRICS: dict[str, tuple[str, str | None, float | None, str | None]] = {
     "sse_event_p50_ms": ("ms", None, None, None),
     "sse_api_rss_mb": ("MB", "<=", 200, None),
     "worker_rss_growth_pct": ("%", "<=", 10, None),
-    "prune_max_submit_ms": ("ms", None, None, "prune_control_max_submit_ms"),
+    "prune_max_submit_ms": ("ms", "<=", 100, "prune_control_max_submit_ms"),
     "prune_p99_submit_ms": ("ms", None, None, None),
     "prune_rows_per_s": ("rows/s", None, None, None),
     "prune_longest_batch_ms": ("ms", None, None, None),

@@ -113,6 +113,17 @@ def retention_days(params: dict[str, Any]) -> dict[str, int]:
     return {status: params.get(f"{status}_days", params["days"]) for status in PRUNED_STATUSES}
 
 
+def _one_of(column: sa.ColumnElement, values: list[Any], dialect: str) -> sa.ColumnElement:
+    """``column IN values``; on PostgreSQL as ``= ANY(array)``, one parameter instead of
+    one per value: rendering and binding a thousand of them cost a batch more CPU than
+    its deletes."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == sa.any_(sa.bindparam(None, values, type_=ARRAY(column.type)))
+    return column.in_(values)
+
+
 def prune(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     """Delete finished jobs older than their status's retention, with their history and logs.
 
@@ -130,6 +141,7 @@ def prune(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     for status, cutoff in cutoffs.items():
         by_cutoff.setdefault(cutoff, []).append(status)
     session = ctx.dbsession
+    dialect = session.get_bind().dialect.name
     # Checked again by the DELETE: a job retried (or deleted) between the SELECT and the
     # DELETE is no longer finished, and an unfinished job is never touched.
     past_retention = (
@@ -164,13 +176,13 @@ def prune(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
         # The status each job had when deleted, for the counts per status.
         gone = session.execute(
             jobs.delete()
-            .where(jobs.c.id.in_(ids), *past_retention)
+            .where(_one_of(jobs.c.id, ids, dialect), *past_retention)
             .returning(jobs.c.uuid, jobs.c.status)
         ).all()
         uuids = [uuid for uuid, _ in gone]
         if uuids:
-            session.execute(history.delete().where(history.c.job_uuid.in_(uuids)))
-            session.execute(logs.delete().where(logs.c.job_uuid.in_(uuids)))
+            for table in (history, logs):
+                session.execute(table.delete().where(_one_of(table.c.job_uuid, uuids, dialect)))
         session.commit()
         longest = max(longest, time.perf_counter() - started)
         batches += 1

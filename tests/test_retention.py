@@ -454,8 +454,10 @@ def test_each_finished_status_is_kept_for_its_own_retention(db):
     retried_during: list[int] = []
 
     def before_execute(conn, cursor, statement, parameters, context, executemany) -> None:
-        values = parameters.values() if isinstance(parameters, dict) else parameters
-        if statement.startswith("DELETE FROM jobs") and retried_id in values:
+        values = list(parameters.values() if isinstance(parameters, dict) else parameters)
+        # The ids are one parameter each, or one array (PostgreSQL).
+        ids = [v for value in values for v in (value if isinstance(value, list) else [value])]
+        if statement.startswith("DELETE FROM jobs") and retried_id in ids:
             # Checked once the prune is over: an assertion in here would only fail the prune.
             with other.begin() as side:
                 retried_during.append(transitions.retry(side, retried_uuid, "admin"))
