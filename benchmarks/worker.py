@@ -1,10 +1,10 @@
 """worker: jobs already created and queued, drained by one worker process (PostgreSQL + Redis).
 
-N ``created`` rows are bulk-loaded and their messages sent (``startup.resend_waiting``,
-the same send the API does) before ``nick-jobs worker -p 1 -t 8`` starts. The figure is N
-over first ``started`` to last ``finished``, so the worker's boot is not counted. The
-baseline preloads the same N rows and messages and drains them with the plain Dramatiq
-worker of ``baseline_pipeline.py``.
+N ``created`` rows of the no-op job of ``e2e`` are bulk-loaded and their messages sent
+(``startup.resend_waiting``, the same send the API does) before ``nick-jobs worker -p 1
+-t 8`` starts. The figure is N over first ``started`` to last ``finished``, so the
+worker's boot is not counted. The baseline preloads the same N rows and messages and
+drains them with the plain Dramatiq worker of ``baseline_pipeline.py``.
 
 The first run drains ``rss_n`` jobs in a fresh worker and reads the worker child's RSS
 after ``rss_n/10`` and after ``rss_n`` jobs: ``worker_rss_growth_pct``.
@@ -12,8 +12,10 @@ after ``rss_n/10`` and after ``rss_n`` jobs: ``worker_rss_growth_pct``.
 
 from __future__ import annotations
 
+import json
 import time
 
+from . import e2e
 from .harness import Run, log, median, rss_kib
 
 NAME = "worker"
@@ -22,7 +24,7 @@ SERVICES = {"postgresql", "redis"}
 PRELOAD_SQL = """
 INSERT INTO jobs (uuid, title, description, action, params, actor, status, created,
                   result, attempt)
-SELECT gen_random_uuid()::text, 'Dummy job', '', 'dummy', '{"action": "dummy"}'::jsonb,
+SELECT gen_random_uuid()::text, 'Dummy job', '', 'dummy', %(params)s::jsonb,
        'bench', 'created', now(), '{}'::jsonb, 1
 FROM generate_series(1, %(n)s)
 """
@@ -33,7 +35,7 @@ def nick_once(run: Run, ini, n: int, sample_rss: bool) -> tuple[float, float | N
 
     run.truncate_jobs()
     with run.db() as conn:
-        conn.execute(PRELOAD_SQL, {"n": n})
+        conn.execute(PRELOAD_SQL, {"n": n, "params": json.dumps(e2e.PARAMS)})
     app = run.app(ini)
     sent = resend_waiting(app.registry["nick_jobs.engine"], app.registry["nick_jobs.queue"])
     assert sent == n, (sent, n)

@@ -26,8 +26,11 @@ class DummyParams(Schema):
     )
     steps = fields.Integer(
         load_default=1,
-        validate=validate.Range(min=1, max=1_000_000),
-        metadata={"description": "How many steps to report; abort is checked between steps."},
+        validate=validate.Range(min=0, max=1_000_000),
+        metadata={
+            "description": "How many steps to report; abort is checked between steps. "
+            "0: report nothing (a job that only sleeps, or a no-op)."
+        },
     )
     fail = fields.String(
         validate=validate.Length(min=1, max=2000),
@@ -42,6 +45,13 @@ DUMMY_NAMED_STEPS = 100
 
 def dummy(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     steps = params["steps"]
+    if steps == 0:
+        # No steps, message or log line: the job costs only its transitions.
+        if params["sleep"]:
+            ctx.sleep(params["sleep"])
+        if "fail" in params:
+            raise JobFailed(params["fail"])
+        return params.get("result", {})
     pause = params["sleep"] / steps
     named = steps <= DUMMY_NAMED_STEPS
     # Resumable: the checkpoint is the number of steps done; a resumed job goes on from it.

@@ -141,7 +141,7 @@ def test_stream_ends_with_exit_9_when_the_job_stops(server, config_home, api):
 def test_stream_refusals(cli):
     missing = "6f0c2b1e-3d4a-4b5c-8d6e-7f8091a2b3c4"
     assert_fails(cli("stream", missing), 4, "The resource you requested does not exist.")
-    proc = cli("submit", "dummy", "steps=0", "--stream")
+    proc = cli("submit", "dummy", "steps=-1", "--stream")
     assert proc.returncode == 1
     assert proc.stderr.startswith("nick-jobs: The request has invalid fields. (params.steps: ")
 

@@ -195,7 +195,7 @@ def test_idempotency_key_returns_the_first_job(admin):
 
 def test_invalid_params_raise_400_with_the_fields_in_the_message(admin):
     with pytest.raises(ClientError) as info:
-        admin.submit_job("dummy", {"steps": 0, "colour": "blue"})
+        admin.submit_job("dummy", {"steps": -1, "colour": "blue"})
     assert info.value.status == 400
     assert info.value.error["fields"]["params"]["colour"] == ["Unknown field."]
     assert str(info.value).startswith("The request has invalid fields. (")

@@ -206,11 +206,11 @@ def test_submit_usage_errors(cli_all):
 
 
 def test_submit_invalid_params_shows_the_fields(cli):
-    proc = cli("submit", "dummy", "steps=0")
+    proc = cli("submit", "dummy", "steps=-1")
     assert_fails(
         proc,
         1,
-        "The request has invalid fields. (params.steps: Must be greater than or equal to 1 "
+        "The request has invalid fields. (params.steps: Must be greater than or equal to 0 "
         "and less than or equal to 1000000)",
     )
 

@@ -152,7 +152,7 @@ def test_stream_refusals_raise_at_once(server, admin):
     assert info.value.status == 404
 
     with pytest.raises(ClientError) as info:
-        admin.submit_and_stream("dummy", {"steps": 0})
+        admin.submit_and_stream("dummy", {"steps": -1})
     assert info.value.status == 400
     assert "params.steps" in str(info.value)
 

@@ -112,7 +112,7 @@ def test_unknown_action_is_400_with_fields(app):
 @pytest.mark.parametrize(
     ("params", "field"),
     [
-        ({"steps": 0}, "steps"),
+        ({"steps": -1}, "steps"),
         ({"steps": "x"}, "steps"),
         ({"steps": 2_000_000}, "steps"),
         ({"sleep": -1}, "sleep"),

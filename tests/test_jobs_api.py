@@ -283,10 +283,11 @@ def test_job_actions_lists_schemas(app):
     assert dummy["type"] == "object"
     assert dummy["properties"]["steps"] == {
         "type": "integer",
-        "minimum": 1,
+        "minimum": 0,
         "maximum": 1_000_000,
         "default": 1,
-        "description": "How many steps to report; abort is checked between steps.",
+        "description": "How many steps to report; abort is checked between steps. "
+        "0: report nothing (a job that only sleeps, or a no-op).",
     }
     # alice may submit echo (Add Jobs) but not dummy (Manage Site)
     names = {a["name"] for a in app.get("/@job-actions", headers=app.auth("alice")).json}

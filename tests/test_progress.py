@@ -237,6 +237,25 @@ def test_dummy_reports_a_step_and_a_log_line_per_step(app_without_worker, engine
     assert [line["message"] for line in lines] == [f"step {i} of 3 done" for i in (1, 2, 3)]
 
 
+def test_dummy_with_no_steps_reports_nothing(app_without_worker, engine):
+    # The no-op job: it only completes, with its result, or fails as asked.
+    done = make_job(engine, "dummy", steps=0, result={"answer": 42})
+    failing = make_job(engine, "dummy", steps=0, fail="as asked")
+    runner = runner_for(engine, dummy_action)
+    assert runner.run(done) == "completed"
+    assert runner.run(failing) == "failed"
+    client = app_without_worker
+    job = client.get(f"/@jobs/{done}", headers=client.auth()).json
+    assert job["result"] == {"answer": 42}
+    assert job["progress"] is None
+    assert client.get(f"/@jobs/{failing}", headers=client.auth()).json["progress"] is None
+    assert stored_logs(engine, done) == stored_logs(engine, failing) == []
+    assert client.get(f"/@jobs/{failing}", headers=client.auth()).json["error"] == {
+        "type": "JobFailed",
+        "message": "as asked",
+    }
+
+
 # --- the last write, whatever the outcome ----------------------------------------------------
 
 

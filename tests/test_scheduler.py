@@ -518,7 +518,7 @@ def test_declared_schedules_are_read_only_through_the_api(make_world):
         ({"nick_jobs.schedule.dummy-nightly.schedule": "0 2 * *"}, "has 5 fields"),
         ({"nick_jobs.schedule.dummy-nightly.timezone": "Nowhere"}, "Unknown time zone"),
         ({"nick_jobs.schedule.dummy-nightly.params": "[1]"}, "params must be a JSON object"),
-        ({"nick_jobs.schedule.dummy-nightly.params": '{"steps": 0}'}, "steps"),
+        ({"nick_jobs.schedule.dummy-nightly.params": '{"steps": -1}'}, "steps"),
         ({"nick_jobs.schedules": "Bad.Id"}, "An id is 1 to 100 lowercase letters"),
         ({"nick_jobs.schedules": "missing"}, "nick_jobs.schedule.missing.action is required"),
         ({"nick_jobs.scheduler.missed": "always"}, "catchup or skip"),

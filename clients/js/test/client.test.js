@@ -114,7 +114,7 @@ describe('jobs', () => {
 
   test('invalid params reject with 400 and the fields', async () => {
     const error = await rejection(
-      cli.createJob({ token: admin, data: { params: { action: 'dummy', steps: 0 } } }),
+      cli.createJob({ token: admin, data: { params: { action: 'dummy', steps: -1 } } }),
     );
     assert.equal(error.status, 400);
     assert.equal(error.type, 'Validation error');
