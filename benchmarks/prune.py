@@ -81,6 +81,7 @@ def load(run: Run, old: int, total: int) -> int:
             "SELECT count(*) FROM jobs WHERE status IN ('completed', 'failed', 'aborted') "
             "AND finished < now() - interval '30 days'"
         ).fetchone()
+    run.checkpoint()
     # The table is this benchmark's now: a benchmark after it loads its own rows again.
     run.loaded_rows = 0
     log(f"loaded in {time.monotonic() - started:.1f}s")
