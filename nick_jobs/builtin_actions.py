@@ -9,6 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from marshmallow import Schema, fields, validate
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from .actions import JobAction
 from .models import FINISHED_STATUSES, Job, JobHistory, JobLog, JobStatus, utcnow
@@ -128,8 +129,6 @@ def _one_of(column: sa.ColumnElement, values: list[Any], dialect: str) -> sa.Col
     one per value: rendering and binding a thousand of them cost a batch more CPU than
     its deletes."""
     if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import ARRAY
-
         return column == sa.any_(sa.bindparam(None, values, type_=ARRAY(column.type)))
     return column.in_(values)
 
