@@ -44,16 +44,8 @@ class DummyParams(Schema):
 DUMMY_NAMED_STEPS = 100
 
 
-def dummy(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    steps = params["steps"]
-    if steps == 0:
-        # No steps, message or log line: the job costs only its transitions.
-        if params["sleep"]:
-            ctx.sleep(params["sleep"])
-        if "fail" in params:
-            raise JobFailed(params["fail"])
-        return params.get("result", {})
-    pause = params["sleep"] / steps
+def _run_steps(steps: int, sleep: float, ctx: JobContext) -> None:
+    pause = sleep / steps
     named = steps <= DUMMY_NAMED_STEPS
     # Resumable: the checkpoint is the number of steps done; a resumed job goes on from it.
     done = min(int(ctx.saved_checkpoint or 0), steps)
@@ -73,6 +65,14 @@ def dummy(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
             ctx.step("steps", done=step, total=steps)
         ctx.message(f"step {step} of {steps}")
         ctx.info(f"step {step} of {steps} done")
+
+
+def dummy(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    if params["steps"]:
+        _run_steps(params["steps"], params["sleep"], ctx)
+    elif params["sleep"]:
+        # No steps, message or log line: the job costs only its transitions (and its sleep).
+        ctx.sleep(params["sleep"])
     if "fail" in params:
         raise JobFailed(params["fail"])
     return params.get("result", {})

@@ -172,7 +172,8 @@ def serve_paste(app: Any, global_conf: dict[str, str], **settings: Any) -> int:
     if inherited is not None:
         for name in ("listen", "host", "port", "unix_socket"):
             settings.pop(name, None)
-        fds, shares_fd, slot, first = inherited.split(";")
+        fds, shares_fd, slot_text, first = inherited.split(";")
+        slot = int(slot_text)
         sockets = [socket.socket(fileno=int(fd)) for fd in fds.split(",")]
         # The first process's pid as it was when it started this one: it may be gone
         # already, while this one loaded the app.
@@ -180,8 +181,8 @@ def serve_paste(app: Any, global_conf: dict[str, str], **settings: Any) -> int:
         _one_stop_per_sigterm_pair(app)
         logging.basicConfig()
         server = create_server(app, sockets=sockets, **settings)
-        _balance(server, Shares(int(shares_fd), processes, int(slot)))
-        log.info("server process %d of %d (pid %d) serving", int(slot) + 1, processes, os.getpid())
+        _balance(server, Shares(int(shares_fd), processes, slot))
+        log.info("server process %d of %d (pid %d) serving", slot + 1, processes, os.getpid())
         server.run()
     elif processes > 1 and not _reloading() and not _embedded_queue(app):
         serve_processes(app, processes, _command(global_conf), **settings)
