@@ -1,10 +1,11 @@
 """worker: jobs already created and queued, drained by one worker process (PostgreSQL + Redis).
 
-N ``created`` rows of the no-op job of ``e2e`` are bulk-loaded and their messages sent
-(``startup.resend_waiting``, the same send the API does) before ``nick-jobs worker -p 1
--t 8`` starts. The figure is N over first ``started`` to last ``finished``, so the
-worker's boot is not counted. The baseline preloads the same N rows and messages and
-drains them with the plain Dramatiq worker of ``baseline_pipeline.py``.
+N ``created`` rows of the no-op job of ``e2e``, with ``enqueued`` set as the API sets it,
+are bulk-loaded and their messages sent (``startup.resend_waiting``, the same send the
+API does) before ``nick-jobs worker -p 1 -t 8`` starts. The figure is N over first
+``started`` to last ``finished``, so the worker's boot is not counted. The baseline
+preloads the same N rows and messages and drains them with the plain Dramatiq worker of
+``baseline_pipeline.py``.
 
 The first run drains ``rss_n`` jobs in a fresh worker and reads the worker child's RSS
 after ``rss_n/10`` and after ``rss_n`` jobs: ``worker_rss_growth_pct``.
@@ -23,9 +24,9 @@ SERVICES = {"postgresql", "redis"}
 
 PRELOAD_SQL = """
 INSERT INTO jobs (uuid, title, description, action, params, actor, status, created,
-                  result, attempt)
+                  enqueued, result, attempt)
 SELECT gen_random_uuid()::text, 'Dummy job', '', 'dummy', %(params)s::jsonb,
-       'bench', 'created', now(), '{}'::jsonb, 1
+       'bench', 'created', now(), now(), '{}'::jsonb, 1
 FROM generate_series(1, %(n)s)
 """
 

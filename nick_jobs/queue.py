@@ -153,6 +153,24 @@ class JobQueue:
         else:
             self.publishers.run(self.actor.send_with_options, args=(uuid,), **options)
 
+    def waiting(self) -> int | None:
+        """How many messages wait in the job queue, not yet delivered to a worker (the
+        delayed ones apart); None when the broker can't be asked."""
+        queue_name = self.settings.queue_name
+        broker = self.broker
+        try:
+            if isinstance(broker, StubBroker):
+                return broker.queues[queue_name].qsize() if queue_name in broker.queues else 0
+            if self.publishers is not None:
+                return self.publishers.run(broker.get_queue_message_counts, queue_name)[0]
+            if hasattr(broker, "get_queue_message_counts"):
+                return broker.get_queue_message_counts(queue_name)[0]
+            # Redis: the queue is a list of the ids of the messages not yet delivered.
+            return int(broker.client.llen(f"{broker.namespace}:{queue_name}"))
+        except Exception:
+            log.warning("could not count the messages waiting in %s", queue_name, exc_info=True)
+            return None
+
     def send_after_commit(self, request, uuid: str, action_name: str) -> None:
         request.tm.get().addAfterCommitHook(self._after_commit, args=(uuid, action_name))
 

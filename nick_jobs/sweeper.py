@@ -5,7 +5,9 @@ Each round, in one place at a time:
 * running jobs whose heartbeat is older than ``nick_jobs.lease`` are rescued: retried
   when their action's ``max_retries`` allows another attempt, else failed ``WorkerLost``;
 * created jobs whose message went out more than ``nick_jobs.resend_grace`` ago (broker
-  down at commit, process killed between commit and send) are sent again.
+  down at commit, process killed between commit and send) are sent again; as many of
+  the last sent as the queue holds undelivered messages are taken as still queued (a
+  backlog that drains slower than the grace is not sent twice).
 
 Duplicate messages are harmless (a worker starts a job only from ``created``), and every
 rescue is one conditional UPDATE, so even two rounds at once could not rescue a job
@@ -74,6 +76,9 @@ class Sweeper:
         now = now or utcnow()
         settings = self.settings
         result = SweepResult()
+        # Counted before the jobs are read: a message delivered in between only takes its
+        # job out of "created"; one sent in between can at worst make a duplicate.
+        waiting = self.queue.waiting()
         with self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 locked = conn.execute(
@@ -84,7 +89,10 @@ class Sweeper:
             rescued = transitions.rescue_lost(
                 conn, settings.lease_s, now, max_retries=self._max_retries
             )
-            stale = transitions.stale_created(conn, settings.resend_grace_s, now)
+            # Broker unreachable (None): the sends below would fail too; grace alone.
+            stale = transitions.stale_created(
+                conn, settings.resend_grace_s, now, waiting=waiting or 0
+            )
         # Sent after the commit, like every message: a worker never looks for a row it
         # can't see yet.
         result.retried, result.failed = len(rescued.retried), len(rescued.failed)

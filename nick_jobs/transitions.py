@@ -656,15 +656,40 @@ def rescue_lost(
 
 
 def stale_created(
-    conn, grace_s: float, now: dt.datetime, limit: int = DEFAULT_RECOVERY_BATCH
+    conn,
+    grace_s: float,
+    now: dt.datetime,
+    limit: int = DEFAULT_RECOVERY_BATCH,
+    waiting: int = 0,
 ) -> list[tuple[str, str]]:
     """Created jobs last sent more than ``grace_s`` seconds ago, as ``(uuid, action)``.
+
+    ``waiting`` is how many messages the job queue holds, not yet delivered. The queue
+    delivers in the order messages were sent, so those are at most the last ``waiting``
+    sends: the jobs sent last are taken as queued, however long ago that was, and only
+    the older ones as lost. A backlog of messages older than the grace is then not sent
+    a second time while it drains.
 
     Their ``enqueued`` moves to ``now`` in the same conditional statement, so each is
     returned (to be sent again) once per grace period, however many sweepers ask.
     """
     cutoff = now - dt.timedelta(seconds=grace_s)
-    stale = sa.or_(jobs.c.enqueued < cutoff, jobs.c.enqueued.is_(None))
+    if waiting > 0:
+        # When the newest of the sends that may still be queued went out. A delayed
+        # retry's enqueued is its future delivery: its message is not in the queue yet.
+        queued_since = conn.execute(
+            sa.select(jobs.c.enqueued)
+            .where(jobs.c.status == CREATED, jobs.c.enqueued <= now)
+            .order_by(jobs.c.enqueued.desc())
+            .offset(waiting - 1)
+            .limit(1)
+        ).scalar()
+        # None: no more created jobs than queued messages, each may have its own.
+        cutoff = None if queued_since is None else min(cutoff, queued_since)
+    # A job with no enqueued time (from before the column, or written by hand) is stale.
+    stale = jobs.c.enqueued.is_(None)
+    if cutoff is not None:
+        stale = sa.or_(jobs.c.enqueued < cutoff, stale)
     # Read first, so a round with nothing to do writes nothing (and locks nothing).
     ids = (
         conn.execute(

@@ -22,7 +22,7 @@ from nick_jobs.settings import ConfigurationError, parse
 from nick_jobs.sweeper import ADVISORY_LOCK_KEY, Sweeper
 
 from .conftest import REDIS_URL, base_settings, need, reset_database, write_ini
-from .netutil import Proxy
+from .netutil import Proxy, free_port
 from .recovery_actions import patient
 from .test_cli import children_of, clean_env, nick_jobs, supervisor, wait_until
 
@@ -86,6 +86,9 @@ class Sent(list):
 
     def send(self, uuid: str, action: str) -> None:
         self.append(uuid)
+
+    def waiting(self) -> int:
+        return 0  # nothing it records is queued anywhere
 
 
 # --- the transitions, with an explicit clock ----------------------------------------------
@@ -192,6 +195,69 @@ def test_stale_created_jobs_are_sent_again_once_per_grace_period(backend, app_wi
     assert sweeper.run_once(now=at(2 * grace + 2)).resent == 1
     assert sent == [uuid, uuid]
     assert row(engine, uuid).status == "created"
+
+
+def test_jobs_queued_behind_a_backlog_are_not_sent_again_lost_ones_are(backend, app_without_worker):
+    """The queue delivers in the order messages were sent: while it holds N undelivered
+    messages, the N jobs sent last are taken as queued, however long ago they went out."""
+    engine = backend.engine
+    registry = app_without_worker.app.registry
+    queue = registry["nick_jobs.queue"]
+    sweeper = Sweeper(registry)
+    grace = sweeper.settings.resend_grace_s
+    uuids = [app_without_worker.submit({"action": "dummy"})["@id"][-36:] for _ in range(3)]
+    # Sent one second apart, oldest first.
+    t0 = utcnow()
+    with engine.begin() as conn:
+        for age, uuid in zip((3, 2, 1), uuids, strict=True):
+            conn.execute(
+                jobs.update()
+                .where(jobs.c.uuid == uuid)
+                .values(enqueued=t0 - dt.timedelta(seconds=age))
+            )
+
+    def enqueued() -> list[dt.datetime]:
+        return [row(engine, uuid).enqueued for uuid in uuids]
+
+    before = enqueued()
+    assert queue.waiting() == 3
+    # A backlog older than the grace: every message is still in the queue.
+    assert sweeper.run_once(now=t0 + dt.timedelta(seconds=grace + 1)).resent == 0
+    assert (queue.waiting(), enqueued()) == (3, before)
+
+    # The two oldest messages are lost; the newest is still queued.
+    queue.broker.flush(sweeper.settings.queue_name)
+    queue.send(uuids[2], "dummy")
+    assert queue.waiting() == 1
+    now = t0 + dt.timedelta(seconds=grace + 2)
+    assert sweeper.run_once(now=now).resent == 2
+    assert enqueued() == [now, now, before[2]]
+    assert queue.waiting() == 3
+
+    # Nothing queued at all: every job past the grace is sent again.
+    queue.broker.flush(sweeper.settings.queue_name)
+    assert queue.waiting() == 0
+    later_still = now + dt.timedelta(seconds=grace + 1)
+    assert sweeper.run_once(now=later_still).resent == 3
+    assert enqueued() == [later_still] * 3
+    assert queue.waiting() == 3
+    assert {row(engine, uuid).status for uuid in uuids} == {"created"}
+
+
+@pytest.mark.parametrize("backend", ["postgres-redis"], indirect=True)
+@pytest.mark.parametrize("scheme", ["redis", "amqp"])
+def test_a_broker_that_cannot_be_asked_leaves_the_grace_alone_to_decide(scheme, backend, make_app):
+    reset_database(backend.engine)
+    url = f"{scheme}://127.0.0.1:{free_port()}"  # nothing listens there
+    registry = make_app(**{"nick_jobs.broker_url": url}).app.registry
+    sweeper = Sweeper(registry)
+    sweeper.queue = sent = Sent()
+    # Counted on the app's own queue, recorded instead of sent (the broker is down).
+    sent.waiting = registry["nick_jobs.queue"].waiting
+    assert sent.waiting() is None
+    uuid = create(backend.engine)
+    assert sweeper.run_once(now=later(sweeper.settings.resend_grace_s + 1)).resent == 1
+    assert sent == [uuid]
 
 
 def test_a_sweep_rescues_then_sends_the_retried_jobs(backend, app_without_worker):
