@@ -53,10 +53,45 @@ def not_found(exc: HTTPNotFound, request) -> HTTPException:
     # Pyramid reports a view that exists for another method as a predicate mismatch,
     # which subclasses HTTPNotFound; the client deserves a 405 for that.
     if exc.__class__.__name__ == "PredicateMismatch":
-        return api_error(
+        response = api_error(
             405, "Method not allowed", f"{request.method} is not allowed on {request.path}."
         )
+        allowed = allowed_methods(request)
+        if allowed:
+            response.headers["Allow"] = ", ".join(allowed)
+        return response
     return api_error(404, "Not found", "The resource you requested does not exist.")
+
+
+def allowed_methods(request) -> tuple[str, ...]:
+    """The methods the views for ``request``'s context and view name take (a 405's
+    ``Allow``), read once per kind of context and name from the registered views."""
+    context, name = getattr(request, "context", None), getattr(request, "view_name", "")
+    if context is None:
+        return ()
+    cache = request.registry.setdefault("nick_jobs.allowed_methods", {})
+    key = (type(context), name)
+    if key not in cache:
+        methods: set[str] = set()
+        for item in request.registry.introspector.get_category("views"):
+            view = item["introspectable"]
+            owner, taken = view["context"], view["request_methods"]
+            if view["name"] != name or view["route_name"] is not None or taken is None:
+                continue
+            if owner is not None and not _is_context_of(owner, context):
+                continue
+            methods.update((taken,) if isinstance(taken, str) else taken)
+        if "GET" in methods:
+            methods.add("HEAD")  # Pyramid answers HEAD with the GET view
+        cache[key] = tuple(sorted(methods))
+    return cache[key]
+
+
+def _is_context_of(owner: Any, context: Any) -> bool:
+    if isinstance(owner, type):
+        return isinstance(context, owner)
+    provided_by = getattr(owner, "providedBy", None)  # an interface
+    return bool(provided_by and provided_by(context))
 
 
 @forbidden_view_config()

@@ -187,20 +187,24 @@ def test_wrong_method_is_405(app):
     job = app.submit({"action": "echo", "message": "x"})
     url = f"/@jobs/{job['uuid']}"
     headers = app.auth()
-    for res in (
-        app.put_json("/@jobs", {"params": {"action": "dummy"}}, headers=headers, status=405),
-        app.delete("/@jobs", headers=headers, status=405),
-        app.patch_json(url, {"title": "renamed"}, headers=headers, status=405),
-        app.put_json(url, {"title": "renamed"}, headers=headers, status=405),
-        app.post_json(url, {"params": {"action": "dummy"}}, headers=headers, status=405),
-        app.get(f"{url}/abort", headers=headers, status=405),
-        app.get(f"{url}/retry", headers=headers, status=405),
-        app.delete(f"{url}/abort", headers=headers, status=405),
-        app.post("/@job-actions", headers=headers, status=405),
-        app.get("/@login", status=405),
-        app.get("/@logout", status=405),
+    container, job_methods = "GET, HEAD, POST", "DELETE, GET, HEAD"
+    for res, allow in (
+        (app.put_json("/@jobs", {"params": {}}, headers=headers, status=405), container),
+        (app.delete("/@jobs", headers=headers, status=405), container),
+        (app.patch_json(url, {"title": "renamed"}, headers=headers, status=405), job_methods),
+        (app.put_json(url, {"title": "renamed"}, headers=headers, status=405), job_methods),
+        (app.post_json(url, {"params": {}}, headers=headers, status=405), job_methods),
+        (app.get(f"{url}/abort", headers=headers, status=405), "POST"),
+        (app.get(f"{url}/retry", headers=headers, status=405), "POST"),
+        (app.delete(f"{url}/abort", headers=headers, status=405), "POST"),
+        (app.post("/@job-actions", headers=headers, status=405), "GET, HEAD"),
+        (app.delete("/@scheduled-jobs", headers=headers, status=405), "GET, HEAD, POST"),
+        (app.get("/@login", status=405), "POST"),
+        (app.get("/@logout", status=405), "POST"),
     ):
         assert_error(res, 405, "Method not allowed")
+        # RFC 9110: a 405 lists the methods the resource takes.
+        assert res.headers["Allow"] == allow, res.request.path
     # Nothing was changed by any of them.
     assert app.get(url, headers=headers).json["title"] == job["title"]
     assert [j["uuid"] for j in jobs(app)] == [job["uuid"]]
