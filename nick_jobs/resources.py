@@ -59,10 +59,15 @@ class JobContainer:
             job_uuid = str(uuidlib.UUID(key))
         except ValueError:
             job_uuid = None
+        request = self.request
         if job_uuid is None:
-            userid, job = self.request.authenticated_userid, None
+            userid, job = request.authenticated_userid, None
         else:
-            userid, job = identity_and_job(self.request, job_uuid)
+            # A GET of the job itself is answered with its JSON written by the database.
+            json_base = None
+            if request.method in ("GET", "HEAD") and request.path_info.endswith(key):
+                json_base = request.resource_url(self).rstrip("/")
+            userid, job = identity_and_job(request, job_uuid, json_base)
         if userid is None:
             # Nothing below @jobs is public: without a valid session the answer is 401
             # (by the forbidden view), never a 404 that skips authentication.

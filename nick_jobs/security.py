@@ -14,6 +14,7 @@ from zope.interface import implementer
 from . import tokens
 from .models import Job, RevokedToken, User, driver
 from .permissions import role_principal, user_principal
+from .serialize import job_json_sql
 from .streams import tickets
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,11 @@ _IDENTITY_AND_JOB = (
     sa.select(_jobs, *_IDENTITY_COLUMNS)
     .select_from(User.__table__.outerjoin(_jobs, _jobs.c.uuid == sa.bindparam("b_uuid")))
     .where(User.login == sa.bindparam("b_login"))
+)
+# And the job's JSON text as GET /@jobs/{uuid} answers it, written by PostgreSQL (as a
+# page of jobs is): the view then sends it as it is, with no decoding and encoding again.
+_IDENTITY_AND_JOB_JSON = _IDENTITY_AND_JOB.add_columns(
+    job_json_sql(sa.bindparam("b_base", type_=sa.String())).label("job_json")
 )
 
 
@@ -85,17 +91,22 @@ class JWTSecurityPolicy:
     def load_identity(self, request) -> Identity | None:
         return self._load(request, job_uuid=None)[0]
 
-    def identity_and_job(self, request, job_uuid: str) -> tuple[Identity | None, sa.Row | None]:
+    def identity_and_job(
+        self, request, job_uuid: str, json_base: str | None = None
+    ) -> tuple[Identity | None, sa.Row | None]:
         """The caller's identity and job ``job_uuid`` whoever's it is (None if there is
-        none), in one query when the identity is not known yet."""
+        none), in one query when the identity is not known yet. With ``json_base`` (the
+        jobs' container URL), on PostgreSQL the row's ``job_json`` is the job's JSON."""
         identity = self.identity_cache.get(request)
         if identity is not RequestLocalCache.NO_VALUE:
             return identity, None if identity is None else _job(request, job_uuid)
-        identity, row = self._load(request, job_uuid)
+        identity, row = self._load(request, job_uuid, json_base)
         self.identity_cache.set(request, identity)
         return identity, row
 
-    def _load(self, request, job_uuid: str | None) -> tuple[Identity | None, sa.Row | None]:
+    def _load(
+        self, request, job_uuid: str | None, json_base: str | None = None
+    ) -> tuple[Identity | None, sa.Row | None]:
         token = bearer_token(request, self.settings.max_authorization_header)
         if token is None:
             return self.load_ticket_identity(request, job_uuid)
@@ -104,7 +115,8 @@ class JWTSecurityPolicy:
         except tokens.InvalidToken as exc:
             request.environ[AUTH_ERROR_KEY] = str(exc)
             return None, None
-        return self.lookup(request, claims.sub, tokens.fingerprint(token), token, job_uuid)
+        fingerprint = tokens.fingerprint(token)
+        return self.lookup(request, claims.sub, fingerprint, token, job_uuid, json_base)
 
     def load_ticket_identity(
         self, request, job_uuid: str | None = None
@@ -124,14 +136,25 @@ class JWTSecurityPolicy:
         return self.lookup(request, login, token_hash, "", job_uuid)
 
     def lookup(
-        self, request, login: str, token_hash: str, token: str, job_uuid: str | None = None
+        self,
+        request,
+        login: str,
+        token_hash: str,
+        token: str,
+        job_uuid: str | None = None,
+        json_base: str | None = None,
     ) -> tuple[Identity | None, sa.Row | None]:
         params = {"b_login": login, "b_token_hash": token_hash}
+        conn = request.dbconn
         if job_uuid is None:
-            row = driver.run(request.dbconn, _IDENTITY, params).one_or_none()
+            row = driver.run(conn, _IDENTITY, params).one_or_none()
         else:
             params["b_uuid"] = job_uuid
-            row = driver.run(request.dbconn, _IDENTITY_AND_JOB, params).one_or_none()
+            statement = _IDENTITY_AND_JOB
+            if json_base is not None and conn.dialect.name == "postgresql":
+                params["b_base"] = json_base
+                statement = _IDENTITY_AND_JOB_JSON
+            row = driver.run(conn, statement, params).one_or_none()
         if row is None:
             request.environ[AUTH_ERROR_KEY] = "unknown user"
             return None, None
@@ -175,15 +198,18 @@ def _job(request, job_uuid: str) -> sa.Row | None:
     return driver.run(request.dbconn, _JOB, {"b_uuid": job_uuid}).one_or_none()
 
 
-def identity_and_job(request, job_uuid: str) -> tuple[str | None, sa.Row | None]:
+def identity_and_job(
+    request, job_uuid: str, json_base: str | None = None
+) -> tuple[str | None, sa.Row | None]:
     """The caller's user id and job ``job_uuid`` (any actor's, None if there is none).
 
-    Under nick-jobs' policy both come from one query; under a host application's own
-    policy, from its identity and a query of the job.
+    Under nick-jobs' policy both come from one query (with ``json_base``, the container's
+    URL, its row may carry the job's JSON as ``job_json``); under a host application's
+    own policy, from its identity and a query of the job.
     """
     policy = request.registry.queryUtility(ISecurityPolicy)
     if isinstance(policy, JWTSecurityPolicy):
-        identity, job = policy.identity_and_job(request, job_uuid)
+        identity, job = policy.identity_and_job(request, job_uuid, json_base)
         return (identity.login if identity else None), job
     userid = request.authenticated_userid
     return userid, None if userid is None else _job(request, job_uuid)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 
 import pytest
+import sqlalchemy as sa
 
 from nick_jobs.models import Job
+from nick_jobs.serialize import job_json
 
 
 def test_submit_runs_to_completed(app):
@@ -102,7 +105,7 @@ def test_listed_timestamps_are_written_as_the_jobs_own(app_without_worker):
         conn.execute(Job.__table__.update().where(Job.uuid == job["uuid"]).values(**stamps))
     listed = app.get("/@jobs", headers=app.auth()).json
     own = app.get(f"/@jobs/{job['uuid']}", headers=app.auth()).json
-    assert listed == [own]
+    assert listed == [own] == [serialised_by_python(app, job["uuid"])]
     assert {key: own[key] for key in stamps} == {
         "created": "2026-03-28T22:30:05.123Z",
         "started": "2026-12-31T23:59:59.999Z",
@@ -142,8 +145,17 @@ def test_a_listed_job_is_its_own_json_whatever_is_stored(app_without_worker, sto
         conn.execute(Job.__table__.update().where(Job.uuid == job["uuid"]).values(**stored))
     listed = app.get("/@jobs", headers=app.auth())
     own = app.get(f"/@jobs/{job['uuid']}", headers=app.auth())
-    assert listed.json == [own.json]
+    assert listed.json == [own.json] == [serialised_by_python(app, job["uuid"])]
     assert listed.headers["Content-Type"] == own.headers["Content-Type"]
+    assert app.head(f"/@jobs/{job['uuid']}", headers=app.auth()).body == b""
+
+
+def serialised_by_python(app, uuid: str) -> dict:
+    """The job's JSON as Python writes it (on PostgreSQL, the database writes the API's
+    own: a page of jobs and a job read alone), through the same JSON renderer."""
+    with app.backend.engine.connect() as conn:
+        row = conn.execute(sa.select(Job.__table__).where(Job.uuid == uuid)).one()
+    return json.loads(json.dumps(job_json(row, f"http://localhost:8080/@jobs/{uuid}")))
 
 
 def test_list_pages_with_link_cursor(app):

@@ -98,6 +98,12 @@ def create_view(context: JobContainer, request):
 
 @api_view(context=JobResource, request_method="GET", permission=Permission.VIEW_JOB)
 def get_view(context: JobResource, request):
+    written = getattr(context.job, "job_json", None)
+    if written is not None:
+        response = request.response
+        response.content_type = "application/json"
+        response.body = written.encode()
+        return response
     return job_json(context.job, job_url(request, context.__parent__, context.job.uuid))
 
 
