@@ -43,6 +43,7 @@ class _Compiled:
     binds: dict[str, Callable[[Any], Any]]
     row: type | None  # a named tuple of the returned columns, or None
     results: tuple[Callable[[Any], Any] | None, ...]
+    converted: bool  # whether any returned column goes through a result processor
 
 
 _COMPILED: dict[int, tuple[Any, _Compiled | None]] = {}
@@ -73,7 +74,8 @@ def _compile(statement: Any, dialect: sa.Dialect) -> _Compiled | None:
             c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
         )
         if row is not None or not columns:
-            entry = _Compiled(compiled.string, compiled, binds, row, results)
+            converted = any(p is not None for p in results)
+            entry = _Compiled(compiled.string, compiled, binds, row, results, converted)
     # Keyed by id, holding the statement so that id is not reused while cached.
     _COMPILED[id(statement)] = (statement, entry)
     return entry
@@ -135,8 +137,12 @@ def run(conn: sa.Connection | sa.orm.Session, statement: Any, params: dict[str, 
     rows = ()
     if entry.row is not None:
         make, results = entry.row._make, entry.results
-        rows = [
-            make(v if p is None else p(v) for p, v in zip(results, raw, strict=True))
-            for raw in fetched
-        ]
+        if entry.converted:
+            rows = [
+                make(v if p is None else p(v) for p, v in zip(results, raw, strict=True))
+                for raw in fetched
+            ]
+        else:
+            # Nothing to convert (a page of JSON texts): psycopg's tuples as they are.
+            rows = list(map(make, fetched))
     return Result(rows, rowcount)
