@@ -428,12 +428,13 @@ class Client:
         page_size: int | None = None,
         count: bool = False,
         url: str | None = None,
+        parent: str | None = None,
     ) -> Page:
         """One page of ``GET /@jobs``; pass a page's ``next_url`` as ``url`` for the next."""
         if url is not None:
             response = self.request("GET", url)
         else:
-            query = {"status": status, "action": action, "actor": actor, "q": q}
+            query = {"status": status, "action": action, "actor": actor, "q": q, "parent": parent}
             query["b_size"] = page_size
             query["count"] = "true" if count else None
             response = self.request("GET", "/@jobs", query=query)
@@ -453,6 +454,7 @@ class Client:
         q: str | None = None,
         limit: int | None = None,
         page_size: int | None = None,
+        parent: str | None = None,
     ) -> Iterator[dict[str, Any]]:
         """The jobs, newest first, following ``Link: rel="next"`` across pages.
 
@@ -463,7 +465,9 @@ class Client:
             return
         if page_size is None and limit is not None:
             page_size = min(limit, 1000)
-        page = self.list_page(status=status, action=action, actor=actor, q=q, page_size=page_size)
+        page = self.list_page(
+            status=status, action=action, actor=actor, q=q, parent=parent, page_size=page_size
+        )
         seen = 0
         while True:
             for job in page.jobs:

@@ -288,6 +288,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         action=args.action,
         actor=args.actor,
         q=args.search,
+        parent=args.parent,
         limit=args.limit or None,
     )
     if args.quiet:
@@ -1021,6 +1022,7 @@ def add_client_commands(subparsers: argparse._SubParsersAction) -> None:
     lst.add_argument("--action", help="only jobs of this action")
     lst.add_argument("--actor", help="only jobs of this user")
     lst.add_argument("--search", metavar="TEXT", help="only jobs whose title or description has it")
+    lst.add_argument("--parent", metavar="UUID", help="only the restarts of this job")
     lst.add_argument(
         "--limit",
         type=_non_negative,

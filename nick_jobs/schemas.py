@@ -39,6 +39,7 @@ class ListQuerySchema(Schema):
     actor = fields.String(validate=validate.Length(min=1, max=100))
     action = fields.String(validate=validate.Length(min=1, max=100))
     q = fields.String(validate=validate.Length(min=1, max=200))
+    parent = fields.UUID()
     b_size = fields.Integer(validate=validate.Range(min=1))
     cursor = fields.String(validate=validate.Length(max=200))
     count = fields.Boolean()

@@ -264,6 +264,15 @@ def test_list_follows_pages_filters_and_limits(admin):
     assert [j["uuid"] for j in completed] == newest_first
 
 
+def test_list_by_parent_gives_a_jobs_restarts(admin):
+    old = admin.submit_job("dummy", title=f"parent-{time.monotonic_ns()}")
+    admin.wait_for_job(old["uuid"], FINAL, timeout=15)
+    new = admin.restart_job(old["uuid"])
+    assert [j["uuid"] for j in admin.list_jobs(parent=old["uuid"])] == [new["uuid"]]
+    assert admin.list_page(parent=old["uuid"]).jobs == admin.list_jobs(parent=old["uuid"])
+    assert admin.list_jobs(parent=new["uuid"]) == []
+
+
 def test_invalid_filter_is_a_400(admin):
     with pytest.raises(ClientError) as info:
         admin.list_jobs(status="done")

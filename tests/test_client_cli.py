@@ -260,6 +260,14 @@ def test_list_filters_plain_json_and_quiet(cli_all, api):
     assert json.loads(as_json.stdout) == api.list_jobs(q=marker)
 
 
+def test_list_by_parent(cli, api):
+    old = api.submit_job("dummy", title=f"parent-{time.monotonic_ns()}")
+    api.wait_for_job(old["uuid"], timeout=15)
+    new = api.restart_job(old["uuid"])
+    listed = cli("list", "--parent", old["uuid"], "-q")
+    assert listed.stdout.splitlines() == [new["uuid"]]
+
+
 def test_quiet_output_feeds_xargs(server, config_home, api):
     marker = f"xargs-{time.monotonic_ns()}"
     uuids = [api.submit_job("dummy", title=f"{marker} {i}")["uuid"] for i in range(3)]

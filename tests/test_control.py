@@ -542,6 +542,32 @@ def test_restart_makes_a_new_job_with_its_parent(ctl):
     assert rerun["result"] == {"message": "again", "actor": "alice"}
 
 
+def test_a_jobs_restarts_are_listed_by_parent(ctl):
+    app = ctl
+    old = app.submit({"action": "echo", "message": "again"}, login="alice")
+    app.wait_for(old["uuid"], "completed", login="alice")
+    restarts = []
+    for _ in range(2):
+        res = app.post(f"/@jobs/{old['uuid']}/restart", headers=app.auth("alice"), status=201)
+        restarts.append(res.json["uuid"])
+        app.wait_for(restarts[-1], "completed", login="alice")
+    app.submit({"action": "echo", "message": "unrelated"}, login="alice")
+
+    def listed(query: str, login: str = "alice") -> list[str]:
+        return [j["uuid"] for j in app.get(f"/@jobs?{query}", headers=app.auth(login)).json]
+
+    assert listed(f"parent={old['uuid']}") == restarts[::-1]
+    assert listed(f"parent={old['uuid'].upper()}") == restarts[::-1]  # any spelling of it
+    assert listed(f"parent={old['uuid']}", login="admin") == restarts[::-1]
+    assert listed(f"parent={old['uuid']}", login="bob") == []  # alice's restarts
+    assert listed(f"parent={restarts[0]}") == []
+    assert listed(f"parent={old['uuid']}&status=completed&action=echo") == restarts[::-1]
+    page = app.get(f"/@jobs?parent={old['uuid']}&b_size=1&count=true", headers=app.auth("alice"))
+    assert [j["uuid"] for j in page.json] == restarts[-1:]
+    assert page.headers["X-Total-Count"] == "2"
+    assert f"parent={old['uuid']}" in page.headers["Link"]
+
+
 def test_restart_of_an_unfinished_job_is_409(app_without_worker):
     app = app_without_worker
     job = app.submit({"action": "dummy"})

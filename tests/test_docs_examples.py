@@ -292,6 +292,13 @@ def _retried_and_completed(world: World) -> None:
         assert transitions.complete(conn, FAILED_UUID, 2, {})
 
 
+def _restarted(world: World) -> None:
+    """The failed dummy job, restarted a quarter of an hour later."""
+    world.clock.at("15:46:00.000")
+    with world.engine.begin() as conn:
+        transitions.restart(conn, FAILED_UUID, by="admin")
+
+
 def _stopped(world: World) -> None:
     """The running dummy job stopped on request after 14 of its 60 steps."""
     world.clock.at("15:57:20.402")
@@ -309,6 +316,7 @@ SETUP: dict[str, Callable[[World], None]] = {
     "jobs/get_retried": lambda world: world.retry(FAILED_UUID, "15:45:00.000"),
     "jobs/history": _retried_and_completed,
     "jobs/log": _logged,
+    "jobs/list_restarts": _restarted,
     "jobs/log_filtered": _logged,
     "jobs/resume": _stopped,
     **{f"scheduled-jobs/{name}": _scheduled for name in _SCHEDULED},

@@ -200,7 +200,8 @@ def test_list_filters(app):
 
 
 @pytest.mark.parametrize(
-    "query", ["status=bogus", "b_size=0", "b_size=x", "cursor=%%%", "cursor=djI6MQ"]
+    "query",
+    ["status=bogus", "b_size=0", "b_size=x", "cursor=%%%", "cursor=djI6MQ", "parent=not-a-uuid"],
 )
 def test_list_bad_query_is_400(app, query):
     res = app.get(f"/@jobs?{query}", headers=app.auth(), status=400)

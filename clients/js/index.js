@@ -269,8 +269,8 @@ export class Client {
   // --- jobs ------------------------------------------------------------------------------
 
   /**
-   * `GET /@jobs`, newest first. `query` takes status, action, actor, q, b_size, cursor and
-   * count. The result adds `next` (the next page's URL, or null) and `total`
+   * `GET /@jobs`, newest first. `query` takes status, action, actor, q, parent, b_size,
+   * cursor and count. The result adds `next` (the next page's URL, or null) and `total`
    * (X-Total-Count, or null); pass `url: result.next` for the next page.
    */
   async getJobs({ token, query, url } = {}) {

@@ -47,6 +47,7 @@ def list_view(context: JobContainer, request):
         actor=actor,
         action=query.get("action"),
         q=query.get("q"),
+        parent=str(query["parent"]) if "parent" in query else None,
         want_total=query.get("count", False),
     )
     if page.next_cursor:
