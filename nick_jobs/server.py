@@ -15,6 +15,10 @@ thread is already sending. What it leaves unsent (a slow client, a full socket b
 it hands to the main loop with ``pull_trigger``, as stock waitress does when the buffer
 is over its high-water mark, and the loop flushes it as before.
 
+A response with no body (``204``, ``304``) keeps an HTTP/1.1 connection open (``Task``):
+stock waitress closes it for want of a ``Content-Length``, which such a response must not
+have.
+
 ``production.ini`` and ``development.ini`` use it with ``use = egg:nick-jobs#main``; it
 takes waitress's own settings, and ``processes``.
 
@@ -47,11 +51,44 @@ from typing import Any
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, MultiSocketServer
 from waitress.server import create_server as waitress_server
+from waitress.task import WSGITask
 
 log = logging.getLogger(__name__)
 
 
+class Task(WSGITask):
+    """A response with no body (``204``, ``304``, ``1xx``) keeps an HTTP/1.1 connection open.
+
+    Stock waitress closes the connection after any HTTP/1.1 response without a
+    ``Content-Length``, bodiless ones included, although nothing has to be delimited
+    there (RFC 9110 forbids the header on 204): every ``DELETE``, logout and other
+    ``204`` cost the client a new connection.
+    """
+
+    _bodiless_keep_alive = False
+
+    def build_response_header(self) -> bytes:
+        # Within it, set_close_on_finish is called for a missing length, an HTTP/1.0
+        # client, or "Connection: close": only the first is waived, for bodiless 1.1.
+        self._bodiless_keep_alive = (
+            self.version == "1.1"
+            and not self.has_body
+            and not self.close_on_finish
+            and self.request.headers.get("CONNECTION", "").lower() != "close"
+        )
+        try:
+            return super().build_response_header()
+        finally:
+            self._bodiless_keep_alive = False
+
+    def set_close_on_finish(self) -> None:
+        if not self._bodiless_keep_alive:
+            super().set_close_on_finish()
+
+
 class Channel(HTTPChannel):
+    task_class = Task
+
     # True while a request thread (or the main loop, for ``100 Continue``) runs
     # write_soon: that thread sends what it appends.
     sending = False

@@ -252,3 +252,48 @@ def test_a_body_over_the_high_watermark_arrives_whole(watermark: int) -> None:
         assert head.startswith(b"HTTP/1.1 200")
         assert read_exactly(sock, len(chunk) * chunks, rest) == chunk * chunks
         sock.close()
+
+
+def _exchange(sock: socket.socket, raw: bytes) -> bytes:
+    sock.sendall(raw)
+    head, rest = read_head(sock)
+    length = next(
+        (
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        ),
+        0,
+    )
+    read_exactly(sock, length, rest)
+    return head
+
+
+def test_a_response_without_a_body_keeps_the_connection_open() -> None:
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/gone":
+            start_response("204 No Content", [])
+            return [b""]
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        return [b"ok"]
+
+    with running(app) as (port, _server):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            for _ in range(2):
+                head = _exchange(sock, b"DELETE /gone HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 204")
+                assert b"connection: close" not in head.lower()
+                assert b"content-length" not in head.lower()
+                # The same connection serves the next request.
+                assert _exchange(sock, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").startswith(
+                    b"HTTP/1.1 200"
+                )
+        # Asked to close, or from an HTTP/1.0 client, a 204 still closes.
+        for raw in (
+            b"DELETE /gone HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            b"DELETE /gone HTTP/1.0\r\nHost: x\r\n\r\n",
+        ):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                head = _exchange(sock, raw)
+                assert b" 204 " in head
+                assert sock.recv(1) == b""  # closed by the server
