@@ -51,6 +51,10 @@ class JobContainer:
         # Repeated here so the container grants the same under a host's own root.
         return [_ADMIN, _USERS]
 
+    def url(self) -> str:
+        """The container's URL, without the trailing slash ``resource_url`` adds."""
+        return self.request.resource_url(self).rstrip("/")
+
     def sees_all(self) -> bool:
         return bool(self.request.has_permission(Permission.MANAGE_SITE, self))
 
@@ -66,7 +70,7 @@ class JobContainer:
             # A GET of the job itself is answered with its JSON written by the database.
             json_base = None
             if request.method in ("GET", "HEAD") and request.path_info.endswith(key):
-                json_base = request.resource_url(self).rstrip("/")
+                json_base = self.url()
             userid, job = identity_and_job(request, job_uuid, json_base)
         if userid is None:
             # Nothing below @jobs is public: without a valid session the answer is 401

@@ -35,9 +35,8 @@ def list_view(context: JobContainer, request):
         if actor and actor != request.authenticated_userid:
             return []
         actor = request.authenticated_userid
-    # One URL computation for the page (its jobs and its next link), without the
-    # trailing slash resource_url adds.
-    base = request.resource_url(context).rstrip("/")
+    # One URL computation for the page: its jobs and its next link.
+    base = context.url()
     page = list_jobs(
         request.dbconn,
         base_url=base,
@@ -58,11 +57,16 @@ def list_view(context: JobContainer, request):
     if page.total is not None:
         request.response.headers["X-Total-Count"] = str(page.total)
     if page.json_rows:
-        response = request.response
-        response.content_type = "application/json"
-        response.body = ("[" + ",".join(row.json for row in page.rows) + "]").encode()
-        return response
+        return _json_text(request, "[" + ",".join(row.json for row in page.rows) + "]")
     return [listed_job_json(row, base) for row in page.rows]
+
+
+def _json_text(request, text: str):
+    """The response for JSON the database wrote: sent as it is, no renderer."""
+    response = request.response
+    response.content_type = "application/json"
+    response.body = text.encode()
+    return response
 
 
 def _follow(request) -> bool:
@@ -101,10 +105,7 @@ def create_view(context: JobContainer, request):
 def get_view(context: JobResource, request):
     written = getattr(context.job, "job_json", None)
     if written is not None:
-        response = request.response
-        response.content_type = "application/json"
-        response.body = written.encode()
-        return response
+        return _json_text(request, written)
     return job_json(context.job, job_url(request, context.__parent__, context.job.uuid))
 
 
