@@ -288,24 +288,17 @@ def test_retries_over_the_api_then_a_manual_retry(ctl):
     app = ctl
     job = app.submit({"action": "flaky"}, login="alice")
     url = f"/@jobs/{job['uuid']}"
-
-    def between_attempts():
-        now = app.get(url, headers=app.auth("alice")).json
-        return now if now["status"] == "created" and now["attempt"] == 2 else None
-
-    waiting = poll(between_attempts, what="the wait before attempt 2")
-    assert waiting["next_run"] is not None
-    assert waiting["started"] is None
     failed = app.wait_for(job["uuid"], "failed", login="alice")
     assert failed["attempt"] == 3
     assert failed["error"] == {"type": "JobFailed", "message": "attempt 3 failed"}
+    assert failed["next_run"] is None
 
     app.post(f"{url}/retry", headers=app.auth("alice"), status=204)
     poll(lambda: app.get(url, headers=app.auth("alice")).json["attempt"] == 6, what="attempt 6")
     again = app.wait_for(job["uuid"], "failed", login="alice")
     assert again["attempt"] == 6
-    found = [(e, by, n) for e, by, n, _ in events(app.backend.engine, job["uuid"])]
-    assert found == [
+    found = events(app.backend.engine, job["uuid"])
+    assert [(e, by, n) for e, by, n, _ in found] == [
         ("created", "alice", 1),
         ("retry scheduled", transitions.WORKER, 2),
         ("retry scheduled", transitions.WORKER, 3),
@@ -313,6 +306,26 @@ def test_retries_over_the_api_then_a_manual_retry(ctl):
         ("retry scheduled", transitions.WORKER, 5),
         ("retry scheduled", transitions.WORKER, 6),
     ]
+    # Each automatic retry waited out its backoff: it started no earlier than the
+    # next_run its failed predecessor set.
+    for (_, _, _, waited), (_, _, _, after) in [(found[1], found[2]), (found[4], found[5])]:
+        assert seconds(after["previous_attempt"]["started"], waited["next_run"]) >= 0
+
+
+def test_a_job_waiting_out_its_backoff_shows_it_over_the_api(ctl):
+    """Between two attempts the job is ``created`` again, with the next attempt's number
+    and the time it may start, and nothing of the failed attempt's run."""
+    engine = ctl.backend.engine
+    uuid = make_job(engine, "flaky", actor="alice")
+    later = utcnow().replace(microsecond=0) + dt.timedelta(seconds=100)
+    with engine.begin() as conn:
+        assert transitions.start(conn, uuid) is not None
+        assert transitions.retry_later(conn, uuid, 1, None, ("JobFailed", "no"), later)
+    waiting = ctl.get(f"/@jobs/{uuid}", headers=ctl.auth("alice")).json
+    assert (waiting["status"], waiting["attempt"]) == ("created", 2)
+    assert waiting["next_run"] == later.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    assert (waiting["started"], waiting["finished"]) == (None, None)
+    assert "error" not in waiting
 
 
 def test_a_retried_attempt_that_succeeds_completes(ctl):
