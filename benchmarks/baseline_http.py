@@ -2,9 +2,12 @@
 
 ``GET /@jobs/{uuid}`` answers a job-shaped JSON object with Pyramid's JSON renderer and
 nothing else: no authentication, no database. It is the floor of any Pyramid view on
-this server. ``POST /@jobs`` (the submit baseline) parses the JSON body, inserts the row
-with raw psycopg 3 (on a pool of at most :data:`MAX_CONNECTIONS` autocommit connections)
-and sends the Dramatiq message, as ``baseline_pipeline.py`` does.
+this server. ``GET /@rows/{uuid}`` reads the job's row with one raw psycopg query and
+answers it the same way, still with no authentication: the floor of any view that reads
+one row, for reference (``get_row_ratio``). ``POST /@jobs`` (the submit baseline) parses
+the JSON body, inserts the row with raw psycopg 3 (on a pool of at most
+:data:`MAX_CONNECTIONS` autocommit connections) and sends the Dramatiq message, as
+``baseline_pipeline.py`` does.
 
 Served by ``pserve`` from an ini whose ``[app:main]`` says
 ``use = call:benchmarks.baseline_http:main`` (see ``harness.Run.baseline_ini``).
@@ -70,9 +73,42 @@ def get_job(request):
     return {"@id": request.url, **JOB, "uuid": uuid}
 
 
-def make_submit(dsn: str, actor):
-    connections = Connections(dsn)
+# The columns a job's JSON shows, formatted as the API formats them.
+ROW = """
+SELECT uuid, title, description, params, actor, status, result, attempt,
+       to_char(created AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+       to_char(started AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+       to_char(finished AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+FROM jobs WHERE uuid = %s
+"""
+ROW_KEYS = (
+    "uuid",
+    "title",
+    "description",
+    "params",
+    "actor",
+    "status",
+    "result",
+    "attempt",
+    "created",
+    "started",
+    "finished",
+)
 
+
+def make_get_row(connections: Connections):
+    def get_row(request):
+        with connections.get() as conn:
+            row = conn.execute(ROW, (request.matchdict["uuid"],)).fetchone()
+        if row is None:
+            request.response.status = 404
+            return {"error": {"type": "NotFound", "message": "No such job."}}
+        return {"@id": request.url, **dict(zip(ROW_KEYS, row, strict=True))}
+
+    return get_row
+
+
+def make_submit(connections: Connections, actor):
     def submit(request):
         data = json.loads(request.body)
         uuid = str(uuidlib.uuid4())
@@ -95,9 +131,10 @@ def main(global_config, **settings):
         config.add_route("job", "/@jobs/{uuid}", request_method="GET")
         config.add_view(get_job, route_name="job", renderer="json")
         if pipeline.ARGS.dsn:
+            connections = Connections(pipeline.ARGS.dsn)
             actor = pipeline.declare(pipeline.make_broker())
             config.add_route("jobs", "/@jobs", request_method="POST")
-            config.add_view(
-                make_submit(pipeline.ARGS.dsn, actor), route_name="jobs", renderer="json"
-            )
+            config.add_view(make_submit(connections, actor), route_name="jobs", renderer="json")
+            config.add_route("row", "/@rows/{uuid}", request_method="GET")
+            config.add_view(make_get_row(connections), route_name="row", renderer="json")
         return config.make_wsgi_app()

@@ -5,7 +5,10 @@ API). Every load is ``http_connections`` keep-alive clients for ``http_seconds``
 JWT, run alternately against nick-jobs and its baseline:
 
 * get_job: random uuids from the table; baseline: the one-view Pyramid app
-  (``baseline_http.py``) on the same waitress settings.
+  (``baseline_http.py``) on the same waitress settings. For reference, the same app's
+  view that reads the row with one raw query (``/@rows/{uuid}``): ``get_row_floor_ratio``
+  is its rate over the no-query view's, what any view reading one row can reach here, and
+  ``get_job_vs_row_floor`` nick-jobs' rate over it.
 * list_first / list_deep: ``?b_size=50``, the first page, and the page ``deep`` rows down,
   reached with the API's own cursor.
 * list_scaling: the first page's median latency with ``rows`` loaded over that with
@@ -66,25 +69,27 @@ def run(run: Run) -> dict[str, float]:
     random.shuffle(uuids)
     gets = [httpload.build("GET", f"/@jobs/{u}", server.port, token) for u in uuids]
     base_gets = [httpload.build("GET", f"/@jobs/{u}", baseline.port) for u in uuids]
+    row_gets = [httpload.build("GET", f"/@rows/{u}", baseline.port) for u in uuids]
     deep_cursor = encode_cursor(max_id - mode.deep + 1)
     deep_page = [
         httpload.build("GET", f"/@jobs?b_size=50&cursor={deep_cursor}", server.port, token)
     ]
-    for requests, target in ((gets, server), (base_gets, baseline), (deep_page, server)):
+    warm = ((gets, server), (base_gets, baseline), (row_gets, baseline), (deep_page, server))
+    for requests, target in warm:
         load(run, target, requests, 1.0)  # warm-up
 
     rps, base_rps, ratios, get_p99 = [], [], [], []
+    row_ratios, vs_row = [], []
     first_p99, first_p50, deep_p99 = [], [], []
+    sides = ((server, gets), (baseline, base_gets), (baseline, row_gets))
     for r in range(mode.repeats):
-        pair = {}
-        for side in (0, 1) if r % 2 == 0 else (1, 0):
-            if side == 0:
-                pair[0] = load(run, server, gets, seconds)
-            else:
-                pair[1] = load(run, baseline, base_gets, seconds)
+        order = (0, 1, 2) if r % 2 == 0 else (2, 1, 0)
+        pair = {side: load(run, *sides[side], seconds) for side in order}
         rps.append(pair[0].rps)
         base_rps.append(pair[1].rps)
         ratios.append(pair[0].rps / pair[1].rps)
+        row_ratios.append(pair[2].rps / pair[1].rps)
+        vs_row.append(pair[0].rps / pair[2].rps)
         get_p99.append(percentile(pair[0].latencies_ms, 99))
         first = load(run, server, first_page, seconds)
         first_p99.append(percentile(first.latencies_ms, 99))
@@ -93,7 +98,8 @@ def run(run: Run) -> dict[str, float]:
         deep_p99.append(percentile(deep.latencies_ms, 99))
         log(
             f"reads run {r + 1}: get {pair[0].rps:.0f} req/s (p99 {get_p99[-1]:.1f} ms), "
-            f"baseline {pair[1].rps:.0f} req/s; list first p99 {first_p99[-1]:.1f} ms "
+            f"baseline {pair[1].rps:.0f} req/s, one-query view {pair[2].rps:.0f} req/s; "
+            f"list first p99 {first_p99[-1]:.1f} ms "
             f"({first.rps:.0f} req/s), deep p99 {deep_p99[-1]:.1f} ms ({deep.rps:.0f} req/s)"
         )
     return {
@@ -101,6 +107,8 @@ def run(run: Run) -> dict[str, float]:
         "get_job_baseline_rps": median(base_rps),
         "get_job_ratio": median(ratios),
         "get_job_p99_ms": median(get_p99),
+        "get_row_floor_ratio": median(row_ratios),
+        "get_job_vs_row_floor": median(vs_row),
         "list_first_p99_ms": median(first_p99),
         "list_deep_p99_ms": median(deep_p99),
         "list_deep_vs_first": median(deep_p99) / median(first_p99),

@@ -61,6 +61,8 @@ METRICS: dict[str, tuple[str, str | None, float | None, str | None]] = {
     "get_job_rps": ("req/s", None, None, "get_job_baseline_rps"),
     "get_job_ratio": ("ratio", ">=", 0.5, None),
     "get_job_p99_ms": ("ms", "<=", 20, None),
+    "get_row_floor_ratio": ("ratio", None, None, None),
+    "get_job_vs_row_floor": ("ratio", None, None, None),
     "list_first_p99_ms": ("ms", "<=", 30, None),
     "list_deep_p99_ms": ("ms", "<=", 30, None),
     "list_deep_vs_first": ("ratio", "<=", 1.5, None),
