@@ -4,7 +4,7 @@
 nothing else: no authentication, no database. It is the floor of any Pyramid view on
 this server. ``GET /@rows/{uuid}`` reads the job's row with one raw psycopg query and
 answers it the same way, still with no authentication: the floor of any view that reads
-one row, for reference (``get_row_ratio``). ``POST /@jobs`` (the submit baseline) parses
+one row, for reference (``get_row_floor_ratio``). ``POST /@jobs`` (the submit baseline) parses
 the JSON body, inserts the row with raw psycopg 3 (on a pool of at most
 :data:`MAX_CONNECTIONS` autocommit connections) and sends the Dramatiq message, as
 ``baseline_pipeline.py`` does.
