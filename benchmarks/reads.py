@@ -84,21 +84,21 @@ def run(run: Run) -> dict[str, float]:
     sides = ((server, gets), (baseline, base_gets), (baseline, row_gets))
     for r in range(mode.repeats):
         order = (0, 1, 2) if r % 2 == 0 else (2, 1, 0)
-        pair = {side: load(run, *sides[side], seconds) for side in order}
-        rps.append(pair[0].rps)
-        base_rps.append(pair[1].rps)
-        ratios.append(pair[0].rps / pair[1].rps)
-        row_ratios.append(pair[2].rps / pair[1].rps)
-        vs_row.append(pair[0].rps / pair[2].rps)
-        get_p99.append(percentile(pair[0].latencies_ms, 99))
+        got = {side: load(run, *sides[side], seconds) for side in order}
+        rps.append(got[0].rps)
+        base_rps.append(got[1].rps)
+        ratios.append(got[0].rps / got[1].rps)
+        row_ratios.append(got[2].rps / got[1].rps)
+        vs_row.append(got[0].rps / got[2].rps)
+        get_p99.append(percentile(got[0].latencies_ms, 99))
         first = load(run, server, first_page, seconds)
         first_p99.append(percentile(first.latencies_ms, 99))
         first_p50.append(percentile(first.latencies_ms, 50))
         deep = load(run, server, deep_page, seconds)
         deep_p99.append(percentile(deep.latencies_ms, 99))
         log(
-            f"reads run {r + 1}: get {pair[0].rps:.0f} req/s (p99 {get_p99[-1]:.1f} ms), "
-            f"baseline {pair[1].rps:.0f} req/s, one-query view {pair[2].rps:.0f} req/s; "
+            f"reads run {r + 1}: get {got[0].rps:.0f} req/s (p99 {get_p99[-1]:.1f} ms), "
+            f"baseline {got[1].rps:.0f} req/s, one-query view {got[2].rps:.0f} req/s; "
             f"list first p99 {first_p99[-1]:.1f} ms "
             f"({first.rps:.0f} req/s), deep p99 {deep_p99[-1]:.1f} ms ({deep.rps:.0f} req/s)"
         )
