@@ -133,3 +133,11 @@ def test_a_submit_with_an_idempotency_key_stays_in_the_transaction(host_app, bac
     assert (len(on_read), len(on_write)) == (0, 1)
     assert first.json["uuid"] == again.json["uuid"]
     assert _stored(backend) == [first.json["uuid"]]
+
+
+def test_a_keyed_submit_beside_a_failing_host_resource_leaves_no_job(host_app, backend) -> None:
+    # The key's savepoint is released inside the request's transaction; the job must
+    # still go only if that transaction commits (on SQLite too).
+    headers = {**host_app.auth(), HOST_HEADER: "fail", "Idempotency-Key": "once"}
+    host_app.post_json("/@jobs", {"params": {"action": "dummy"}}, headers=headers, status=500)
+    assert _stored(backend) == []

@@ -47,6 +47,18 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _sqlite_savepoint(conn: sa.Connection, _name: str) -> None:
+    """Begin the transaction a ``SAVEPOINT`` is to be nested in, if the driver has not.
+
+    The sqlite3 module begins a transaction only before its first write, and a
+    ``SAVEPOINT`` outside one begins a transaction that its ``RELEASE`` then commits: a
+    nested block (a submit with an Idempotency-Key) committed its job even when the
+    request's transaction rolled back.
+    """
+    if not conn.connection.dbapi_connection.in_transaction:
+        conn.exec_driver_sql("BEGIN")
+
+
 # A pooled connection idle for longer than this is pinged before it is handed out.
 PING_AFTER_IDLE_S = 1.0
 _CHECKED_IN = "nick_jobs.checked_in"
@@ -85,6 +97,7 @@ def get_engine(url: str, **kwargs: Any) -> sa.Engine:
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, **kwargs)
         sa.event.listen(engine, "connect", _sqlite_pragmas)
+        sa.event.listen(engine, "savepoint", _sqlite_savepoint)
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
