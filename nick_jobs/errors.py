@@ -28,6 +28,9 @@ from pyramid.view import exception_view_config, forbidden_view_config, notfound_
 log = logging.getLogger(__name__)
 
 
+UNAUTHORIZED_MESSAGE = "You are not authorized to access this resource."
+
+
 def error_body(type_: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"error": {"type": type_, "message": message, **extra}}
 
@@ -99,7 +102,7 @@ def forbidden(exc: HTTPForbidden, request) -> HTTPException:
     if _is_json_error(exc):
         return exc  # a view's own 403, with its specific message
     if request.authenticated_userid is None:
-        response = api_error(401, "Unauthorized", "You are not authorized to access this resource.")
+        response = api_error(401, "Unauthorized", UNAUTHORIZED_MESSAGE)
         response.headers.extend(forget(request))
         return response
     log.info("denied %s %s: %s", request.method, request.path, getattr(exc, "result", None))

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from .errors import api_error
 from .models import Job, driver
+from .models.user import identity_holds
 from .serialize import job_json_sql
 
 # The order nick_jobs.serialize.listed_job_json unpacks.
@@ -65,6 +66,9 @@ class Page:
     next_cursor: str | None
     total: int | None
     json_rows: bool = False
+    # Asked with a guard: True when rows came back, which the guard let through;
+    # None when the page is empty (nothing tells whether the guard held).
+    guard_held: bool | None = None
 
 
 def _like_escape(text: str) -> str:
@@ -98,7 +102,14 @@ def _conditions(
 # select per request cost about a tenth of a list request's CPU.
 @functools.cache
 def _page_statement(
-    json_rows: bool, status: bool, actor: bool, action: bool, q: bool, parent: bool, after: bool
+    json_rows: bool,
+    status: bool,
+    actor: bool,
+    action: bool,
+    q: bool,
+    parent: bool,
+    after: bool,
+    guarded: bool = False,
 ) -> sa.Select:
     if json_rows:
         # Each row as its JSON text, written by the database (serialize.job_json_sql).
@@ -111,6 +122,9 @@ def _page_statement(
     query = sa.select(*columns).where(*_conditions(status, actor, action, q, parent))
     if after:
         query = query.where(Job.id < sa.bindparam("b_before"))
+    if guarded:
+        # Checked once for the statement (its subqueries are not correlated to the rows).
+        query = query.where(identity_holds())
     return query.order_by(Job.id.desc()).limit(sa.bindparam("b_limit"))
 
 
@@ -132,7 +146,11 @@ def list_jobs(
     q: str | None = None,
     parent: str | None = None,
     want_total: bool = False,
+    guard: dict[str, Any] | None = None,
 ) -> Page:
+    """A page of jobs; with ``guard`` (the ``b_guard_*`` parameters of
+    :func:`~nick_jobs.models.user.identity_holds`, PostgreSQL only), rows only while the
+    caller's identity holds, checked in the page's own statement."""
     filters = (bool(status), bool(actor), bool(action), bool(q), bool(parent))
     params: dict[str, Any] = {
         "b_status": status,
@@ -149,7 +167,10 @@ def list_jobs(
     json_rows = conn.dialect.name == "postgresql"
     if json_rows:
         page_params["b_base"] = base_url
-    statement = _page_statement(json_rows, *filters, bool(cursor))
+    guarded = guard is not None and json_rows
+    if guarded:
+        page_params.update(guard)
+    statement = _page_statement(json_rows, *filters, bool(cursor), guarded)
     rows = driver.run(conn, statement, page_params).rows
     has_next = len(rows) > size
     rows = rows[:size]
@@ -159,4 +180,5 @@ def list_jobs(
         total = conn.execute(_count_statement(*filters), params).scalar_one()
     elif not cursor and not has_next:
         total = len(rows)  # the whole result is on this page: the count is free
-    return Page(rows, next_cursor, total, json_rows=json_rows)
+    held = True if guarded and rows else None
+    return Page(rows, next_cursor, total, json_rows=json_rows, guard_held=held)

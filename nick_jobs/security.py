@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from pyramid.authorization import ACLHelper, Authenticated, Everyone
+from pyramid.httpexceptions import HTTPUnauthorized
 from pyramid.interfaces import ISecurityPolicy
 from pyramid.request import RequestLocalCache
+from pyramid.tweens import EXCVIEW
 from zope.interface import implementer
 
 from . import tokens
+from .errors import UNAUTHORIZED_MESSAGE, api_error
 from .models import Job, RevokedToken, User, driver
 from .permissions import role_principal, user_principal
 from .serialize import job_json_sql
@@ -20,6 +25,9 @@ from .streams import tickets
 log = logging.getLogger(__name__)
 
 AUTH_ERROR_KEY = "nick_jobs.auth_error"
+# Set while the request's identity is the one its token had a moment ago, not yet checked
+# against the database: the token's fingerprint.
+PROVISIONAL_KEY = "nick_jobs.provisional_identity"
 
 
 # One query answers both "does the user still exist" and "was this token revoked";
@@ -65,6 +73,39 @@ class Identity:
         ]
 
 
+class KnownIdentities:
+    """The identities this process found for bearer tokens, by the token's fingerprint.
+
+    A request whose token is known starts with that identity *provisionally*, without the
+    query that checks it up front: that check then rides on the request's own statement
+    where one can carry it (a job's insert is written only if
+    :func:`~nick_jobs.models.user.identity_holds`), or runs in :func:`confirm` before the
+    response leaves and before the request's transaction commits. A user removed, a token
+    revoked, or roles changed, by any process, still take effect at the next request.
+    """
+
+    MAX = 10_000
+
+    def __init__(self) -> None:
+        self._known: dict[str, Identity] = {}
+
+    def get(self, fingerprint: str) -> Identity | None:
+        return self._known.get(fingerprint)
+
+    def put(self, fingerprint: str, identity: Identity) -> None:
+        if fingerprint not in self._known and len(self._known) >= self.MAX:
+            # Oldest first; another thread may have taken it already.
+            with contextlib.suppress(StopIteration, KeyError, RuntimeError):
+                self._known.pop(next(iter(self._known)))
+        self._known[fingerprint] = identity
+
+    def forget(self, fingerprint: str) -> None:
+        self._known.pop(fingerprint, None)
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+
 def bearer_token(request, max_length: int) -> str | None:
     """The token from ``Authorization: Bearer <token>``, or None (reason in the environ)."""
     header = request.headers.get("Authorization")
@@ -87,6 +128,7 @@ class JWTSecurityPolicy:
         self.settings = settings
         self.acl = ACLHelper()
         self.identity_cache = RequestLocalCache(self.load_identity)
+        self.known = KnownIdentities()
 
     def load_identity(self, request) -> Identity | None:
         return self._load(request, job_uuid=None)[0]
@@ -116,6 +158,11 @@ class JWTSecurityPolicy:
             request.environ[AUTH_ERROR_KEY] = str(exc)
             return None, None
         fingerprint = tokens.fingerprint(token)
+        if job_uuid is None:
+            known = self.known.get(fingerprint)
+            if known is not None and known.login == claims.sub:
+                request.environ[PROVISIONAL_KEY] = fingerprint
+                return known, None
         return self.lookup(request, claims.sub, fingerprint, token, job_uuid, json_base)
 
     def load_ticket_identity(
@@ -155,11 +202,9 @@ class JWTSecurityPolicy:
                 params["b_base"] = json_base
                 statement = _IDENTITY_AND_JOB_JSON
             row = driver.run(conn, statement, params).one_or_none()
-        if row is None:
-            request.environ[AUTH_ERROR_KEY] = "unknown user"
-            return None, None
-        if row.identity_revoked:
-            request.environ[AUTH_ERROR_KEY] = "revoked token"
+        if row is None or row.identity_revoked:
+            request.environ[AUTH_ERROR_KEY] = "unknown user" if row is None else "revoked token"
+            self.known.forget(token_hash)
             return None, None
         identity = Identity(
             login=row.identity_login,
@@ -167,6 +212,8 @@ class JWTSecurityPolicy:
             roles=tuple(row.identity_roles or ()),
             token=token,
         )
+        if token:  # a bearer token's (a stream ticket carries none)
+            self.known.put(token_hash, identity)
         return identity, row if job_uuid is not None and row.uuid is not None else None
 
     def identity(self, request) -> Identity | None:
@@ -215,5 +262,92 @@ def identity_and_job(
     return userid, None if userid is None else _job(request, job_uuid)
 
 
+def guard(request) -> dict[str, Any] | None:
+    """The ``b_guard_*`` parameters of :func:`~nick_jobs.models.user.identity_holds` for
+    the request's provisional identity; None when it has none left to confirm."""
+    fingerprint = request.environ.get(PROVISIONAL_KEY)
+    if fingerprint is None:
+        return None
+    identity = request.identity
+    return {
+        "b_guard_login": identity.login,
+        "b_guard_fullname": identity.fullname,
+        "b_guard_roles": list(identity.roles),
+        "b_guard_token_hash": fingerprint,
+    }
+
+
+def confirmed(request) -> None:
+    """The request's statement carried :func:`guard` and it held."""
+    request.environ.pop(PROVISIONAL_KEY, None)
+
+
+def current_identity(request) -> Identity | None:
+    """The request's identity as the database has it now (None: the user or the token
+    is gone); a provisional one is checked first, and replaced by what was found."""
+    held = request.identity
+    fingerprint = request.environ.pop(PROVISIONAL_KEY, None)
+    if fingerprint is None:
+        return held
+    policy = request.registry.getUtility(ISecurityPolicy)
+    current, _ = policy.lookup(request, held.login, fingerprint, held.token)
+    policy.identity_cache.set(request, current)
+    return current
+
+
+def confirm(request) -> None:
+    """Check the request's provisional identity against the database now.
+
+    Raises ``HTTPUnauthorized`` (and the request has no identity from then on) if the
+    user or the token is gone; a 503 to send again if the user's name or roles changed
+    since the request was allowed with them.
+    """
+    held = request.identity
+    if PROVISIONAL_KEY not in request.environ:
+        return
+    current = current_identity(request)
+    if current is None:
+        raise HTTPUnauthorized(UNAUTHORIZED_MESSAGE)
+    if current != held:
+        raise identity_changed()
+
+
+def identity_changed():
+    """The error for a request allowed with a name or roles its user no longer has."""
+    error = api_error(
+        503,
+        "Identity changed",
+        "Your account changed while this request ran; nothing was done. Send it again.",
+    )
+    error.headers["Retry-After"] = "0"
+    return error
+
+
+def confirm_identity_tween_factory(handler, registry):
+    """Confirm a provisional identity before the response leaves.
+
+    Under the transaction manager: a request whose identity no longer holds commits
+    nothing, and gets the error instead of its response.
+    """
+
+    def confirm_identity(request):
+        response = handler(request)
+        if PROVISIONAL_KEY in request.environ:
+            try:
+                confirm(request)
+            except Exception:
+                if request.environ.get("tm.active"):
+                    request.tm.doom()
+                response = request.invoke_exception_view()
+        return response
+
+    return confirm_identity
+
+
 def includeme(config) -> None:
     config.set_security_policy(JWTSecurityPolicy(config.registry["nick_jobs.settings"]))
+    config.add_tween(
+        "nick_jobs.security.confirm_identity_tween_factory",
+        under="nick_jobs.models.release_read_connection_tween_factory",
+        over=EXCVIEW,
+    )

@@ -9,7 +9,7 @@ import marshmallow
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from . import transitions
+from . import security, transitions
 from .actions import get_registry
 from .errors import api_error
 from .models import Job
@@ -82,8 +82,17 @@ def submit(
     queue = request.registry["nick_jobs.queue"]
     if idempotency_key is None and _alone_in_transaction(request):
         # Nothing else is in the request's transaction, so the job is its own: one
-        # autocommitted statement on the request's connection, sent at once.
-        job = transitions.create(request.dbconn, **values)
+        # autocommitted statement on the request's connection, sent at once. A caller
+        # allowed on a provisional identity is checked in that same statement.
+        guard = security.guard(request)
+        try:
+            job = transitions.create(request.dbconn, **values, guard=guard)
+        except transitions.GuardFailed:
+            security.confirm(request)  # raises, as who the caller was no longer holds
+            # The guard failed, yet the identity holds again by now (removed and added
+            # back in between): nothing was written; the client sends it again.
+            raise security.identity_changed() from None
+        security.confirmed(request)
         queue.send_committed(job["uuid"], name)
         return job, True
     if idempotency_key is None:

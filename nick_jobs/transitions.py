@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from .models import FINISHED_STATUSES, Job, JobHistory, JobLog, JobStatus, driver, utcnow
+from .models.user import identity_holds
 
 _log = logging.getLogger(__name__)
 
@@ -42,6 +43,10 @@ CREATED, RUNNING, COMPLETED, FAILED, ABORTED = (
 )
 RETRYABLE = (FAILED, ABORTED)
 ABORTABLE = (CREATED, RUNNING)
+
+
+class GuardFailed(Exception):
+    """A guarded statement wrote nothing: its guard did not hold."""
 
 
 class TransitionRefused(Exception):
@@ -79,8 +84,14 @@ def create(
     title: str,
     description: str,
     idempotency_key: str | None = None,
+    guard: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Insert a new ``created`` job and return its row as a dict."""
+    """Insert a new ``created`` job and return its row as a dict.
+
+    With ``guard`` (on PostgreSQL: the ``b_guard_*`` parameters of
+    :func:`~nick_jobs.models.user.identity_holds`), the job is inserted only if the caller
+    still holds that identity, checked in the same statement; :class:`GuardFailed` if not.
+    """
     now = utcnow()
     values = {
         "uuid": str(uuidlib.uuid4()),
@@ -107,8 +118,16 @@ def create(
         # the session's connection (the session's transaction, begun by asking for
         # it), so the driver runs it: the ORM's execution path cost half a submit's SQL.
         bind = conn.connection() if isinstance(conn, Session) else conn
-        values["id"] = driver.run(bind, _CREATE_WITH_HISTORY, params).rows[0][0]
+        if guard is None:
+            values["id"] = driver.run(bind, _CREATE_WITH_HISTORY, params).rows[0][0]
+            return values
+        rows = driver.run(bind, _GUARDED_CREATE_WITH_HISTORY, {**params, **guard}).rows
+        if not rows:
+            raise GuardFailed("the caller's identity no longer holds; nothing was written")
+        values["id"] = rows[0][0]
         return values
+    if guard is not None:
+        raise ValueError("a guarded create needs PostgreSQL")
     values["id"] = conn.execute(_CREATE, params).scalar_one()
     _record(conn, values["uuid"], "created", actor, 1, now)
     return values
@@ -132,8 +151,21 @@ _CREATE = (
 )
 
 
-def _create_with_history():
-    new_job = _CREATE.returning(jobs.c.uuid, jobs.c.created, jobs.c.actor).cte("new_job")
+# The same insert, of a row only when the caller's identity still holds.
+_GUARDED_CREATE = (
+    jobs.insert()
+    .from_select(
+        _CREATE_COLUMNS,
+        sa.select(
+            *(sa.bindparam(f"b_{name}", type_=jobs.c[name].type) for name in _CREATE_COLUMNS)
+        ).where(identity_holds()),
+    )
+    .returning(jobs.c.id)
+)
+
+
+def _create_with_history(create: sa.Insert):
+    new_job = create.returning(jobs.c.uuid, jobs.c.created, jobs.c.actor).cte("new_job")
     event = history.insert().from_select(
         ["job_uuid", "time", "event", "by", "attempt", "data"],
         sa.select(
@@ -148,7 +180,8 @@ def _create_with_history():
     return sa.select(new_job.c.id).add_cte(event.cte("created_event"))
 
 
-_CREATE_WITH_HISTORY = _create_with_history()
+_CREATE_WITH_HISTORY = _create_with_history(_CREATE)
+_GUARDED_CREATE_WITH_HISTORY = _create_with_history(_GUARDED_CREATE)
 
 
 @dataclass(frozen=True)

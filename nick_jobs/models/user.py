@@ -27,3 +27,23 @@ class RevokedToken(Base):
 
     token_hash: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     expires: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+
+
+def identity_holds() -> sa.ColumnElement[bool]:
+    """True while the user ``b_guard_login`` still exists with the name and roles a request
+    was allowed with (``b_guard_fullname``, ``b_guard_roles``), and the token they sent
+    (SHA-256 ``b_guard_token_hash``) is not revoked.
+
+    A statement's ``WHERE`` carrying it writes only for a caller who is still who they
+    were, checked in the same statement as the write.
+    """
+    users, revoked = User.__table__, RevokedToken.__table__
+    user = sa.select(users.c.login).where(
+        users.c.login == sa.bindparam("b_guard_login", type_=users.c.login.type),
+        users.c.fullname == sa.bindparam("b_guard_fullname", type_=users.c.fullname.type),
+        users.c.roles == sa.bindparam("b_guard_roles", type_=users.c.roles.type),
+    )
+    token = sa.select(revoked.c.token_hash).where(
+        revoked.c.token_hash == sa.bindparam("b_guard_token_hash", type_=revoked.c.token_hash.type)
+    )
+    return sa.and_(user.exists(), ~token.exists())

@@ -9,7 +9,7 @@ from pyramid.httpexceptions import HTTPBadRequest, HTTPNoContent, HTTPUnsupporte
 from pyramid.security import NO_PERMISSION_REQUIRED
 from sqlalchemy.dialects import postgresql, sqlite
 
-from .. import tokens
+from .. import security, tokens
 from ..body import json_body
 from ..errors import api_error
 from ..models import RevokedToken, utcnow
@@ -52,7 +52,7 @@ def login_view(context, request):
 )
 def renew_view(context, request):
     _limit(request)
-    identity = request.identity
+    identity = security.current_identity(request)
     if identity is None:
         raise api_error(401, "Invalid session", "User is not logged in.")
     settings = request.registry["nick_jobs.settings"]
@@ -61,7 +61,7 @@ def renew_view(context, request):
 
 @api_view(context=Root, name="@logout", request_method="POST", permission=NO_PERMISSION_REQUIRED)
 def logout_view(context, request):
-    identity = request.identity
+    identity = security.current_identity(request)
     if identity is None:
         # As in Nick: logging out without a valid session is a harmless no-op.
         return HTTPNoContent()

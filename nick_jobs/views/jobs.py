@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 
 from pyramid.httpexceptions import HTTPNoContent
 
-from .. import submission, transitions
+from .. import security, submission, transitions
 from ..body import json_body
 from ..errors import api_error
 from ..listing import list_jobs
@@ -48,7 +48,10 @@ def list_view(context: JobContainer, request):
         q=query.get("q"),
         parent=str(query["parent"]) if "parent" in query else None,
         want_total=query.get("count", False),
+        guard=security.guard(request),
     )
+    if page.guard_held:
+        security.confirmed(request)
     if page.next_cursor:
         params = {k: v for k, v in request.GET.items() if k != "cursor"}
         params["cursor"] = page.next_cursor
