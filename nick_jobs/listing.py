@@ -66,9 +66,9 @@ class Page:
     next_cursor: str | None
     total: int | None
     json_rows: bool = False
-    # Asked with a guard: True when rows came back, which the guard let through;
-    # None when the page is empty (nothing tells whether the guard held).
-    guard_held: bool | None = None
+    # Asked with a guard and rows came back, which the guard let through (an empty
+    # page tells nothing either way).
+    guard_held: bool = False
 
 
 def _like_escape(text: str) -> str:
@@ -180,5 +180,4 @@ def list_jobs(
         total = conn.execute(_count_statement(*filters), params).scalar_one()
     elif not cursor and not has_next:
         total = len(rows)  # the whole result is on this page: the count is free
-    held = True if guarded and rows else None
-    return Page(rows, next_cursor, total, json_rows=json_rows, guard_held=held)
+    return Page(rows, next_cursor, total, json_rows=json_rows, guard_held=guarded and bool(rows))
