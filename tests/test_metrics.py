@@ -18,7 +18,7 @@ from nick_jobs.runner import Outcome
 from nick_jobs.settings import ConfigurationError
 
 from .conftest import REDIS_URL, Client, base_settings, need, reset_database, write_ini
-from .netutil import free_port
+from .netutil import free_ports
 from .test_cli import supervisor, wait_until
 
 on_sqlite = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
@@ -196,7 +196,7 @@ def test_log_format_json_sets_the_root_handlers_formatter(backend):
 @pytest.mark.parametrize("backend", ["postgres-redis"], indirect=True)
 def test_worker_processes_serve_their_counters(backend, pg_url, tmp_path):
     need("Redis", "127.0.0.1", 6379)
-    port = free_port()
+    port = free_ports(2)  # the supervisor's, then its one child's
     tag = secrets.token_hex(4)
     settings = base_settings(
         **{
