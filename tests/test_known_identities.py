@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from pyramid.interfaces import ISecurityPolicy
 
 from nick_jobs import tokens
+from nick_jobs.security import Identity, KnownIdentities
 
 from .conftest import Client
 from .test_job_lookup import statements
@@ -175,3 +176,19 @@ def test_a_changed_name_refuses_a_read_that_was_allowed_with_the_old_one(
     res = app.get("/@jobs", headers=headers, status=503)
     assert res.json["error"]["type"] == "Identity changed"
     app.get("/@jobs", headers=headers, status=200)
+
+
+def test_known_identities_keep_at_most_max_and_drop_the_oldest(monkeypatch) -> None:
+    monkeypatch.setattr(KnownIdentities, "MAX", 3)
+    known = KnownIdentities()
+    people = {f"fp{i}": Identity(f"user{i}", f"User {i}", (), f"token{i}") for i in range(5)}
+    for fingerprint, identity in people.items():
+        known.put(fingerprint, identity)
+    assert len(known) == 3
+    assert [known.get(f"fp{i}") for i in range(5)] == [None, None, *list(people.values())[2:]]
+    # Seen again, a known token takes no room of another's.
+    known.put("fp4", people["fp4"])
+    assert len(known) == 3
+    assert known.get("fp2") == people["fp2"]
+    known.forget("fp3")
+    assert known.get("fp3") is None
