@@ -302,9 +302,9 @@ def confirm(request) -> None:
     user or the token is gone; a 503 to send again if the user's name or roles changed
     since the request was allowed with them.
     """
-    held = request.identity
     if PROVISIONAL_KEY not in request.environ:
         return
+    held = request.identity
     current = current_identity(request)
     if current is None:
         raise HTTPUnauthorized(UNAUTHORIZED_MESSAGE)

@@ -118,10 +118,11 @@ def create(
         # the session's connection (the session's transaction, begun by asking for
         # it), so the driver runs it: the ORM's execution path cost half a submit's SQL.
         bind = conn.connection() if isinstance(conn, Session) else conn
-        if guard is None:
-            values["id"] = driver.run(bind, _CREATE_WITH_HISTORY, params).rows[0][0]
-            return values
-        rows = driver.run(bind, _GUARDED_CREATE_WITH_HISTORY, {**params, **guard}).rows
+        if guard is not None:
+            statement, params = _GUARDED_CREATE_WITH_HISTORY, {**params, **guard}
+        else:
+            statement = _CREATE_WITH_HISTORY
+        rows = driver.run(bind, statement, params).rows
         if not rows:
             raise GuardFailed("the caller's identity no longer holds; nothing was written")
         values["id"] = rows[0][0]
