@@ -44,15 +44,24 @@ _IDENTITY = sa.select(*_IDENTITY_COLUMNS).where(User.login == sa.bindparam("b_lo
 # ``GET /@jobs/{uuid}`` then costs one round trip, not two. The job's columns come first,
 # so the row serves as the job's row.
 _jobs = Job.__table__
+_IDENTITY_AND_JOB_FROM = User.__table__.outerjoin(_jobs, _jobs.c.uuid == sa.bindparam("b_uuid"))
 _IDENTITY_AND_JOB = (
     sa.select(_jobs, *_IDENTITY_COLUMNS)
-    .select_from(User.__table__.outerjoin(_jobs, _jobs.c.uuid == sa.bindparam("b_uuid")))
+    .select_from(_IDENTITY_AND_JOB_FROM)
     .where(User.login == sa.bindparam("b_login"))
 )
-# And the job's JSON text as GET /@jobs/{uuid} answers it, written by PostgreSQL (as a
-# page of jobs is): the view then sends it as it is, with no decoding and encoding again.
-_IDENTITY_AND_JOB_JSON = _IDENTITY_AND_JOB.add_columns(
-    job_json_sql(sa.bindparam("b_base", type_=sa.String())).label("job_json")
+# For GET /@jobs/{uuid}: the job's JSON text as the view answers it, written by PostgreSQL
+# (as a page of jobs is), and of its columns only what traversal and the ACL read. The
+# view sends the text as it is; nothing is decoded to be encoded again.
+_IDENTITY_AND_JOB_JSON = (
+    sa.select(
+        _jobs.c.uuid,
+        _jobs.c.actor,
+        *_IDENTITY_COLUMNS,
+        job_json_sql(sa.bindparam("b_base", type_=sa.String())).label("job_json"),
+    )
+    .select_from(_IDENTITY_AND_JOB_FROM)
+    .where(User.login == sa.bindparam("b_login"))
 )
 
 
@@ -138,7 +147,8 @@ class JWTSecurityPolicy:
     ) -> tuple[Identity | None, sa.Row | None]:
         """The caller's identity and job ``job_uuid`` whoever's it is (None if there is
         none), in one query when the identity is not known yet. With ``json_base`` (the
-        jobs' container URL), on PostgreSQL the row's ``job_json`` is the job's JSON."""
+        jobs' container URL), on PostgreSQL the row holds the job's ``uuid``, ``actor``
+        and its JSON as ``job_json``, and no other column."""
         identity = self.identity_cache.get(request)
         if identity is not RequestLocalCache.NO_VALUE:
             return identity, None if identity is None else _job(request, job_uuid)
