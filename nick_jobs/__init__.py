@@ -37,6 +37,7 @@ def includeme(config: Configurator) -> None:
     # JSON error bodies for everything that can go wrong.
     config.include(".errors")
     config.include(".views.auth")
+    # Reading jobs before changing them: a job's GET is then the first view tried.
     config.include(".views.jobs")
     config.include(".views.control")
     config.include(".views.job_details")

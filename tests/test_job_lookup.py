@@ -6,9 +6,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+import pytest
 import sqlalchemy as sa
 from pyramid.authorization import ACLHelper, Authenticated, Everyone
 from pyramid.config import Configurator
+from pyramid.exceptions import PredicateMismatch
 from webtest import TestApp
 
 from nick_jobs import includeme
@@ -118,3 +120,25 @@ def test_under_a_host_applications_policy_the_job_is_read_on_its_own(
         host.registry["nick_jobs.queue"].stop_embedded_worker()
         host.registry["nick_jobs.engine"].dispose()
         host.registry["nick_jobs.read_engine"].dispose()
+
+
+def test_reading_a_job_tries_no_other_view_first(
+    app_without_worker: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Pyramid tries a resource's views in the order they were added; each one whose
+    # request method does not match raises a PredicateMismatch (a response object).
+    app = app_without_worker
+    job = app.submit({"action": "dummy"})
+    mismatches: list[str] = []
+    init = PredicateMismatch.__init__
+
+    def counting(self, *args, **kwargs) -> None:
+        mismatches.append(str(args))
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(PredicateMismatch, "__init__", counting)
+    assert app.get(f"/@jobs/{job['uuid']}", headers=app.auth()).json["uuid"] == job["uuid"]
+    assert mismatches == []
+    # The job's other views are still there, tried after it.
+    app.delete(f"/@jobs/{job['uuid']}", headers=app.auth(), status=204)
+    assert len(mismatches) == 1

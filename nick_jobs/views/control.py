@@ -1,4 +1,9 @@
-"""``/@jobs/{uuid}/stop``, ``.../resume`` and ``.../restart``: controlling a job's runs."""
+"""Changing a job: ``DELETE /@jobs/{uuid}`` and its ``abort``, ``retry``, ``stop``,
+``resume`` and ``restart``.
+
+Included after ``views/jobs.py``, so that the ``GET`` of a job is the first of its views
+Pyramid tries (see there).
+"""
 
 from __future__ import annotations
 
@@ -16,10 +21,43 @@ from .jobs import job_url
 
 
 def _refused(exc: transitions.TransitionRefused):
-    """The 409 (or 404) of a refused transition, as ``views/jobs.py`` answers it."""
     if exc.status is None:
         return api_error(404, "Not found", "The job no longer exists.")
     return api_error(409, "Invalid state", str(exc), status=exc.status)
+
+
+@api_view(context=JobResource, request_method="DELETE", permission=Permission.MANAGE_JOB)
+def delete_view(context: JobResource, request):
+    try:
+        transitions.delete(request.dbsession, context.job.uuid)
+    except transitions.TransitionRefused as exc:
+        raise _refused(exc) from None
+    return HTTPNoContent()
+
+
+@api_view(
+    context=JobResource, name="abort", request_method="POST", permission=Permission.MANAGE_JOB
+)
+def abort_view(context: JobResource, request):
+    try:
+        transitions.abort(request.dbsession, context.job.uuid, by=request.authenticated_userid)
+    except transitions.TransitionRefused as exc:
+        raise _refused(exc) from None
+    return HTTPNoContent()
+
+
+@api_view(
+    context=JobResource, name="retry", request_method="POST", permission=Permission.MANAGE_JOB
+)
+def retry_view(context: JobResource, request):
+    try:
+        transitions.retry(request.dbsession, context.job.uuid, by=request.authenticated_userid)
+    except transitions.TransitionRefused as exc:
+        raise _refused(exc) from None
+    request.registry["nick_jobs.queue"].send_after_commit(
+        request, context.job.uuid, context.job.action
+    )
+    return HTTPNoContent()
 
 
 @api_view(context=JobResource, name="stop", request_method="POST", permission=Permission.MANAGE_JOB)

@@ -1,13 +1,17 @@
-"""``/@jobs``: list, submit, read, delete, abort and retry jobs."""
+"""``/@jobs``: list, submit and read jobs.
+
+Changing a job (delete, abort, retry, ...) is in ``views/control.py``, included after this
+module: Pyramid tries a resource's views for one name in the order they were added, and a
+view whose request method does not match costs an exception with a response object, so
+the ``GET`` of a job, the most frequent request, is added first.
+"""
 
 from __future__ import annotations
 
 import contextlib
 from urllib.parse import urlencode
 
-from pyramid.httpexceptions import HTTPNoContent
-
-from .. import security, submission, transitions
+from .. import security, submission
 from ..body import json_body
 from ..errors import api_error
 from ..listing import list_jobs
@@ -110,46 +114,6 @@ def get_view(context: JobResource, request):
     if written is not None:
         return _json_text(request, written)
     return job_json(context.job, job_url(request, context.__parent__, context.job.uuid))
-
-
-def _refused(exc: transitions.TransitionRefused):
-    if exc.status is None:
-        return api_error(404, "Not found", "The job no longer exists.")
-    return api_error(409, "Invalid state", str(exc), status=exc.status)
-
-
-@api_view(context=JobResource, request_method="DELETE", permission=Permission.MANAGE_JOB)
-def delete_view(context: JobResource, request):
-    try:
-        transitions.delete(request.dbsession, context.job.uuid)
-    except transitions.TransitionRefused as exc:
-        raise _refused(exc) from None
-    return HTTPNoContent()
-
-
-@api_view(
-    context=JobResource, name="abort", request_method="POST", permission=Permission.MANAGE_JOB
-)
-def abort_view(context: JobResource, request):
-    try:
-        transitions.abort(request.dbsession, context.job.uuid, by=request.authenticated_userid)
-    except transitions.TransitionRefused as exc:
-        raise _refused(exc) from None
-    return HTTPNoContent()
-
-
-@api_view(
-    context=JobResource, name="retry", request_method="POST", permission=Permission.MANAGE_JOB
-)
-def retry_view(context: JobResource, request):
-    try:
-        transitions.retry(request.dbsession, context.job.uuid, by=request.authenticated_userid)
-    except transitions.TransitionRefused as exc:
-        raise _refused(exc) from None
-    request.registry["nick_jobs.queue"].send_after_commit(
-        request, context.job.uuid, context.job.action
-    )
-    return HTTPNoContent()
 
 
 def includeme(config) -> None:
