@@ -27,7 +27,7 @@ def admission_tween_factory(handler, registry):
     timeout = settings.request_queue_timeout_s
 
     def admission_tween(request):
-        if request.path in ALWAYS_ADMITTED:
+        if request.path_info in ALWAYS_ADMITTED:
             return handler(request)
         if not slots.acquire(timeout=timeout):
             error = api_error(503, "Service unavailable", "This server is busy; try again shortly.")

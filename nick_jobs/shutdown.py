@@ -105,7 +105,7 @@ def drain_tween_factory(handler, registry):
     drain: Drain = registry["nick_jobs.drain"]
 
     def drain_tween(request):
-        if drain.draining and request.path not in ALWAYS_ANSWERED:
+        if drain.draining and request.path_info not in ALWAYS_ANSWERED:
             error = api_error(503, "Service unavailable", "This server is shutting down.")
             error.headers["Retry-After"] = "1"
             error.headers["Connection"] = "close"

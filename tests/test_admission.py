@@ -148,3 +148,23 @@ def test_a_request_that_read_nothing_opens_no_connection():
     request = testing.DummyRequest(path="/@jobs")
     release_read_connection_tween_factory(lambda req: Response("ok"), {})(request)
     assert "dbconn" not in request.__dict__
+
+
+def test_liveness_is_recognised_under_a_mount_prefix():
+    # Mounted at /api, the app's own path is /healthz: that is what is always admitted.
+    view = Blocking()
+    handler = tween(view, **{"nick_jobs.max_active_requests": "1"})
+    first, _ = in_thread(handler, "/@jobs/first")
+    assert view.inside.wait(10)
+    request = testing.DummyRequest(path="/api/healthz", path_info="/healthz")
+    answers: list = []
+    health = threading.Thread(target=lambda: answers.append(handler(request)))
+    health.start()
+    deadline = time.monotonic() + 10
+    while "/api/healthz" not in view.entered:
+        assert time.monotonic() < deadline, "liveness waited behind the running request"
+        time.sleep(0.01)
+    view.release.set()
+    first.join(10)
+    health.join(10)
+    assert answers[0].status_code == 200

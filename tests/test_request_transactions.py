@@ -1,0 +1,103 @@
+"""Which requests run in a transaction: all but the GET of one job, which reads on the
+autocommit connection alone (nick_jobs.models.needs_transaction)."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+import transaction
+from pyramid.interfaces import IRequestExtensions
+from pyramid.request import Request, apply_request_extensions
+from transaction.interfaces import NoTransaction
+
+from nick_jobs.models import needs_transaction
+
+from .conftest import Client
+
+UUID = "6a45c6f9-544f-4ba8-98ee-e105923c52b1"
+
+
+def request_for(method: str, path: str) -> Request:
+    return Request.blank(path, method=method)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "needed"),
+    [
+        ("GET", f"/@jobs/{UUID}", False),
+        ("HEAD", f"/@jobs/{UUID}", False),
+        ("DELETE", f"/@jobs/{UUID}", True),
+        ("POST", f"/@jobs/{UUID}/abort", True),
+        ("GET", f"/@jobs/{UUID}/log", True),
+        ("GET", f"/@jobs/{UUID}/", True),
+        ("GET", "/@jobs", True),
+        ("POST", "/@jobs", True),
+        ("GET", "/@jobs/not-a-uuid-but-thirty-six-chars-long", True),
+        # Under a host's own root the job's GET keeps its transaction.
+        ("GET", f"/site/@jobs/{UUID}", True),
+    ],
+)
+def test_only_the_get_of_one_job_runs_without_a_transaction(
+    method: str, path: str, needed: bool
+) -> None:
+    assert needs_transaction(request_for(method, path)) is needed
+
+
+@pytest.fixture
+def begun(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """One entry for each transaction a request's manager begins."""
+    paths: list[str] = []
+    begin = transaction.TransactionManager.begin
+
+    def counting(self):
+        paths.append("begun")
+        return begin(self)
+
+    monkeypatch.setattr(transaction.TransactionManager, "begin", counting)
+    return paths
+
+
+def test_reading_a_job_begins_no_transaction_and_other_requests_do(
+    app_without_worker: Client, begun: list[str]
+) -> None:
+    app = app_without_worker
+    job = app.submit({"action": "dummy"})
+    begun.clear()
+    assert app.get(f"/@jobs/{job['uuid']}", headers=app.auth()).json["uuid"] == job["uuid"]
+    app.head(f"/@jobs/{job['uuid']}", headers=app.auth())
+    # Its errors too: no such job, no valid token.
+    missing = "00000000-0000-4000-8000-000000000000"
+    app.get(f"/@jobs/{missing}", headers=app.auth(), status=404)
+    app.get(f"/@jobs/{job['uuid']}", status=401)
+    assert begun == []
+    app.get("/@jobs", headers=app.auth())
+    app.get(f"/@jobs/{job['uuid']}/log", headers=app.auth())
+    assert len(begun) == 2
+
+
+def test_a_session_used_without_a_transaction_raises_instead_of_writing(
+    app_without_worker: Client,
+) -> None:
+    registry = app_without_worker.app.registry
+    request = request_for("GET", f"/@jobs/{UUID}")
+    request.registry = registry
+    apply_request_extensions(request, extensions=registry.getUtility(IRequestExtensions))
+    with pytest.raises(NoTransaction):
+        request.dbsession.execute(sa.text("SELECT 1"))
+
+
+HOOK = "tests.test_request_transactions.always"
+
+
+def always(request) -> bool:
+    return True
+
+
+def test_a_host_applications_own_activation_hook_is_kept(
+    backend, make_app, begun: list[str]
+) -> None:
+    app = make_app(**{"tm.activate_hook": HOOK})
+    job = app.submit({"action": "dummy"})
+    begun.clear()
+    assert app.get(f"/@jobs/{job['uuid']}", headers=app.auth()).json["uuid"] == job["uuid"]
+    assert len(begun) == 1
