@@ -1,5 +1,5 @@
-"""Which requests run in a transaction: all but the GET of one job, which reads on the
-autocommit connection alone (nick_jobs.models.needs_transaction)."""
+"""Which requests run in a transaction: all but the GET of a page of jobs or of one job,
+which read on the autocommit connection alone (nick_jobs.models.needs_transaction)."""
 
 from __future__ import annotations
 
@@ -30,16 +30,17 @@ def request_for(method: str, path: str) -> Request:
         ("POST", f"/@jobs/{UUID}/abort", True),
         ("GET", f"/@jobs/{UUID}/log", True),
         ("GET", f"/@jobs/{UUID}/", True),
-        ("GET", "/@jobs", True),
+        ("GET", "/@jobs", False),
+        ("HEAD", "/@jobs", False),
+        ("GET", "/@jobs/", True),
+        ("GET", "/@jobs/stream", True),
         ("POST", "/@jobs", True),
         ("GET", "/@jobs/not-a-uuid-but-thirty-six-chars-long", True),
         # Under a host's own root the job's GET keeps its transaction.
         ("GET", f"/site/@jobs/{UUID}", True),
     ],
 )
-def test_only_the_get_of_one_job_runs_without_a_transaction(
-    method: str, path: str, needed: bool
-) -> None:
+def test_only_reading_jobs_runs_without_a_transaction(method: str, path: str, needed: bool) -> None:
     assert needs_transaction(request_for(method, path)) is needed
 
 
@@ -57,7 +58,7 @@ def begun(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return paths
 
 
-def test_reading_a_job_begins_no_transaction_and_other_requests_do(
+def test_reading_jobs_begins_no_transaction_and_other_requests_do(
     app_without_worker: Client, begun: list[str]
 ) -> None:
     app = app_without_worker
@@ -69,9 +70,11 @@ def test_reading_a_job_begins_no_transaction_and_other_requests_do(
     missing = "00000000-0000-4000-8000-000000000000"
     app.get(f"/@jobs/{missing}", headers=app.auth(), status=404)
     app.get(f"/@jobs/{job['uuid']}", status=401)
+    app.get("/@jobs?b_size=1", headers=app.auth())
+    app.get("/@jobs?b_size=nonsense", headers=app.auth(), status=400)
     assert begun == []
-    app.get("/@jobs", headers=app.auth())
     app.get(f"/@jobs/{job['uuid']}/log", headers=app.auth())
+    app.get("/@job-actions", headers=app.auth())
     assert len(begun) == 2
 
 

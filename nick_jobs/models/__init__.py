@@ -179,19 +179,20 @@ def includeme(config) -> None:
     )
 
 
-# GET (or HEAD) /@jobs/{uuid}: the job's view reads with request.dbconn alone.
-_ONE_JOB = re.compile(r"/@jobs/[0-9a-fA-F-]{36}\Z")
+# GET (or HEAD) /@jobs and /@jobs/{uuid}: their views read with request.dbconn alone.
+_READ_ONLY = re.compile(r"/@jobs(/[0-9a-fA-F-]{36})?\Z")
 
 
 def needs_transaction(request) -> bool:
     """pyramid_tm's activation hook: whether the request runs in a transaction.
 
-    Every request does but the ``GET`` of one job on nick-jobs' own root, whose view reads
-    on the autocommit connection and writes nothing: beginning and committing an empty
-    transaction was about a sixth of its CPU outside the database. Its
-    ``request.dbsession`` would raise ``NoTransaction`` instead of writing outside one.
+    Every request does but the ``GET`` of a page of jobs or of one job on nick-jobs' own
+    root, whose views read on the autocommit connection and write nothing: beginning and
+    committing an empty transaction was about a sixth of a job's ``GET`` outside the
+    database. Their ``request.dbsession`` would raise ``NoTransaction`` rather than write
+    outside one.
     """
-    return not (request.method in ("GET", "HEAD") and _ONE_JOB.match(request.path_info))
+    return not (request.method in ("GET", "HEAD") and _READ_ONLY.match(request.path_info))
 
 
 def release_read_connection_tween_factory(handler, registry):
