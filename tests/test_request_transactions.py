@@ -47,15 +47,15 @@ def test_only_reading_jobs_runs_without_a_transaction(method: str, path: str, ne
 @pytest.fixture
 def begun(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """One entry for each transaction a request's manager begins."""
-    paths: list[str] = []
+    seen: list[str] = []
     begin = transaction.TransactionManager.begin
 
     def counting(self):
-        paths.append("begun")
+        seen.append("begun")
         return begin(self)
 
     monkeypatch.setattr(transaction.TransactionManager, "begin", counting)
-    return paths
+    return seen
 
 
 def test_reading_jobs_begins_no_transaction_and_other_requests_do(

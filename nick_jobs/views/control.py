@@ -7,6 +7,9 @@ Pyramid tries (see there).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from pyramid.httpexceptions import HTTPNoContent
 
 from .. import transitions
@@ -20,18 +23,21 @@ from . import api_view
 from .jobs import job_url
 
 
-def _refused(exc: transitions.TransitionRefused):
-    if exc.status is None:
-        return api_error(404, "Not found", "The job no longer exists.")
-    return api_error(409, "Invalid state", str(exc), status=exc.status)
+@contextlib.contextmanager
+def _answering_refusals() -> Iterator[None]:
+    """A transition refused in the block is the request's 404 (the job is gone) or 409."""
+    try:
+        yield
+    except transitions.TransitionRefused as exc:
+        if exc.status is None:
+            raise api_error(404, "Not found", "The job no longer exists.") from None
+        raise api_error(409, "Invalid state", str(exc), status=exc.status) from None
 
 
 @api_view(context=JobResource, request_method="DELETE", permission=Permission.MANAGE_JOB)
 def delete_view(context: JobResource, request):
-    try:
+    with _answering_refusals():
         transitions.delete(request.dbsession, context.job.uuid)
-    except transitions.TransitionRefused as exc:
-        raise _refused(exc) from None
     return HTTPNoContent()
 
 
@@ -39,10 +45,8 @@ def delete_view(context: JobResource, request):
     context=JobResource, name="abort", request_method="POST", permission=Permission.MANAGE_JOB
 )
 def abort_view(context: JobResource, request):
-    try:
+    with _answering_refusals():
         transitions.abort(request.dbsession, context.job.uuid, by=request.authenticated_userid)
-    except transitions.TransitionRefused as exc:
-        raise _refused(exc) from None
     return HTTPNoContent()
 
 
@@ -50,10 +54,8 @@ def abort_view(context: JobResource, request):
     context=JobResource, name="retry", request_method="POST", permission=Permission.MANAGE_JOB
 )
 def retry_view(context: JobResource, request):
-    try:
+    with _answering_refusals():
         transitions.retry(request.dbsession, context.job.uuid, by=request.authenticated_userid)
-    except transitions.TransitionRefused as exc:
-        raise _refused(exc) from None
     request.registry["nick_jobs.queue"].send_after_commit(
         request, context.job.uuid, context.job.action
     )
@@ -71,10 +73,8 @@ def stop_view(context: JobResource, request):
             f"Jobs of action {job.action!r} can't be stopped and resumed; abort it instead.",
             status=job.status,
         )
-    try:
+    with _answering_refusals():
         transitions.request_stop(request.dbsession, job.uuid, by=request.authenticated_userid)
-    except transitions.TransitionRefused as exc:
-        raise _refused(exc) from None
     return HTTPNoContent()
 
 
@@ -82,12 +82,10 @@ def stop_view(context: JobResource, request):
     context=JobResource, name="resume", request_method="POST", permission=Permission.MANAGE_JOB
 )
 def resume_view(context: JobResource, request):
-    try:
+    with _answering_refusals():
         _, action = transitions.resume(
             request.dbsession, context.job.uuid, by=request.authenticated_userid
         )
-    except transitions.TransitionRefused as exc:
-        raise _refused(exc) from None
     request.registry["nick_jobs.queue"].send_after_commit(request, context.job.uuid, action)
     return HTTPNoContent()
 
@@ -109,10 +107,8 @@ def restart_view(context: JobResource, request):
     # Restarting submits a new job: the action's own permission applies, as to a submit.
     if not request.has_permission(action.permission, container):
         raise api_error(403, "Forbidden", f"You are not allowed to submit {old.action!r} jobs.")
-    try:
+    with _answering_refusals():
         job = transitions.restart(request.dbsession, old.uuid, by=request.authenticated_userid)
-    except transitions.TransitionRefused as exc:
-        raise _refused(exc) from None
     request.registry["nick_jobs.queue"].send_after_commit(request, job["uuid"], old.action)
     url = job_url(request, container, job["uuid"])
     request.response.status = 201
