@@ -47,6 +47,8 @@ def includeme(config: Configurator) -> None:
     config.include(".shutdown")
     # At most nick_jobs.max_active_requests requests run their view at once.
     config.include(".admission")
+    # A job's GET goes straight to its view, past the router's layers it doesn't need.
+    config.include(".fast_path")
     # The GIL switch interval, if nick_jobs.switch_interval sets one.
     config.include(".switching")
     # The router's requests come from one class with the request methods built in.

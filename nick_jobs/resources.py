@@ -40,6 +40,12 @@ class Root:
         raise KeyError(key)
 
 
+# The container's URL under the root above, by what it is made of; a few entries at most
+# (one per name the API is called by), bounded for clients that send any Host.
+_OWN_ROOT_URLS: dict[tuple[str | None, ...], str] = {}
+_OWN_ROOT_URLS_MAX = 256
+
+
 class JobContainer:
     __name__ = "@jobs"
 
@@ -53,7 +59,23 @@ class JobContainer:
 
     def url(self) -> str:
         """The container's URL, without the trailing slash ``resource_url`` adds."""
-        return self.request.resource_url(self).rstrip("/")
+        request = self.request
+        if type(self.__parent__) is not Root:
+            return request.resource_url(self).rstrip("/")
+        # Under nick-jobs' own root the URL depends on nothing but what is in the key.
+        environ = request.environ
+        key = (
+            request.application_url,
+            environ.get("HTTP_X_VHM_HOST"),
+            environ.get("HTTP_X_VHM_ROOT"),
+        )
+        url = _OWN_ROOT_URLS.get(key)
+        if url is None:
+            url = request.resource_url(self).rstrip("/")
+            if len(_OWN_ROOT_URLS) >= _OWN_ROOT_URLS_MAX:  # hosts are the client's to name
+                _OWN_ROOT_URLS.clear()
+            _OWN_ROOT_URLS[key] = url
+        return url
 
     def sees_all(self) -> bool:
         return bool(self.request.has_permission(Permission.MANAGE_SITE, self))

@@ -167,7 +167,7 @@ class JWTSecurityPolicy:
         except tokens.InvalidToken as exc:
             request.environ[AUTH_ERROR_KEY] = str(exc)
             return None, None
-        fingerprint = tokens.fingerprint(token)
+        fingerprint = claims.fingerprint
         if job_uuid is None:
             known = self.known.get(fingerprint)
             if known is not None and known.login == claims.sub:

