@@ -12,7 +12,8 @@ from pyramid import testing
 from pyramid.response import Response
 
 from nick_jobs.admission import admission_tween_factory
-from nick_jobs.models import release_read_connection_tween_factory
+from nick_jobs.models import release_read_connection, release_read_connection_tween_factory
+from nick_jobs.models.read_connections import ReadConnections
 from nick_jobs.settings import ConfigurationError, parse
 
 from .conftest import base_settings
@@ -127,11 +128,14 @@ def test_zero_means_no_bound():
     assert tween(view, **{"nick_jobs.max_active_requests": "0"}) is view
 
 
-def test_the_read_connection_goes_back_once_the_response_is_made():
+@pytest.mark.parametrize("keep", [0, 1])
+def test_the_read_connection_goes_back_once_the_response_is_made(keep: int):
     engine = sa.create_engine("sqlite://")
     try:
+        reads = ReadConnections(engine, keep=keep, idle_s=1.0)
         request = testing.DummyRequest(path="/@jobs")
-        conn = engine.connect()
+        request.registry = {"nick_jobs.read_connections": reads}
+        conn = reads.take()
         request.dbconn = conn  # what the reified request.dbconn leaves on the request
 
         def view(req):
@@ -139,7 +143,12 @@ def test_the_read_connection_goes_back_once_the_response_is_made():
             return Response("ok")
 
         release_read_connection_tween_factory(view, {})(request)
-        assert conn.closed
+        assert "dbconn" not in request.__dict__
+        # Waiting for the next request, or back in the pool when none may wait.
+        assert len(reads) == keep
+        assert conn.closed is (keep == 0)
+        release_read_connection(request)  # the finished callback: nothing left to give
+        assert len(reads) == keep
     finally:
         engine.dispose()
 

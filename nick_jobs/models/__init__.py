@@ -14,6 +14,7 @@ from . import tm
 from .cursor import Cursor
 from .job import FINISHED_STATUSES, Job, JobHistory, JobLog, JobStatus
 from .meta import Base, json_loads, utcnow
+from .read_connections import ReadConnections
 from .scheduled import ScheduledFiring, ScheduledJob
 from .user import RevokedToken, User
 
@@ -60,6 +61,7 @@ def _sqlite_savepoint(conn: sa.Connection, _name: str) -> None:
         conn.exec_driver_sql("BEGIN")
 
 
+POOL_SIZE = 10
 # A pooled connection idle for longer than this is pinged before it is handed out.
 PING_AFTER_IDLE_S = 1.0
 _CHECKED_IN = "nick_jobs.checked_in"
@@ -100,7 +102,7 @@ def get_engine(url: str, **kwargs: Any) -> sa.Engine:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         sa.event.listen(engine, "savepoint", _sqlite_savepoint)
         return engine
-    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("pool_size", POOL_SIZE)
     kwargs.setdefault("max_overflow", 20)
     # A dead database must answer quickly (503), not hang a request thread.
     kwargs.setdefault("pool_timeout", 5)
@@ -152,6 +154,13 @@ def includeme(config) -> None:
         settings.database_url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None
     )
     config.registry["nick_jobs.read_engine"] = read_engine
+    # As many as requests run at once, within the pool's own size; none on SQLite, whose
+    # reads are not what the API is sized for.
+    keep = 0
+    if read_engine.dialect.name == "postgresql" and isinstance(read_engine.pool, sa.QueuePool):
+        keep = min(settings.max_active_requests or POOL_SIZE, read_engine.pool.size())
+    reads = ReadConnections(read_engine, keep=keep, idle_s=PING_AFTER_IDLE_S)
+    config.registry["nick_jobs.read_connections"] = reads
     session_factory = get_session_factory(engine)
     config.registry["dbsession_factory"] = session_factory
 
@@ -167,9 +176,8 @@ def includeme(config) -> None:
         transaction-manager hooks and the BEGIN/COMMIT round trips on the paths that only
         read, such as GET /@jobs/{uuid}.
         """
-        conn = read_engine.connect()
-        request.add_finished_callback(lambda _request: conn.close())
-        return conn
+        request.add_finished_callback(release_read_connection)
+        return reads.take()
 
     config.add_request_method(dbconn, reify=True)
     config.add_tween(
@@ -206,11 +214,16 @@ def release_read_connection_tween_factory(handler, registry):
     got 503s after waiting 5 s for a connection.
     """
 
-    def release_read_connection(request):
+    def release_read_connection_tween(request):
         response = handler(request)
-        conn = request.__dict__.get("dbconn")
-        if conn is not None:
-            conn.close()
+        release_read_connection(request)
         return response
 
-    return release_read_connection
+    return release_read_connection_tween
+
+
+def release_read_connection(request) -> None:
+    """Give the request's read connection back, if it has one (once)."""
+    conn = request.__dict__.pop("dbconn", None)
+    if conn is not None:
+        request.registry["nick_jobs.read_connections"].give_back(conn)
