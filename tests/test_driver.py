@@ -110,6 +110,19 @@ def test_autocommit_runs_on_the_driver_and_listeners_still_see_each_statement(en
         assert row.one() == ("completed", {"ok": True})
 
 
+def test_listeners_of_one_connection_see_its_statements_on_the_driver(engine) -> None:
+    uuid = new_job(engine, "00000000-0000-4000-8000-000000000009")
+    seen: list[str] = []
+    with engine.connect() as plain, engine.connect() as other_plain:
+        conn = plain.execution_options(isolation_level="AUTOCOMMIT")
+        other = other_plain.execution_options(isolation_level="AUTOCOMMIT")
+        sa.event.listen(conn, "before_cursor_execute", lambda *args: seen.append("before"))
+        sa.event.listen(conn, "after_cursor_execute", lambda *args: seen.append("after"))
+        assert transitions.start(conn, uuid) is not None
+        assert transitions.start(other, uuid) is None  # not that connection's
+    assert seen == ["before", "after"]
+
+
 def test_lines_go_with_the_outcome_on_the_driver(engine) -> None:
     uuid = new_job(engine, "00000000-0000-4000-8000-000000000004")
     at = dt.datetime(2026, 1, 2, 3, 6, tzinfo=dt.UTC)

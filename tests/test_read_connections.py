@@ -12,6 +12,7 @@ from nick_jobs.models import get_engine
 from nick_jobs.models.read_connections import ReadConnections
 
 from .conftest import PG_ADMIN_URL, Client
+from .test_pool_ping import _counting_pings
 
 
 class Clock:
@@ -53,22 +54,10 @@ def test_a_connection_given_back_is_the_next_one_taken(engine: sa.Engine) -> Non
     reads.give_back(second)
 
 
-def pings(engine: sa.Engine) -> list[int]:
-    seen: list[int] = []
-    real = engine.dialect.do_ping
-
-    def do_ping(dbapi_connection):
-        seen.append(1)
-        return real(dbapi_connection)
-
-    engine.dialect.do_ping = do_ping
-    return seen
-
-
 def test_one_that_sat_idle_is_pinged_first(engine: sa.Engine) -> None:
     clock = Clock()
     reads = ReadConnections(engine, keep=2, idle_s=1.0, clock=clock)
-    pinged = pings(engine)
+    pinged = _counting_pings(engine)
     first = reads.take()
     pid = backend_pid(first)
     reads.give_back(first)

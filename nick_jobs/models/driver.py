@@ -120,11 +120,11 @@ def run(conn: sa.Connection | sa.orm.Session, statement: Any, params: dict[str, 
         if name in values:
             values[name] = processor(values[name])
     driver = conn.connection.driver_connection
-    # As SQLAlchemy does, the listeners are looked for only where any were added: each
-    # look at a connection's dispatch builds an object.
-    events = conn.dispatch if conn._has_events or conn.engine._has_events else None
+    # A connection's dispatch joins its own listeners to its engine's, and each look at
+    # it builds an object; without listeners of its own, the engine's are all there are.
+    events = conn.dispatch if conn._has_events else conn.engine.dispatch
     with driver.cursor() as cursor:
-        if events is not None and events.before_cursor_execute:
+        if events.before_cursor_execute:
             events.before_cursor_execute(conn, cursor, entry.sql, values, None, False)
         try:
             cursor.execute(entry.sql, values, prepare=True)
@@ -133,7 +133,7 @@ def run(conn: sa.Connection | sa.orm.Session, statement: Any, params: dict[str, 
             raise sa.exc.DBAPIError.instance(
                 entry.sql, values, exc, psycopg.Error, dialect=conn.dialect
             ) from exc
-        if events is not None and events.after_cursor_execute:
+        if events.after_cursor_execute:
             events.after_cursor_execute(conn, cursor, entry.sql, values, None, False)
         rowcount = cursor.rowcount
     rows = ()
