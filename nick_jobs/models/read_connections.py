@@ -36,11 +36,11 @@ class ReadConnections:
         sa.event.listen(engine, "engine_disposed", lambda _engine: self.close())
 
     def take(self) -> sa.Connection:
-        while True:
+        while self._idle:
             try:
                 conn, given_back = self._idle.pop()
-            except IndexError:
-                return self.engine.connect()
+            except IndexError:  # another thread took the last one
+                break
             if not usable(conn):
                 conn.close()
             elif self.clock() - given_back < self.idle_s or self._pings(conn):
@@ -48,6 +48,7 @@ class ReadConnections:
             else:
                 conn.invalidate()
                 conn.close()
+        return self.engine.connect()
 
     def _pings(self, conn: sa.Connection) -> bool:
         """Whether a connection that sat idle still answers (as the pool's check-out
@@ -72,10 +73,10 @@ class ReadConnections:
 
     def close(self) -> None:
         """Give every waiting connection back to the pool."""
-        while True:
+        while self._idle:
             try:
                 conn, _ = self._idle.pop()
-            except IndexError:
+            except IndexError:  # another thread took the last one
                 return
             conn.close()
 
