@@ -89,7 +89,8 @@ def make_broker() -> dramatiq.Broker:
         return RedisBroker(url=ARGS.broker_url, namespace=ARGS.namespace)
     from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-    return RabbitmqBroker(url=ARGS.broker_url, confirm_delivery=True)
+    # As nick-jobs sends by default: persistent messages, no publisher confirms.
+    return RabbitmqBroker(url=ARGS.broker_url)
 
 
 def run_job(uuid: str) -> None:

@@ -1,7 +1,8 @@
 """e2e_rabbitmq: the e2e benchmark with RabbitMQ as the broker (PostgreSQL + RabbitMQ).
 
-Same load as ``e2e``; nick-jobs sends with publisher confirms, as it does in production.
-The raw pipeline baseline runs on RabbitMQ too (confirms on), for reference.
+Same load as ``e2e``; nick-jobs sends as ``production.ini`` does (persistent messages,
+without publisher confirms). The raw pipeline baseline runs on RabbitMQ too, sending the
+same way, for reference.
 """
 
 from __future__ import annotations

@@ -50,8 +50,15 @@ def make_broker(settings: Settings, namespace: str = "nick_jobs") -> dramatiq.Br
         )
     from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-    # Publisher confirms: send() returns only once RabbitMQ has the message.
-    return RabbitmqBroker(url=url, confirm_delivery=True)
+    # Without publisher confirms by default. The job's row, committed before its message
+    # is sent, is the job; a message the broker loses (it crashed before writing it down,
+    # the connection died with it on the way) leaves the row created, and the sweeper
+    # sends it again after nick_jobs.resend_grace, as it does when a send fails. Waiting
+    # for each persistent message's confirm made RabbitMQ write each one down on its own
+    # and cost a submit a round trip: a quarter of what a job cost the machine
+    # (docs/benchmarks.md). With nick_jobs.publisher_confirms, send() returns only once
+    # RabbitMQ has the message, and a message it refuses is logged at once.
+    return RabbitmqBroker(url=url, confirm_delivery=settings.publisher_confirms)
 
 
 class Publishers:

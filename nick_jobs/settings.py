@@ -158,6 +158,9 @@ class Settings:
     # Threads that send the process's messages on RabbitMQ, each with one connection
     # (nick_jobs.queue.Publishers); 0: every thread that sends opens its own.
     publisher_threads: int = 2
+    # Whether a send on RabbitMQ waits for the broker to confirm it has the message
+    # (nick_jobs.queue.make_broker says why it doesn't by default).
+    publisher_confirms: bool = False
 
     @property
     def is_production(self) -> bool:
@@ -268,6 +271,7 @@ def parse(settings: Mapping[str, Any]) -> Settings:
         max_active_requests=_int(settings, "nick_jobs.max_active_requests", 16),
         request_queue_timeout_s=_float(settings, "nick_jobs.request_queue_timeout", 30.0),
         publisher_threads=_int(settings, "nick_jobs.publisher_threads", 2),
+        publisher_confirms=asbool(settings.get("nick_jobs.publisher_confirms", False)),
     )
 
 
