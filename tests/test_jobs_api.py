@@ -27,6 +27,22 @@ def test_submit_runs_to_completed(app):
     assert done["created"] <= done["started"] <= done["finished"]
 
 
+def test_a_submitted_jobs_url_follows_the_host_it_is_asked_by(app):
+    for environ, base in (
+        ({"HTTP_HOST": "jobs.example.org", "wsgi.url_scheme": "https"}, "https://jobs.example.org"),
+        ({"HTTP_HOST": "localhost:8080", "SCRIPT_NAME": "/api"}, "http://localhost:8080/api"),
+    ):
+        res = app.post_json(
+            "/@jobs",
+            {"params": {"action": "dummy"}},
+            headers=app.auth(),
+            extra_environ=environ,
+            status=201,
+        )
+        url = f"{base}/@jobs/{res.json['uuid']}"
+        assert (res.headers["Location"], res.json["@id"]) == (url, url)
+
+
 def test_submit_answers_201_with_location_and_defaults(app):
     res = app.post_json("/@jobs", {"params": {"action": "dummy"}}, headers=app.auth(), status=201)
     assert res.headers["Location"] == res.json["@id"]

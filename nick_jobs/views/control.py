@@ -110,7 +110,7 @@ def restart_view(context: JobResource, request):
     with _answering_refusals():
         job = transitions.restart(request.dbsession, old.uuid, by=request.authenticated_userid)
     request.registry["nick_jobs.queue"].send_after_commit(request, job["uuid"], old.action)
-    url = job_url(request, container, job["uuid"])
+    url = job_url(container, job["uuid"])
     request.response.status = 201
     request.response.headers["Location"] = url
     return job_json(JobRow(job), url)

@@ -27,8 +27,10 @@ from . import api_view, streams
 _LIST_QUERY_SCHEMA = ListQuerySchema()
 
 
-def job_url(request, container: JobContainer, uuid: str) -> str:
-    return request.resource_url(container, uuid)
+def job_url(container: JobContainer, uuid: str) -> str:
+    # The container's URL is kept (JobContainer.url) and a uuid needs no quoting in a
+    # path: what resource_url would give, without its traversal of the lineage.
+    return f"{container.url()}/{uuid}"
 
 
 @api_view(context=JobContainer, request_method="GET", permission=Permission.VIEW_JOBS)
@@ -106,7 +108,7 @@ def create_view(context: JobContainer, request):
     # leave behind a job the client doesn't know it created.
     with streams.stream_slot(request) if follow else contextlib.nullcontext() as login:
         job, created = submission.submit(request, context, data, idempotency_key=key)
-        url = job_url(request, context, job["uuid"])
+        url = job_url(context, job["uuid"])
         if login is not None:
             # ?follow=true: the answer is the new job's stream (its first event is the
             # job as stored, sent once the submit has committed).
@@ -124,7 +126,7 @@ def get_view(context: JobResource, request):
     written = getattr(context.job, "job_json", None)
     if written is not None:
         return _json_text(request, written)
-    return job_json(context.job, job_url(request, context.__parent__, context.job.uuid))
+    return job_json(context.job, job_url(context.__parent__, context.job.uuid))
 
 
 def includeme(config) -> None:
