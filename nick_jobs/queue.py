@@ -55,7 +55,7 @@ def make_broker(settings: Settings, namespace: str = "nick_jobs") -> dramatiq.Br
     # the connection died with it on the way) leaves the row created, and the sweeper
     # sends it again after nick_jobs.resend_grace, as it does when a send fails. Waiting
     # for each persistent message's confirm made RabbitMQ write each one down on its own
-    # and cost a submit a round trip: a quarter of what a job cost the machine
+    # and cost a submit a round trip: 15 % of what a job cost the machine
     # (docs/benchmarks.md). With nick_jobs.publisher_confirms, send() returns only once
     # RabbitMQ has the message, and a message it refuses is logged at once.
     return RabbitmqBroker(url=url, confirm_delivery=settings.publisher_confirms)
@@ -69,7 +69,8 @@ class Publishers:
     a submit held one: up to ``threads`` connections per process (256 with
     ``production.ini``), each opened by the first submit of its thread, which waited for
     it. Sending from these threads instead bounds the connections to ``count`` and keeps
-    them warm; the sending thread waits for the publish, and its confirm, as before.
+    them warm; the sending thread waits for the publish (and, with
+    ``nick_jobs.publisher_confirms``, its confirm), as before.
     """
 
     def __init__(self, count: int) -> None:
