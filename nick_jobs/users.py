@@ -22,12 +22,14 @@ def add_user(
         raise ValueError("a password can't be empty")
     if dbsession.get(User, login) is not None:
         raise ValueError(f"user {login!r} already exists")
+    now = utcnow()
     user = User(
         login=login,
         fullname=fullname or login,
         password_hash=hash_password(password),
         roles=list(roles or []),
-        created=utcnow(),
+        created=now,
+        tokens_after=now,
     )
     dbsession.add(user)
     dbsession.flush()

@@ -18,6 +18,9 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(sa.String(300))
     roles: Mapped[list[str]] = mapped_column(JSONType, default=list)
     created: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    # Tokens issued before this are refused: set at creation and when the password or
+    # roles change.
+    tokens_after: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class RevokedToken(Base):
