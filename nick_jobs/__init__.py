@@ -36,6 +36,8 @@ def includeme(config: Configurator) -> None:
     config.include(".resources")
     # JSON error bodies for everything that can go wrong.
     config.include(".errors")
+    # Malformed URLs, unknown query parameters and sub-paths refused; strict JSON out.
+    config.include(".strict")
     config.include(".views.auth")
     # Reading jobs before changing them: a job's GET is then the first view tried.
     config.include(".views.jobs")
@@ -45,6 +47,8 @@ def includeme(config: Configurator) -> None:
     config.include(".views.streams")
     # SIGTERM: stop taking requests, close streams, finish what runs, then stop.
     config.include(".shutdown")
+    # A Host that can't be written into a URL gets 400 (unless nick_jobs.public_url is set).
+    config.include(".urls")
     # At most nick_jobs.max_active_requests requests run their view at once.
     config.include(".admission")
     # A job's GET goes straight to its view, past the router's layers it doesn't need.

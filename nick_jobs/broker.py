@@ -18,6 +18,7 @@ def includeme(config) -> None:
         actions,
         settings.heartbeat_interval_s,
         settings.abort_check_interval_s,
+        log_copy_rate=settings.job_log_copy_rate,
     )
     queue = JobQueue(settings, actions, runner)
     config.registry["nick_jobs.queue"] = queue

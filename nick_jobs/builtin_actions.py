@@ -15,17 +15,18 @@ from .actions import JobAction
 from .models import FINISHED_STATUSES, Job, JobHistory, JobLog, JobStatus, utcnow
 from .permissions import Permission
 from .runner import JobContext, JobFailed
+from .schemas import StrictFloat, StrictInteger
 
 jobs, history, logs = Job.__table__, JobHistory.__table__, JobLog.__table__
 
 
 class DummyParams(Schema):
-    sleep = fields.Float(
+    sleep = StrictFloat(
         load_default=0.0,
         validate=validate.Range(min=0, max=86_400),
         metadata={"description": "Total seconds to run, spread over the steps."},
     )
-    steps = fields.Integer(
+    steps = StrictInteger(
         load_default=1,
         validate=validate.Range(min=0, max=1_000_000),
         metadata={
@@ -110,7 +111,7 @@ class PruneParams(Schema):
     completed_days = _status_days("completed")
     failed_days = _status_days("failed")
     aborted_days = _status_days("aborted")
-    batch_size = fields.Integer(
+    batch_size = StrictInteger(
         load_default=1000,
         validate=validate.Range(min=1, max=100_000),
         metadata={

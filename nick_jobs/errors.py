@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 import marshmallow
+import psycopg
 import sqlalchemy.exc
 from pyramid.httpexceptions import (
     HTTPException,
@@ -126,6 +127,10 @@ def validation_failed(exc: marshmallow.ValidationError, request) -> HTTPExceptio
 @exception_view_config(sqlalchemy.exc.OperationalError)
 @exception_view_config(sqlalchemy.exc.InterfaceError)
 @exception_view_config(sqlalchemy.exc.TimeoutError)
+# Raised by the driver itself, unwrapped: on a connection the server closed, before a
+# statement is even sent.
+@exception_view_config(psycopg.OperationalError)
+@exception_view_config(psycopg.InterfaceError)
 def database_unavailable(exc: Exception, request) -> HTTPException:
     log.error("database unavailable during %s %s: %s", request.method, request.path, exc)
     response = api_error(
@@ -133,6 +138,15 @@ def database_unavailable(exc: Exception, request) -> HTTPException:
     )
     response.headers["Retry-After"] = "5"
     return response
+
+
+@exception_view_config(sqlalchemy.exc.DBAPIError)
+def database_error(exc: sqlalchemy.exc.DBAPIError, request) -> HTTPException:
+    # Whatever class the driver gave it, an error that cost the connection (the server
+    # restarting, a network cut) is the database being away; any other is ours.
+    if exc.connection_invalidated:
+        return database_unavailable(exc, request)
+    return unexpected(exc, request)
 
 
 @exception_view_config(HTTPException)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,12 +45,18 @@ def encode_cursor(last_id: int) -> str:
     return base64.urlsafe_b64encode(f"v1:{last_id}".encode()).decode().rstrip("=")
 
 
+# What encode_cursor writes: a row id, which a BIGINT holds (a larger one was a 500 when
+# bound: SQLite can't take it, PostgreSQL refuses it).
+_CURSOR_ID = re.compile(r"[0-9]{1,19}")
+_MAX_ID = 2**63 - 1
+
+
 def decode_cursor(cursor: str) -> int:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         version, _, value = text.partition(":")
-        if version != "v1":
-            raise ValueError(version)
+        if version != "v1" or not _CURSOR_ID.fullmatch(value) or int(value) > _MAX_ID:
+            raise ValueError(text)
         return int(value)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise api_error(

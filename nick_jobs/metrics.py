@@ -33,7 +33,7 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .models import Job, utcnow
+from .models import Job, ScheduledJob, utcnow
 from .settings import ConfigurationError
 
 if TYPE_CHECKING:  # the runner's modules import this one
@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # the runner's modules import this one
 log = logging.getLogger(__name__)
 
 jobs = Job.__table__
+scheduled = ScheduledJob.__table__
 
 ACCESS_OPEN, ACCESS_MANAGE = "open", "manage"
 
@@ -78,6 +79,12 @@ RESCUES = Counter(
 )
 RESENT = Counter(
     "nick_jobs_resent", "Messages of waiting jobs that this process's sweeper sent again."
+)
+SCHEDULED_FIRINGS_SKIPPED = Counter(
+    "nick_jobs_scheduled_firings_skipped",
+    "Firings this process's scheduler refused, disabling the scheduled job, because its "
+    "owner no longer exists or no longer has the permission its action needs (by reason).",
+    ["reason"],
 )
 
 
@@ -155,6 +162,12 @@ class DatabaseCollector(Collector):
             "nick_jobs_oldest_waiting_job_age_seconds",
             "Seconds since the oldest job still waiting to start was created (0: none waits).",
         )
+        skipped = GaugeMetricFamily(
+            "nick_jobs_scheduled_jobs_disabled_by_refused_firing",
+            "Scheduled jobs disabled because a firing was refused (their owner gone or without"
+            " the action's permission), by reason; every node sees them, whichever fired.",
+            labels=["reason"],
+        )
         unfinished_statuses = ("created", "running")
         try:
             with self.engine.connect() as conn:
@@ -166,6 +179,11 @@ class DatabaseCollector(Collector):
                 first = conn.execute(
                     sa.select(sa.func.min(jobs.c.created)).where(jobs.c.status == "created")
                 ).scalar_one_or_none()
+                refused = conn.execute(
+                    sa.select(scheduled.c.skip_reason, sa.func.count())
+                    .where(scheduled.c.skip_reason.is_not(None))
+                    .group_by(scheduled.c.skip_reason)
+                ).all()
         except sa.exc.SQLAlchemyError as exc:
             log.warning("metrics: the database did not answer: %s", exc)
             up.add_metric([], 0)
@@ -186,6 +204,9 @@ class DatabaseCollector(Collector):
         age = max((utcnow() - first).total_seconds(), 0.0) if first else 0.0
         oldest.add_metric([], age)
         yield oldest
+        for reason, count in refused:
+            skipped.add_metric([reason], count)
+        yield skipped
 
 
 # --- the worker's counters, through a Dramatiq middleware ---------------------------------

@@ -12,6 +12,11 @@ retried, deleted) meanwhile gets them written on their own, fenced on the attemp
 so the last lines of an aborted attempt are kept too.
 
 A job that reports nothing costs nothing: no thread wakes for it and nothing is written.
+
+Each line is also copied to the process log (the ``nick_jobs.job`` logger), at most
+``nick_jobs.job_log_copy_rate`` lines a second per job (:class:`LogCopy`): a handler that
+logs a million lines keeps them all in its own log without copying them all to the
+process's.
 """
 
 from __future__ import annotations
@@ -25,10 +30,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .models import utcnow
+from .models import lost_connection, utcnow
 from .transitions import RUNNING, insert_lines, jobs
 
 log = logging.getLogger(__name__)
+# Where a job's lines are copied, for the process log (the runner logs to it as well).
+job_log = logging.getLogger("nick_jobs.job")
 
 # Levels as the ``logging`` module numbers them; the API names them.
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
@@ -42,6 +49,8 @@ MAX_TEXT = 10_000  # characters of a log line, a message or a step name
 MAX_BUFFERED_LINES = 10_000
 # A level is stored as a SMALLINT.
 MAX_LEVEL = 32_767
+# Lines of one job copied to the process log a second (nick_jobs.job_log_copy_rate).
+LOG_COPY_RATE = 10
 
 
 def level_number(level: str | int) -> int:
@@ -110,6 +119,76 @@ def _update(fenced_on_running: bool, with_progress: bool):
 _UPDATES = {(r, p): _update(r, p) for r in (True, False) for p in (True, False)}
 
 
+class LogCopy:
+    """Copies one job's lines to the process log, at most ``rate`` a second (0: all).
+
+    A window opens at the first line past the previous one's second; what did not fit
+    in a window is counted, and one line says how many when the next window opens or
+    the attempt ends, at the level of the loudest line it counts. Lines the process log
+    would drop anyway (below the ``nick_jobs.job`` logger's level) use none of the rate.
+    """
+
+    WINDOW_S = 1.0
+
+    def __init__(self, uuid: str, rate: int = LOG_COPY_RATE) -> None:
+        self.uuid = uuid
+        self.rate = rate
+        self.lock = threading.Lock()  # a handler may log from threads of its own
+        self.window_start = -math.inf
+        self.copied = 0
+        self.left_out = 0
+        self.left_out_level = logging.NOTSET
+
+    def line(self, level: int, message: str) -> None:
+        if not job_log.isEnabledFor(level):
+            return
+        if self.rate <= 0:
+            job_log.log(level, "job %s: %s", self.uuid, message)
+            return
+        with self.lock:
+            now = time.monotonic()
+            if now - self.window_start >= self.WINDOW_S:
+                summary = self._take_summary()
+                self.window_start, self.copied = now, 0
+            else:
+                summary = None
+            copy = self.copied < self.rate
+            if copy:
+                self.copied += 1
+            else:
+                self.left_out += 1
+                self.left_out_level = max(self.left_out_level, level)
+        # Logged outside the lock: a slow log handler holds up this job's thread only.
+        if summary is not None:
+            self._log_summary(*summary)
+        if copy:
+            job_log.log(level, "job %s: %s", self.uuid, message)
+
+    def finish(self) -> None:
+        """The attempt is over: say how many lines its last window left out."""
+        with self.lock:
+            summary = self._take_summary()
+        if summary is not None:
+            self._log_summary(*summary)
+
+    def _take_summary(self) -> tuple[int, int] | None:
+        if not self.left_out:
+            return None
+        summary = (self.left_out, self.left_out_level)
+        self.left_out, self.left_out_level = 0, logging.NOTSET
+        return summary
+
+    def _log_summary(self, count: int, level: int) -> None:
+        job_log.log(
+            level,
+            "job %s: %d log lines left out of the process log (it gets %d a second); "
+            "the job's log has them all",
+            self.uuid,
+            count,
+            self.rate,
+        )
+
+
 @dataclass
 class Final:
     """What an attempt reported and was not written yet when it ended.
@@ -126,11 +205,19 @@ class Final:
 class Report:
     """The progress of one attempt of one job, and its log lines not written yet."""
 
-    def __init__(self, engine: sa.Engine, uuid: str, attempt: int, interval_s: float) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        uuid: str,
+        attempt: int,
+        interval_s: float,
+        log_copy_rate: int = LOG_COPY_RATE,
+    ) -> None:
         self.engine = engine
         self.uuid = uuid
         self.attempt = attempt
         self.interval_s = interval_s
+        self.copy = LogCopy(uuid, log_copy_rate)
         self.lock = threading.Lock()  # guards the fields below
         self.steps: dict[str, dict[str, Any]] = {}
         self.message = ""
@@ -205,6 +292,7 @@ class Report:
             self._touch()
 
     def add_line(self, level: int, message: str) -> None:
+        """Add a line to the job's log, and copy it to the process log (:class:`LogCopy`)."""
         line = {
             "job_uuid": self.uuid,
             "attempt": self.attempt,
@@ -218,6 +306,7 @@ class Report:
             if not self.registered:
                 self.registered = True
                 FLUSHER.add(self)
+        self.copy.line(level, message)
         if full:
             self.write()  # back-pressure: the handler waits for this one write
 
@@ -266,11 +355,19 @@ class Report:
         except sa.exc.DataError:
             log.exception("job %s: the database refused its progress or log lines", self.uuid)
             return
-        except Exception:
+        except Exception as exc:
             if final:
                 log.exception("job %s: its last progress and log lines are lost", self.uuid)
                 return
-            log.exception("job %s: could not write its progress; trying again", self.uuid)
+            if lost_connection(exc):
+                # Once a second per job while the database is away: one line, not a trace.
+                log.warning(
+                    "job %s: could not write its progress (%s); trying again",
+                    self.uuid,
+                    str(exc).splitlines()[0],
+                )
+            else:
+                log.exception("job %s: could not write its progress; trying again", self.uuid)
             self._give_back(progress, lines)
             return
         if not matched:
@@ -285,6 +382,7 @@ class Report:
         if self.closed:
             return None
         self.closed = True
+        self.copy.finish()
         if not self.registered:
             return None
         FLUSHER.discard(self)

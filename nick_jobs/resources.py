@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from pyramid.authorization import ALL_PERMISSIONS, Allow, Authenticated
 from pyramid.httpexceptions import HTTPForbidden
 
+from . import urls
 from .permissions import ADMINISTRATOR_ROLE, Permission, role_principal, user_principal
 from .security import identity_and_job
 
@@ -58,20 +59,24 @@ class JobContainer:
         return [_ADMIN, _USERS]
 
     def url(self) -> str:
-        """The container's URL, without the trailing slash ``resource_url`` adds."""
+        """The container's URL, without the trailing slash ``resource_url`` adds, on
+        :func:`nick_jobs.urls.application_url` (which refuses a Host it can't write)."""
         request = self.request
         if type(self.__parent__) is not Root:
-            return request.resource_url(self).rstrip("/")
+            return urls.resource_url(request, self).rstrip("/")
         # Under nick-jobs' own root the URL depends on nothing but what is in the key.
+        # Only a URL made from a valid Host is kept: an invalid one never reaches the dict.
         environ = request.environ
+        public = request.registry["nick_jobs.settings"].public_url
         key = (
-            request.application_url,
+            public,
+            None if public else request.application_url,
             environ.get("HTTP_X_VHM_HOST"),
             environ.get("HTTP_X_VHM_ROOT"),
         )
         url = _OWN_ROOT_URLS.get(key)
         if url is None:
-            url = request.resource_url(self).rstrip("/")
+            url = urls.resource_url(request, self).rstrip("/")
             if len(_OWN_ROOT_URLS) >= _OWN_ROOT_URLS_MAX:  # hosts are the client's to name
                 _OWN_ROOT_URLS.clear()
             _OWN_ROOT_URLS[key] = url

@@ -26,11 +26,30 @@ from sqlalchemy.orm import Session
 
 from . import reporting, transitions
 from .actions import ActionRegistry
-from .models import utcnow
+from .models import lost_connection, utcnow
 
 log = logging.getLogger(__name__)
-# The lines handlers log through their context, mirrored to the worker's log.
-job_log = logging.getLogger("nick_jobs.job")
+
+# A write the database could not take because it was away is tried again after these
+# waits, doubling from the first to the last, until it goes through.
+RETRY_FIRST_S = 0.1
+RETRY_MAX_S = 5.0
+
+
+def _log_failure(exc: Exception, message: str) -> None:
+    """A database that is away is one line each time; anything else its stack trace."""
+    if lost_connection(exc):
+        log.warning("%s: %s", message, str(exc).splitlines()[0])
+    else:
+        log.exception(message)
+
+
+# What a job handed back because the database lost its handler's writes says.
+WRITES_LOST = {
+    "type": "DatabaseUnavailable",
+    "message": "The database connection was lost before the job's writes were committed; "
+    "it runs again.",
+}
 
 
 class JobAborted(Exception):
@@ -73,11 +92,20 @@ class JobContext:
     # How often at most the reported progress and log lines of a job are written.
     REPORT_INTERVAL_S = 1.0
 
-    def __init__(self, engine: sa.Engine, uuid: str, actor: str, attempt: int) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        uuid: str,
+        actor: str,
+        attempt: int,
+        log_copy_rate: int = reporting.LOG_COPY_RATE,
+    ) -> None:
         self.uuid = uuid
         self.actor = actor
         self.attempt = attempt
         self._engine = engine
+        # Lines a second copied to the process log (reporting.LogCopy).
+        self._log_copy_rate = log_copy_rate
         self._session: Session | None = None
         self._last_check = time.monotonic()
         self._aborted = False
@@ -102,8 +130,16 @@ class JobContext:
         if now - self._last_check < self.CHECK_INTERVAL_S and not gone:
             return
         self._last_check = now
-        with self._engine.connect() as conn:
-            current = transitions.is_current(conn, self.uuid, self.attempt)
+        try:
+            with self._engine.connect() as conn:
+                current = transitions.is_current(conn, self.uuid, self.attempt)
+        except (sa.exc.DBAPIError, sa.exc.TimeoutError) as exc:
+            if not lost_connection(exc):
+                raise
+            # The database is away: the handler goes on. The watcher tells it of an
+            # abort once the database answers again.
+            log.warning("job %s: could not check for an abort: %s", self.uuid, exc)
+            return
         if not current:
             self._aborted = True
             raise JobAborted(self.uuid)
@@ -113,7 +149,7 @@ class JobContext:
     def _reporter(self) -> reporting.Report:
         if self._report is None:
             self._report = reporting.Report(
-                self._engine, self.uuid, self.attempt, self.REPORT_INTERVAL_S
+                self._engine, self.uuid, self.attempt, self.REPORT_INTERVAL_S, self._log_copy_rate
             )
         return self._report
 
@@ -149,10 +185,10 @@ class JobContext:
         self.check()
 
     def log(self, message: str, level: str | int = "info") -> None:
-        """Add a line to the job's log (``debug``, ``info``, ``warning`` or ``error``)."""
+        """Add a line to the job's log (``debug``, ``info``, ``warning`` or ``error``); it is
+        copied to the process log too, up to ``nick_jobs.job_log_copy_rate`` lines a second."""
         number = reporting.level_number(level)
         self._reporter().add_line(number, message)
-        job_log.log(number, "job %s: %s", self.uuid, message)
         self.check()
 
     def debug(self, message: str) -> None:
@@ -327,8 +363,10 @@ class Heartbeats:
             time.sleep(self.interval_s)
             try:
                 self.beat()
-            except Exception:
-                log.exception("could not refresh job heartbeats; trying again")
+            except Exception as exc:
+                # The jobs' heartbeats catch up at the first beat the database takes; the
+                # sweeper waits a lease after an outage before it reads them.
+                _log_failure(exc, "could not refresh job heartbeats; trying again")
 
 
 @dataclass(eq=False)
@@ -422,8 +460,8 @@ class Watcher:
             time.sleep(self.interval_s)
             try:
                 self.poll()
-            except Exception:
-                log.exception("could not poll for aborted and stopped jobs; trying again")
+            except Exception as exc:
+                _log_failure(exc, "could not poll for aborted and stopped jobs; trying again")
 
 
 @dataclass(frozen=True)
@@ -451,11 +489,14 @@ class JobRunner:
         actions: ActionRegistry,
         heartbeat_interval_s: float = 10.0,
         abort_check_interval_s: float = 0.5,
+        log_copy_rate: int = reporting.LOG_COPY_RATE,
     ) -> None:
         if not abort_check_interval_s > 0:
             raise ValueError("the abort check interval must be > 0")
         self.engine = engine
         self.actions = actions
+        # nick_jobs.job_log_copy_rate: each job's lines a second copied to the process log.
+        self.log_copy_rate = log_copy_rate
         self.connections = _ThreadConnections(engine)
         self.heartbeats = Heartbeats(engine, heartbeat_interval_s)
         self.watcher = Watcher(engine, abort_check_interval_s)
@@ -465,6 +506,11 @@ class JobRunner:
         # The last job each thread ran to an outcome, for the metrics middleware: it runs
         # in the same thread once the message is processed, and needs no query.
         self._outcomes = threading.local()
+        # The jobs this process holds (started, not yet ended in the database), each with
+        # an event set once its outcome is written: what a redelivery of its message waits
+        # for.
+        self._held: dict[str, threading.Event] = {}
+        self._held_lock = threading.Lock()
 
     def __call__(self, uuid: str) -> None:
         self.run(uuid)
@@ -481,13 +527,29 @@ class JobRunner:
         return outcome if outcome is not None and outcome.uuid == uuid else None
 
     def run(self, uuid: str) -> str | None:
-        """Run job ``uuid`` if it is still waiting; return the status it ended in."""
+        """Run job ``uuid`` if it is still waiting; return the status it ended in.
+
+        Its transitions are written whatever the database's state: one that can't reach
+        it is tried again (:meth:`_persist`) until it goes through, while the job's
+        heartbeat is kept, so a database restart costs the job time, not its outcome.
+        """
         self._outcomes.last = None
-        with self.connections.use() as conn:
-            job = transitions.start(conn, uuid)
+        now = utcnow()
+        job = self._persist(uuid, "start", lambda retried: self._start(uuid, now, retried))
         if job is None:
+            held = self._held.get(uuid)
+            if held is not None:
+                # Redelivered while this process runs it (the broker lost the connection
+                # the first delivery came on): acknowledged only once the outcome is
+                # written, so the message is never gone before the job is done.
+                log.warning("job %s runs in this process; its redelivery waits for it", uuid)
+                while not held.wait(1.0):  # a wait a time limit can interrupt
+                    pass
+                return None
             log.info("job %s is not waiting to run (duplicate, aborted or deleted)", uuid)
             return None
+        with self._held_lock:
+            self._held[uuid] = threading.Event()
         self.heartbeats.add(uuid, job.attempt)
         try:
             return self._run(job)
@@ -498,12 +560,61 @@ class JobRunner:
         finally:
             self.watcher.remove(uuid)
             self.heartbeats.remove(uuid)
+            with self._held_lock:
+                held = self._held.pop(uuid, None)
+            if held is not None:
+                held.set()
+
+    def _start(self, uuid: str, now: dt.datetime, retried: bool) -> transitions.StartedJob | None:
+        with self.connections.use() as conn:
+            job = transitions.start(conn, uuid, now)
+            if job is None and retried:
+                # The start that failed may have committed before its answer was lost.
+                job = transitions.own_start(conn, uuid, now)
+        return job
+
+    def _persist(self, uuid: str, what: str, write: Callable[[bool], Any]) -> Any:
+        """``write(retried)``, tried again with a growing wait while the database can't
+        be reached, until it goes through; what it returns.
+
+        ``retried`` tells the write that an earlier try may have committed before its
+        answer was lost, so it checks for its own effect. Any other error is raised.
+        """
+        wait, tries = RETRY_FIRST_S, 0
+        while True:
+            try:
+                try:
+                    result = write(tries > 0)
+                except (sa.exc.DBAPIError, sa.exc.TimeoutError) as exc:
+                    if not lost_connection(exc):
+                        raise
+                    tries += 1
+                    log.warning(
+                        "job %s: could not write its %s, the database is unreachable (%s); "
+                        "trying again in %.1f s",
+                        uuid,
+                        what,
+                        str(exc).splitlines()[0],
+                        wait,
+                    )
+                    time.sleep(wait)
+                    wait = min(wait * 2, RETRY_MAX_S)
+                    continue
+            except TimeLimitExceeded:
+                # The action's time limit is the handler's, which has returned: its
+                # outcome still goes in (the write may have been cut, so it checks).
+                tries += 1
+                log.warning("job %s: its time limit passed while its %s waited", uuid, what)
+                continue
+            if tries:
+                log.info("job %s: wrote its %s after %d failed tries", uuid, what, tries)
+            return result
 
     def _run(self, job: transitions.StartedJob) -> str | None:
         uuid = job.uuid
         started_at = time.monotonic()
         action = self.actions.get(job.action)
-        ctx = JobContext(self.engine, job.uuid, job.actor, job.attempt)
+        ctx = JobContext(self.engine, job.uuid, job.actor, job.attempt, self.log_copy_rate)
         ctx.saved_checkpoint = ctx._checkpoint = job.checkpoint
         outcome: tuple[str, Any]
         try:
@@ -557,29 +668,57 @@ class JobRunner:
                 if finished:
                     pending = None
             except Exception as exc:
-                # The handler's writes can't commit (e.g. it swallowed a failed flush):
-                # fail the job rather than leave it running with nobody to finish it.
-                log.exception(
-                    "job %s (%s): its writes could not be committed", job.uuid, job.action
-                )
-                ctx._close(commit=False)
-                # The details (SQL, parameters) go to the log only, not to the job's error.
-                status = transitions.FAILED
-                payload = (type(exc).__name__, "The job's database writes could not be committed.")
-                finished = None
+                with contextlib.suppress(Exception):
+                    ctx._close(commit=False)
+                if lost_connection(exc):
+                    # The connection went with the handler's uncommitted writes, and the
+                    # handler can't write them again: unless the commit went through
+                    # before the answer was lost, the job runs again as a new attempt.
+                    log.warning(
+                        "job %s (%s): the database connection was lost before its writes "
+                        "committed: %s",
+                        job.uuid,
+                        job.action,
+                        str(exc).splitlines()[0],
+                    )
+                    ended = self._persist(
+                        job.uuid, "outcome", lambda _: self._writes_lost(job, status)
+                    )
+                    finished = ended is not None
+                    if ended == status:
+                        pending = None  # they went with the outcome
+                    status = ended or transitions.ABORTED
+                else:
+                    # The handler's writes can't commit (e.g. it swallowed a failed flush):
+                    # fail the job rather than leave it running with nobody to finish it.
+                    log.exception(
+                        "job %s (%s): its writes could not be committed", job.uuid, job.action
+                    )
+                    # The details (SQL, parameters) go to the log only, not to the job's error.
+                    status = transitions.FAILED
+                    payload = (
+                        type(exc).__name__,
+                        "The job's database writes could not be committed.",
+                    )
         if finished is None:
             ctx._close(commit=False)
-            retry_at = self._retry_at(job, payload) if status == transitions.FAILED else None
+            retry_at = None
+            if status == transitions.FAILED:
+                retry_at = self._persist(job.uuid, "retry", lambda _: self._retry_at(job, payload))
             try:
                 if retry_at is not None:
-                    finished = self._retry_later(job, payload, retry_at, final)
+                    finished = self._persist(
+                        job.uuid,
+                        "retry",
+                        lambda retried: self._retry_later(job, payload, retry_at, final, retried),
+                    )
                     status = transitions.CREATED
                 else:
-                    # One statement on PostgreSQL; elsewhere the lines are a second one.
-                    several = final is not None and bool(final.lines)
-                    several = several and not transitions.one_statement(self.engine)
-                    with self.connections.transaction(needed=several) as conn:
-                        finished = self._store(conn, job, status, payload, final)
+                    finished = self._persist(
+                        job.uuid,
+                        "outcome",
+                        lambda retried: self._write_outcome(job, status, payload, final, retried),
+                    )
                 if finished:
                     pending = None
             except sa.exc.DataError:
@@ -587,14 +726,12 @@ class JobRunner:
                 # character): store a failure it accepts rather than leave the job running.
                 log.exception("job %s (%s): its outcome could not be stored", job.uuid, job.action)
                 status = transitions.FAILED
-                with self.connections.use() as conn:
-                    finished = transitions.fail(
-                        conn,
-                        job.uuid,
-                        job.attempt,
-                        "DataError",
-                        "The database refused the job's outcome.",
-                    )
+                refused = ("DataError", "The database refused the job's outcome.")
+                finished = self._persist(
+                    job.uuid,
+                    "outcome",
+                    lambda retried: self._write_outcome(job, status, refused, None, retried),
+                )
         if pending is not None and ctx._report is not None:
             # The outcome did not take them (the attempt was aborted meanwhile, or its
             # outcome was refused): the last lines of an attempt are kept all the same.
@@ -614,6 +751,45 @@ class JobRunner:
         lag = max((job.started - queued).total_seconds(), 0.0)
         self._outcomes.last = Outcome(job.uuid, job.action, status, took, lag)
         return status
+
+    def _write_outcome(
+        self,
+        job: transitions.StartedJob,
+        status: str,
+        payload: Any,
+        final: reporting.Final | None,
+        retried: bool,
+    ) -> bool:
+        # One statement on PostgreSQL; elsewhere the lines are a second one.
+        several = final is not None and bool(final.lines)
+        several = several and not transitions.one_statement(self.engine)
+        with self.connections.transaction(needed=several) as conn:
+            if self._store(conn, job, status, payload, final):
+                return True
+            # A try whose commit went through before its answer was lost finds its own
+            # outcome there, not a job aborted meanwhile.
+            return retried and transitions.attempt_status(conn, job.uuid, job.attempt) == status
+
+    def _writes_lost(self, job: transitions.StartedJob, status: str) -> str | None:
+        """After the handler's transaction lost its connection: ``status`` if it committed
+        all the same, ``created`` if the job was handed back to run again, None if it was
+        aborted meanwhile."""
+        with self.connections.transaction() as conn:
+            current = transitions.attempt_status(conn, job.uuid, job.attempt)
+            if current == status:
+                return status
+            if transitions.hand_back(conn, job.uuid, job.attempt, error=WRITES_LOST):
+                handed = True
+            else:
+                handed = transitions.attempt_status(conn, job.uuid, job.attempt + 1) is not None
+        if not handed:
+            return None
+        if self.send is not None:
+            try:
+                self.send(job.uuid, job.action, 0.0)
+            except Exception:
+                log.exception("could not send job %s again; the sweeper sends it", job.uuid)
+        return transitions.CREATED
 
     @staticmethod
     def _store(
@@ -661,6 +837,7 @@ class JobRunner:
         error: tuple[str, str],
         next_run: dt.datetime,
         final: reporting.Final | None = None,
+        retried: bool = False,
     ) -> bool:
         # The new attempt, the history row of the failed one and the failed attempt's last
         # log lines: one transaction. (Its progress goes: the new attempt starts without.)
@@ -669,6 +846,9 @@ class JobRunner:
             done = transitions.retry_later(
                 conn, job.uuid, job.attempt, job.started, error, next_run, lines=lines
             )
+            if not done and retried:
+                # The try that failed may have committed before its answer was lost.
+                done = transitions.attempt_status(conn, job.uuid, job.attempt + 1) is not None
         if done:
             log.info(
                 "job %s failed (%s); attempt %d at %s",

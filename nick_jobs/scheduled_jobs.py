@@ -5,25 +5,30 @@ A scheduled job names an action, its params and a 5-field cron ``schedule`` read
 ``params = {"scheduled_job": id, "action": action, **params}``, the scheduled job's title
 and description, run as the user who created the scheduled job.
 
-Only administrators (``Manage Site``) see or change them.
+The owner's rights are checked at every firing, not only when the scheduled job is
+created: :func:`owner_may_submit` tells whether a user with given roles may still submit
+its action. Only administrators (``Manage Site``) see or change scheduled jobs.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import marshmallow
 import sqlalchemy as sa
 from marshmallow import Schema, ValidationError, fields, validate, validates
-from pyramid.authorization import ALL_PERMISSIONS, Allow
+from pyramid.authorization import ALL_PERMISSIONS, ACLHelper, Allow, Authenticated, Everyone
 from pyramid.httpexceptions import HTTPForbidden
 
 from . import cron
 from .actions import get_registry
 from .models import ScheduledFiring, ScheduledJob, utcnow
-from .permissions import ADMINISTRATOR_ROLE, Permission, role_principal
+from .permissions import ADMINISTRATOR_ROLE, Permission, role_principal, user_principal
+from .resources import JobContainer, Root
+from .schemas import StrictBoolean
 from .serialize import isoformat
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,98}[a-z0-9])?$")
@@ -78,7 +83,7 @@ class _Fields(Schema):
     params = fields.Dict(keys=fields.String())
     schedule = fields.String(validate=validate.Length(min=1, max=200))
     timezone = fields.String(validate=validate.Length(min=1, max=64))
-    enabled = fields.Boolean()
+    enabled = StrictBoolean()
 
     @validates("schedule")
     def _schedule(self, value: str, **kwargs: Any) -> None:
@@ -124,7 +129,50 @@ def scheduled_job_json(row: Any, url: str) -> dict[str, Any]:
         "last_run": isoformat(row.last_run),
         "next_run": isoformat(row.next_run),
         "declared": row.declared,
+        "skipped": skipped_json(row),
     }
+
+
+def skipped_json(row: Any) -> dict[str, Any] | None:
+    """The firing the scheduler refused when it disabled ``row``, or None."""
+    if row.skip_reason is None:
+        return None
+    return {
+        "slot": isoformat(row.skipped_slot),
+        "at": isoformat(row.skipped_at),
+        "reason": row.skip_reason,
+        "message": row.skip_message,
+    }
+
+
+# --- the owner's rights, checked at every firing ---------------------------------------
+
+# Why a firing was refused: the ``reason`` of ``skipped``, and the metric's label.
+OWNER_MISSING = "owner_missing"
+OWNER_LACKS_PERMISSION = "owner_lacks_permission"
+
+
+def owner_may_submit(login: str, roles: Iterable[str], permission: str) -> bool:
+    """Whether the user ``login`` with ``roles`` may submit an action needing ``permission``.
+
+    The same ACLs decide as for ``POST /@jobs`` under nick-jobs' own root, with the
+    principals a request of that user would have: an Administrator may submit anything,
+    any user what needs only ``Add Jobs``.
+    """
+    context = JobContainer(None, parent=Root(None))
+    principals = [
+        Everyone,
+        Authenticated,
+        user_principal(login),
+        *(role_principal(role) for role in roles),
+    ]
+    return bool(ACLHelper().permits(context, principals, permission))
+
+
+def required_permission(registry, action: str) -> str:
+    """The permission submitting ``action`` needs; ``Manage Site`` for an unknown action."""
+    found = get_registry(registry).get(action)
+    return found.permission if found is not None else Permission.MANAGE_SITE.value
 
 
 # --- checks shared by the API, the ini file and the directive --------------------------
@@ -196,7 +244,9 @@ def update(registry, row: ScheduledJob, data: dict[str, Any]) -> ScheduledJob:
     """Apply validated PATCH ``data`` to ``row``.
 
     A change of schedule, time zone or ``enabled`` moves ``next_run`` to the first slot
-    after now: slots missed while disabled are not caught up.
+    after now: slots missed while disabled are not caught up. Enabling it clears the
+    firing the scheduler refused (``skipped``): the owner's rights are checked again at
+    the next firing.
     """
     action = data.get("action", row.action)
     params = data.get("params", row.params or {})
@@ -215,7 +265,14 @@ def update(registry, row: ScheduledJob, data: dict[str, Any]) -> ScheduledJob:
     if timing != (row.schedule, row.timezone, row.enabled):
         row.schedule, row.timezone, row.enabled = timing
         row.next_run = upcoming(row.schedule, row.timezone, row.enabled, utcnow())
+    if row.enabled and row.skip_reason is not None:
+        clear_skip(row)
     return row
+
+
+def clear_skip(row: Any) -> None:
+    """Forget the firing the scheduler refused (on a model row)."""
+    row.skipped_slot = row.skipped_at = row.skip_reason = row.skip_message = None
 
 
 def delete(dbsession, row: ScheduledJob) -> None:

@@ -6,10 +6,15 @@ and fires each in a transaction of its own:
 1. claim the slot: ``UPDATE scheduled_jobs SET next_run = <the slot after now> WHERE
    id = :id AND next_run = <the value read>``. Of several schedulers (API nodes,
    ``nick-jobs scheduler`` processes) that read the same row, exactly one updates it;
-2. create the job through :func:`nick_jobs.transitions.create`;
-3. insert ``(scheduled_job_id, fire_time)`` into ``scheduled_firings``, whose primary key
+2. read the owner's row (``FOR SHARE`` on PostgreSQL; on SQLite the claim already holds
+   the write lock): unless the owner still exists and its roles still grant the
+   permission the action needs, create no job, disable the scheduled job with the
+   refused firing recorded on it, log it and count it, and stop here. A declared
+   scheduled job run as ``system`` (no user) has the configuration's authority;
+3. create the job through :func:`nick_jobs.transitions.create`;
+4. insert ``(scheduled_job_id, fire_time)`` into ``scheduled_firings``, whose primary key
    refuses a second job for the same slot whatever happens to ``next_run``;
-4. commit, then send the job's message.
+5. commit, then send the job's message.
 
 Slots missed while no scheduler ran are not replayed one by one: with
 ``nick_jobs.scheduler.missed = catchup`` (the default) the scheduled job fires once for
@@ -47,19 +52,32 @@ from pyramid.settings import asbool, aslist
 from sqlalchemy.exc import IntegrityError
 
 from . import cron, transitions
-from .models import ScheduledFiring, ScheduledJob, utcnow
+from .metrics import SCHEDULED_FIRINGS_SKIPPED
+from .models import ScheduledFiring, ScheduledJob, User, utcnow
 from .models.meta import UTCDateTime
-from .scheduled_jobs import SLUG, SLUG_MESSAGE, check_definition, upcoming
+from .scheduled_jobs import (
+    OWNER_LACKS_PERMISSION,
+    OWNER_MISSING,
+    SLUG,
+    SLUG_MESSAGE,
+    check_definition,
+    owner_may_submit,
+    required_permission,
+    upcoming,
+)
 from .settings import ConfigurationError
+from .users import SYSTEM_LOGIN
 
 log = logging.getLogger(__name__)
 
 scheduled = ScheduledJob.__table__
 firings = ScheduledFiring.__table__
+users = User.__table__
 
 MISSED_POLICIES = ("catchup", "skip")
-# Who the jobs of declared schedules belong to, unless the declaration names a user.
-SYSTEM_ACTOR = "system"
+# Who the jobs of declared schedules belong to, unless the declaration names a user. Not
+# a user: such a schedule has the authority of the configuration that declares it.
+SYSTEM_ACTOR = SYSTEM_LOGIN
 PRUNE_SCHEDULE_ID = "prune-nightly"
 # Set when the declared schedules could not be written at start-up.
 SYNC_PENDING = "nick_jobs.scheduler.sync_pending"
@@ -347,6 +365,12 @@ def sync_declared(registry, now: dt.datetime | None = None) -> None:
                 changes["next_run"] = upcoming(
                     values["schedule"], values["timezone"], values["enabled"], now
                 )
+            if values["enabled"] and not row.enabled:
+                # Disabled by a refused firing, say: a start-up enables it again, as the
+                # API can't, and its owner's rights are checked again at its next firing.
+                changes.update(
+                    skipped_slot=None, skipped_at=None, skip_reason=None, skip_message=None
+                )
             conn.execute(scheduled.update().where(scheduled.c.id == id_).values(changes))
         stale = [id_ for id_, row in rows.items() if row.declared and id_ not in wanted]
         if stale:
@@ -531,10 +555,9 @@ class Scheduler:
                     scheduled.c.title,
                     scheduled.c.description,
                     scheduled.c.actor,
+                    scheduled.c.declared,
                 )
             )
-            if fire:
-                claim = claim.values(last_run=now)
             current = conn.execute(claim).one_or_none()
             if current is None:
                 return None  # another scheduler fired this slot, or the row changed
@@ -546,42 +569,101 @@ class Scheduler:
                     now - fire_time,
                 )
                 return None
-            try:
-                with conn.begin_nested():
-                    job = transitions.create(
-                        conn,
-                        action=current.action,
-                        params={
-                            "scheduled_job": row.id,
-                            "action": current.action,
-                            **(current.params or {}),
-                        },
-                        actor=current.actor,
-                        title=current.title,
-                        description=current.description,
+            refused = self._refusal(conn, current)
+            if refused is not None:
+                reason, message = refused
+                conn.execute(
+                    scheduled.update()
+                    .where(scheduled.c.id == row.id)
+                    .values(
+                        enabled=False,
+                        next_run=None,
+                        skipped_slot=fire_time,
+                        skipped_at=now,
+                        skip_reason=reason,
+                        skip_message=message,
                     )
-                    conn.execute(
-                        firings.insert().values(
-                            scheduled_job_id=row.id,
-                            fire_time=fire_time,
-                            job_uuid=job["uuid"],
-                            created=now,
-                        )
-                    )
-            except IntegrityError:
-                # This slot already has its job; next_run still moves on.
-                log.info("scheduled job %r: slot %s already fired", row.id, fire_time)
-                return None
-            # Only the latest firing is needed to refuse a repeat of it.
-            conn.execute(
-                firings.delete().where(
-                    firings.c.scheduled_job_id == row.id, firings.c.fire_time < fire_time
                 )
+            else:
+                fired = self._create_job(conn, row.id, current, fire_time, now)
+        # Committed: only now is the refusal recorded for good, and worth telling.
+        if refused is not None:
+            SCHEDULED_FIRINGS_SKIPPED.labels(reason).inc()
+            log.warning(
+                "scheduled job %r: refused the firing of %s, created no job, disabled it: %s",
+                row.id,
+                fire_time.isoformat(),
+                message,
             )
-        log.info(
-            "scheduled job %r fired for %s: job %s", row.id, fire_time.isoformat(), job["uuid"]
+            return None
+        return fired
+
+    def _refusal(self, conn: sa.Connection, current: Any) -> tuple[str, str] | None:
+        """Why the owner of the scheduled job just claimed may not fire it, or None.
+
+        Read in the claim's transaction. On PostgreSQL ``FOR SHARE`` holds the owner's
+        row until the commit: a change of its roles, or its removal, waits for this
+        firing, so no job made with rights the owner had a moment ago commits after the
+        change. On SQLite the claim's write already keeps every other writer out.
+        """
+        if current.declared and current.actor == SYSTEM_ACTOR:
+            return None  # the configuration's own, not a user's
+        owner = conn.execute(
+            sa.select(users.c.roles)
+            .where(users.c.login == current.actor)
+            .with_for_update(read=True)
+        ).one_or_none()
+        if owner is None:
+            return OWNER_MISSING, f"Its owner {current.actor!r} no longer exists."
+        permission = required_permission(self.registry, current.action)
+        if owner_may_submit(current.actor, owner.roles or (), permission):
+            return None
+        return OWNER_LACKS_PERMISSION, (
+            f"Its owner {current.actor!r} no longer has the permission {permission!r} "
+            f"that the action {current.action!r} needs."
         )
-        return Fired(row.id, fire_time, job["uuid"], current.action)
+
+    def _create_job(
+        self, conn: sa.Connection, id_: str, current: Any, fire_time: dt.datetime, now: dt.datetime
+    ) -> Fired | None:
+        """The job of a firing its owner may make, in the claim's transaction."""
+        try:
+            with conn.begin_nested():
+                job = transitions.create(
+                    conn,
+                    action=current.action,
+                    params={
+                        "scheduled_job": id_,
+                        "action": current.action,
+                        **(current.params or {}),
+                    },
+                    actor=current.actor,
+                    title=current.title,
+                    description=current.description,
+                )
+                conn.execute(
+                    firings.insert().values(
+                        scheduled_job_id=id_,
+                        fire_time=fire_time,
+                        job_uuid=job["uuid"],
+                        created=now,
+                    )
+                )
+        except IntegrityError:
+            # This slot already has its job; next_run still moves on.
+            log.info("scheduled job %r: slot %s already fired", id_, fire_time)
+            return None
+        # ``last_run`` is when it last created a job: set with the job, not by the claim,
+        # which a refused firing also makes.
+        conn.execute(scheduled.update().where(scheduled.c.id == id_).values(last_run=now))
+        # Only the latest firing is needed to refuse a repeat of it.
+        conn.execute(
+            firings.delete().where(
+                firings.c.scheduled_job_id == id_, firings.c.fire_time < fire_time
+            )
+        )
+        log.info("scheduled job %r fired for %s: job %s", id_, fire_time.isoformat(), job["uuid"])
+        return Fired(id_, fire_time, job["uuid"], current.action)
 
     # --- the loop ----------------------------------------------------------------------
 

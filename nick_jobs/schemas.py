@@ -6,6 +6,35 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
+# --- fields that take their JSON type only ------------------------------------------------
+# marshmallow's own read "3" as an integer, 1.5 as 1 (unless strict), "yes" as true: a
+# client's mistake silently turned into a value. These take only what JSON sends.
+
+
+class StrictInteger(fields.Integer):
+    """A JSON integer: not ``"3"``, ``1.5``, ``1.0`` or ``true``."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(strict=True, **kwargs)
+
+
+class StrictFloat(fields.Float):
+    """A JSON number: not ``"1.5"`` or ``true``. NaN and infinities are refused as well."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.make_error("invalid", input=value)
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class StrictBoolean(fields.Boolean):
+    """``true`` or ``false``: not ``"yes"``, ``1`` or ``"true"``."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if value is True or value is False:
+            return value
+        raise self.make_error("invalid", input=value)
+
 
 class LoginSchema(Schema):
     class Meta:

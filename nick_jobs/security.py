@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -30,14 +31,16 @@ AUTH_ERROR_KEY = "nick_jobs.auth_error"
 PROVISIONAL_KEY = "nick_jobs.provisional_identity"
 
 
-# One query answers both "does the user still exist" and "was this token revoked";
-# built once, as it runs on every authenticated request.
+# One query answers "does the user still exist", "was this token revoked" and "since when
+# are the user's tokens valid"; built once, as it runs on every authenticated request.
 _REVOKED = sa.exists().where(RevokedToken.token_hash == sa.bindparam("b_token_hash"))
 _IDENTITY_COLUMNS = (
     User.login.label("identity_login"),
     User.fullname.label("identity_fullname"),
     User.roles.label("identity_roles"),
     _REVOKED.label("identity_revoked"),
+    # Compared in Python, not in SQL: SQLite compares timestamps as text.
+    User.tokens_after.label("identity_tokens_after"),
 )
 _IDENTITY = sa.select(*_IDENTITY_COLUMNS).where(User.login == sa.bindparam("b_login"))
 # The same, with the job a request names (any actor's, or NULLs when there is none):
@@ -71,6 +74,10 @@ class Identity:
     fullname: str
     roles: tuple[str, ...]
     token: str
+    # The token's (or a stream ticket's token's) fingerprint and issue time: what
+    # revocation and the user's ``tokens_after`` are checked against.
+    fingerprint: str = ""
+    issued: dt.datetime | None = None
 
     @property
     def principals(self) -> list[str]:
@@ -170,10 +177,12 @@ class JWTSecurityPolicy:
         fingerprint = claims.fingerprint
         if job_uuid is None:
             known = self.known.get(fingerprint)
-            if known is not None and known.login == claims.sub:
+            if known is not None and known.login == claims.sub and known.issued == claims.issued:
                 request.environ[PROVISIONAL_KEY] = fingerprint
                 return known, None
-        return self.lookup(request, claims.sub, fingerprint, token, job_uuid, json_base)
+        return self.lookup(
+            request, claims.sub, fingerprint, token, job_uuid, json_base, issued=claims.issued
+        )
 
     def load_ticket_identity(
         self, request, job_uuid: str | None = None
@@ -185,12 +194,13 @@ class JWTSecurityPolicy:
         if not ticket:
             return None, None
         try:
-            login, token_hash = tickets.decode(self.settings, ticket, request.path)
+            login, token_hash, issued = tickets.decode(self.settings, ticket, request.path)
         except tokens.InvalidToken as exc:
             request.environ[AUTH_ERROR_KEY] = str(exc)
             return None, None
-        # The bearer token the ticket was asked with: logging out ends its tickets too.
-        return self.lookup(request, login, token_hash, "", job_uuid)
+        # The bearer token the ticket was asked with: logging out ends its tickets too, and
+        # so does a change of the user's password or roles after it was issued.
+        return self.lookup(request, login, token_hash, "", job_uuid, issued=issued)
 
     def lookup(
         self,
@@ -200,7 +210,12 @@ class JWTSecurityPolicy:
         token: str,
         job_uuid: str | None = None,
         json_base: str | None = None,
+        *,
+        issued: dt.datetime | None,
     ) -> tuple[Identity | None, sa.Row | None]:
+        """The identity of ``login``'s token (fingerprint ``token_hash``, issued at
+        ``issued``), if the user exists, the token is not revoked and was issued no
+        earlier than the user's ``tokens_after``; with ``job_uuid``, also that job."""
         params = {"b_login": login, "b_token_hash": token_hash}
         conn = request.dbconn
         if job_uuid is None:
@@ -212,8 +227,9 @@ class JWTSecurityPolicy:
                 params["b_base"] = json_base
                 statement = _IDENTITY_AND_JOB_JSON
             row = driver.run(conn, statement, params).one_or_none()
-        if row is None or row.identity_revoked:
-            request.environ[AUTH_ERROR_KEY] = "unknown user" if row is None else "revoked token"
+        refused = _refusal(row, issued)
+        if refused is not None:
+            request.environ[AUTH_ERROR_KEY] = refused
             self.known.forget(token_hash)
             return None, None
         identity = Identity(
@@ -221,6 +237,8 @@ class JWTSecurityPolicy:
             fullname=row.identity_fullname,
             roles=tuple(row.identity_roles or ()),
             token=token,
+            fingerprint=token_hash,
+            issued=issued,
         )
         if token:  # a bearer token's (a stream ticket carries none)
             self.known.put(token_hash, identity)
@@ -246,6 +264,19 @@ class JWTSecurityPolicy:
         if request.environ.get(AUTH_ERROR_KEY):
             header += ', error="invalid_token"'
         return [("WWW-Authenticate", header)]
+
+
+def _refusal(row: sa.Row | None, issued: dt.datetime | None) -> str | None:
+    """Why the identity query's row refuses the token (None: it doesn't)."""
+    if row is None:
+        return "unknown user"
+    if row.identity_revoked:
+        return "revoked token"
+    after = row.identity_tokens_after
+    if after is not None and (issued is None or issued < after):
+        # Issued to an earlier user of the login, or before a new password or role.
+        return "token issued before the user's tokens_after"
+    return None
 
 
 _JOB = sa.select(_jobs).where(_jobs.c.uuid == sa.bindparam("b_uuid"))
@@ -284,6 +315,7 @@ def guard(request) -> dict[str, Any] | None:
         "b_guard_fullname": identity.fullname,
         "b_guard_roles": list(identity.roles),
         "b_guard_token_hash": fingerprint,
+        "b_guard_issued": identity.issued,
     }
 
 
@@ -300,7 +332,7 @@ def current_identity(request) -> Identity | None:
     if fingerprint is None:
         return held
     policy = request.registry.getUtility(ISecurityPolicy)
-    current, _ = policy.lookup(request, held.login, fingerprint, held.token)
+    current, _ = policy.lookup(request, held.login, fingerprint, held.token, issued=held.issued)
     policy.identity_cache.set(request, current)
     return current
 

@@ -115,6 +115,11 @@ class Channel(HTTPChannel):
 
 def create_server(app: Any, **settings: Any) -> BaseWSGIServer | MultiSocketServer:
     """``waitress.create_server`` whose listening sockets open ``Channel`` channels."""
+    # A channel reads on while its request runs, so waitress sees a client close and
+    # ``environ["waitress.client_disconnected"]`` says so: an event stream whose client is
+    # gone then ends within a second (docs/streams.md#gone-clients). At 0 (waitress's
+    # default) it is noticed only when a write to the closed socket fails: keepalives later.
+    settings.setdefault("channel_request_lookahead", 1)
     server = waitress_server(app, **settings)
     for listener in _listeners(server):
         if isinstance(listener, BaseWSGIServer):

@@ -7,11 +7,15 @@ bad deployment fails when it starts, not on the first request that needs it.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from pyramid.settings import asbool
+
+from .urls import valid_host
 
 # The environment wins over the ini file for the values that differ between
 # deployments, so one production.ini serves every host.
@@ -19,6 +23,7 @@ ENVIRONMENT_OVERRIDES = {
     "NICK_JOBS_DATABASE_URL": "sqlalchemy.url",
     "NICK_JOBS_BROKER_URL": "nick_jobs.broker_url",
     "NICK_JOBS_JWT_SECRET": "nick_jobs.jwt_secret",
+    "NICK_JOBS_PUBLIC_URL": "nick_jobs.public_url",
 }
 
 # Secrets that ship in examples and must never guard a production service.
@@ -137,6 +142,8 @@ class Settings:
     max_body_bytes: int
     login_rate_limit: int
     login_rate_window_s: float
+    login_account_rate_limit: int
+    login_address_rate_limit: int
     bootstrap_admin: bool
     default_page_size: int
     max_page_size: int
@@ -148,6 +155,9 @@ class Settings:
     # How often a worker process looks for aborts and stop requests of the jobs it runs
     # (one query for all of them): how late an abort may reach a handler.
     abort_check_interval_s: float = 0.5
+    # Lines a second of each job's log copied to the process log (nick_jobs.reporting.
+    # LogCopy); the job's own log keeps them all. 0: every line.
+    job_log_copy_rate: int = 10
     # sys.setswitchinterval for the API and worker processes (nick_jobs.switching); 0 keeps
     # the interpreter's.
     switch_interval_s: float = 0.0
@@ -161,6 +171,9 @@ class Settings:
     # Whether a send on RabbitMQ waits for the broker to confirm it has the message
     # (nick_jobs.queue.make_broker says why it doesn't by default).
     publisher_confirms: bool = False
+    # The URL every URL the API writes starts with (nick_jobs.urls), without a trailing
+    # slash; "" takes the scheme, Host and SCRIPT_NAME of each request.
+    public_url: str = ""
 
     @property
     def is_production(self) -> bool:
@@ -256,6 +269,8 @@ def parse(settings: Mapping[str, Any]) -> Settings:
         max_body_bytes=_int(settings, "nick_jobs.max_body_bytes", 1024 * 1024),
         login_rate_limit=_int(settings, "nick_jobs.login_rate_limit", 10),
         login_rate_window_s=_float(settings, "nick_jobs.login_rate_window", 60.0),
+        login_account_rate_limit=_int(settings, "nick_jobs.login_account_rate_limit", 30),
+        login_address_rate_limit=_int(settings, "nick_jobs.login_address_rate_limit", 100),
         bootstrap_admin=asbool(
             settings.get("nick_jobs.bootstrap_admin", environment == "development")
         )
@@ -267,11 +282,13 @@ def parse(settings: Mapping[str, Any]) -> Settings:
         graceful_shutdown=asbool(settings.get("nick_jobs.graceful_shutdown", True)),
         shutdown_grace_s=_float(settings, "nick_jobs.shutdown_grace", 20.0),
         abort_check_interval_s=_abort_check_interval(settings),
+        job_log_copy_rate=_job_log_copy_rate(settings),
         switch_interval_s=_switch_interval(settings),
         max_active_requests=_int(settings, "nick_jobs.max_active_requests", 16),
         request_queue_timeout_s=_float(settings, "nick_jobs.request_queue_timeout", 30.0),
         publisher_threads=_int(settings, "nick_jobs.publisher_threads", 2),
         publisher_confirms=asbool(settings.get("nick_jobs.publisher_confirms", False)),
+        public_url=_public_url(settings),
     )
 
 
@@ -284,6 +301,43 @@ def _switch_interval(settings: Mapping[str, Any]) -> float:
             f"not {interval:g}"
         )
     return interval
+
+
+# A URL's path, as RFC 3986 writes it: nothing that would need quoting in a header.
+_URL_PATH = re.compile(r"(?:/(?:[A-Za-z0-9\-._~!$&'()*+,;=:@]|%[0-9A-Fa-f]{2})*)*\Z")
+
+
+def _public_url(settings: Mapping[str, Any]) -> str:
+    raw = str(settings.get("nick_jobs.public_url", "") or "").strip()
+    if not raw:
+        return ""
+    problem = (
+        "nick_jobs.public_url (or NICK_JOBS_PUBLIC_URL) takes an absolute http or https URL "
+        "with no user, query or fragment, such as https://jobs.example.org/api"
+    )
+    try:
+        parts = urlsplit(raw)
+    except ValueError:
+        raise ConfigurationError(f"{problem}, not {raw!r}") from None
+    if (
+        parts.scheme not in ("http", "https")
+        or "?" in raw
+        or "#" in raw
+        or "@" in parts.netloc
+        or not valid_host(parts.netloc)
+        or not _URL_PATH.match(parts.path)
+    ):
+        raise ConfigurationError(f"{problem}, not {raw!r}")
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+def _job_log_copy_rate(settings: Mapping[str, Any]) -> int:
+    rate = _int(settings, "nick_jobs.job_log_copy_rate", 10)
+    if rate < 0:
+        raise ConfigurationError(
+            f"nick_jobs.job_log_copy_rate takes 0 (every line) or more lines a second, not {rate}"
+        )
+    return rate
 
 
 def _abort_check_interval(settings: Mapping[str, Any]) -> float:

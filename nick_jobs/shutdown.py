@@ -12,7 +12,10 @@ mid-response. On SIGTERM:
 5. the server stops, as on Ctrl-C.
 
 A second SIGTERM stops at once. The handler is installed only in the main thread of a
-process, and ``nick_jobs.graceful_shutdown = false`` leaves signals alone (for a host
+process, and only over the default action: a process that already handles SIGTERM (the
+``nick-jobs worker``, ``sweep`` and ``scheduler`` commands, which build the app without
+serving HTTP, or a host server such as gunicorn) keeps its own handler.
+``nick_jobs.graceful_shutdown = false`` leaves signals alone altogether (for a host
 application that handles them itself).
 """
 
@@ -120,8 +123,15 @@ def drain_tween_factory(handler, registry):
 
 
 def install_signal_handler(registry: Any, grace_s: float) -> bool:
-    """SIGTERM drains this app; False when not possible here (not the main thread)."""
+    """SIGTERM drains this app; False when not possible here (not the main thread) or
+    when the process handles SIGTERM already (its handler is not this module's)."""
     if threading.current_thread() is not threading.main_thread():
+        return False
+    current = signal.getsignal(signal.SIGTERM)
+    if current is not signal.SIG_DFL and not getattr(current, "nick_jobs_drain", False):
+        # Taking it over would leave the process's own stop undone: the worker
+        # supervisor, for one, would exit without stopping its worker processes.
+        log.debug("shutdown: SIGTERM has a handler in this process already; leaving it")
         return False
     drain: Drain = registry["nick_jobs.drain"]
 
@@ -135,6 +145,8 @@ def install_signal_handler(registry: Any, grace_s: float) -> bool:
         log.info("shutdown: SIGTERM, draining for up to %g s", grace_s)
         drain.start(registry, grace_s)
 
+    # Marked, so that an app built again in this process (tests) takes its place.
+    on_sigterm.nick_jobs_drain = True  # type: ignore[attr-defined]
     signal.signal(signal.SIGTERM, on_sigterm)
     return True
 

@@ -9,6 +9,11 @@ Each round, in one place at a time:
   the last sent as the queue holds undelivered messages are taken as still queued (a
   backlog that drains slower than the grace is not sent twice).
 
+A heartbeat that could not be written because the database itself was away says nothing
+about its worker: after this sweeper failed to reach the database, or after a PostgreSQL
+server (re)started, no job is rescued until a lease has passed, time for the workers'
+heartbeats to catch up.
+
 Duplicate messages are harmless (a worker starts a job only from ``created``), and every
 rescue is one conditional UPDATE, so even two rounds at once could not rescue a job
 twice. On PostgreSQL a transaction-level advisory lock still keeps rounds apart, so the
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 import dramatiq
@@ -26,12 +32,18 @@ import sqlalchemy as sa
 
 from . import metrics, transitions
 from .actions import get_registry
-from .models import utcnow
+from .models import lost_connection, utcnow
 
 log = logging.getLogger(__name__)
 
 # pg_try_advisory_xact_lock key: a fixed number every nick-jobs process agrees on.
 ADVISORY_LOCK_KEY = 0x6E69636B_6A6F6273 >> 1  # "nickjobs", fits a signed bigint
+
+
+_LOCK_AND_UPTIME = sa.select(
+    sa.func.pg_try_advisory_xact_lock(ADVISORY_LOCK_KEY),
+    sa.func.pg_postmaster_start_time(),
+)
 
 
 @dataclass
@@ -66,10 +78,21 @@ class Sweeper:
         self.actions = get_registry(registry)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # When a round last failed to reach the database (monotonic), if it did.
+        self._unreachable_at: float | None = None
 
     def _max_retries(self, action_name: str) -> int:
         action = self.actions.get(action_name)
         return action.max_retries if action is not None else 0
+
+    def _holding_off(self, up_s: float | None) -> bool:
+        """Whether the heartbeats may be stale because the database was away: then a
+        lease must pass before they say a worker is lost."""
+        lease = self.settings.lease_s
+        if up_s is not None and up_s < lease:
+            return True
+        failed = self._unreachable_at
+        return failed is not None and time.monotonic() - failed < lease
 
     def run_once(self, now=None) -> SweepResult:
         """One round; ``now`` (an aware UTC datetime) is for tests."""
@@ -79,20 +102,29 @@ class Sweeper:
         # Counted before the jobs are read: a message delivered in between only takes its
         # job out of "created"; one sent in between can at worst make a duplicate.
         waiting = self.queue.waiting()
-        with self.engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                locked = conn.execute(
-                    sa.select(sa.func.pg_try_advisory_xact_lock(ADVISORY_LOCK_KEY))
-                ).scalar_one()
-                if not locked:
-                    return SweepResult(ran=False)
-            rescued = transitions.rescue_lost(
-                conn, settings.lease_s, now, max_retries=self._max_retries
-            )
-            # Broker unreachable (None): the sends below would fail too; grace alone.
-            stale = transitions.stale_created(
-                conn, settings.resend_grace_s, now, waiting=waiting or 0
-            )
+        try:
+            with self.engine.begin() as conn:
+                # Seconds the database has been up at ``now``, where it says (PostgreSQL).
+                up_s = None
+                if conn.dialect.name == "postgresql":
+                    locked, up_since = conn.execute(_LOCK_AND_UPTIME).one()
+                    if not locked:
+                        return SweepResult(ran=False)
+                    up_s = (now - up_since).total_seconds()
+                if self._holding_off(up_s):
+                    rescued = transitions.Rescued([], [])
+                else:
+                    rescued = transitions.rescue_lost(
+                        conn, settings.lease_s, now, max_retries=self._max_retries
+                    )
+                # Broker unreachable (None): the sends below would fail too; grace alone.
+                stale = transitions.stale_created(
+                    conn, settings.resend_grace_s, now, waiting=waiting or 0
+                )
+        except (sa.exc.DBAPIError, sa.exc.TimeoutError) as exc:
+            if lost_connection(exc):
+                self._unreachable_at = time.monotonic()
+            raise
         # Sent after the commit, like every message: a worker never looks for a row it
         # can't see yet.
         result.retried, result.failed = len(rescued.retried), len(rescued.failed)
@@ -139,8 +171,12 @@ class Sweeper:
         while not self._stop.wait(interval):
             try:
                 self.run_once()
-            except Exception:
-                log.exception("sweep failed; trying again in %g s", interval)
+            except Exception as exc:
+                if lost_connection(exc):
+                    first = str(exc).splitlines()[0]
+                    log.warning("sweep failed, the database is unreachable: %s", first)
+                else:
+                    log.exception("sweep failed; trying again in %g s", interval)
 
 
 class EmbeddedSweeperMiddleware(dramatiq.Middleware):

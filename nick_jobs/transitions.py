@@ -202,6 +202,16 @@ class StartedJob:
 
 # The worker's statements are built once: constructing them per call costs more Python
 # time than executing them on a warm connection.
+# What a worker needs of the job it starts.
+_STARTED_COLUMNS = (
+    jobs.c.action,
+    jobs.c.params,
+    jobs.c.actor,
+    jobs.c.attempt,
+    jobs.c.checkpoint,
+    jobs.c.created,
+    jobs.c.enqueued,
+)
 _START = (
     jobs.update()
     .where(
@@ -216,15 +226,7 @@ _START = (
         heartbeat=sa.bindparam("b_now"),
         next_run=None,
     )
-    .returning(
-        jobs.c.action,
-        jobs.c.params,
-        jobs.c.actor,
-        jobs.c.attempt,
-        jobs.c.checkpoint,
-        jobs.c.created,
-        jobs.c.enqueued,
-    )
+    .returning(*_STARTED_COLUMNS)
 )
 _RUNNING_ATTEMPT = (
     jobs.c.uuid == sa.bindparam("b_uuid"),
@@ -346,16 +348,43 @@ def _finishing_params(uuid: str, attempt: int) -> dict[str, Any]:
     return {"b_uuid": uuid, "b_attempt": attempt, "b_now": utcnow()}
 
 
-def start(conn, uuid: str) -> StartedJob | None:
+def start(conn, uuid: str, now: dt.datetime | None = None) -> StartedJob | None:
     """``created → running``; None when the job is gone, aborted or already taken.
 
     A duplicate delivery of the same message, or a message for an aborted or deleted job,
-    changes nothing here, which is what makes at-least-once delivery safe.
+    changes nothing here, which is what makes at-least-once delivery safe. ``now`` is the
+    start's time, which :func:`own_start` recognises.
     """
-    now = utcnow()
+    now = now or utcnow()
     row = driver.run(conn, _START, {"b_uuid": uuid, "b_now": now}).one_or_none()
     if row is None:
         return None
+    return _started(uuid, row, now)
+
+
+def own_start(conn, uuid: str, now: dt.datetime) -> StartedJob | None:
+    """The job as :func:`start` at ``now`` started it, if it did; else None.
+
+    A start whose commit went through but whose answer was lost with the connection
+    looks, when tried again, like a job another worker took: the time it wrote, to the
+    microsecond, tells the two apart.
+    """
+    row = conn.execute(
+        sa.select(*_STARTED_COLUMNS).where(
+            jobs.c.uuid == uuid, jobs.c.status == RUNNING, jobs.c.started == now
+        )
+    ).one_or_none()
+    return None if row is None else _started(uuid, row, now)
+
+
+def attempt_status(conn, uuid: str, attempt: int) -> str | None:
+    """The status of the job if it is still at ``attempt``; None otherwise (or gone)."""
+    return conn.execute(
+        sa.select(jobs.c.status).where(jobs.c.uuid == uuid, jobs.c.attempt == attempt)
+    ).scalar_one_or_none()
+
+
+def _started(uuid: str, row: Any, now: dt.datetime) -> StartedJob:
     queued_since = row.created if row.attempt == 1 else (row.enqueued or row.created)
     return StartedJob(
         uuid,
@@ -746,8 +775,22 @@ def stale_created(
     return [(r.uuid, r.action) for r in sorted(rows, key=lambda r: r.id)]
 
 
-def hand_back(conn, uuid: str, attempt: int, now: dt.datetime | None = None) -> bool:
-    """``running → created`` as a new attempt, for a job its stopping worker gives up.
+WORKER_STOPPED = {
+    "type": "WorkerStopped",
+    "message": "The worker stopped before the job finished; it runs again.",
+}
+
+
+def hand_back(
+    conn,
+    uuid: str,
+    attempt: int,
+    now: dt.datetime | None = None,
+    error: dict[str, str] | None = None,
+) -> bool:
+    """``running → created`` as a new attempt, for a job its worker gives up: it is
+    stopping (``error`` :data:`WORKER_STOPPED`, the default), or the database lost the
+    handler's writes with its connection.
 
     Fenced on the attempt the worker runs: if the job finished, was aborted or was
     rescued meanwhile, nothing changes. Returns whether the job was handed back.
@@ -760,10 +803,7 @@ def hand_back(conn, uuid: str, attempt: int, now: dt.datetime | None = None) -> 
     ).rowcount
     if updated != 1:
         return False
-    error = {
-        "type": "WorkerStopped",
-        "message": "The worker stopped before the job finished; it runs again.",
-    }
+    error = error or WORKER_STOPPED
     _record(
         conn,
         uuid,

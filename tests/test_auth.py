@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from jwt.warnings import InsecureKeyLengthWarning
 
 from nick_jobs import tokens
+from nick_jobs.ratelimit import LoginLimits
 from nick_jobs.settings import (
     MIN_SECRET_LENGTH,
     ConfigurationError,
@@ -86,12 +87,16 @@ def test_login_returns_a_nick_compatible_hs256_token(app):
     token = res.json["token"]
     assert jwt.get_unverified_header(token)["alg"] == "HS256"
     decoded = jwt.decode(token, JWT_SECRET, algorithms=["HS256"])
-    assert set(decoded) == {"sub", "fullname", "iat", "exp"}
+    # Nick's claims, and a jti of its own (which Nick ignores).
+    assert set(decoded) == {"sub", "fullname", "iat", "exp", "jti"}
     assert decoded["sub"] == "alice"
     assert decoded["fullname"] == "Alice"
     assert abs(decoded["iat"] - time.time()) < 60
+    assert isinstance(decoded["jti"], str)
+    assert len(decoded["jti"]) >= 16
     lifetime = app.app.registry["nick_jobs.settings"].jwt_lifetime_s
-    assert decoded["exp"] - decoded["iat"] == lifetime
+    assert isinstance(decoded["exp"], int)
+    assert decoded["exp"] - int(decoded["iat"]) == lifetime
     # ... and the token opens the API.
     app.get("/@jobs", headers=bearer(token), status=200)
 
@@ -100,7 +105,7 @@ def test_token_lifetime_follows_the_setting(app, make_app):
     short = make_app(**{"nick_jobs.jwt_lifetime": "600"})
     token = login(short, "bob", status=200).json["token"]
     decoded = jwt.decode(token, JWT_SECRET, algorithms=["HS256"])
-    assert decoded["exp"] - decoded["iat"] == 600
+    assert decoded["exp"] - int(decoded["iat"]) == 600
 
 
 @pytest.mark.parametrize(
@@ -381,36 +386,125 @@ def test_expired_token_within_the_leeway_is_accepted(app):
 @pytest.fixture
 def limited(backend, make_app):
     reset_database(backend.engine)
-    return make_app(**{"nick_jobs.login_rate_limit": "3"})
+    return make_app(
+        **{
+            "nick_jobs.login_rate_limit": "3",
+            "nick_jobs.login_account_rate_limit": "5",
+            "nick_jobs.login_address_rate_limit": "8",
+        }
+    )
 
 
-def test_login_is_rate_limited_per_client(limited):
+def at(address: str) -> dict[str, str]:
+    return {"REMOTE_ADDR": address}
+
+
+def wrong(app, who: str, address: str, status: int = 401):
+    return app.post_json(
+        "/@login", {"login": who, "password": "wrong"}, status=status, extra_environ=at(address)
+    )
+
+
+def assert_too_many(res) -> None:
+    assert_error(res, 429, "Too many requests")
+    assert 1 <= int(res.headers["Retry-After"]) <= 60
+
+
+def test_failed_logins_are_limited_per_client_and_account(limited):
     app = limited
-    client = {"REMOTE_ADDR": "192.0.2.10"}
-    login(app, "alice", status=200, extra_environ=client)
-    app.post_json("/@login", {"login": "alice", "password": "x"}, status=401, extra_environ=client)
-    login(app, "alice", status=200, extra_environ=client)
-    res = login(app, "alice", status=429, extra_environ=client)
-    assert_error(res, 429)
-    retry_after = int(res.headers["Retry-After"])
-    assert 1 <= retry_after <= 60
-    # Right credentials don't get past the limit either, nor does renewing.
-    login(app, "admin", status=429, extra_environ=client)
-    app.post("/@login-renew", headers=app.auth("alice"), status=429, extra_environ=client)
-    # Another client has its own allowance.
-    login(app, "alice", status=200, extra_environ={"REMOTE_ADDR": "192.0.2.11"})
+    for _ in range(3):
+        wrong(app, "alice", "192.0.2.10")
+    # The right password doesn't get past the limit: a limited guess learns nothing.
+    assert_too_many(login(app, "alice", status=429, extra_environ=at("192.0.2.10")))
+    assert_too_many(wrong(app, "alice", "192.0.2.10", status=429))
+    # Others behind the same address log in, and alice does from elsewhere.
+    login(app, "bob", status=200, extra_environ=at("192.0.2.10"))
+    login(app, "alice", status=200, extra_environ=at("192.0.2.11"))
+
+
+def test_successful_logins_are_not_counted(limited):
+    app = limited
+    for _ in range(10):
+        login(app, "alice", status=200, extra_environ=at("192.0.2.12"))
+    wrong(app, "alice", "192.0.2.12")
+    login(app, "alice", status=200, extra_environ=at("192.0.2.12"))
+
+
+def test_a_guess_spread_over_addresses_is_limited_per_account(limited):
+    app = limited
+    for n in range(5):
+        wrong(app, "alice", f"198.51.100.{n}")
+    assert_too_many(login(app, "alice", status=429, extra_environ=at("198.51.100.99")))
+    login(app, "bob", status=200, extra_environ=at("198.51.100.99"))
+
+
+def test_one_address_trying_many_accounts_is_limited(limited):
+    app = limited
+    for n in range(8):
+        wrong(app, f"user{n}", "192.0.2.30")
+    assert_too_many(login(app, "bob", status=429, extra_environ=at("192.0.2.30")))
+    login(app, "bob", status=200, extra_environ=at("192.0.2.31"))
+
+
+def test_renewing_a_valid_token_is_never_limited_nor_counted(limited):
+    app = limited
+    for n in range(8):
+        wrong(app, f"user{n}", "192.0.2.40")
+    for _ in range(10):
+        res = app.post("/@login-renew", headers=app.auth("alice"), extra_environ=at("192.0.2.40"))
+        assert res.status_int == 200
+    for _ in range(10):
+        app.post(
+            "/@login-renew", headers=bearer("garbage"), status=401, extra_environ=at("192.0.2.41")
+        )
+    login(app, "alice", status=200, extra_environ=at("192.0.2.41"))
+
+
+def test_a_body_without_credentials_is_not_counted(limited):
+    app = limited
+    for _ in range(10):
+        app.post_json("/@login", {"login": "alice"}, status=400, extra_environ=at("192.0.2.50"))
+    login(app, "alice", status=200, extra_environ=at("192.0.2.50"))
 
 
 def test_rate_limit_ignores_a_client_chosen_x_forwarded_for(limited):
     app = limited
-    client = {"REMOTE_ADDR": "192.0.2.20"}
     for n in range(3):
         headers = {"X-Forwarded-For": f"198.51.100.{n}"}
-        login(app, "alice", status=200, headers=headers, extra_environ=client)
+        app.post_json(
+            "/@login",
+            {"login": "alice", "password": "wrong"},
+            status=401,
+            headers=headers,
+            extra_environ=at("192.0.2.20"),
+        )
     res = login(
-        app, "alice", status=429, headers={"X-Forwarded-For": "198.51.100.99"}, extra_environ=client
+        app,
+        "alice",
+        status=429,
+        headers={"X-Forwarded-For": "198.51.100.99"},
+        extra_environ=at("192.0.2.20"),
     )
-    assert_error(res, 429)
+    assert_too_many(res)
+
+
+def test_attempts_in_progress_count_and_a_success_is_uncounted():
+    limits = LoginLimits(per_client=2, per_account=100, per_address=100, window_s=60)
+    # Two guesses at once: a third, before either is answered, is refused.
+    first = limits.start("192.0.2.60", "alice", now=0)
+    second = limits.start("192.0.2.60", "alice", now=1)
+    assert (first.retry_after, second.retry_after) == (None, None)
+    assert limits.start("192.0.2.60", "alice", now=2).retry_after == 58
+    first.uncount()
+    assert limits.start("192.0.2.60", "alice", now=3).retry_after is None
+    # The window slides: the oldest failure no longer counts after it.
+    assert limits.start("192.0.2.60", "alice", now=4).retry_after == 57
+    assert limits.start("192.0.2.60", "alice", now=61).retry_after is None
+
+
+def test_a_limit_of_zero_switches_it_off():
+    limits = LoginLimits(per_client=0, per_account=0, per_address=0, window_s=60)
+    assert all(limits.start("192.0.2.70", "alice").retry_after is None for _ in range(100))
 
 
 # --- settings -----------------------------------------------------------------------------

@@ -225,6 +225,13 @@ def test_users_add_refuses_an_empty_password_from_stdin(ini, engine):
     assert logins(engine) == []
 
 
+def test_users_add_refuses_the_login_of_declared_schedules(ini, engine):
+    # Their jobs belong to "system": a user of that login would see them as theirs.
+    proc = nick_jobs("users", "add", ini, "system", "--password", "pw")
+    assert_clean_error(proc, 1, "'system' is reserved")
+    assert logins(engine) == []
+
+
 def test_users_add_twice_is_an_error_and_keeps_the_first(ini, engine):
     seed_users(engine, "carol")
     proc = nick_jobs("users", "add", ini, "carol", "--password", "second")

@@ -28,8 +28,7 @@ PSERVE = Path(sys.executable).with_name("pserve")
 USERS = {
     "admin": ("admin-password", ["Administrator"]),
     "alice": ("alice-password", []),
-    # Only for the logout tests: the tokens one user gets in the same second are identical
-    # (they carry no unique claim), so a logout would also end the others' tokens.
+    # Only for the logout tests, so that a logout ends no token another test holds.
     "carol": ("carol-password", []),
 }
 FINAL = ("completed", "failed", "aborted")

@@ -15,7 +15,8 @@ What would change from run to run is fixed:
   replaced with one issued now.
 * The state machine's clock reads :data:`NOW`, and a job created by a request gets the
   uuid :data:`NEW_UUID`. These are the values Nick's own example tests use.
-* Tokens the API issues (``@login``, ``@login-renew``) are issued at :data:`NOW`.
+* Tokens the API issues (``@login``, ``@login-renew``) are issued at :data:`NOW`, with
+  the ``jti`` :data:`EXAMPLE_JTI`.
 
 Before each request the database holds the users of :data:`USERS` and the jobs of
 :func:`standard_jobs`. The jobs are made through ``nick_jobs.transitions``, as a worker
@@ -48,6 +49,7 @@ from nick_jobs import main, migrations, scheduled_jobs, tokens, transitions
 from nick_jobs.builtin_actions import dummy_action, prune_action
 from nick_jobs.models import JobLog, User, get_engine
 from nick_jobs.passwords import hash_password
+from nick_jobs.scheduler import Scheduler
 from nick_jobs.views import streams as stream_views
 from tests.conftest import base_settings
 
@@ -75,6 +77,8 @@ USERS = {
 TOKEN = re.compile(r"\{token:([A-Za-z0-9_.-]+)\}")
 INLINE = re.compile(r"<!-- example: (\S+) -->\n```[a-z]*\n(.*?)```", re.DOTALL)
 _original_issue = tokens.issue
+# The jti of the tokens the API issues in the examples (a random one otherwise).
+EXAMPLE_JTI = "6jQW0s2Jb9m4kTqLh1cXvA"
 _hashes: dict[str, str] = {}
 
 
@@ -265,6 +269,17 @@ def _scheduled(world: World, declared: bool = False) -> None:
         row.declared, row.last_run = declared, dt.datetime(2022, 4, 3, 0, 30, 0, 412000, dt.UTC)
 
 
+def _skipped(world: World) -> None:
+    """Jane's hourly dummy, made while she was an Administrator; she no longer is one."""
+    data = {"id": "dummy-hourly", "action": "dummy", "params": {"steps": 1}}
+    data.update(schedule="0 * * * *", title="Hourly heartbeat")
+    world.clock.at("09:30:00.000")
+    with Session(world.engine) as session, session.begin():
+        scheduled_jobs.create(session, world.client.app.registry, data, actor="jane")
+    firing = dt.datetime.combine(NOW.date(), dt.time(10, 0, 0, 214000), tzinfo=dt.UTC)
+    assert Scheduler(world.client.app.registry).tick(firing) == []
+
+
 def _logged(world: World) -> None:
     """What the running dummy job logged in its first three steps, as its worker wrote it."""
     lines = [
@@ -321,6 +336,7 @@ SETUP: dict[str, Callable[[World], None]] = {
     "jobs/resume": _stopped,
     **{f"scheduled-jobs/{name}": _scheduled for name in _SCHEDULED},
     "scheduled-jobs/delete_declared": lambda world: _scheduled(world, declared=True),
+    "scheduled-jobs/get_skipped": _skipped,
 }
 
 
@@ -350,8 +366,8 @@ def world(tmp_path, monkeypatch) -> Iterator[World]:
     monkeypatch.setattr(
         tokens,
         "issue",
-        lambda settings, login, fullname, now=None: _original_issue(
-            settings, login, fullname, now=NOW
+        lambda settings, login, fullname, now=None, jti=None: _original_issue(
+            settings, login, fullname, now=NOW, jti=EXAMPLE_JTI
         ),
     )
     wsgi = main({}, **settings)

@@ -243,9 +243,15 @@ def test_every_error_has_the_same_shape(app):
     app.wait_for(job["uuid"], "completed")
     url = f"/@jobs/{job['uuid']}"
     admin, alice = app.auth("admin"), app.auth("alice")
+    json_type = "application/json"
     cases = [
         (400, app.post("/@jobs", "x", content_type="application/json", headers=admin, status=400)),
         (400, app.get("/@jobs?status=bogus", headers=admin, status=400)),
+        (400, app.get(f"{url}/history?bogus=1", headers=admin, status=400)),
+        (400, app.get("/@jobs?q=%ff%fe", headers=admin, status=400)),
+        (400, app.post("/@jobs", b'{"x": NaN}', content_type=json_type, headers=admin, status=400)),
+        (404, app.get("/@jobs/%ff%fe", status=404)),
+        (404, app.get("/@jobs/stream/stream", headers=admin, status=404)),
         (400, app.post_json("/@login", {}, status=400)),
         (401, app.post_json("/@login", {"login": "alice", "password": "x"}, status=401)),
         (401, app.get("/@jobs", status=401)),

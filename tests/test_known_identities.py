@@ -1,16 +1,19 @@
 """A token the process has seen lets a request start without the query that checks who
 sent it. The check then rides on the request's own statement (a submit's insert) or runs
 before the response leaves and before anything commits, so a user removed, a token
-revoked or roles changed by another process still take effect at the very next request."""
+revoked, a password or roles changed by another process still take effect at the very
+next request."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import sqlalchemy as sa
 from pyramid.interfaces import ISecurityPolicy
 
 from nick_jobs import tokens
+from nick_jobs.models import User
 from nick_jobs.security import Identity, KnownIdentities
 
 from .conftest import Client
@@ -192,3 +195,35 @@ def test_known_identities_keep_at_most_max_and_drop_the_oldest(monkeypatch) -> N
     assert known.get("fp2") == people["fp2"]
     known.forget("fp3")
     assert known.get("fp3") is None
+
+
+def test_tokens_ended_elsewhere_stop_a_known_token_at_the_next_request(app_without_worker):
+    """A new password (or role, or the user added again) in another process: ``tokens_after``
+    moves past the token, which the guard on a submit's insert and on a page of jobs, and
+    the check before a response leaves, all see."""
+    app = app_without_worker
+    token = app.token("alice")
+    headers = {"Authorization": f"Bearer {token}"}
+    job = app.post_json("/@jobs", {"params": {"action": "echo", "message": "x"}}, headers=headers)
+    assert [j["uuid"] for j in app.get("/@jobs", headers=headers).json] == [job.json["uuid"]]
+    assert known(app) == 1
+    issued = tokens.decode(app.app.registry["nick_jobs.settings"], token).issued
+    with app.backend.engine.begin() as conn:
+        conn.execute(
+            sa.update(User)
+            .where(User.login == "alice")
+            .values(tokens_after=issued + dt.timedelta(microseconds=1))
+        )
+    app.post_json(
+        "/@jobs", {"params": {"action": "echo", "message": "y"}}, headers=headers, status=401
+    )
+    app.get("/@jobs", headers=headers, status=401)
+    app.get(f"/@jobs/{job.json['uuid']}", headers=headers, status=401)
+    res = app.post("/@login-renew", headers=headers, status=401)
+    assert res.json["error"]["type"] == "Invalid session"
+    assert stored(app) == [job.json["uuid"]]
+    assert known(app) == 0
+    # A token issued at that very microsecond, or later, is the user's.
+    with app.backend.engine.begin() as conn:
+        conn.execute(sa.update(User).where(User.login == "alice").values(tokens_after=issued))
+    app.get("/@jobs", headers=headers, status=200)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
-from nick_jobs.models import utcnow
+from nick_jobs.models import User, utcnow
 from nick_jobs.scheduler import Scheduler
+from nick_jobs.users import add_user, remove_user
 
 URL = "http://localhost:8080/@scheduled-jobs"
 NIGHTLY = {
@@ -65,6 +68,7 @@ def test_create_answers_201_with_location_and_the_scheduled_job(client):
         "last_run": None,
         "next_run": res.json["next_run"],
         "declared": False,
+        "skipped": None,
     }
 
 
@@ -163,6 +167,87 @@ def test_a_firing_creates_a_job_that_runs(client):
     got = client.get("/@scheduled-jobs/reindex-events", headers=client.auth()).json
     assert got["last_run"] == iso(midnight + dt.timedelta(seconds=1))
     assert got["next_run"] == iso(midnight + dt.timedelta(days=1))
+
+
+def set_roles(client, login: str, roles: list[str]) -> None:
+    with client.backend.engine.begin() as conn:
+        conn.execute(sa.update(User).where(User.login == login).values(roles=roles))
+
+
+def skipped_metric(client, reason: str) -> float:
+    text = client.get("/metrics", headers=client.auth()).text
+    pattern = rf'^nick_jobs_scheduled_firings_skipped_total{{reason="{reason}"}} (\S+)$'
+    found = re.search(pattern, text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def disabled_gauge(client, reason: str) -> float:
+    """What every API node reports from the database, whichever process fired."""
+    text = client.get("/metrics", headers=client.auth()).text
+    name = "nick_jobs_scheduled_jobs_disabled_by_refused_firing"
+    found = re.search(rf'^{name}{{reason="{reason}"}} (\S+)$', text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_a_demoted_owners_schedule_creates_no_job_and_says_why(client):
+    """Alice, an Administrator, schedules a Manage Site action, then loses the role."""
+    set_roles(client, "alice", ["Administrator"])
+    add(client, {**NIGHTLY, "id": "alices-prune", "action": "prune", "params": {}}, login="alice")
+    set_roles(client, "alice", [])
+    counted = skipped_metric(client, "owner_lacks_permission")
+    midnight = next_midnight()
+    assert Scheduler(client.app.registry).tick(midnight + dt.timedelta(seconds=2)) == []
+    assert client.get("/@jobs", headers=client.auth()).json == []
+    path = "/@scheduled-jobs/alices-prune"
+    got = client.get(path, headers=client.auth()).json
+    assert (got["enabled"], got["next_run"], got["last_run"]) == (False, None, None)
+    assert got["skipped"] == {
+        "slot": iso(midnight),
+        "at": iso(midnight + dt.timedelta(seconds=2)),
+        "reason": "owner_lacks_permission",
+        "message": "Its owner 'alice' no longer has the permission 'Manage Site' that the "
+        "action 'prune' needs.",
+    }
+    assert client.get("/@scheduled-jobs", headers=client.auth()).json[0] == got
+    assert skipped_metric(client, "owner_lacks_permission") == counted + 1
+    assert disabled_gauge(client, "owner_lacks_permission") == 1
+    # An administrator enables it again: the record goes, and the next firing checks again.
+    res = client.patch_json(
+        path,
+        {"enabled": True},
+        headers={**client.auth(), "Prefer": "return=representation"},
+        status=200,
+    )
+    assert (res.json["enabled"], res.json["skipped"]) == (True, None)
+    assert disabled_gauge(client, "owner_lacks_permission") == 0
+    assert res.json["next_run"] in {iso(midnight), iso(next_midnight())}  # across midnight
+    next_slot = dt.datetime.fromisoformat(res.json["next_run"])
+    with Session(client.backend.engine) as session, session.begin():
+        assert remove_user(session, "alice")
+    counted = skipped_metric(client, "owner_missing")
+    assert Scheduler(client.app.registry).tick(next_slot) == []
+    got = client.get(path, headers=client.auth()).json
+    assert (got["enabled"], got["skipped"]["reason"]) == (False, "owner_missing")
+    assert got["skipped"]["message"] == "Its owner 'alice' no longer exists."
+    assert skipped_metric(client, "owner_missing") == counted + 1
+    assert disabled_gauge(client, "owner_missing") == 1
+
+
+def test_a_user_re_added_without_the_role_does_not_inherit_the_schedule(client):
+    with Session(client.backend.engine) as session, session.begin():
+        add_user(session, "carol", "carol-password", roles=["Administrator"])
+    add(client, {**NIGHTLY, "id": "carols-prune", "action": "prune", "params": {}}, login="carol")
+    with Session(client.backend.engine) as session, session.begin():
+        assert remove_user(session, "carol")
+        add_user(session, "carol", "carol-password", roles=[])
+    fired = Scheduler(client.app.registry).tick(next_midnight() + dt.timedelta(seconds=1))
+    assert fired == []
+    # Carol sees no job made in her name, and the schedule stays out of her reach.
+    assert client.get("/@jobs", headers=client.auth("carol")).json == []
+    assert client.get("/@jobs", headers=client.auth()).json == []
+    client.get("/@scheduled-jobs/carols-prune", headers=client.auth("carol"), status=403)
+    got = client.get("/@scheduled-jobs/carols-prune", headers=client.auth()).json
+    assert got["skipped"]["reason"] == "owner_lacks_permission"
 
 
 # --- errors ----------------------------------------------------------------------------

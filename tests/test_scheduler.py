@@ -1,12 +1,14 @@
-"""The scheduler with a fake clock: one job per slot, races, missed slots, time zones.
+"""The scheduler with a fake clock: one job per slot, races, missed slots, time zones,
+and the owner's rights checked at every firing.
 
 Also the cron rules, declared schedules (ini file, directive, the nightly prune), the
-embedded scheduler thread, ``nick-jobs scheduler`` and the migration of the two tables.
+embedded scheduler thread, ``nick-jobs scheduler`` and the migrations of the two tables.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import secrets
 import signal
@@ -23,20 +25,41 @@ import sqlalchemy as sa
 import webtest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from prometheus_client import REGISTRY
+from sqlalchemy.orm import Session
 
+from alembic import command
 from nick_jobs import cron, main, migrations, tokens
 from nick_jobs.cli import build_parser
-from nick_jobs.models import Base, Job, ScheduledFiring, ScheduledJob, get_engine
-from nick_jobs.scheduled_jobs import upcoming
-from nick_jobs.scheduler import LIVENESS_ID, Scheduler, last_tick, parse_settings, record_tick
+from nick_jobs.models import Base, Job, ScheduledFiring, ScheduledJob, User, get_engine
+from nick_jobs.scheduled_jobs import upcoming, update
+from nick_jobs.scheduler import (
+    LIVENESS_ID,
+    Scheduler,
+    last_tick,
+    parse_settings,
+    record_tick,
+    sync_declared,
+)
 from nick_jobs.settings import ConfigurationError
 from nick_jobs.settings import parse as parse_base_settings
-from tests.conftest import REDIS_URL, ROOT, base_settings, need, reset_database, write_ini
+from nick_jobs.users import add_user, remove_user
+from tests.conftest import (
+    PG_ADMIN_URL,
+    PG_TEST_DB,
+    REDIS_URL,
+    ROOT,
+    base_settings,
+    need,
+    reset_database,
+    write_ini,
+)
 
 AMS = "Europe/Amsterdam"
 scheduled = ScheduledJob.__table__
 firings = ScheduledFiring.__table__
 jobs = Job.__table__
+users = User.__table__
 
 
 def at(text: str) -> dt.datetime:
@@ -70,8 +93,12 @@ class World:
         timezone: str = "UTC",
         enabled: bool = True,
         params: dict[str, Any] | None = None,
+        action: str = "dummy",
+        actor: str = "admin",
+        declared: bool = False,
     ) -> None:
-        """A scheduled job as ``POST /@scheduled-jobs`` by admin stores it, at the clock's time."""
+        """A scheduled job as ``POST /@scheduled-jobs`` by ``actor`` stores it, at the clock's
+        time (``dummy`` needs ``Manage Site``)."""
         now = self.clock()
         with self.engine.begin() as conn:
             conn.execute(
@@ -79,13 +106,13 @@ class World:
                     id=id_,
                     title=f"Title of {id_}",
                     description=f"Description of {id_}",
-                    action="dummy",
+                    action=action,
                     params=params or {"steps": 2},
                     schedule=schedule,
                     timezone=timezone,
                     enabled=enabled,
-                    actor="admin",
-                    declared=False,
+                    actor=actor,
+                    declared=declared,
                     created=now,
                     last_run=None,
                     next_run=upcoming(schedule, timezone, enabled, now),
@@ -106,6 +133,18 @@ class World:
     def jobs(self) -> list[Any]:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(jobs).order_by(jobs.c.id)).all()
+
+    def set_roles(self, login: str, roles: list[str]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(users.update().where(users.c.login == login).values(roles=roles))
+
+    def remove_user(self, login: str) -> None:
+        with Session(self.engine) as session, session.begin():
+            assert remove_user(session, login)
+
+    def add_user(self, login: str, roles: list[str]) -> None:
+        with Session(self.engine) as session, session.begin():
+            add_user(session, login, f"{login}-password", roles=roles)
 
     def app_client(self) -> webtest.TestApp:
         return webtest.TestApp(self.app, extra_environ={"HTTP_HOST": "localhost:8080"})
@@ -377,6 +416,182 @@ def test_time_zones_and_daylight_saving(make_world):
     ]
 
 
+# --- the owner's rights, checked at every firing ---------------------------------------
+
+
+def skipped(reason: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "nick_jobs_scheduled_firings_skipped_total", {"reason": reason}
+    )
+    return value or 0.0
+
+
+def _demote_by_removal(world: World) -> None:
+    world.remove_user("carol")
+
+
+def _demote_by_re_adding(world: World) -> None:
+    world.remove_user("carol")
+    world.add_user("carol", roles=[])
+
+
+def _demote_by_role(world: World) -> None:
+    world.set_roles("carol", ["Editor"])
+
+
+@pytest.mark.parametrize(
+    ("demote", "reason", "says"),
+    [
+        (_demote_by_removal, "owner_missing", "Its owner 'carol' no longer exists"),
+        (
+            _demote_by_re_adding,
+            "owner_lacks_permission",
+            "Its owner 'carol' no longer has the permission 'Manage Site' "
+            "that the action 'dummy' needs",
+        ),
+        (_demote_by_role, "owner_lacks_permission", "no longer has the permission 'Manage Site'"),
+    ],
+    ids=["removed", "re-added-without-the-role", "role-removed"],
+)
+def test_a_schedule_whose_owner_lost_the_permission_creates_no_job(
+    world, caplog, demote, reason, says
+):
+    """An Administrator's schedule fires while they are one, and never after."""
+    world.add_user("carol", roles=["Administrator"])
+    world.add("carols", "*/5 * * * *", actor="carol")
+    world.add("admins", "*/5 * * * *")
+    scheduler = world.scheduler()
+    assert {f.scheduled_job for f in scheduler.tick(at("2026-01-05 10:05"))} == {
+        "carols",
+        "admins",
+    }
+    before = world.row("carols")
+    demote(world)
+    counted = skipped(reason)
+    with caplog.at_level(logging.WARNING, logger="nick_jobs.scheduler"):
+        fired = scheduler.tick(at("2026-01-05 10:10:03"))
+    # The other schedule is not held back by this one.
+    assert [f.scheduled_job for f in fired] == ["admins"]
+    assert [j.params["scheduled_job"] for j in world.jobs()] == ["carols", "admins", "admins"]
+    row = world.row("carols")
+    assert (row.enabled, row.next_run, row.last_run) == (False, None, before.last_run)
+    assert (row.skipped_slot, row.skipped_at, row.skip_reason) == (
+        at("2026-01-05 10:10"),
+        at("2026-01-05 10:10:03"),
+        reason,
+    )
+    assert says in row.skip_message
+    assert skipped(reason) == counted + 1
+    warnings = [
+        r for r in caplog.records if r.levelno == logging.WARNING and "carols" in r.getMessage()
+    ]
+    assert len(warnings) == 1
+    assert "2026-01-05T10:10:00+00:00" in warnings[0].getMessage()
+    assert says in warnings[0].getMessage()
+    # Disabled: later slots neither fire nor count again.
+    assert scheduler.tick(at("2026-01-05 10:15:01"))[0].scheduled_job == "admins"
+    assert skipped(reason) == counted + 1
+    assert [j.actor for j in world.jobs()].count("carol") == 1
+
+
+def test_an_owner_keeps_firing_what_any_user_may_submit(make_world):
+    """The check is the action's permission: ``echo`` needs only ``Add Jobs``."""
+    world = make_world()
+    world.add("alices-echo", "0 * * * *", action="echo", params={"message": "hi"}, actor="alice")
+    world.add("alices-dummy", "0 * * * *", actor="alice")
+    fired = world.scheduler().tick(at("2026-01-05 11:00"))
+    assert [f.scheduled_job for f in fired] == ["alices-echo"]
+    assert world.row("alices-echo").enabled is True
+    assert world.row("alices-dummy").skip_reason == "owner_lacks_permission"
+
+
+def test_an_owner_given_the_role_back_is_checked_again_once_enabled(make_world):
+    world = make_world()
+    world.add("alices", "0 * * * *", actor="alice")
+    scheduler = world.scheduler()
+    assert scheduler.tick(at("2026-01-05 11:00")) == []
+    assert world.row("alices").enabled is False
+    world.set_roles("alice", ["Administrator"])
+    with Session(world.engine) as session, session.begin():
+        update(world.registry, session.get(ScheduledJob, "alices"), {"enabled": True})
+    row = world.row("alices")
+    assert (row.enabled, row.skip_reason, row.skipped_at, row.skipped_slot) == (
+        True,
+        None,
+        None,
+        None,
+    )
+    assert [f.scheduled_job for f in scheduler.tick(row.next_run)] == ["alices"]
+
+
+def test_a_declared_schedule_of_the_system_fires_without_a_user(make_world):
+    """``system`` is no user: a declared schedule run as it has the configuration's authority."""
+    world = make_world()
+    world.add("from-the-ini", "0 * * * *", actor="system", declared=True)
+    # An API schedule whose owner happens to be named system is a user's like any other.
+    world.add("by-the-api", "0 * * * *", actor="system")
+    fired = world.scheduler().tick(at("2026-01-05 11:00"))
+    assert [f.scheduled_job for f in fired] == ["from-the-ini"]
+    assert world.row("by-the-api").skip_reason == "owner_missing"
+
+
+def test_a_declared_schedule_of_a_user_is_checked_and_enabled_again_at_start_up(make_world):
+    world = make_world(
+        **{
+            **DECLARED,
+            "nick_jobs.schedule.echo-hourly.action": "dummy",
+            "nick_jobs.schedule.echo-hourly.params": "{}",
+        }
+    )
+    hourly = world.row("echo-hourly")
+    fired = world.scheduler().tick(hourly.next_run)
+    assert "echo-hourly" not in {f.scheduled_job for f in fired}
+    row = world.row("echo-hourly")
+    assert (row.enabled, row.skip_reason) == (False, "owner_lacks_permission")
+    # The API can't enable a declared schedule; the next start-up does, and its owner is
+    # checked again when it next fires.
+    sync_declared(world.registry)
+    row = world.row("echo-hourly")
+    assert (row.enabled, row.skip_reason, row.next_run is not None) == (True, None, True)
+
+
+def test_a_demotion_in_flight_when_the_slot_comes_is_seen_by_the_firing(make_world):
+    """PostgreSQL: the firing reads its owner ``FOR SHARE``, so it waits for a change of the
+    owner's roles that is not committed yet and then sees it, instead of firing on the roles
+    of a moment before and committing its job after the demotion."""
+    world = make_world("postgresql")
+    world.add_user("carol", roles=["Administrator"])
+    world.add("carols", "0 * * * *", actor="carol")
+    scheduler = world.scheduler()
+
+    def firing_waits_for_the_demotion() -> bool:
+        with world.engine.connect() as conn:
+            return bool(
+                conn.execute(
+                    sa.text(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND wait_event_type = 'Lock' "
+                        "AND query LIKE '%FOR SHARE%'"
+                    )
+                ).scalar_one()
+            )
+
+    with ThreadPoolExecutor(1) as pool:
+        demotion = world.engine.connect()
+        try:
+            transaction = demotion.begin()
+            demotion.execute(users.update().where(users.c.login == "carol").values(roles=[]))
+            ticking = pool.submit(scheduler.tick, at("2026-01-05 11:00"))
+            wait_for(firing_waits_for_the_demotion, 20, "the firing to wait for the demotion")
+            assert not ticking.done()
+            transaction.commit()
+        finally:
+            demotion.close()  # rolls back, if the test failed: the tick must not wait forever
+        assert ticking.result(timeout=20) == []
+    assert world.jobs() == []
+    assert world.row("carols").skip_reason == "owner_lacks_permission"
+
+
 # --- declared schedules ----------------------------------------------------------------
 
 DECLARED = {
@@ -456,8 +671,6 @@ def test_an_unchanged_declaration_keeps_next_run(make_world):
     world = make_world(**DECLARED)
     with world.engine.begin() as conn:
         conn.execute(scheduled.update().values(next_run=at("2026-01-05 02:00")))
-    from nick_jobs.scheduler import sync_declared
-
     sync_declared(world.registry)
     assert world.row("dummy-nightly").next_run == at("2026-01-05 02:00")
 
@@ -738,3 +951,51 @@ def test_the_migrated_schema_matches_the_models(request, tmp_path, database):
     finally:
         engine.dispose()
     assert {"scheduled_jobs", "scheduled_firings"} <= tables
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_the_skip_columns_migrate_up_over_existing_schedules_and_down_again(
+    request, tmp_path, database
+):
+    if database == "sqlite":
+        url = f"sqlite:///{tmp_path / 'skips.sqlite'}"
+    else:
+        # A database of its own, at revision 0006, beside the session's migrated one.
+        url = request.getfixturevalue("pg_url").replace(PG_TEST_DB, f"{PG_TEST_DB}_skips")
+        admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {PG_TEST_DB}_skips WITH (FORCE)"))
+            conn.execute(sa.text(f"CREATE DATABASE {PG_TEST_DB}_skips"))
+        admin.dispose()
+    engine = get_engine(url)
+    try:
+        migrations.upgrade(engine, "0006")
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO scheduled_jobs (id, title, description, action, params, "
+                    "schedule, timezone, enabled, actor, declared, created) VALUES ('kept', "
+                    "'t', 'd', 'dummy', '{}', '0 * * * *', 'UTC', true, 'admin', false, "
+                    ":created)"
+                ),
+                {"created": at("2026-01-05 10:00")},
+            )
+        migrations.upgrade(engine, "0007")
+        assert migrations.current_revision(engine) == "0007"
+        with engine.connect() as conn:
+            row = conn.execute(sa.select(scheduled)).one()
+        assert (row.id, row.enabled, row.skip_reason, row.skipped_at) == ("kept", True, None, None)
+        command.downgrade(migrations.alembic_config(engine), "0006")
+        with engine.connect() as conn:
+            columns = {c["name"] for c in sa.inspect(conn).get_columns("scheduled_jobs")}
+            assert conn.execute(sa.text("SELECT id FROM scheduled_jobs")).scalars().all() == [
+                "kept"
+            ]
+        assert not {"skipped_slot", "skipped_at", "skip_reason", "skip_message"} & columns
+    finally:
+        engine.dispose()
+    if database == "postgresql":
+        admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {PG_TEST_DB}_skips WITH (FORCE)"))
+        admin.dispose()

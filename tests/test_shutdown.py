@@ -103,3 +103,28 @@ def test_draining_waits_for_requests_in_flight_before_stopping(make_app, backend
     drain.leave()
     assert stopped.wait(10), "the server is stopped once the last request is done"
     assert drain.inflight == 0
+
+
+def test_the_drain_leaves_a_sigterm_handler_the_process_has_alone():
+    # The worker supervisor, for one, handles SIGTERM itself, then builds the app for its
+    # sweeper: taken over, its SIGTERM would stop it without its worker processes.
+    from nick_jobs.shutdown import Drain, install_signal_handler
+
+    def own(signum, frame) -> None:
+        pass
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, own)
+        assert not install_signal_handler({"nick_jobs.drain": Drain()}, 1.0)
+        assert signal.getsignal(signal.SIGTERM) is own
+
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        assert install_signal_handler({"nick_jobs.drain": Drain()}, 1.0)
+        first = signal.getsignal(signal.SIGTERM)
+        assert first is not signal.SIG_DFL
+        # An app built again in the same process takes the first one's place.
+        assert install_signal_handler({"nick_jobs.drain": Drain()}, 1.0)
+        assert signal.getsignal(signal.SIGTERM) not in (first, signal.SIG_DFL)
+    finally:
+        signal.signal(signal.SIGTERM, previous)

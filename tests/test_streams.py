@@ -12,6 +12,7 @@ import datetime as dt
 import http.client
 import itertools
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -470,12 +471,67 @@ def test_streams_are_capped_per_user_and_per_process(make_app, backend):
         # A stream that ends gives its slot back.
         open_[0].close()
         limits = app.app.registry["nick_jobs.stream_limits"]
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 5
         while limits.open > 2:
-            assert time.monotonic() < deadline, "the closed stream's slot came back"
-            # The server notices a gone client when it next writes: a keepalive.
+            assert time.monotonic() < deadline, "the closed stream's slot did not come back"
             time.sleep(0.05)
         assert EventStream(address, path, bearer(app, "alice")).status == 200
+
+
+def raw_stream(address: tuple[str, int], path: str, token: str) -> tuple[socket.socket, int]:
+    """A stream opened on a bare socket, read up to its status line: closing the socket is
+    all a client that goes away does."""
+    sock = socket.create_connection(address, timeout=10)
+    request = f"GET {path} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\n\r\n"
+    sock.sendall(request.encode())
+    head = b""
+    while b"\r\n" not in head:
+        chunk = sock.recv(4096)
+        assert chunk, "the server closed the connection before its status line"
+        head += chunk
+    return sock, int(head.split(b" ", 2)[1])
+
+
+def test_a_gone_clients_stream_slot_is_free_within_5_s(make_app, backend):
+    """Streams opened up to both caps and closed by their clients give their slots back
+    within 5 s, although no event or keepalive (every 15 s) is due to be written."""
+    reset_database(backend.engine)
+    app = make_app(
+        **{
+            "nick_jobs.stream_max_per_user": "2",
+            "nick_jobs.stream_max_per_process": "3",
+            "nick_jobs.stream_keepalive": "15",
+            "nick_jobs.embedded_worker_threads": "0",
+            "nick_jobs.queue": "nobody_consumes_streams",
+        }
+    )
+    job = app.submit({"action": "echo", "message": "hi"}, login="alice")
+    job_path, feed_path = f"/@jobs/{job['uuid']}/stream", "/@jobs/stream"
+    wanted = [(job_path, "alice"), (job_path, "alice"), (feed_path, "bob")]
+    with serving(app) as address:
+        opened = [raw_stream(address, path, app.token(login)) for path, login in wanted]
+        assert [status for _, status in opened] == [200, 200, 200]
+        # Both caps are reached: alice's, and the process's for anyone else.
+        for path, login in [(job_path, "alice"), (feed_path, "admin")]:
+            sock, status = raw_stream(address, path, app.token(login))
+            sock.close()
+            assert status == 503
+        for sock, _ in opened:
+            sock.close()
+        deadline = time.monotonic() + 5
+        reopened = []
+        for path, login in wanted:
+            while True:
+                sock, status = raw_stream(address, path, app.token(login))
+                if status == 200:
+                    reopened.append(sock)
+                    break
+                sock.close()
+                assert status == 503
+                assert time.monotonic() < deadline, "a closed stream's slot was not free in 5 s"
+                time.sleep(0.1)
+        for sock in reopened:
+            sock.close()
 
 
 def test_a_stream_ends_at_its_lifetime_and_asks_to_reconnect(make_app, backend):

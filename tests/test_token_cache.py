@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 
+import jwt
 import pytest
 
 from nick_jobs import tokens
@@ -87,3 +88,18 @@ def test_the_cache_is_bounded(monkeypatch):
     assert len(tokens._VERIFIED) == 5
     # The oldest went first.
     assert {key[0] for key in tokens._VERIFIED} == set(issued[3:])
+
+
+def test_a_token_is_dated_by_its_iat_or_else_by_its_expiry():
+    s = settings()
+    now = dt.datetime.now(dt.UTC)
+    assert tokens.decode(s, tokens.issue(s, "alice", "Alice", now=now)).issued == now
+    exp = int(now.timestamp()) + 600
+    # As plone.restapi signs them: no iat. Dated as if issued with nick-jobs' lifetime.
+    host = jwt.encode({"sub": "alice", "exp": exp}, s.jwt_secret, "HS256")
+    issued = tokens.decode(s, host).issued
+    assert issued == dt.datetime.fromtimestamp(exp - s.jwt_lifetime_s, dt.UTC)
+    # An iat that PyJWT would take as a number, but is not one.
+    odd = jwt.encode({"sub": "alice", "exp": exp, "iat": str(exp - 600)}, s.jwt_secret, "HS256")
+    with pytest.raises(tokens.InvalidToken, match="iat"):
+        tokens.decode(s, odd)

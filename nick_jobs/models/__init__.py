@@ -34,8 +34,18 @@ __all__ = [
     "get_engine",
     "get_session_factory",
     "get_tm_session",
+    "lost_connection",
     "utcnow",
 ]
+
+
+def lost_connection(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database was unreachable (restarting, network cut, pool
+    exhausted) rather than that it refused the statement: the same write, tried again
+    once it answers, can go through."""
+    if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)):
+        return True
+    return isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -62,6 +72,8 @@ def _sqlite_savepoint(conn: sa.Connection, _name: str) -> None:
 
 
 POOL_SIZE = 10
+# Seconds to connect to PostgreSQL before giving up (libpq takes whole seconds, 2 at least).
+CONNECT_TIMEOUT_S = 3
 # A pooled connection idle for longer than this is pinged before it is handed out.
 PING_AFTER_IDLE_S = 1.0
 _CHECKED_IN = "nick_jobs.checked_in"
@@ -107,7 +119,9 @@ def get_engine(url: str, **kwargs: Any) -> sa.Engine:
     # A dead database must answer quickly (503), not hang a request thread.
     kwargs.setdefault("pool_timeout", 5)
     if url.startswith("postgresql"):
-        kwargs.setdefault("connect_args", {"connect_timeout": 5})
+        # A server that takes the connection and never answers (a host gone): the request
+        # is a 503 within CONNECT_TIMEOUT_S, well inside a client's 5 s.
+        kwargs.setdefault("connect_args", {"connect_timeout": CONNECT_TIMEOUT_S})
         if sa.engine.make_url(url).get_driver_name() == "psycopg":
             kwargs["connect_args"].setdefault("cursor_factory", Cursor)
         # psycopg parses jsonb values with it.

@@ -123,19 +123,29 @@ def run(conn: sa.Connection | sa.orm.Session, statement: Any, params: dict[str, 
     # A connection's dispatch joins its own listeners to its engine's, and each look at
     # it builds an object; without listeners of its own, the engine's are all there are.
     events = conn.dispatch if conn._has_events else conn.engine.dispatch
-    with driver.cursor() as cursor:
-        if events.before_cursor_execute:
-            events.before_cursor_execute(conn, cursor, entry.sql, values, None, False)
-        try:
+    try:
+        with driver.cursor() as cursor:
+            if events.before_cursor_execute:
+                events.before_cursor_execute(conn, cursor, entry.sql, values, None, False)
             cursor.execute(entry.sql, values, prepare=True)
             fetched = cursor.fetchall() if entry.row is not None else ()
-        except psycopg.Error as exc:
-            raise sa.exc.DBAPIError.instance(
-                entry.sql, values, exc, psycopg.Error, dialect=conn.dialect
-            ) from exc
-        if events.after_cursor_execute:
-            events.after_cursor_execute(conn, cursor, entry.sql, values, None, False)
-        rowcount = cursor.rowcount
+            if events.after_cursor_execute:
+                events.after_cursor_execute(conn, cursor, entry.sql, values, None, False)
+            rowcount = cursor.rowcount
+    except psycopg.Error as exc:
+        # As SQLAlchemy's own execute does: a lost connection is invalidated, so neither
+        # the pool nor a holder of the Connection hands it out again.
+        lost = conn.dialect.is_disconnect(exc, driver, None)
+        if lost and not conn.invalidated:
+            conn.invalidate(exc)
+        raise sa.exc.DBAPIError.instance(
+            entry.sql,
+            values,
+            exc,
+            psycopg.Error,
+            dialect=conn.dialect,
+            connection_invalidated=lost,
+        ) from exc
     rows = ()
     if entry.row is not None:
         make, results = entry.row._make, entry.results

@@ -34,6 +34,14 @@ class ScheduledJob(Base):
     # The next slot to fire; None while disabled. Schedulers claim a firing by moving it
     # on with a conditional UPDATE, so only one of them wins each slot.
     next_run: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The firing the scheduler refused, when it disabled the scheduled job because its
+    # owner no longer exists or no longer holds the permission the action needs: the
+    # slot, when, why (a short code, also the metric's label) and a sentence saying so.
+    # All NULL otherwise; enabling it again clears them.
+    skipped_slot: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    skipped_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    skip_reason: Mapped[str | None] = mapped_column(sa.String(40), nullable=True)
+    skip_message: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
 
 
 class ScheduledFiring(Base):

@@ -15,6 +15,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
+from .. import strict
+
 MAX_EVENT_ID = 200
 
 
@@ -68,7 +70,8 @@ def frame(event: str, data: Any, event_id: str | None = None) -> bytes:
     if event_id is not None:
         lines.append(f"id: {event_id}")
     lines.append(f"event: {event}")
-    lines.append("data: " + json.dumps(data, separators=(",", ":"), ensure_ascii=False))
+    # Strict: a NaN stored before input was held to JSON's numbers goes out as null.
+    lines.append("data: " + strict.dumps(data, separators=(",", ":"), ensure_ascii=False))
     return ("\n".join(lines) + "\n\n").encode()
 
 

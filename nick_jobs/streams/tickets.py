@@ -25,8 +25,15 @@ STREAM_PATH = re.compile(
 
 
 def issue(
-    settings: Settings, login: str, token_fingerprint: str, path: str, now: dt.datetime
+    settings: Settings,
+    login: str,
+    token_fingerprint: str,
+    path: str,
+    now: dt.datetime,
+    token_issued: dt.datetime | None = None,
 ) -> tuple[str, dt.datetime]:
+    """A ticket for ``path``, bound to the bearer token (``token_fingerprint``, issued at
+    ``token_issued``) it is asked with."""
     expires = now + dt.timedelta(seconds=settings.streams.ticket_ttl_s)
     claims = {
         "sub": login,
@@ -36,12 +43,17 @@ def issue(
         "iat": int(now.timestamp()),
         "exp": int(expires.timestamp()),
     }
+    if token_issued is not None:
+        # The token's issue time, to the microsecond: a password or role changed after it
+        # was issued ends the ticket as it ends the token.
+        claims["tiat"] = token_issued.timestamp()
     ticket = jwt.encode(claims, settings.jwt_secret, algorithm=settings.jwt_algorithms[0])
     return ticket, expires
 
 
-def decode(settings: Settings, ticket: str, path: str) -> tuple[str, str]:
-    """The (login, token fingerprint) a valid ticket for ``path`` carries."""
+def decode(settings: Settings, ticket: str, path: str) -> tuple[str, str, dt.datetime]:
+    """The (login, token fingerprint, token issue time) a valid ticket for ``path``
+    carries."""
     try:
         claims = jwt.decode(
             ticket,
@@ -49,7 +61,7 @@ def decode(settings: Settings, ticket: str, path: str) -> tuple[str, str]:
             algorithms=list(settings.jwt_algorithms),
             audience=AUDIENCE,
             # No leeway: a ticket lives for seconds on purpose.
-            options={"require": ["exp", "sub", "aud", "path", "tfp"]},
+            options={"require": ["exp", "iat", "sub", "aud", "path", "tfp"]},
         )
     except jwt.InvalidTokenError as exc:
         raise InvalidToken(f"ticket: {type(exc).__name__}: {exc}") from None
@@ -58,4 +70,12 @@ def decode(settings: Settings, ticket: str, path: str) -> tuple[str, str]:
     sub, tfp = claims["sub"], claims["tfp"]
     if not isinstance(sub, str) or not sub or not isinstance(tfp, str):
         raise InvalidToken("ticket: malformed claims")
-    return sub, tfp
+    # A ticket without "tiat" (issued by an older node during an upgrade) is dated by its
+    # own issue time, in whole seconds rounded down: at worst it ends a second early.
+    issued = claims.get("tiat", claims["iat"])
+    if isinstance(issued, bool) or not isinstance(issued, int | float):
+        raise InvalidToken("ticket: malformed claims")
+    try:
+        return sub, tfp, dt.datetime.fromtimestamp(issued, dt.UTC)
+    except (OverflowError, ValueError, OSError):
+        raise InvalidToken("ticket: malformed claims") from None

@@ -192,6 +192,7 @@ def _not_ready_message(checks: dict[str, dict[str, Any]]) -> str:
     name="healthz",
     request_method=("GET", "HEAD"),
     permission=NO_PERMISSION_REQUIRED,
+    subpath=True,  # /healthz/ready
 )
 def healthz_view(context, request):
     if not request.subpath:

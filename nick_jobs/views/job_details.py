@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 import sqlalchemy as sa
 from marshmallow import Schema, fields, validate
 
+from .. import urls
 from ..listing import decode_cursor, encode_cursor
 from ..models import JobHistory, JobLog, JobStatus
 from ..permissions import Permission
@@ -49,7 +50,13 @@ class LogQuerySchema(Schema):
 _LOG_QUERY_SCHEMA = LogQuerySchema()
 
 
-@api_view(context=JobResource, name="log", request_method="GET", permission=Permission.VIEW_JOB)
+@api_view(
+    context=JobResource,
+    name="log",
+    request_method="GET",
+    permission=Permission.VIEW_JOB,
+    query=_LOG_QUERY_SCHEMA.fields,
+)
 def log_view(context: JobResource, request):
     settings = request.registry["nick_jobs.settings"]
     query = _LOG_QUERY_SCHEMA.load(request.GET.mixed())
@@ -66,7 +73,7 @@ def log_view(context: JobResource, request):
         rows = rows[:size]
         next_params = {k: v for k, v in request.GET.items() if k != "cursor"}
         next_params["cursor"] = encode_cursor(rows[-1].id)
-        next_url = request.resource_url(context, "log") + "?" + urlencode(next_params)
+        next_url = urls.resource_url(request, context, "log") + "?" + urlencode(next_params)
         request.response.headers["Link"] = f'<{next_url}>; rel="next"'
     return [
         {

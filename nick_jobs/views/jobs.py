@@ -33,7 +33,12 @@ def job_url(container: JobContainer, uuid: str) -> str:
     return f"{container.url()}/{uuid}"
 
 
-@api_view(context=JobContainer, request_method="GET", permission=Permission.VIEW_JOBS)
+@api_view(
+    context=JobContainer,
+    request_method="GET",
+    permission=Permission.VIEW_JOBS,
+    query=_LIST_QUERY_SCHEMA.fields,
+)
 def list_view(context: JobContainer, request):
     settings = request.registry["nick_jobs.settings"]
     query = _LIST_QUERY_SCHEMA.load(request.GET.mixed())
@@ -99,16 +104,20 @@ def _follow(request) -> bool:
 _FOLLOW_VALUES = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
-@api_view(context=JobContainer, request_method="POST", permission=Permission.ADD_JOBS)
+@api_view(
+    context=JobContainer, request_method="POST", permission=Permission.ADD_JOBS, query=("follow",)
+)
 def create_view(context: JobContainer, request):
     follow = _follow(request)
     data = json_body(request)
     key = request.headers.get("Idempotency-Key")
+    # The URL before the job: a Host that can't be written in it is refused with nothing made.
+    base = context.url()
     # The stream's slot is taken before the job exists: a refused stream (503) must not
     # leave behind a job the client doesn't know it created.
     with streams.stream_slot(request) if follow else contextlib.nullcontext() as login:
         job, created = submission.submit(request, context, data, idempotency_key=key)
-        url = job_url(context, job["uuid"])
+        url = f"{base}/{job['uuid']}"
         if login is not None:
             # ?follow=true: the answer is the new job's stream (its first event is the
             # job as stored, sent once the submit has committed).

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pyramid.httpexceptions import HTTPNoContent
 
-from .. import scheduled_jobs
+from .. import scheduled_jobs, urls
 from ..actions import get_registry
 from ..body import json_body
 from ..errors import api_error
@@ -27,7 +27,7 @@ MANAGE = Permission.MANAGE_SITE
 
 
 def _url(request, container: ScheduledJobContainer, id_: str) -> str:
-    return request.resource_url(container, id_)
+    return urls.resource_url(request, container, id_)
 
 
 def _declared(row: ScheduledJob):

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 from pyramid.response import Response
 
-from .. import tokens
+from .. import urls
 from ..body import json_body
 from ..errors import api_error
 from ..models import FINISHED_STATUSES, Job, JobLog, utcnow
@@ -33,6 +33,10 @@ _NEWEST_LINE = sa.select(sa.func.max(JobLog.id)).where(JobLog.job_uuid == sa.bin
 
 
 _NEWEST_CHANGE = sa.select(sa.func.max(Job.changed))
+
+# How often an idle stream asks the server whether its client is still there: a gone
+# client's slot is free again within about this (docs/streams.md#gone-clients).
+CLIENT_CHECK_S = 1.0
 
 
 class StreamBody:
@@ -61,6 +65,11 @@ class StreamBody:
         self.login = login
         self.subscription: Subscription | None = None
         self.released = False
+        # Whether the client has closed its connection, from servers that can tell
+        # (waitress: docs/streams.md#gone-clients); elsewhere a gone client is noticed
+        # only when a write to it fails.
+        gone = request.environ.get("waitress.client_disconnected")
+        self.client_gone: Callable[[], bool] | None = gone if callable(gone) else None
 
     def __iter__(self) -> Iterator[bytes]:
         return self._events()
@@ -70,22 +79,33 @@ class StreamBody:
         if self.first and self.first[-1].startswith(b"event: close"):
             return
         self.subscription = self.subscribe()
-        deadline = time.monotonic() + self.settings.max_lifetime_s
+        now = time.monotonic()
+        deadline = now + self.settings.max_lifetime_s
+        keepalive_at = now + self.settings.keepalive_s
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if self.client_gone is not None and self.client_gone():
+                # Its slot goes back now (close()), not at the next write that fails.
+                return
+            now = time.monotonic()
+            if now >= deadline:
                 yield sse.frame("close", {"reason": "lifetime", "reconnect": True})
                 return
-            event = self.subscription.get(min(self.settings.keepalive_s, remaining))
+            if now >= keepalive_at:
+                # Proxies cut a connection that is silent for long; a comment isn't.
+                yield sse.KEEPALIVE
+                keepalive_at = time.monotonic() + self.settings.keepalive_s
+                continue
+            wait = min(keepalive_at, deadline) - now
+            if self.client_gone is not None:
+                wait = min(wait, CLIENT_CHECK_S)
+            event = self.subscription.get(wait)
             if event is None:
-                if deadline - time.monotonic() > 0:
-                    # Proxies cut a connection that is silent for long; a comment isn't.
-                    yield sse.KEEPALIVE
                 continue
             name, payload, event_id = event
             yield self.render(name, payload, event_id)
             if name == "close":
                 return
+            keepalive_at = time.monotonic() + self.settings.keepalive_s
 
     def close(self) -> None:
         if self.released:
@@ -167,8 +187,7 @@ def job_stream(request, container: JobContainer, uuid: str, job: Any | None, log
     """The stream of one job; ``job`` is its row when known now (GET), None right after
     a submit (the hub sends its first status once the transaction has committed)."""
     hub = request.registry["nick_jobs.stream_hub"]
-    url = request.resource_url(container, uuid)
-    render = job_renderer(url)
+    render = job_renderer(f"{container.url()}/{uuid}")
     cursor = _last_event_id(request, sse.JobCursor.parse) if job is not None else None
     first: list[bytes] = []
     if cursor is None:
@@ -188,7 +207,13 @@ def job_stream(request, container: JobContainer, uuid: str, job: Any | None, log
     return StreamBody(request, render, lambda: hub.subscribe_job(uuid, cursor), first, login)
 
 
-@api_view(context=JobResource, name="stream", request_method="GET", permission=Permission.VIEW_JOB)
+@api_view(
+    context=JobResource,
+    name="stream",
+    request_method="GET",
+    permission=Permission.VIEW_JOB,
+    query=("ticket",),
+)
 def job_stream_view(context: JobResource, request):
     with stream_slot(request) as login:
         body = job_stream(request, context.__parent__, context.job.uuid, context.job, login)
@@ -196,7 +221,11 @@ def job_stream_view(context: JobResource, request):
 
 
 @api_view(
-    context=JobContainer, name="stream", request_method="GET", permission=Permission.VIEW_JOBS
+    context=JobContainer,
+    name="stream",
+    request_method="GET",
+    permission=Permission.VIEW_JOBS,
+    query=("ticket",),
 )
 def jobs_stream_view(context: JobContainer, request):
     with stream_slot(request) as login:
@@ -205,7 +234,7 @@ def jobs_stream_view(context: JobContainer, request):
             # "From now on" means from this request, not from the hub's next look: a job
             # that changes while the stream is being set up is still sent.
             after = request.dbconn.execute(_NEWEST_CHANGE).scalar() or 0
-        base = request.resource_url(context)
+        base = context.url() + "/"
         sees_all = context.sees_all()
 
         def allowed(row: Any) -> bool:
@@ -239,14 +268,23 @@ def ticket_view(context: Root, request):
         )
     settings = request.registry["nick_jobs.settings"]
     ticket, expires = tickets.issue(
-        settings, identity.login, tokens.fingerprint(identity.token), path, utcnow()
+        settings, identity.login, identity.fingerprint, path, utcnow(), identity.issued
     )
     request.response.status = 201
     return {
         "ticket": ticket,
         "expires": isoformat(expires),
-        "url": request.host_url + path + "?ticket=" + ticket,
+        "url": _ticket_url(request, path) + "?ticket=" + ticket,
     }
+
+
+def _ticket_url(request, path: str) -> str:
+    # The ticket names the path as the server sees it (SCRIPT_NAME included); the public
+    # URL stands for the scheme, host and SCRIPT_NAME together.
+    script_name = request.script_name
+    if script_name and path.startswith(script_name + "/"):
+        path = path[len(script_name) :]
+    return urls.application_url(request) + path
 
 
 def includeme(config) -> None:
