@@ -53,10 +53,6 @@ def includeme(config: Configurator) -> None:
     config.include(".admission")
     # A job's GET goes straight to its view, past the router's layers it doesn't need.
     config.include(".fast_path")
-    # The GIL switch interval, if nick_jobs.switch_interval sets one.
-    config.include(".switching")
-    # The router's requests come from one class with the request methods built in.
-    config.include(".request_class")
     config.include(".views.actions")
     config.include(".views.health")
     config.include(".views.scheduled_jobs")

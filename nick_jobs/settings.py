@@ -6,6 +6,7 @@ bad deployment fails when it starts, not on the first request that needs it.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -24,6 +25,17 @@ ENVIRONMENT_OVERRIDES = {
     "NICK_JOBS_BROKER_URL": "nick_jobs.broker_url",
     "NICK_JOBS_JWT_SECRET": "nick_jobs.jwt_secret",
     "NICK_JOBS_PUBLIC_URL": "nick_jobs.public_url",
+}
+
+log = logging.getLogger(__name__)
+
+# Settings an earlier version read, and why they are gone: a deployment that still sets
+# one starts, and is told.
+REMOVED = {
+    "nick_jobs.switch_interval": (
+        "a plugin leaves the interpreter's GIL switch interval to the process it runs in "
+        "(sys.setswitchinterval in that process's own start-up, if it needs another)"
+    ),
 }
 
 # Secrets that ship in examples and must never guard a production service.
@@ -158,9 +170,6 @@ class Settings:
     # Lines a second of each job's log copied to the process log (nick_jobs.reporting.
     # LogCopy); the job's own log keeps them all. 0: every line.
     job_log_copy_rate: int = 10
-    # sys.setswitchinterval for the API and worker processes (nick_jobs.switching); 0 keeps
-    # the interpreter's.
-    switch_interval_s: float = 0.0
     # Requests of one API process that run their view and transaction at once (0: no
     # bound), and how long one past that may wait (nick_jobs.admission).
     max_active_requests: int = 16
@@ -283,7 +292,6 @@ def parse(settings: Mapping[str, Any]) -> Settings:
         shutdown_grace_s=_float(settings, "nick_jobs.shutdown_grace", 20.0),
         abort_check_interval_s=_abort_check_interval(settings),
         job_log_copy_rate=_job_log_copy_rate(settings),
-        switch_interval_s=_switch_interval(settings),
         max_active_requests=_int(settings, "nick_jobs.max_active_requests", 16),
         request_queue_timeout_s=_float(settings, "nick_jobs.request_queue_timeout", 30.0),
         publisher_threads=_int(settings, "nick_jobs.publisher_threads", 2),
@@ -292,15 +300,10 @@ def parse(settings: Mapping[str, Any]) -> Settings:
     )
 
 
-def _switch_interval(settings: Mapping[str, Any]) -> float:
-    interval = _float(settings, "nick_jobs.switch_interval", 0.0)
-    # 0 keeps the interpreter's own; CPython refuses anything not above 0.
-    if not (interval == 0 or 0 < interval <= 1):  # NaN too
-        raise ConfigurationError(
-            "nick_jobs.switch_interval takes 0 (keep Python's) or seconds up to 1, "
-            f"not {interval:g}"
-        )
-    return interval
+def _warn_removed(settings: Mapping[str, Any]) -> None:
+    for name, why in REMOVED.items():
+        if name in settings:
+            log.warning("%s is no longer read: %s", name, why)
 
 
 # A URL's path, as RFC 3986 writes it: nothing that would need quoting in a header.
@@ -352,3 +355,4 @@ def includeme(config) -> None:
     merged = apply_environment(config.get_settings())
     config.add_settings(merged)
     config.registry["nick_jobs.settings"] = parse(merged)
+    _warn_removed(merged)
