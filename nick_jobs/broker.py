@@ -21,6 +21,9 @@ def includeme(config) -> None:
         log_copy_rate=settings.job_log_copy_rate,
     )
     queue = JobQueue(settings, actions, runner)
+    # Interrupting overdue handlers of aborted jobs, in the embedded worker and in
+    # `nick-jobs worker` processes alike (both build their broker here).
+    queue.broker.add_middleware(runner.interrupts)
     config.registry["nick_jobs.queue"] = queue
     # Counts of the jobs this app's worker runs, where /metrics or a metrics port shows them.
     metrics.install(config, queue)

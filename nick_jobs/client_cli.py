@@ -752,10 +752,17 @@ def cmd_stream(args: argparse.Namespace) -> int:
 SCHEDULE_HEADERS = ("ID", "ENABLED", "SCHEDULE", "TIMEZONE", "ACTION", "NEXT RUN", "TITLE")
 
 
+def _enabled(item: dict[str, Any]) -> str:
+    if item.get("enabled"):
+        return "yes"
+    # Disabled by a refused firing, not by hand: worth seeing in a list.
+    return "no (refused)" if item.get("skipped") else "no"
+
+
 def schedule_row(item: dict[str, Any]) -> list[Any]:
     return [
         item.get("id"),
-        "yes" if item.get("enabled") else "no",
+        _enabled(item),
         item.get("schedule"),
         item.get("timezone"),
         item.get("action"),
@@ -770,7 +777,8 @@ def schedule_fields(item: dict[str, Any]) -> list[tuple[str, Any]]:
         ("action", item.get("action")),
         ("schedule", item.get("schedule")),
         ("timezone", item.get("timezone")),
-        ("enabled", "yes" if item.get("enabled") else "no"),
+        ("enabled", _enabled(item)),
+        *_skipped(item),
         ("title", item.get("title")),
         ("description", item.get("description")),
         ("params", item.get("params") or {}),
@@ -779,6 +787,13 @@ def schedule_fields(item: dict[str, Any]) -> list[tuple[str, Any]]:
         ("declared", "yes" if item.get("declared") else "no"),
         ("url", item.get("@id")),
     ]
+
+
+def _skipped(item: dict[str, Any]) -> list[tuple[str, Any]]:
+    skipped = item.get("skipped")
+    if not skipped:
+        return []
+    return [("refused", f"{_when(skipped.get('at'))}: {skipped.get('message')}")]
 
 
 def show_schedule(args: argparse.Namespace, item: dict[str, Any]) -> None:
@@ -1002,7 +1017,9 @@ class _KeyValueParser(argparse.ArgumentParser):
         return namespace, extras
 
 
-def add_client_commands(subparsers: argparse._SubParsersAction) -> None:
+# ``subparsers`` below: what ArgumentParser.add_subparsers() returns, a class argparse
+# keeps private, hence typed as Any.
+def add_client_commands(subparsers: Any) -> None:
     """Add the client subcommands to the ``nick-jobs`` parser's ``subparsers``."""
     common = _common_options()
 
@@ -1143,7 +1160,7 @@ def add_client_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _with_key_values(
-    subparsers: argparse._SubParsersAction, make: Callable[[], argparse.ArgumentParser]
+    subparsers: Any, make: Callable[[], argparse.ArgumentParser]
 ) -> argparse.ArgumentParser:
     """``make()`` a parser whose ``key=value`` words may come after options too."""
     # add_parser builds its parsers with the subparsers' class; these need their own.

@@ -20,12 +20,12 @@ from typing import Any
 
 import marshmallow
 import sqlalchemy as sa
-from dramatiq.middleware.threading import raise_thread_exception
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 from sqlalchemy.orm import Session
 
 from . import reporting, transitions
 from .actions import ActionRegistry
+from .interrupts import Interrupts
 from .models import lost_connection, utcnow
 
 log = logging.getLogger(__name__)
@@ -373,9 +373,7 @@ class Heartbeats:
 class _Watched:
     attempt: int
     ctx: JobContext
-    thread_id: int
     grace_s: float
-    in_handler: bool = True
     gone_since: float | None = None  # monotonic time the abort was seen
     interrupted: float | None = None
 
@@ -387,21 +385,24 @@ class Watcher:
     while the process runs nothing. A job that no longer runs its attempt (aborted,
     deleted, retried, rescued) has its context told, so the handler's next check raises
     :class:`JobAborted`; if the handler is still running ``abort_grace`` seconds later,
-    its thread is interrupted with :class:`JobInterrupted` (as Dramatiq's time limit
-    interrupts, between two Python instructions: a blocking system call ends first). A
-    job asked to stop has its context told, so the next check raises :class:`JobStopped`.
+    ``interrupts`` (the :class:`~nick_jobs.interrupts.Interrupts` middleware) interrupts
+    its thread with :class:`JobInterrupted`. A job asked to stop has its context told, so
+    the next check raises :class:`JobStopped`.
     """
 
-    def __init__(self, engine: sa.Engine, interval_s: float = 0.5) -> None:
+    def __init__(
+        self, engine: sa.Engine, interval_s: float = 0.5, interrupts: Interrupts | None = None
+    ) -> None:
         self.engine = engine
         self.interval_s = interval_s
+        self.interrupts = interrupts if interrupts is not None else Interrupts()
         self.jobs: dict[str, _Watched] = {}
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
 
     def add(self, uuid: str, attempt: int, ctx: JobContext, grace_s: float) -> _Watched:
-        """Watch the job the calling thread is about to run the handler of."""
-        entry = _Watched(attempt, ctx, threading.get_ident(), grace_s)
+        """Watch a job whose handler is about to run."""
+        entry = _Watched(attempt, ctx, grace_s)
         with self.lock:
             self.jobs[uuid] = entry
             if self.thread is None and self.interval_s > 0:
@@ -410,11 +411,6 @@ class Watcher:
                 )
                 self.thread.start()
         return entry
-
-    def left_handler(self, entry: _Watched) -> None:
-        """The handler returned or raised: from now on its thread is never interrupted."""
-        with self.lock:
-            entry.in_handler = False
 
     def remove(self, uuid: str) -> None:
         with self.lock:
@@ -446,14 +442,13 @@ class Watcher:
                 again = entry.interrupted is None or now - entry.interrupted >= max(
                     entry.grace_s, 1.0
                 )
-                if entry.in_handler and overdue and again:
+                if overdue and again and self.interrupts.interrupt(uuid, JobInterrupted):
                     log.warning(
                         "job %s was aborted %.1f s ago and its handler still runs; interrupting it",
                         uuid,
                         now - entry.gone_since,
                     )
                     entry.interrupted = now
-                    raise_thread_exception(entry.thread_id, JobInterrupted)
 
     def _loop(self) -> None:
         while True:
@@ -480,7 +475,8 @@ class JobRunner:
 
     ``heartbeat_interval_s`` is ``nick_jobs.heartbeat_interval`` (0: no heartbeats) and
     ``abort_check_interval_s`` is ``nick_jobs.abort_check_interval``, how often the
-    :class:`Watcher` looks for aborts and stop requests.
+    :class:`Watcher` looks for aborts and stop requests. :attr:`interrupts` is the
+    middleware that interrupts overdue handlers; the app's broker has it (``nick_jobs.broker``).
     """
 
     def __init__(
@@ -490,6 +486,7 @@ class JobRunner:
         heartbeat_interval_s: float = 10.0,
         abort_check_interval_s: float = 0.5,
         log_copy_rate: int = reporting.LOG_COPY_RATE,
+        interrupts: Interrupts | None = None,
     ) -> None:
         if not abort_check_interval_s > 0:
             raise ValueError("the abort check interval must be > 0")
@@ -499,7 +496,8 @@ class JobRunner:
         self.log_copy_rate = log_copy_rate
         self.connections = _ThreadConnections(engine)
         self.heartbeats = Heartbeats(engine, heartbeat_interval_s)
-        self.watcher = Watcher(engine, abort_check_interval_s)
+        self.interrupts = interrupts if interrupts is not None else Interrupts()
+        self.watcher = Watcher(engine, abort_check_interval_s, self.interrupts)
         # How an automatic retry is sent: send(uuid, action, delay_s); the queue sets it.
         # Without it, the sweeper sends the retry once its grace after next_run is over.
         self.send: Callable[[str, str, float], None] | None = None
@@ -622,11 +620,9 @@ class JobRunner:
                 raise LookupError(f"no job action named {job.action!r} is registered")
             # "scheduled_job" names the scheduled job that created it: not a param either.
             params = {k: v for k, v in job.params.items() if k not in ("action", "scheduled_job")}
-            watched = self.watcher.add(uuid, job.attempt, ctx, action.abort_grace)
-            try:
+            self.watcher.add(uuid, job.attempt, ctx, action.abort_grace)
+            with self.interrupts.handler(uuid):
                 value = action.handler(action.load_params(params), ctx)
-            finally:
-                self.watcher.left_handler(watched)
             outcome = (transitions.COMPLETED, _as_result(value))
         except JobStopped:
             outcome = _stopped_outcome(ctx._checkpoint)

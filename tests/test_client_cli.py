@@ -657,3 +657,28 @@ def test_a_reader_that_went_away_ends_the_command_quietly(server, config_home, a
     finally:
         os.close(write_end)
     assert (proc.returncode, proc.stderr) == (141, "")
+
+
+def test_a_schedule_disabled_by_a_refused_firing_says_so():
+    from nick_jobs.client_cli import schedule_fields, schedule_row
+
+    refused = {
+        "id": "alices-prune",
+        "enabled": False,
+        "skipped": {
+            "slot": "2026-01-05T00:00:00+00:00",
+            "at": "2026-01-05T00:00:02+00:00",
+            "reason": "owner_lacks_permission",
+            "message": "Its owner 'alice' no longer has the permission 'Manage Site'.",
+        },
+    }
+    assert schedule_row(refused)[1] == "no (refused)"
+    fields = dict(schedule_fields(refused))
+    assert fields["enabled"] == "no (refused)"
+    assert fields["refused"].endswith(
+        ": Its owner 'alice' no longer has the permission 'Manage Site'."
+    )
+    assert "2026-01-05" in fields["refused"]
+    by_hand = {"id": "off", "enabled": False, "skipped": None}
+    assert schedule_row(by_hand)[1] == "no"
+    assert "refused" not in dict(schedule_fields(by_hand))

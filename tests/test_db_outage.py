@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import pytest
 import sqlalchemy as sa
-from dramatiq.middleware.threading import raise_thread_exception
+from dramatiq.middleware import raise_thread_exception
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 
 from nick_jobs import main, transitions

@@ -1,5 +1,5 @@
-"""Request sessions join their request's transaction manager (nick_jobs.models.tm), with
-their listeners registered once on the factory rather than on every session."""
+"""Request sessions join their request's transaction manager (``zope.sqlalchemy.register``):
+they commit, roll back or stay doomed with it; sessions made outside a request are their own."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import sqlalchemy as sa
 import transaction
 
 from nick_jobs.models import User, get_engine, get_session_factory, get_tm_session, utcnow
-from nick_jobs.models import tm as request_tm
 
 from .conftest import reset_database
 
@@ -66,37 +65,26 @@ def test_a_request_session_commits_only_through_its_manager(factory) -> None:
     assert "carol" not in logins(factory)
 
 
+def test_a_doomed_transaction_commits_nothing(factory) -> None:
+    manager = transaction.TransactionManager(explicit=True)
+    manager.begin()
+    session = get_tm_session(factory, manager)
+    session.add(carol())
+    session.flush()
+    manager.doom()
+    with pytest.raises(transaction.interfaces.DoomedTransaction):
+        manager.commit()
+    manager.abort()
+    assert "carol" not in logins(factory)
+
+
 def test_a_session_without_a_manager_is_its_own(factory) -> None:
+    manager = transaction.TransactionManager(explicit=True)
+    with manager:
+        get_tm_session(factory, manager).execute(sa.select(1))
+    # A request's session before it leaves the factory as it was: the next session
+    # commits by itself, with no transaction begun.
     with factory() as session:
         session.add(carol())
         session.commit()
     assert "carol" in logins(factory)
-    assert request_tm.MANAGER not in factory().info
-
-
-def test_sessions_add_no_listeners_of_their_own(factory, monkeypatch) -> None:
-    listened = []
-    real = sa.event.listen
-    monkeypatch.setattr(sa.event, "listen", lambda *a, **kw: listened.append(a) or real(*a, **kw))
-    manager = transaction.TransactionManager(explicit=True)
-    for _ in range(3):
-        with manager:
-            get_tm_session(factory, manager).execute(sa.select(1))
-    assert listened == []
-    # The factory's listeners serve every session.
-    assert sa.event.contains(factory, "after_begin", request_tm._join)
-
-
-def test_submits_add_no_listeners_either(app_without_worker, monkeypatch) -> None:
-    app = app_without_worker
-    # The first submit of the process may install what is installed once.
-    first = app.submit({"action": "dummy"})
-    listened = []
-    real = sa.event.listen
-    monkeypatch.setattr(sa.event, "listen", lambda *a, **kw: listened.append(a) or real(*a, **kw))
-    jobs = [app.submit({"action": "dummy"}) for _ in range(3)]
-    assert listened == []
-    # The jobs were made, and their after-commit hooks (the "created" lines) still ran:
-    # each is listed and counted.
-    listed = {job["uuid"] for job in app.get("/@jobs", headers=app.auth()).json}
-    assert listed >= {first["uuid"], *(job["uuid"] for job in jobs)}

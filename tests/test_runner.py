@@ -10,17 +10,20 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import dramatiq
 import pytest
 import sqlalchemy as sa
 from dramatiq import Message
+from dramatiq.brokers.stub import StubBroker
 from marshmallow import Schema, fields
 
 from nick_jobs import main, transitions
 from nick_jobs.actions import ActionRegistry, JobAction
 from nick_jobs.builtin_actions import prune_action
+from nick_jobs.interrupts import Interrupts
 from nick_jobs.models import User, utcnow
 from nick_jobs.queue import ACTOR_NAME
-from nick_jobs.runner import JobAborted, JobContext, JobFailed, JobRunner
+from nick_jobs.runner import JobAborted, JobContext, JobFailed, JobInterrupted, JobRunner
 
 from .conftest import base_settings, reset_database
 
@@ -552,3 +555,113 @@ def test_outcomes_are_per_thread(engine):
     other.join()
     assert seen == [None]
     assert runner.take_outcome(uuid).status == "completed"
+
+
+# --- the middleware that interrupts overdue handlers ------------------------------------
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_the_apps_broker_has_the_runners_interrupts_middleware(stub_registry):
+    # The embedded worker and `nick-jobs worker` processes both consume this broker.
+    queue = stub_registry["nick_jobs.queue"]
+    assert isinstance(queue.runner.interrupts, Interrupts)
+    assert queue.runner.interrupts in queue.broker.middleware
+    assert queue.runner.watcher.interrupts is queue.runner.interrupts
+
+
+def test_interrupts_reach_a_thread_only_while_it_runs_the_jobs_handler():
+    interrupts = Interrupts()
+    inside, left = threading.Event(), threading.Event()
+    caught: list[type] = []
+
+    def handler() -> None:
+        with interrupts.handler("job-1"):
+            inside.set()
+            deadline = time.monotonic() + 30
+            try:
+                while time.monotonic() < deadline:
+                    time.sleep(0.005)
+            except Interrupted as exc:
+                caught.append(type(exc))
+        left.set()
+
+    assert not interrupts.interrupt("job-1", Interrupted)  # nothing runs yet
+    thread = threading.Thread(target=handler)
+    thread.start()
+    assert inside.wait(10)
+    assert interrupts.running() == {"job-1": thread.ident}
+    assert not interrupts.interrupt("job-2", Interrupted)  # another job's: nobody to reach
+    assert interrupts.interrupt("job-1", Interrupted)
+    assert left.wait(10)
+    thread.join(10)
+    assert caught == [Interrupted]
+    assert interrupts.running() == {}
+    assert not interrupts.interrupt("job-1", Interrupted)
+
+
+def test_a_thread_done_with_its_message_is_never_interrupted():
+    """Should a handler's exit be cut short (another interruption landing in it), the
+    message's end still takes the thread out of reach: Dramatiq's worker thread, on to
+    its next message, never gets the job's interruption."""
+    broker = StubBroker()
+    interrupts = Interrupts()
+    broker.add_middleware(interrupts)
+    entered: list[contextlib.AbstractContextManager] = []
+
+    def leaky(uuid: str) -> None:
+        handler = interrupts.handler(uuid)
+        handler.__enter__()  # entered, never left (kept, so that no collection closes it)
+        entered.append(handler)
+
+    actor = dramatiq.Actor(
+        leaky, broker=broker, actor_name="leaky", queue_name="q", priority=0, options={}
+    )
+    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=100)
+    worker.start()
+    try:
+        actor.send("job-1")
+        broker.join("q", timeout=10_000)
+        worker.join()
+        assert len(entered) == 1
+        assert interrupts.running() == {}
+        assert not interrupts.interrupt("job-1", Interrupted)
+    finally:
+        worker.stop()
+
+
+def test_the_runner_interrupts_through_the_middleware_it_is_given(engine):
+    """The handler runs inside the given middleware's reach, and an abort past the grace
+    is raised through it."""
+    interrupts = Interrupts()
+    looping = threading.Event()
+    seen: list[dict[str, int]] = []
+    caught: list[type] = []
+
+    def never_checks(params, ctx):
+        seen.append(interrupts.running())
+        looping.set()
+        deadline = time.monotonic() + 30
+        try:
+            while time.monotonic() < deadline:
+                time.sleep(0.01)
+        except JobAborted as exc:
+            caught.append(type(exc))
+            raise
+
+    registry = ActionRegistry()
+    registry.add(JobAction(name="loops", handler=never_checks, abort_grace=0))
+    runner = JobRunner(engine, registry, abort_check_interval_s=0.05, interrupts=interrupts)
+    uuid = make_job(engine, "loops")
+    outcome: list[str | None] = []
+    thread = threading.Thread(target=lambda: outcome.append(runner.run(uuid)))
+    thread.start()
+    assert looping.wait(10)
+    abort_now(engine, uuid)
+    thread.join(20)
+    assert not thread.is_alive()
+    assert seen == [{uuid: thread.ident}]
+    assert (outcome, caught) == (["aborted"], [JobInterrupted])
+    assert interrupts.running() == {}

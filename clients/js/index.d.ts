@@ -106,6 +106,20 @@ export interface ScheduledJob {
   next_run: string | null;
   /** From the ini file or an add-on: the API can't change or delete it. */
   declared: boolean;
+  /**
+   * The firing refused because its owner no longer exists or may no longer submit the
+   * action; the schedule was disabled then. null otherwise; enabling it again clears it.
+   */
+  skipped: ScheduledJobSkip | null;
+}
+
+export interface ScheduledJobSkip {
+  /** The slot that was not fired. */
+  slot: string;
+  /** When the firing was refused. */
+  at: string;
+  reason: 'owner_missing' | 'owner_lacks_permission';
+  message: string;
 }
 
 export interface NewScheduledJob {

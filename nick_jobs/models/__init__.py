@@ -7,10 +7,10 @@ import time
 from typing import Any
 
 import sqlalchemy as sa
+import zope.sqlalchemy
 from pyramid.tweens import EXCVIEW
 from sqlalchemy.orm import Session, configure_mappers, sessionmaker
 
-from . import tm
 from .cursor import Cursor
 from .job import FINISHED_STATUSES, Job, JobHistory, JobLog, JobStatus
 from .meta import Base, json_loads, utcnow
@@ -135,14 +135,22 @@ def get_engine(url: str, **kwargs: Any) -> sa.Engine:
 def get_session_factory(engine: sa.Engine) -> sessionmaker[Session]:
     # expire_on_commit=False: objects read in a request stay usable after pyramid_tm
     # commits, without a second SELECT.
-    factory = sessionmaker(bind=engine, expire_on_commit=False)
-    tm.join_requests(factory)
-    return factory
+    return sessionmaker(bind=engine, expire_on_commit=False)
 
 
-def get_tm_session(session_factory: sessionmaker[Session], transaction_manager, request=None):
-    """A session joined to ``transaction_manager``: it commits or aborts with it."""
-    return session_factory(info={"request": request, tm.MANAGER: transaction_manager})
+def get_tm_session(
+    session_factory: sessionmaker[Session], transaction_manager: Any, request: Any = None
+) -> Session:
+    """A session joined to ``transaction_manager``: it commits or aborts with it.
+
+    Joined "changed" from the start: state transitions are Core statements, which the
+    ORM's change tracking can't see, and a session joined "active" would roll them back.
+    """
+    session = session_factory(info={"request": request})
+    zope.sqlalchemy.register(
+        session, initial_state="changed", transaction_manager=transaction_manager
+    )
+    return session
 
 
 def includeme(config) -> None:
