@@ -80,6 +80,9 @@ def live_server(directory: Path, **settings: str) -> Iterator[LiveServer]:
         "nick_jobs.auto_migrate": "false",
         "nick_jobs.bootstrap_admin": "false",
         "nick_jobs.login_rate_limit": "1000",
+        # A test may leave a long job running: the server stops within 2 s, not after the
+        # 20 s a production drain gives running work.
+        "nick_jobs.shutdown_grace": "2",
         **settings,
     }
     ini = directory / "server.ini"
