@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 REMOVED = {
     "nick_jobs.switch_interval": (
         "a plugin leaves the interpreter's GIL switch interval to the process it runs in "
-        "(sys.setswitchinterval in that process's own start-up, if it needs another)"
+        "(the process's own start-up sets another, if it needs one)"
     ),
 }
 

@@ -45,8 +45,6 @@ STILL_USED: dict[str, set[str]] = {
     # Whether the request's reified connection was taken, without taking it.
     "models/__init__.py": {"request.__dict__"},
     "views/jobs.py": {"request.__dict__"},
-    # The job GET's driver-level path reads whether a connection has listeners.
-    "models/driver.py": {"conn._has_events"},
     # Which submit path: pyramid_tm's transaction lists its joined resources privately
     # (the direct path pays a fifth of the submit rate: docs/benchmarks.md); and whether
     # the request's session was made, without making it.

@@ -120,9 +120,8 @@ def run(conn: sa.Connection | sa.orm.Session, statement: Any, params: dict[str, 
         if name in values:
             values[name] = processor(values[name])
     driver = conn.connection.driver_connection
-    # A connection's dispatch joins its own listeners to its engine's, and each look at
-    # it builds an object; without listeners of its own, the engine's are all there are.
-    events = conn.dispatch if conn._has_events else conn.engine.dispatch
+    # The connection's dispatch holds its own listeners and its engine's.
+    events = conn.dispatch
     try:
         with driver.cursor() as cursor:
             if events.before_cursor_execute:
