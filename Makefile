@@ -11,7 +11,7 @@ $(BIN)/python:
 
 # Re-install only when the package metadata changes.
 $(VENV)/.installed-run: $(BIN)/python setup.cfg pyproject.toml
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e '.[server]'
 	touch $@
 
 $(VENV)/.installed-test: $(BIN)/python setup.cfg pyproject.toml

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import configparser
 import contextlib
+import importlib.util
 import json
 import os
 import secrets
@@ -201,6 +202,52 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
             return
         time.sleep(0.05)
     raise RuntimeError(f"nothing listens on port {port} after {timeout}s")
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    return inodes
+
+
+def _tcp_peers(port: int) -> dict[str, int]:
+    """Established TCP connections whose local port is ``port``: inode -> peer port."""
+    peers = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields_ = line.split()
+                local, remote, state, inode = fields_[1], fields_[2], fields_[3], fields_[9]
+                if state == "01" and int(local.rsplit(":", 1)[1], 16) == port:
+                    peers[inode] = int(remote.rsplit(":", 1)[1], 16)
+    return peers
+
+
+def serving_workers(master: int, port: int, connections: int = 8) -> set[int]:
+    """The children of ``master`` that answer ``GET /healthz`` on ``port``: ``connections``
+    kept-alive requests at once, and which process holds the server side of each."""
+    opened = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(connections)]
+    try:
+        for sock in opened:
+            sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        for sock in opened:
+            if not sock.recv(100).startswith(b"HTTP/1.1 200"):
+                return set()
+        clients = {sock.getsockname()[1] for sock in opened}
+        peers = _tcp_peers(port)
+        return {
+            pid
+            for pid in child_pids(master)
+            if any(peers.get(inode) in clients for inode in _socket_inodes(pid))
+        }
+    finally:
+        for sock in opened:
+            sock.close()
 
 
 def child_pids(pid: int) -> list[int]:
@@ -542,6 +589,27 @@ class Run:
         proc = self.spawn(name, [*bin_command("pserve", "pyramid.scripts.pserve"), str(ini)])
         port = self.port_of(ini)
         wait_port(port, proc)
+        return Server(proc, port, ini)
+
+    def serve_gunicorn(self, ini: Path, name: str, workers: int = 2) -> Server:
+        """The ini's app under gunicorn with deploy/gunicorn.conf.py as shipped, ``workers``
+        gthread workers on the port of its ``[server:main]``; once every worker serves."""
+        if importlib.util.find_spec("gunicorn") is None:
+            raise Skip("gunicorn is not installed (pip install -e '.[server]')")
+        port = self.port_of(ini)
+        command = [*bin_command("gunicorn", "gunicorn"), "--paste", str(ini)]
+        command += ["-c", str(ROOT / "deploy" / "gunicorn.conf.py"), "-w", str(workers)]
+        command += ["-k", "gthread", "-b", f"127.0.0.1:{port}"]
+        proc = self.spawn(name, command)
+        wait_port(port, proc)
+        # The master listens at once; each worker serves only once it has loaded the app.
+        deadline = time.monotonic() + 60
+        while len(serving_workers(proc.pid, port)) < workers:
+            if proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {proc.returncode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"not every one of {workers} gunicorn workers serves")
+            time.sleep(0.2)
         return Server(proc, port, ini)
 
     def worker(self, ini: Path, name: str, threads: int = 8) -> subprocess.Popen:

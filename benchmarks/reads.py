@@ -13,6 +13,10 @@ JWT, run alternately against nick-jobs and its baseline:
   reached with the API's own cursor.
 * list_scaling: the first page's median latency with ``rows`` loaded over that with
   ``small_rows`` loaded.
+* get_job_rps_2proc: the get_job load on the same ini served by gunicorn with 2 gthread
+  workers (deploy/gunicorn.conf.py), alternated with the one ``pserve`` process;
+  ``get_job_2proc_scaling`` is its rate over the one process's, run by run. The load
+  generator shares the machine's cores with both.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from __future__ import annotations
 import random
 
 from . import httpload
-from .harness import Run, Server, log, median, percentile
+from .harness import Run, Server, Skip, log, median, percentile
 
 NAME = "reads"
 SERVICES = {"postgresql"}
@@ -74,13 +78,22 @@ def run(run: Run) -> dict[str, float]:
     deep_page = [
         httpload.build("GET", f"/@jobs?b_size=50&cursor={deep_cursor}", server.port, token)
     ]
-    warm = ((gets, server), (base_gets, baseline), (row_gets, baseline), (deep_page, server))
+    warm = [(gets, server), (base_gets, baseline), (row_gets, baseline), (deep_page, server)]
+    try:
+        two = run.serve_gunicorn(run.nick_ini("reads-2proc", broker="redis"), "reads-2proc-server")
+    except Skip as exc:
+        run.notes.append(f"reads: no get_job_rps_2proc: {exc}")
+        two, two_gets = None, []
+    else:
+        two_gets = [httpload.build("GET", f"/@jobs/{u}", two.port, token) for u in uuids]
+        warm.append((two_gets, two))
     for requests, target in warm:
         load(run, target, requests, 1.0)  # warm-up
 
     rps, base_rps, ratios, get_p99 = [], [], [], []
     row_ratios, vs_row = [], []
     first_p99, first_p50, deep_p99 = [], [], []
+    rps_2proc, scaling_2proc = [], []
     sides = ((server, gets), (baseline, base_gets), (baseline, row_gets))
     for r in range(mode.repeats):
         order = (0, 1, 2) if r % 2 == 0 else (2, 1, 0)
@@ -102,7 +115,22 @@ def run(run: Run) -> dict[str, float]:
             f"list first p99 {first_p99[-1]:.1f} ms "
             f"({first.rps:.0f} req/s), deep p99 {deep_p99[-1]:.1f} ms ({deep.rps:.0f} req/s)"
         )
+        if two is not None:
+            pair = load(run, two, two_gets, seconds)
+            rps_2proc.append(pair.rps)
+            scaling_2proc.append(pair.rps / got[0].rps)
+            log(
+                f"reads run {r + 1}: get from 2 gunicorn workers {pair.rps:.0f} req/s "
+                f"(p99 {percentile(pair.latencies_ms, 99):.1f} ms), x{scaling_2proc[-1]:.2f}"
+            )
+    two_proc = {}
+    if rps_2proc:
+        two_proc = {
+            "get_job_rps_2proc": median(rps_2proc),
+            "get_job_2proc_scaling": median(scaling_2proc),
+        }
     return {
+        **two_proc,
         "get_job_rps": median(rps),
         "get_job_baseline_rps": median(base_rps),
         "get_job_ratio": median(ratios),

@@ -1,9 +1,9 @@
 """sse: many open job streams on one API process, a plain GET load beside them, and how
 fast a state change reaches its stream (PostgreSQL + Redis).
 
-One ``pserve production.ini`` process (its waitress settings as shipped, but ``processes = 1``:
-the target is for the streams of one process). ``streams`` jobs
-are submitted and left waiting (no worker consumes their queue), then:
+One ``pserve production.ini`` process, stock waitress with its settings as shipped (the
+target is for the streams of one process). ``streams`` jobs are submitted and left
+waiting (no worker consumes their queue), then:
 
 * baseline: ``GET /@jobs/{uuid}`` load with no stream open;
 * subject: the same load with one stream open on each job (``sse_streams`` of them);
@@ -97,7 +97,6 @@ def run(run: Run) -> dict[str, float]:
             "nick_jobs.stream_max_per_user": str(count + 10),
             **EXTRA,
         },
-        server={"processes": "1"},
     )
     server = run.serve(ini, "sse-server")
     token = run.token(ini)
@@ -123,7 +122,11 @@ def run(run: Run) -> dict[str, float]:
 
     get_load()  # warm-up
     rss_before = rss_kib(server.proc.pid)
-    baseline_p99 = [percentile(get_load().latencies_ms, 99) for _ in range(mode.repeats)]
+    baseline_p99, baseline_rps = [], []
+    for _ in range(mode.repeats):
+        loaded = get_load()
+        baseline_p99.append(percentile(loaded.latencies_ms, 99))
+        baseline_rps.append(loaded.rps)
 
     streams = Streams(server.port, token, uuids)
     deadline = time.monotonic() + 60
@@ -173,6 +176,7 @@ def run(run: Run) -> dict[str, float]:
         "sse_get_p99_ms": median(subject_p99),
         "sse_get_baseline_p99_ms": median(baseline_p99),
         "sse_get_rps": median(subject_rps),
+        "sse_get_baseline_rps": median(baseline_rps),
         "sse_event_p50_ms": percentile(latencies, 50),
         "sse_event_p95_ms": percentile(latencies, 95),
         "sse_api_rss_mb": rss_streams / 1024,

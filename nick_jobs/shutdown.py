@@ -17,6 +17,12 @@ process, and only over the default action: a process that already handles SIGTER
 serving HTTP, or a host server such as gunicorn) keeps its own handler.
 ``nick_jobs.graceful_shutdown = false`` leaves signals alone altogether (for a host
 application that handles them itself).
+
+A server with a SIGTERM handler of its own that stops once its connections are done
+(gunicorn's workers) drains the app through :func:`begin_drain`, called from that
+server's own stop: ``deploy/gunicorn.conf.py`` does it in gunicorn's documented
+``post_worker_init`` and ``worker_exit`` hooks. Steps 1 to 4 run as above; the server
+stops itself.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .errors import api_error
@@ -46,6 +53,7 @@ class Drain:
         self._inflight = 0
         self._lock = threading.Lock()
         self._started: threading.Thread | None = None
+        self._done = threading.Event()
 
     def enter(self) -> None:
         with self._lock:
@@ -68,7 +76,16 @@ class Drain:
             time.sleep(0.05)
         return True
 
-    def start(self, registry: Any, grace_s: float, stop_server=None) -> None:
+    def wait(self, timeout_s: float) -> bool:
+        """Wait for a drain that has started to be done (steps 1 to 4); True at once when
+        none has started, False at the deadline."""
+        with self._lock:
+            started = self._started is not None
+        return not started or self._done.wait(timeout_s)
+
+    def start(
+        self, registry: Any, grace_s: float, stop_server: Callable[[], None] | None = None
+    ) -> None:
         """Begin draining (once) on a thread of its own; the signal handler returns."""
         with self._lock:
             if self._started is not None:
@@ -95,6 +112,7 @@ class Drain:
         registry["nick_jobs.queue"].stop_embedded_worker(timeout_ms=remaining_ms)
         log.info("shutdown: drained, stopping the server")
         self.drained = True
+        self._done.set()
         if stop_server is not None:
             stop_server()
         else:
@@ -149,6 +167,39 @@ def install_signal_handler(registry: Any, grace_s: float) -> bool:
     on_sigterm.nick_jobs_drain = True  # type: ignore[attr-defined]
     signal.signal(signal.SIGTERM, on_sigterm)
     return True
+
+
+def _server_stops_itself() -> None:
+    """The last step under a server that stops by itself once its connections close."""
+
+
+def begin_drain(registry: Any) -> bool:
+    """Start draining the app of ``registry`` now, as SIGTERM does under ``pserve``, but
+    leave stopping the server to the server: for one whose own SIGTERM handler stops it
+    once its requests are done (gunicorn; see ``deploy/gunicorn.conf.py``).
+
+    Returns at once (the drain runs on a thread of its own), so it may be called from a
+    signal handler. Calling it again does nothing more. False when
+    ``nick_jobs.graceful_shutdown`` is off: nothing starts.
+    """
+    settings = registry["nick_jobs.settings"]
+    if not settings.graceful_shutdown:
+        return False
+    drain: Drain = registry["nick_jobs.drain"]
+    if not drain.draining:
+        log.info("shutdown: draining for up to %g s", settings.shutdown_grace_s)
+    drain.start(registry, settings.shutdown_grace_s, stop_server=_server_stops_itself)
+    return True
+
+
+def wait_drained(registry: Any, timeout_s: float | None = None) -> bool:
+    """Wait until a drain started by :func:`begin_drain` (or SIGTERM) is done: streams
+    closed, requests finished or given up on, the embedded worker stopped. True at once
+    when no drain has started; False after ``timeout_s`` seconds (by default the
+    ``nick_jobs.shutdown_grace`` and 10 more for the embedded worker's stop)."""
+    if timeout_s is None:
+        timeout_s = registry["nick_jobs.settings"].shutdown_grace_s + 10
+    return registry["nick_jobs.drain"].wait(timeout_s)
 
 
 def on_application_created(event) -> None:

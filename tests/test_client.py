@@ -87,10 +87,10 @@ def live_server(directory: Path, **settings: str) -> Iterator[LiveServer]:
     }
     ini = directory / "server.ini"
     lines = ["[app:main]", "use = egg:nick-jobs", *(f"{k} = {v}" for k, v in values.items())]
-    lines += ["", "[server:main]", "use = egg:nick-jobs#main", f"listen = 127.0.0.1:{port}"]
+    lines += ["", "[server:main]", "use = egg:waitress#main", f"listen = 127.0.0.1:{port}"]
     # Each open event stream holds a waitress thread: more than the default 4, so that
     # plain requests still find one while a test holds streams open.
-    lines += ["threads = 16", ""]
+    lines += ["threads = 16", "channel_request_lookahead = 1", ""]
     ini.write_text("\n".join(lines))
     log = (directory / "server.log").open("w+")
     process = subprocess.Popen(

@@ -63,13 +63,12 @@ def wait_listening(port: int, proc: subprocess.Popen, log: Path, what: str) -> N
 
 
 def server_section(port: int) -> str:
-    """production.ini's ``[server:main]``, on ``port``, in one process, with small limits."""
+    """production.ini's ``[server:main]``, on ``port``, with small limits."""
     parser = configparser.RawConfigParser()
     parser.read(PRODUCTION_INI)
     server = dict(parser["server:main"])
     server.update(
         listen=f"127.0.0.1:{port}",
-        processes="1",
         threads="48",
         connection_limit=str(CONNECTION_LIMIT),
     )

@@ -23,11 +23,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from pyramid.config import Configurator
+from waitress import create_server
 from webtest import TestApp
 
 from nick_jobs import fast_path, includeme
 from nick_jobs.resources import JobContainer, Root
-from nick_jobs.server import create_server
 from nick_jobs.settings import ConfigurationError, apply_environment, parse
 from nick_jobs.urls import valid_host
 
@@ -162,8 +162,15 @@ def test_the_environment_sets_the_public_url() -> None:
 
 @contextlib.contextmanager
 def serving(client: Client, **adjustments: Any) -> Iterator[int]:
-    """The client's app on the server ``pserve`` runs, with waitress ``adjustments``."""
-    server = create_server(client.app, host="127.0.0.1", port=0, threads=8, **adjustments)
+    """The client's app on waitress, as ``pserve`` runs it, with waitress ``adjustments``."""
+    server = create_server(
+        client.app,
+        host="127.0.0.1",
+        port=0,
+        threads=8,
+        channel_request_lookahead=1,
+        **adjustments,
+    )
     stop = threading.Event()
 
     def run() -> None:

@@ -1,299 +1,132 @@
-"""The server ``pserve`` runs: waitress whose main loop does not spin while a request
-thread sends, and still delivers every byte to slow clients."""
+"""What ``pserve`` runs with the shipped ini files: stock waitress, one process; and the
+systemd template that runs several ``pserve`` processes on ports of their own
+(deploy/systemd/nick-jobs@.service). Several processes on one port: tests/test_gunicorn.py.
+"""
 
 from __future__ import annotations
 
-import collections
 import configparser
-import contextlib
+import http.client
+import json
+import os
+import shlex
+import signal
 import socket
-import threading
+import subprocess
+import sys
 import time
-from collections.abc import Iterator
-from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
-from waitress.channel import HTTPChannel
-from waitress.server import BaseWSGIServer, MultiSocketServer
+from waitress import create_server
 
-from nick_jobs.server import Channel, create_server, serve_paste
+from nick_jobs import migrations, tokens
+from nick_jobs.models import get_engine
+from nick_jobs.settings import parse
 
-ROOT = Path(__file__).resolve().parent.parent
+from .conftest import ROOT, base_settings, reset_database, stop_process, write_ini
+from .netutil import free_port
 
-
-@contextlib.contextmanager
-def running(
-    app, channel_class: type[HTTPChannel] = Channel, sndbuf: int | None = None, **settings
-) -> Iterator[tuple[int, BaseWSGIServer]]:
-    """``app`` served on a free port by ``create_server``, its channels ``channel_class``
-    (and their sockets' send buffer ``sndbuf`` bytes)."""
-    server = create_server(app, listen="127.0.0.1:0", threads=4, **settings)
-    server.channel_class = channel_class
-    if sndbuf:
-        server.adj.socket_options = [
-            *server.adj.socket_options,
-            (socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf),
-        ]
-    stop = threading.Event()
-
-    def run() -> None:
-        while not stop.is_set():
-            server.asyncore.loop(timeout=server.adj.asyncore_loop_timeout, map=server._map, count=1)
-        server.close()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
-        yield int(server.effective_port), server
-    finally:
-        server.task_dispatcher.shutdown(timeout=10)
-        stop.set()
-        # The loop may have turned, seen the stop and closed the trigger already.
-        with contextlib.suppress(OSError):
-            server.pull_trigger()
-        thread.join(timeout=10)
+BIN = Path(sys.executable).parent
+TEMPLATE = ROOT / "deploy" / "systemd" / "nick-jobs@.service"
 
 
-def request(port: int, path: str = "/", rcvbuf: int | None = None) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    if rcvbuf:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.settimeout(10)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-    return sock
+def server_sections(name: str) -> dict[str, dict[str, str]]:
+    parser = configparser.RawConfigParser()
+    parser.read(ROOT / name)
+    return {s: dict(parser[s]) for s in parser.sections() if s.startswith("server:")}
 
 
-def read_exactly(sock: socket.socket, size: int, buffered: bytes = b"") -> bytes:
-    data = bytearray(buffered)
-    while len(data) < size:
-        chunk = sock.recv(min(65536, size - len(data)))
-        if not chunk:
-            raise ConnectionError(f"closed after {len(data)} of {size} bytes")
-        data += chunk
-    return bytes(data)
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+    return [b"ok"]
 
 
-def read_head(sock: socket.socket) -> tuple[bytes, bytes]:
-    """The response head, and what arrived after it."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("closed before the response head")
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    return head, rest
+@pytest.mark.parametrize("name", ["production.ini", "development.ini"])
+def test_the_shipped_ini_files_serve_with_stock_waitress_and_its_own_settings(name: str) -> None:
+    settings = server_sections(name)["server:main"]
+    assert settings.pop("use") == "egg:waitress#main"
+    # waitress refuses a setting it does not know: every one left is waitress's own.
+    settings["listen"] = "127.0.0.1:0"
+    server = create_server(app, **settings)
+    server.close()
 
 
-def test_the_shipped_ini_files_serve_with_this_server() -> None:
-    (runner,) = entry_points(group="paste.server_runner", name="main").select(
-        module="nick_jobs.server"
+def wait_answers(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, f"pserve exited with {proc.returncode}"
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                if sock.recv(100).startswith(b"HTTP/1.1 200"):
+                    return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, f"nothing answered on {port} in {timeout} s"
+        time.sleep(0.05)
+
+
+def test_the_systemd_template_runs_pserve_on_the_instance_port(tmp_path: Path) -> None:
+    # The template's own command, with production.ini's server sections as shipped and an
+    # app on SQLite: only the paths and the instance (the port) are this test's.
+    unit = configparser.RawConfigParser(strict=False)
+    unit.read(TEMPLATE)
+    command = unit["Service"]["ExecStart"]
+    port = free_port()
+    args = [
+        arg.replace("/srv/nick-jobs/.venv/bin/", f"{BIN}/").replace("%i", str(port))
+        for arg in shlex.split(command)
+    ]
+    assert "production.ini" in args, command
+    database = tmp_path / "jobs.sqlite"
+    engine = get_engine(f"sqlite:///{database}")
+    migrations.upgrade(engine)
+    reset_database(engine)
+    engine.dispose()
+    settings = base_settings(
+        **{
+            "sqlalchemy.url": f"sqlite:///{database}",
+            "nick_jobs.broker_url": "stub://",
+            "nick_jobs.embedded_worker_threads": "0",
+            "nick_jobs.graceful_shutdown": "true",
+            "nick_jobs.shutdown_grace": "2",
+        }
     )
-    assert runner.load() is serve_paste
-    for name in ("production.ini", "development.ini"):
-        config = configparser.ConfigParser(interpolation=None)
-        config.read(ROOT / name)
-        assert config["server:main"]["use"] == "egg:nick-jobs#main", name
-
-
-def test_every_listening_socket_opens_channels_that_wait() -> None:
-    def app(environ, start_response):
-        start_response("200 OK", [("Content-Length", "0")])
-        return [b""]
-
-    server = create_server(app, listen="127.0.0.1:0 127.0.0.1:0", threads=1)
+    ini = write_ini(tmp_path / "production.ini", settings)
+    with ini.open("a") as fh:
+        for section, values in server_sections("production.ini").items():
+            fh.write(f"\n[{section}]\n" + "".join(f"{k} = {v}\n" for k, v in values.items()))
+    log = tmp_path / "pserve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            args, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=out
+        )
     try:
-        assert isinstance(server, MultiSocketServer)
-        listeners = [s for s in server.map.values() if isinstance(s, BaseWSGIServer)]
-        assert len(listeners) == 2
-        assert all(listener.channel_class is Channel for listener in listeners)
+        wait_answers(port, proc)
+        # [server:main]'s settings hold: its trusted proxy (this host) says the public
+        # scheme and host of the URLs the API writes.
+        token = tokens.issue(parse(settings), "admin", "Admin")
+        body = json.dumps({"params": {"action": "dummy"}})
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request(
+            "POST",
+            "/@jobs",
+            body,
+            {
+                "Authorization": f"Bearer {token}",
+                "Content-Type": "application/json",
+                "X-Forwarded-Proto": "https",
+                "X-Forwarded-Host": "jobs.example.org",
+            },
+        )
+        response = conn.getresponse()
+        job = json.loads(response.read())
+        conn.close()
+        assert response.status == 201, job
+        assert job["@id"] == f"https://jobs.example.org/@jobs/{job['uuid']}"
+        # SIGTERM (what systemctl stop sends) drains it and pserve exits 0.
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0, log.read_text()
     finally:
-        server.close()
-
-
-def loop_turns_during_a_send(channel_class: type[HTTPChannel], window_s: float) -> int:
-    """How often the main loop handles a write on a channel while its request thread is
-    stuck inside a send, over ``window_s`` seconds."""
-    in_send = threading.Event()
-    release = threading.Event()
-    turns = collections.Counter()
-
-    class Gated(channel_class):
-        def send(self, data, do_close=True):
-            if threading.current_thread().name.startswith("waitress-") and not in_send.is_set():
-                in_send.set()
-                release.wait(10)
-            return super().send(data, do_close)
-
-        def handle_write(self):
-            turns["write"] += 1
-            super().handle_write()
-
-    body = b"x" * 1000
-
-    def app(environ, start_response):
-        start_response("200 OK", [("Content-Length", str(len(body)))])
-        return [body]
-
-    with running(app, Gated) as (port, server):
-        sock = request(port)
-        assert in_send.wait(10)
-        before = turns["write"]
-        # Any other event (here the trigger; in production, other connections) makes the
-        # loop look again at which channels are writable.
-        server.pull_trigger()
-        # A measuring window, not a wait for an event: the count over it is the result.
-        time.sleep(window_s)
-        during = turns["write"] - before
-        release.set()
-        head, rest = read_head(sock)
-        assert head.startswith(b"HTTP/1.1 200")
-        assert read_exactly(sock, len(body), rest) == body
-        sock.close()
-    return during
-
-
-def test_the_main_loop_waits_while_a_request_thread_sends() -> None:
-    # Stock waitress: the channel looks writable the whole time, so the loop spins.
-    assert loop_turns_during_a_send(HTTPChannel, 0.2) > 100
-    assert loop_turns_during_a_send(Channel, 0.2) == 0
-
-
-# With small socket buffers on both sides a send takes only part of a large chunk.
-SMALL_BUFFERS = {"sndbuf": 32768}
-
-
-class TriggerProbe:
-    """A channel's view of its server whose ``pull_trigger``, called while a request
-    thread is inside the channel's ``write_soon``, returns only once the main loop has
-    looked at the channel again. That is the race to lose: the loop looks while the
-    sender is still sending, finds nothing to poll for, and only a later trigger wakes it.
-    """
-
-    def __init__(self, server: BaseWSGIServer, channel: ProbedChannel) -> None:
-        self._server = server
-        self._channel = channel
-
-    def __getattr__(self, name: str):
-        return getattr(self._server, name)
-
-    def pull_trigger(self) -> None:
-        channel = self._channel
-        if not (channel.sending and threading.current_thread().name.startswith("waitress-")):
-            self._server.pull_trigger()
-            return
-        with channel.looked:
-            seen = channel.looks
-            self._server.pull_trigger()
-            assert channel.looked.wait_for(lambda: channel.looks > seen, timeout=10)
-
-
-class ProbedChannel(Channel):
-    def __init__(self, server, *args, **kwargs) -> None:
-        self.looks = 0
-        self.looked = threading.Condition()
-        super().__init__(server, *args, **kwargs)
-        self.server = TriggerProbe(server, self)
-
-    def writable(self) -> bool:
-        if self.sending and self.total_outbufs_len:
-            with self.looked:
-                self.looks += 1
-                self.looked.notify_all()
-        return super().writable()
-
-
-def test_bytes_a_sender_leaves_behind_reach_a_slow_client_while_its_stream_waits() -> None:
-    # The first chunk can't fit the socket buffers, so the request thread leaves most of
-    # it behind and then blocks until the client has read all of it: the main loop must
-    # send the rest with nothing else to wake it (its poll timeout is 60 s here).
-    size = 4 * 1024 * 1024
-    release = threading.Event()
-
-    def app(environ, start_response):
-        start_response("200 OK", [("Content-Length", str(size + 3))])
-
-        def body():
-            yield b"a" * size
-            release.wait(20)
-            yield b"end"
-
-        return body()
-
-    settings = {"asyncore_loop_timeout": 60, **SMALL_BUFFERS}
-    with running(app, ProbedChannel, **settings) as (port, _):
-        sock = request(port, rcvbuf=16384)
-        head, rest = read_head(sock)
-        assert head.startswith(b"HTTP/1.1 200")
-        assert read_exactly(sock, size, rest) == b"a" * size
-        release.set()
-        assert read_exactly(sock, 3) == b"end"
-        sock.close()
-
-
-@pytest.mark.parametrize("watermark", [65536, 1024 * 1024])
-def test_a_body_over_the_high_watermark_arrives_whole(watermark: int) -> None:
-    # Over the high-water mark the request thread waits inside write_soon for the main
-    # loop to flush: the channel must look writable to the loop then, or both would wait
-    # for ever.
-    chunk = bytes(range(256)) * 4096  # 1 MiB
-    chunks = 6
-
-    def app(environ, start_response):
-        start_response("200 OK", [("Content-Length", str(len(chunk) * chunks))])
-        return (chunk for _ in range(chunks))
-
-    settings = {"outbuf_high_watermark": watermark, "asyncore_loop_timeout": 60}
-    with running(app, **settings, **SMALL_BUFFERS) as (port, _):
-        sock = request(port, rcvbuf=16384)
-        head, rest = read_head(sock)
-        assert head.startswith(b"HTTP/1.1 200")
-        assert read_exactly(sock, len(chunk) * chunks, rest) == chunk * chunks
-        sock.close()
-
-
-def _exchange(sock: socket.socket, raw: bytes) -> bytes:
-    sock.sendall(raw)
-    head, rest = read_head(sock)
-    length = next(
-        (
-            int(line.split(b":", 1)[1])
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"content-length:")
-        ),
-        0,
-    )
-    read_exactly(sock, length, rest)
-    return head
-
-
-def test_a_response_without_a_body_keeps_the_connection_open() -> None:
-    def app(environ, start_response):
-        if environ["PATH_INFO"] == "/gone":
-            start_response("204 No Content", [])
-            return [b""]
-        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
-        return [b"ok"]
-
-    with running(app) as (port, _server):
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            for _ in range(2):
-                head = _exchange(sock, b"DELETE /gone HTTP/1.1\r\nHost: x\r\n\r\n")
-                assert head.startswith(b"HTTP/1.1 204")
-                assert b"connection: close" not in head.lower()
-                assert b"content-length" not in head.lower()
-                # The same connection serves the next request.
-                assert _exchange(sock, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").startswith(
-                    b"HTTP/1.1 200"
-                )
-        # Asked to close, or from an HTTP/1.0 client, a 204 still closes.
-        for raw in (
-            b"DELETE /gone HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-            b"DELETE /gone HTTP/1.0\r\nHost: x\r\n\r\n",
-        ):
-            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-                head = _exchange(sock, raw)
-                assert b" 204 " in head
-                assert sock.recv(1) == b""  # closed by the server
+        stop_process(proc)

@@ -50,7 +50,7 @@ def test_sigterm_closes_streams_with_a_reconnect_and_exits(tmp_path):
     engine.dispose()
     ini = write_ini(tmp_path / "api.ini", settings)
     with ini.open("a") as fh:
-        fh.write(f"\n[server:main]\nuse = egg:nick-jobs#main\nlisten = 127.0.0.1:{port}\n")
+        fh.write(f"\n[server:main]\nuse = egg:waitress#main\nlisten = 127.0.0.1:{port}\n")
     api = subprocess.Popen(
         [sys.executable, "-m", "pyramid.scripts.pserve", str(ini)],
         cwd=ROOT,
@@ -128,3 +128,43 @@ def test_the_drain_leaves_a_sigterm_handler_the_process_has_alone():
         assert signal.getsignal(signal.SIGTERM) not in (first, signal.SIG_DFL)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_begin_drain_drains_and_leaves_stopping_to_the_server(make_app, backend):
+    # gunicorn's workers (deploy/gunicorn.conf.py): the server has its own SIGTERM
+    # handler and stops once its connections are done; the app only drains.
+    from nick_jobs.shutdown import begin_drain, wait_drained
+
+    reset_database(backend.engine)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        # Built with graceful_shutdown on, the app takes SIGTERM in this process over.
+        app = make_app(
+            **{"nick_jobs.embedded_worker_threads": "0", "nick_jobs.graceful_shutdown": "true"}
+        )
+        handler = signal.getsignal(signal.SIGTERM)
+        registry = app.app.registry
+        drain = registry["nick_jobs.drain"]
+        assert wait_drained(registry, 0), "no drain has started: nothing to wait for"
+        drain.enter()  # a request still running
+        assert begin_drain(registry)
+        assert begin_drain(registry), "a second call is the same drain"
+        assert app.get("/@jobs", headers=app.auth(), status=503).headers["Retry-After"] == "1"
+        assert not wait_drained(registry, 0.3)
+        drain.leave()
+        assert wait_drained(registry, 10)
+        assert drain.drained
+        # Nothing was signalled: the server's own stop is what ends the process.
+        assert signal.getsignal(signal.SIGTERM) is handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_begin_drain_does_nothing_with_graceful_shutdown_off(make_app, backend):
+    from nick_jobs.shutdown import begin_drain
+
+    reset_database(backend.engine)
+    app = make_app(**{"nick_jobs.embedded_worker_threads": "0"})
+    assert not begin_drain(app.app.registry)
+    assert not app.app.registry["nick_jobs.drain"].draining
+    app.get("/@jobs", headers=app.auth(), status=200)

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from waitress import create_server
 
 from nick_jobs.models import get_engine
-from nick_jobs.server import create_server
 from nick_jobs.streams import tickets
 
 from .conftest import Client, reset_database
@@ -30,9 +30,15 @@ from .conftest import Client, reset_database
 
 @contextlib.contextmanager
 def serving(client: Client, threads: int = 16) -> Iterator[tuple[str, int]]:
-    """The client's app on the server ``pserve`` runs (``egg:nick-jobs#main``)."""
+    """The client's app on waitress, as ``pserve`` runs it: with production.ini's
+    ``channel_request_lookahead``, so that a stream sees its client leave."""
     server = create_server(
-        client.app, host="127.0.0.1", port=0, threads=threads, connection_limit=100
+        client.app,
+        host="127.0.0.1",
+        port=0,
+        threads=threads,
+        connection_limit=100,
+        channel_request_lookahead=1,
     )
     stop = threading.Event()
 

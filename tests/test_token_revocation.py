@@ -107,7 +107,8 @@ def server(backend, tmp_path_factory) -> Iterator[Server]:
     ini = write_ini(directory / "server.ini", backend.settings)
     with ini.open("a") as f:
         f.write(
-            f"\n[server:main]\nuse = egg:nick-jobs#main\nlisten = 127.0.0.1:{port}\nthreads = 8\n"
+            f"\n[server:main]\nuse = egg:waitress#main\nlisten = 127.0.0.1:{port}\nthreads = 8\n"
+            "channel_request_lookahead = 1\n"
         )
     log = (directory / "server.log").open("w+")
     process = subprocess.Popen(
