@@ -51,8 +51,6 @@ def includeme(config: Configurator) -> None:
     config.include(".urls")
     # At most nick_jobs.max_active_requests requests run their view at once.
     config.include(".admission")
-    # A job's GET goes straight to its view, past the router's layers it doesn't need.
-    config.include(".fast_path")
     config.include(".views.actions")
     config.include(".views.health")
     config.include(".views.scheduled_jobs")

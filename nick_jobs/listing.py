@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .errors import api_error
-from .models import Job, driver
+from .models import Job
 from .models.user import identity_holds
 from .serialize import job_json_sql
 
@@ -178,7 +178,7 @@ def list_jobs(
     if guarded:
         page_params.update(guard)
     statement = _page_statement(json_rows, *filters, bool(cursor), guarded)
-    rows = driver.run(conn, statement, page_params).rows
+    rows = conn.execute(statement, page_params).all()
     has_next = len(rows) > size
     rows = rows[:size]
     next_cursor = encode_cursor(rows[-1].id) if has_next else None

@@ -14,11 +14,12 @@ from pyramid.httpexceptions import HTTPUnauthorized
 from pyramid.interfaces import ISecurityPolicy
 from pyramid.request import RequestLocalCache
 from pyramid.tweens import EXCVIEW
+from pyramid_tm import is_tm_active
 from zope.interface import implementer
 
 from . import tokens
 from .errors import UNAUTHORIZED_MESSAGE, api_error
-from .models import Job, RevokedToken, User, driver
+from .models import Job, RevokedToken, User
 from .permissions import role_principal, user_principal
 from .serialize import job_json_sql
 from .streams import tickets
@@ -219,14 +220,14 @@ class JWTSecurityPolicy:
         params = {"b_login": login, "b_token_hash": token_hash}
         conn = request.dbconn
         if job_uuid is None:
-            row = driver.run(conn, _IDENTITY, params).one_or_none()
+            row = conn.execute(_IDENTITY, params).one_or_none()
         else:
             params["b_uuid"] = job_uuid
             statement = _IDENTITY_AND_JOB
             if json_base is not None and conn.dialect.name == "postgresql":
                 params["b_base"] = json_base
                 statement = _IDENTITY_AND_JOB_JSON
-            row = driver.run(conn, statement, params).one_or_none()
+            row = conn.execute(statement, params).one_or_none()
         refused = _refusal(row, issued)
         if refused is not None:
             request.environ[AUTH_ERROR_KEY] = refused
@@ -283,7 +284,7 @@ _JOB = sa.select(_jobs).where(_jobs.c.uuid == sa.bindparam("b_uuid"))
 
 
 def _job(request, job_uuid: str) -> sa.Row | None:
-    return driver.run(request.dbconn, _JOB, {"b_uuid": job_uuid}).one_or_none()
+    return request.dbconn.execute(_JOB, {"b_uuid": job_uuid}).one_or_none()
 
 
 def identity_and_job(
@@ -378,7 +379,7 @@ def confirm_identity_tween_factory(handler, registry):
             try:
                 confirm(request)
             except Exception:
-                if request.environ.get("tm.active"):
+                if is_tm_active(request):
                     request.tm.doom()
                 response = request.invoke_exception_view()
         return response

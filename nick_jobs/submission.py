@@ -7,6 +7,7 @@ from typing import Any
 
 import marshmallow
 import sqlalchemy as sa
+from pyramid_tm import is_tm_active
 from sqlalchemy.exc import IntegrityError
 
 from . import security, transitions
@@ -80,10 +81,10 @@ def submit(
         "idempotency_key": idempotency_key,
     }
     queue = request.registry["nick_jobs.queue"]
-    if idempotency_key is None and _alone_in_transaction(request):
-        # Nothing else is in the request's transaction, so the job is its own: one
-        # autocommitted statement on the request's connection, sent at once. A caller
-        # allowed on a provisional identity is checked in that same statement.
+    if idempotency_key is None and _on_its_own(request):
+        # No transaction to join, so the job is its own: one autocommitted statement on
+        # the request's connection, sent at once. A caller allowed on a provisional
+        # identity is checked in that same statement.
         guard = security.guard(request)
         try:
             job = transitions.create(request.dbconn, **values, guard=guard)
@@ -112,22 +113,14 @@ def submit(
     return job, True
 
 
-def _alone_in_transaction(request) -> bool:
-    """Whether a job stored on its own (autocommit) is the same as one stored in the
-    request's transaction: PostgreSQL, and nothing has joined that transaction (not the
-    request's session, nor a host application's resource) that could still roll back.
+def _on_its_own(request) -> bool:
+    """Whether the job is stored on its own (one autocommitted statement) rather than in
+    the request's transaction: PostgreSQL, and the request runs in none (pyramid_tm's
+    activation hook, :func:`nick_jobs.models.needs_transaction`, begins none for such a
+    submit), so nothing can roll back under the job.
 
-    Stored so, the job (and its history row, in the same statement) skips the session,
-    its BEGIN and COMMIT round trips and the transaction manager's two-phase commit:
-    about a third of a submit's CPU. What the request does after it can't undo it, as
-    a response lost on the way can't: a client that must not submit twice sends an
-    Idempotency-Key, which takes the transactional path.
+    What the request does after the insert can't undo it, as a response lost on the way
+    can't: a client that must not submit twice sends an Idempotency-Key, which takes the
+    transactional path.
     """
-    if "dbsession" in request.__dict__ or request.dbconn.dialect.name != "postgresql":
-        return False
-    try:
-        transaction = request.tm.get()
-    except Exception:  # no transaction begun: not a request under pyramid_tm
-        return False
-    # The manager lists no joined resources publicly; without the list, assume some.
-    return getattr(transaction, "_resources", None) == [] and not transaction.isDoomed()
+    return not is_tm_active(request) and request.dbconn.dialect.name == "postgresql"

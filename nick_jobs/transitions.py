@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from .models import FINISHED_STATUSES, Job, JobHistory, JobLog, JobStatus, driver, utcnow
+from .models import FINISHED_STATUSES, Job, JobHistory, JobLog, JobStatus, utcnow
 from .models.user import identity_holds
 
 _log = logging.getLogger(__name__)
@@ -115,14 +115,14 @@ def create(
     params = {f"b_{key}": value for key, value in values.items()}
     if _dialect(conn) == "postgresql":
         # The job and its "created" history row in one statement: one round trip. On
-        # the session's connection (the session's transaction, begun by asking for
-        # it), so the driver runs it: the ORM's execution path cost half a submit's SQL.
+        # the session's connection (the session's transaction, begun by asking for it):
+        # a Core statement needs none of the ORM's execution path.
         bind = conn.connection() if isinstance(conn, Session) else conn
         if guard is not None:
             statement, params = _GUARDED_CREATE_WITH_HISTORY, {**params, **guard}
         else:
             statement = _CREATE_WITH_HISTORY
-        rows = driver.run(bind, statement, params).rows
+        rows = bind.execute(statement, params).all()
         if not rows:
             raise GuardFailed("the caller's identity no longer holds; nothing was written")
         values["id"] = rows[0][0]
@@ -330,15 +330,15 @@ def _finish(
     if progress is not UNCHANGED:
         params["b_progress"] = progress
     if not lines:
-        return driver.run(conn, finishing, params).rowcount == 1
+        return conn.execute(finishing, params).rowcount == 1
     if one_statement(conn):
         params["b_lines"] = [
             {"time": line["time"].isoformat(), "level": line["level"], "message": line["message"]}
             for line in lines
         ]
         # Lines were given, so rows were inserted exactly when the UPDATE matched.
-        return driver.run(conn, _with_lines(finishing), params).rowcount > 0
-    if driver.run(conn, finishing, params).rowcount != 1:
+        return conn.execute(_with_lines(finishing), params).rowcount > 0
+    if conn.execute(finishing, params).rowcount != 1:
         return False
     insert_lines(conn, lines)
     return True
@@ -356,7 +356,7 @@ def start(conn, uuid: str, now: dt.datetime | None = None) -> StartedJob | None:
     start's time, which :func:`own_start` recognises.
     """
     now = now or utcnow()
-    row = driver.run(conn, _START, {"b_uuid": uuid, "b_now": now}).one_or_none()
+    row = conn.execute(_START, {"b_uuid": uuid, "b_now": now}).one_or_none()
     if row is None:
         return None
     return _started(uuid, row, now)
@@ -1058,11 +1058,20 @@ def after_commit(conn, hook: Callable[[], None]) -> None:
     if isinstance(conn, Session):
         _SessionHooks.of(conn).add(hook)
         return
-    if driver.autocommits(conn) or not conn.in_transaction():
+    if _autocommits(conn) or not conn.in_transaction():
         _run(hook)
         return
     _ConnectionHooks.install(conn.engine)
     _ConnectionHooks.pending.setdefault(conn, []).append(hook)
+
+
+def _autocommits(conn: sa.Connection) -> bool:
+    """Whether each statement on ``conn`` commits by itself: set on the connection, or on
+    its engine (as the read engine's is), which SQLAlchemy's ``in_transaction`` does not
+    tell (it begins one of its own that sends nothing): the driver's connection does."""
+    if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+        return True
+    return getattr(conn.connection.driver_connection, "autocommit", False) is True
 
 
 def _run(hook: Callable[[], None]) -> None:

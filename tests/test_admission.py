@@ -12,8 +12,11 @@ from pyramid import testing
 from pyramid.response import Response
 
 from nick_jobs.admission import admission_tween_factory
-from nick_jobs.models import release_read_connection, release_read_connection_tween_factory
-from nick_jobs.models.read_connections import ReadConnections
+from nick_jobs.models import (
+    read_connection,
+    release_read_connection,
+    release_read_connection_tween_factory,
+)
 from nick_jobs.settings import ConfigurationError, parse
 
 from .conftest import base_settings
@@ -128,35 +131,45 @@ def test_zero_means_no_bound():
     assert tween(view, **{"nick_jobs.max_active_requests": "0"}) is view
 
 
-@pytest.mark.parametrize("keep", [0, 1])
-def test_the_read_connection_goes_back_once_the_response_is_made(keep: int):
-    engine = sa.create_engine("sqlite://")
+def test_the_read_connection_goes_back_once_the_response_is_made():
+    engine = sa.create_engine("sqlite://", poolclass=sa.QueuePool)
     try:
-        reads = ReadConnections(engine, keep=keep, idle_s=1.0)
         request = testing.DummyRequest(path="/@jobs")
-        request.registry = {"nick_jobs.read_connections": reads}
-        conn = reads.take()
-        request.dbconn = conn  # what the reified request.dbconn leaves on the request
+        request.registry = {"nick_jobs.read_engine": engine}
+        taken = []
 
         def view(req):
-            assert not conn.closed
+            taken.append(read_connection(req))
+            assert read_connection(req) is taken[0]  # one for the request
+            assert engine.pool.checkedout() == 1
             return Response("ok")
 
         release_read_connection_tween_factory(view, {})(request)
-        assert "dbconn" not in request.__dict__
-        # Waiting for the next request, or back in the pool when none may wait.
-        assert len(reads) == keep
-        assert conn.closed is (keep == 0)
+        assert taken[0].closed
+        assert engine.pool.checkedout() == 0
         release_read_connection(request)  # the finished callback: nothing left to give
-        assert len(reads) == keep
+        assert engine.pool.checkedout() == 0
+        # Read again after that (an after-commit hook): another one, given back in turn.
+        again = read_connection(request)
+        assert again is not taken[0]
+        assert not again.closed
+        release_read_connection(request)
+        assert engine.pool.checkedout() == 0
     finally:
         engine.dispose()
 
 
 def test_a_request_that_read_nothing_opens_no_connection():
-    request = testing.DummyRequest(path="/@jobs")
-    release_read_connection_tween_factory(lambda req: Response("ok"), {})(request)
-    assert "dbconn" not in request.__dict__
+    engine = sa.create_engine("sqlite://", poolclass=sa.QueuePool)
+    try:
+        request = testing.DummyRequest(path="/@jobs")
+        request.registry = {"nick_jobs.read_engine": engine}
+        connects: list[int] = []
+        sa.event.listen(engine, "checkout", lambda *args: connects.append(1))
+        release_read_connection_tween_factory(lambda req: Response("ok"), {})(request)
+        assert connects == []
+    finally:
+        engine.dispose()
 
 
 def test_liveness_is_recognised_under_a_mount_prefix():

@@ -23,7 +23,7 @@ from dramatiq.middleware.time_limit import TimeLimitExceeded
 
 from nick_jobs import main, transitions
 from nick_jobs.actions import ActionRegistry, JobAction
-from nick_jobs.models import driver, get_engine, utcnow
+from nick_jobs.models import get_engine, utcnow
 from nick_jobs.runner import JobContext, JobRunner
 from nick_jobs.sweeper import Sweeper
 
@@ -504,22 +504,23 @@ def test_the_api_answers_503_while_the_database_is_cut_and_recovers_after(cut_db
 
 
 def test_a_statement_that_loses_its_connection_invalidates_it(cut_db):
-    """The driver's own path does as SQLAlchemy's execute: the lost connection is
-    invalidated, so the pool never hands out a closed one, whose next use raised the
-    driver's bare error (a 500) instead of a database error (a 503)."""
+    """The lost connection is invalidated, so the pool never hands out a closed one,
+    whose next use raised the driver's bare error (a 500) instead of a database error
+    (a 503)."""
     engine, proxy, _direct = cut_db
     statement = sa.select(jobs.c.uuid).where(jobs.c.uuid == sa.bindparam("b_uuid"))
     with engine.connect() as conn:
         conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-        assert driver.run(conn, statement, {"b_uuid": "x"}).one_or_none() is None
+        assert conn.execute(statement, {"b_uuid": "x"}).one_or_none() is None
         proxy.down()
         with pytest.raises(sa.exc.OperationalError) as lost:
-            driver.run(conn, statement, {"b_uuid": "x"})
+            conn.execute(statement, {"b_uuid": "x"})
         assert lost.value.connection_invalidated
         assert conn.invalidated
         proxy.up()
+        conn.rollback()  # the transaction SQLAlchemy began for the failed statement
         # The next use reconnects, as with any invalidated connection.
-        assert driver.run(conn, statement, {"b_uuid": "x"}).one_or_none() is None
+        assert conn.execute(statement, {"b_uuid": "x"}).one_or_none() is None
 
 
 def test_a_database_that_never_answers_is_a_503_within_5_s(pg_url):

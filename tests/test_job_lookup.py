@@ -142,3 +142,18 @@ def test_reading_a_job_tries_no_other_view_first(
     # The job's other views are still there, tried after it.
     app.delete(f"/@jobs/{job['uuid']}", headers=app.auth(), status=204)
     assert len(mismatches) == 1
+
+
+def test_a_jobs_url_follows_the_host_it_is_asked_by(app_without_worker: Client) -> None:
+    # The JSON PostgreSQL writes carries the URL of the container the job is read under.
+    app = app_without_worker
+    job = app.submit({"action": "dummy"})
+    path = f"/@jobs/{job['uuid']}"
+    for host, scheme, script in (
+        ("localhost:8080", "http", ""),
+        ("jobs.example.org", "https", ""),
+        ("localhost:8080", "http", "/api"),
+    ):
+        environ = {"HTTP_HOST": host, "wsgi.url_scheme": scheme, "SCRIPT_NAME": script}
+        body = app.get(path, headers=app.auth(), extra_environ=environ).json
+        assert body["@id"] == f"{scheme}://{host}{script}{path}"

@@ -65,33 +65,32 @@ def list_view(context: JobContainer, request):
     )
     if page.guard_held:
         security.confirmed(request)
+    headers: list[tuple[str, str]] = []
     if page.next_cursor:
         params = {k: v for k, v in request.GET.items() if k != "cursor"}
         params["cursor"] = page.next_cursor
         next_url = base + "?" + urlencode(params)
-        request.response.headers["Link"] = f'<{next_url}>; rel="next"'
+        headers.append(("Link", f'<{next_url}>; rel="next"'))
     if page.total is not None:
-        request.response.headers["X-Total-Count"] = str(page.total)
+        headers.append(("X-Total-Count", str(page.total)))
     if page.json_rows:
-        return _json_text(request, "[" + ",".join(row.json for row in page.rows) + "]")
+        return _json_text("[" + ",".join(row.json for row in page.rows) + "]", headers)
+    request.response.headers.extend(headers)
     return [listed_job_json(row, base) for row in page.rows]
 
 
-def _json_text(request, text: str) -> Response:
-    """The response for JSON the database wrote: sent as it is, no renderer.
+def _json_text(text: str, headers: list[tuple[str, str]] | None = None) -> Response:
+    """The response for JSON the database wrote: sent as it is, no renderer, with
+    ``headers`` besides its type and length.
 
-    The headers a list view set on ``request.response`` go with it; a job's ``GET`` sets
-    none, and a response made with its two headers costs a fifth of setting the type and
-    body on the request's.
+    A response made with its headers costs a fifth of setting the type and body on the
+    request's (``request.response``).
     """
     body = text.encode()
-    if "response" in request.__dict__:
-        response = request.response
-        response.content_type = "application/json"
-        response.body = body
-        return response
-    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-    return Response(body=body, headerlist=headers)
+    headerlist = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    if headers:
+        headerlist.extend(headers)
+    return Response(body=body, headerlist=headerlist)
 
 
 def _follow(request) -> bool:
@@ -134,7 +133,7 @@ def create_view(context: JobContainer, request):
 def get_view(context: JobResource, request):
     written = getattr(context.job, "job_json", None)
     if written is not None:
-        return _json_text(request, written)
+        return _json_text(written)
     return job_json(context.job, job_url(context.__parent__, context.job.uuid))
 
 
