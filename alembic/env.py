@@ -5,7 +5,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from alembic import context
-from nick_jobs.models import Base, get_engine
+from nick_jobs.db import get_engine
+from nick_jobs.db.meta import Base
 
 config = context.config
 target_metadata = Base.metadata

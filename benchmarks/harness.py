@@ -613,7 +613,7 @@ class Run:
         return Server(proc, port, ini)
 
     def worker(self, ini: Path, name: str, threads: int = 8) -> subprocess.Popen:
-        cmd = [*bin_command("nick-jobs", "nick_jobs.cli"), "worker", str(ini)]
+        cmd = [*bin_command("nick-jobs", "nick_jobs.cli.admin"), "worker", str(ini)]
         return self.spawn(name, [*cmd, "-p", "1", "-t", str(threads)])
 
     def worker_child(self, supervisor: subprocess.Popen, timeout: float = 20) -> int:
@@ -626,7 +626,7 @@ class Run:
         raise RuntimeError("the worker supervisor started no child")
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        cmd = [*bin_command("nick-jobs", "nick_jobs.cli"), *args]
+        cmd = [*bin_command("nick-jobs", "nick_jobs.cli.admin"), *args]
         result = subprocess.run(cmd, cwd=self.run_dir, env=env(), capture_output=True, text=True)
         if check and result.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed: {result.stderr.strip()[-2000:]}")
@@ -656,7 +656,7 @@ class Run:
         return parse(apply_environment(get_appsettings(str(ini))))
 
     def token(self, ini: Path, login: str = "bench") -> str:
-        from nick_jobs import tokens
+        from nick_jobs.users import tokens
 
         return tokens.issue(self.settings(ini), login, login.title())
 

@@ -44,7 +44,7 @@ def load(run: Run, server: Server, requests: list[bytes], seconds: float) -> htt
 
 
 def run(run: Run) -> dict[str, float]:
-    from nick_jobs.listing import encode_cursor
+    from nick_jobs.jobs.listing import encode_cursor
 
     run.need(*SERVICES)
     run.create_database()

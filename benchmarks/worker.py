@@ -32,7 +32,7 @@ FROM generate_series(1, %(n)s)
 
 
 def nick_once(run: Run, ini, n: int, sample_rss: bool) -> tuple[float, float | None]:
-    from nick_jobs.startup import resend_waiting
+    from nick_jobs.ops.startup import resend_waiting
 
     run.truncate_jobs()
     with run.db() as conn:

@@ -12,7 +12,7 @@ and limits (``nick_jobs.stream_max_per_process``, ``nick_jobs.max_active_request
 
 On SIGTERM the master stops accepting, passes SIGTERM to each worker and waits for them
 up to ``graceful_timeout``. The hooks below make each worker drain the app as ``pserve``
-does (nick_jobs/shutdown.py): new requests get ``503``, open event streams a ``close``
+does (nick_jobs/ops/shutdown.py): new requests get ``503``, open event streams a ``close``
 with ``reason: shutdown``, running requests finish, the embedded worker stops; then
 gunicorn's own stop goes on. SIGINT or SIGQUIT to the master stops at once.
 """

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from pyramid.settings import asbool
 
-from .urls import valid_host
+from nick_jobs.web.hosts import valid_host
 
 # The environment wins over the ini file for the values that differ between
 # deployments, so one production.ini serves every host.
@@ -161,26 +161,26 @@ class Settings:
     max_page_size: int
     job_time_limit_s: float
     streams: StreamSettings = field(default_factory=StreamSettings)
-    # SIGTERM drains the API process (nick_jobs.shutdown); a host app may handle it itself.
+    # SIGTERM drains the API process (nick_jobs.ops.shutdown); a host app may handle it itself.
     graceful_shutdown: bool = True
     shutdown_grace_s: float = 20.0
     # How often a worker process looks for aborts and stop requests of the jobs it runs
     # (one query for all of them): how late an abort may reach a handler.
     abort_check_interval_s: float = 0.5
-    # Lines a second of each job's log copied to the process log (nick_jobs.reporting.
+    # Lines a second of each job's log copied to the process log (nick_jobs.worker.reporting.
     # LogCopy); the job's own log keeps them all. 0: every line.
     job_log_copy_rate: int = 10
     # Requests of one API process that run their view and transaction at once (0: no
-    # bound), and how long one past that may wait (nick_jobs.admission).
+    # bound), and how long one past that may wait (nick_jobs.ops.admission).
     max_active_requests: int = 16
     request_queue_timeout_s: float = 30.0
     # Threads that send the process's messages on RabbitMQ, each with one connection
-    # (nick_jobs.queue.Publishers); 0: every thread that sends opens its own.
+    # (nick_jobs.worker.queue.Publishers); 0: every thread that sends opens its own.
     publisher_threads: int = 2
     # Whether a send on RabbitMQ waits for the broker to confirm it has the message
-    # (nick_jobs.queue.make_broker says why it doesn't by default).
+    # (nick_jobs.worker.queue.make_broker says why it doesn't by default).
     publisher_confirms: bool = False
-    # The URL every URL the API writes starts with (nick_jobs.urls), without a trailing
+    # The URL every URL the API writes starts with (nick_jobs.web.urls), without a trailing
     # slash; "" takes the scheme, Host and SCRIPT_NAME of each request.
     public_url: str = ""
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from marshmallow import Schema, fields
 
-from nick_jobs.permissions import Permission
+from nick_jobs.web.permissions import Permission
 
 
 class EchoParams(Schema):

@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from marshmallow import Schema, fields
 
-from nick_jobs.permissions import Permission
+from nick_jobs.web.permissions import Permission
 
 TABLE = "chaos_completions"
 CREATE_TABLE = (

@@ -25,9 +25,10 @@ import pytest
 import sqlalchemy as sa
 import webtest
 
-from nick_jobs import main, migrations, tokens
-from nick_jobs.models import get_engine
-from nick_jobs.passwords import hash_password
+from nick_jobs import main
+from nick_jobs.db import get_engine, migrations
+from nick_jobs.users import tokens
+from nick_jobs.users.passwords import hash_password
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRE_SERVICES = os.environ.get("NICK_JOBS_REQUIRE_SERVICES") == "1"
@@ -85,7 +86,7 @@ def base_settings(**overrides: str) -> dict[str, str]:
         "nick_jobs.embedded_worker_threads": "2",
         # Streams send a comment every second when idle, so a test's read never waits long.
         "nick_jobs.stream_keepalive": "1",
-        # The test process's signals are pytest's own (tests/test_shutdown.py turns it on).
+        # The test process's signals are pytest's own (tests/ops/test_shutdown.py turns it on).
         "nick_jobs.graceful_shutdown": "false",
     }
     settings.update(overrides)
@@ -108,7 +109,17 @@ def write_ini(path: Path, settings: dict[str, str]) -> Path:
 def start_worker(ini: Path, threads: int = 4) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
-        [sys.executable, "-m", "nick_jobs.cli", "worker", str(ini), "-p", "1", "-t", str(threads)],
+        [
+            sys.executable,
+            "-m",
+            "nick_jobs.cli.admin",
+            "worker",
+            str(ini),
+            "-p",
+            "1",
+            "-t",
+            str(threads),
+        ],
         cwd=ROOT,
         env=env,
     )
@@ -201,7 +212,7 @@ def reset_database(engine: sa.Engine) -> None:
     """Empty every table and add the test users (admin, alice, bob)."""
     if not _HASHES:
         _HASHES.update({login: hash_password(pw) for login, pw in PASSWORDS.items()})
-    from nick_jobs.models import utcnow
+    from nick_jobs.db.meta import utcnow
 
     with engine.begin() as conn:
         tables = ("scheduled_firings", "scheduled_jobs", "job_logs", "job_history", "jobs")

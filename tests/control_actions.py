@@ -1,7 +1,7 @@
 """Actions for the control tests (``nick_jobs.includes = ... tests.control_actions``).
 
 A real worker process knows them only when its ini names this module too: the control
-tests start such a worker on the PostgreSQL backends (see ``tests/test_control.py``).
+tests start such a worker on the PostgreSQL backends (see ``tests/jobs/test_control.py``).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 
 from marshmallow import Schema, fields
 
-from nick_jobs.permissions import Permission
-from nick_jobs.runner import JobAborted, JobFailed
+from nick_jobs.web.permissions import Permission
+from nick_jobs.worker.runner import JobAborted, JobFailed
 
 # Automatic retries of ``flaky``: 2 more attempts, waiting 0.3-0.6 s, then 0.6-1.0 s.
 FLAKY = {"max_retries": 2, "min_backoff": 0.3, "max_backoff": 1.0}

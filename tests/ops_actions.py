@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from marshmallow import Schema, fields
 
-from nick_jobs.permissions import Permission
+from nick_jobs.web.permissions import Permission
 
 TABLE = "ops_completions"
 CREATE_TABLE = (

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .conftest import REQUIRE_SERVICES, reachable
+from tests.conftest import REQUIRE_SERVICES, reachable
 
 PG_PORT = 5432
 RABBITMQ_PORT = 5672

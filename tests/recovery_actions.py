@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nick_jobs.permissions import Permission
+from nick_jobs.web.permissions import Permission
 
 
 def patient(params: dict[str, Any], ctx) -> dict[str, Any]:

@@ -19,7 +19,7 @@ What would change from run to run is fixed:
   the ``jti`` :data:`EXAMPLE_JTI`.
 
 Before each request the database holds the users of :data:`USERS` and the jobs of
-:func:`standard_jobs`. The jobs are made through ``nick_jobs.transitions``, as a worker
+:func:`standard_jobs`. The jobs are made through ``nick_jobs.jobs.lifecycle``, as a worker
 would have left them. The :data:`SETUP` table adds what a single example needs on top.
 No worker runs (``nick_jobs.embedded_worker_threads = 0``), so nothing changes between
 the setup and the request.
@@ -45,12 +45,17 @@ import sqlalchemy as sa
 import webtest
 from sqlalchemy.orm import Session
 
-from nick_jobs import main, migrations, scheduled_jobs, tokens, transitions
-from nick_jobs.builtin_actions import dummy_action, prune_action
-from nick_jobs.models import JobLog, User, get_engine
-from nick_jobs.passwords import hash_password
-from nick_jobs.scheduler import Scheduler
-from nick_jobs.views import streams as stream_views
+from nick_jobs import main
+from nick_jobs.db import get_engine, migrations
+from nick_jobs.jobs import lifecycle
+from nick_jobs.jobs.builtin_actions import dummy_action, prune_action
+from nick_jobs.jobs.model import JobLog
+from nick_jobs.scheduling import scheduled_jobs
+from nick_jobs.scheduling.scheduler import Scheduler
+from nick_jobs.users import tokens
+from nick_jobs.users.model import User
+from nick_jobs.users.passwords import hash_password
+from nick_jobs.web.views import streams as stream_views
 from tests.conftest import base_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -174,7 +179,7 @@ class World:
         self.clock.at(at)
         self.uuids.queue.append(uuid)
         with self.engine.begin() as conn:
-            transitions.create(
+            lifecycle.create(
                 conn,
                 action=action.name,
                 params=params,
@@ -188,27 +193,27 @@ class World:
         """``created → running``, as a worker picking the job up."""
         self.clock.at(at)
         with self.engine.begin() as conn:
-            assert transitions.start(conn, uuid) is not None
+            assert lifecycle.start(conn, uuid) is not None
 
     def complete(self, uuid: str, at: str, result: dict[str, Any]) -> None:
         self.clock.at(at)
         with self.engine.begin() as conn:
-            assert transitions.complete(conn, uuid, 1, result)
+            assert lifecycle.complete(conn, uuid, 1, result)
 
     def fail(self, uuid: str, at: str, message: str) -> None:
         self.clock.at(at)
         with self.engine.begin() as conn:
-            assert transitions.fail(conn, uuid, 1, "JobFailed", message)
+            assert lifecycle.fail(conn, uuid, 1, "JobFailed", message)
 
     def abort(self, uuid: str, at: str) -> None:
         self.clock.at(at)
         with self.engine.begin() as conn:
-            transitions.abort(conn, uuid, by="admin")
+            lifecycle.abort(conn, uuid, by="admin")
 
     def retry(self, uuid: str, at: str) -> None:
         self.clock.at(at)
         with self.engine.begin() as conn:
-            transitions.retry(conn, uuid, by="admin")
+            lifecycle.retry(conn, uuid, by="admin")
 
 
 def add_users(engine: sa.Engine) -> None:
@@ -304,21 +309,21 @@ def _retried_and_completed(world: World) -> None:
     world.run(FAILED_UUID, "15:45:00.312")
     world.clock.at("15:45:01.840")
     with world.engine.begin() as conn:
-        assert transitions.complete(conn, FAILED_UUID, 2, {})
+        assert lifecycle.complete(conn, FAILED_UUID, 2, {})
 
 
 def _restarted(world: World) -> None:
     """The failed dummy job, restarted a quarter of an hour later."""
     world.clock.at("15:46:00.000")
     with world.engine.begin() as conn:
-        transitions.restart(conn, FAILED_UUID, by="admin")
+        lifecycle.restart(conn, FAILED_UUID, by="admin")
 
 
 def _stopped(world: World) -> None:
     """The running dummy job stopped on request after 14 of its 60 steps."""
     world.clock.at("15:57:20.402")
     with world.engine.begin() as conn:
-        assert transitions.stopped(conn, RUNNING_UUID, 1, 14)
+        assert lifecycle.stopped(conn, RUNNING_UUID, 1, 14)
 
 
 _SCHEDULED = ("add_repeated", "delete", "get", "list", "patch", "patch_representation")
@@ -359,10 +364,10 @@ def world(tmp_path, monkeypatch) -> Iterator[World]:
         }
     )
     clock, uuids = Clock(), UUIDs()
-    monkeypatch.setattr(transitions, "utcnow", clock)
+    monkeypatch.setattr(lifecycle, "utcnow", clock)
     monkeypatch.setattr(scheduled_jobs, "utcnow", clock)
     monkeypatch.setattr(stream_views, "utcnow", clock)
-    monkeypatch.setattr(transitions, "uuidlib", SimpleNamespace(uuid4=uuids.uuid4))
+    monkeypatch.setattr(lifecycle, "uuidlib", SimpleNamespace(uuid4=uuids.uuid4))
     monkeypatch.setattr(
         tokens,
         "issue",

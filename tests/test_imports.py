@@ -1,26 +1,26 @@
 """The modules that import one another at start-up each import on their own, in a fresh
 interpreter: an import cycle that the usual import order hides would break whoever
-imports that module first (a handler's module importing ``nick_jobs.runner``, say)."""
+imports that module first (a handler's module importing ``nick_jobs.worker.runner``, say)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 # The worker's side and what it imports back: runner → reporting → transitions → metrics.
 MODULES = [
-    "nick_jobs.actions",
-    "nick_jobs.broker",
-    "nick_jobs.builtin_actions",
-    "nick_jobs.metrics",
-    "nick_jobs.queue",
-    "nick_jobs.reporting",
-    "nick_jobs.runner",
-    "nick_jobs.scheduler",
-    "nick_jobs.sweeper",
-    "nick_jobs.transitions",
+    "nick_jobs.jobs.actions",
+    "nick_jobs.worker.broker",
+    "nick_jobs.jobs.builtin_actions",
+    "nick_jobs.ops.metrics",
+    "nick_jobs.worker.queue",
+    "nick_jobs.worker.reporting",
+    "nick_jobs.worker.runner",
+    "nick_jobs.scheduling.scheduler",
+    "nick_jobs.worker.sweeper",
+    "nick_jobs.jobs.lifecycle",
 ]
 
 

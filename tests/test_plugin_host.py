@@ -14,8 +14,7 @@ from pyramid.router import Router
 from webtest import TestApp
 
 from nick_jobs import includeme
-
-from .conftest import Client
+from tests.conftest import Client
 
 
 class HostRequest(Request):

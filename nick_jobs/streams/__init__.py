@@ -1,6 +1,6 @@
 """Server-Sent Event streams of jobs: the change hub, stream limits and tickets.
 
-Views live in :mod:`nick_jobs.views.streams`; this package owns how events are found
+Views live in :mod:`nick_jobs.web.views.streams`; this package owns how events are found
 (:mod:`.hub`), framed (:mod:`.sse`), capped (:mod:`.limits`) and authorised without a
 header (:mod:`.tickets`).
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 
 def includeme(config) -> None:
-    from .hub import StreamHub
-    from .limits import StreamLimits
+    from nick_jobs.streams.hub import StreamHub
+    from nick_jobs.streams.limits import StreamLimits
 
     settings = config.registry["nick_jobs.settings"]
     registry = config.registry

@@ -29,9 +29,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..models import FINISHED_STATUSES, Job, JobLog
-from ..settings import StreamSettings
-from .sse import JobCursor, progress_checksum
+from nick_jobs.jobs.model import FINISHED_STATUSES, Job, JobLog
+from nick_jobs.settings import StreamSettings
+from nick_jobs.streams.sse import JobCursor, progress_checksum
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from .. import strict
+from nick_jobs.web import strict
 
 MAX_EVENT_ID = 200
 

@@ -14,8 +14,8 @@ import re
 
 import jwt
 
-from ..settings import Settings
-from ..tokens import InvalidToken
+from nick_jobs.settings import Settings
+from nick_jobs.users.tokens import InvalidToken
 
 AUDIENCE = "nick-jobs:stream"
 # The streams a ticket may open: the all-jobs stream and one job's stream.

@@ -1,0 +1,2 @@
+"""The ``nick-jobs`` command: its server-side commands (``admin``) and its client
+commands (``client_commands``)."""

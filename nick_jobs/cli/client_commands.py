@@ -1,0 +1,1194 @@
+"""The client subcommands of ``nick-jobs``: ``login``, ``list``, ``submit`` and the rest.
+
+They talk to a running service over HTTP with :mod:`nick_jobs.client`, and take no ini
+file. ``docs/cli.md`` describes them. :func:`add_client_commands` adds them to the
+``nick-jobs`` parser.
+
+Exit statuses: 0 success, 1 any other error, 2 bad usage, 3 not logged in or not allowed,
+4 not found, 5 conflict (the job's state refuses it), 6 the server is down or unreachable;
+``stream`` and ``submit --stream`` exit 7, 8 or 9 when the job ends failed, aborted or
+stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import getpass
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from nick_jobs.client import (
+    DEFAULT_URL,
+    JOB_STATUSES,
+    LOG_LEVELS,
+    Client,
+    ClientError,
+    Event,
+    EventStream,
+    ServerUnavailable,
+)
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_AUTH = 3
+EXIT_NOT_FOUND = 4
+EXIT_CONFLICT = 5
+EXIT_UNAVAILABLE = 6
+# How a followed job ended, when not "completed" (which is 0).
+EXIT_JOB_FAILED = 7
+EXIT_JOB_ABORTED = 8
+EXIT_JOB_STOPPED = 9
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
+
+JOB_EXIT = {
+    "completed": EXIT_OK,
+    "failed": EXIT_JOB_FAILED,
+    "aborted": EXIT_JOB_ABORTED,
+    "stopped": EXIT_JOB_STOPPED,
+}
+
+COMMANDS = ("login", "logout", "list", "get", "submit", "abort", "retry", "delete")
+COMMANDS += ("stop", "resume", "restart", "log", "history", "stream", "schedules")
+COMMANDS += ("actions", "health")
+
+TOKENS_FILE = "tokens.json"
+
+
+class UsageError(Exception):
+    """The command line is wrong in a way argparse can't see (a bad key=value, say)."""
+
+
+def exit_code(exc: ClientError) -> int:
+    if isinstance(exc, ServerUnavailable):
+        return EXIT_UNAVAILABLE
+    return {401: EXIT_AUTH, 403: EXIT_AUTH, 404: EXIT_NOT_FOUND, 409: EXIT_CONFLICT}.get(
+        exc.status or 0, EXIT_ERROR
+    )
+
+
+def fail(message: str) -> None:
+    print(f"nick-jobs: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+# --- where the token lives -------------------------------------------------------------
+
+
+def config_dir() -> Path:
+    """``$XDG_CONFIG_HOME/nick-jobs``, by default ``~/.config/nick-jobs``."""
+    base = os.environ.get("XDG_CONFIG_HOME") or os.environ.get("APPDATA")
+    return Path(base or Path.home() / ".config") / "nick-jobs"
+
+
+def tokens_path() -> Path:
+    return config_dir() / TOKENS_FILE
+
+
+def _read_tokens() -> dict[str, Any]:
+    try:
+        data = json.loads(tokens_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_tokens(tokens: dict[str, Any]) -> Path:
+    """Write the tokens file readable by its owner only (0600, in a 0700 directory)."""
+    path = tokens_path()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{TOKENS_FILE}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(tokens, f, indent=2)
+        f.write("\n")
+    os.chmod(tmp, 0o600)  # in case the file existed with wider permissions
+    os.replace(tmp, path)
+    return path
+
+
+def stored_token(server: str) -> str | None:
+    entry = _read_tokens().get(server)
+    return entry.get("token") if isinstance(entry, dict) else None
+
+
+def store_token(server: str, login: str, token: str) -> Path:
+    tokens = _read_tokens()
+    tokens[server] = {"login": login, "token": token}
+    return _write_tokens(tokens)
+
+
+def forget_token(server: str) -> bool:
+    tokens = _read_tokens()
+    if tokens.pop(server, None) is None:
+        return False
+    _write_tokens(tokens)
+    return True
+
+
+# --- output ----------------------------------------------------------------------------
+
+
+def _when(value: str | None) -> str:
+    """``2026-11-23T11:40:11.373Z`` as ``2026-11-23 11:40:11``; ``-`` for null."""
+    if not value:
+        return "-"
+    return value.replace("T", " ")[:19]
+
+
+def _compact(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, separators=(", ", ": "))
+
+
+def _one_line(text: Any) -> str:
+    return " ".join(str(text).split())
+
+
+def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Columns padded to their widest cell; the last column is cut to the terminal width."""
+    rows = [[_one_line(cell) for cell in row] for row in rows]
+    widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(headers)]
+    room = shutil.get_terminal_size((120, 24)).columns
+    used = sum(widths[:-1]) + 2 * (len(widths) - 1)
+    last = max(room - used, 10)
+    for row in [list(headers), *rows]:
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
+        tail = row[-1]
+        if len(tail) > last:
+            tail = tail[: last - 1] + "…"
+        print("  ".join([*cells, tail]).rstrip())
+
+
+def print_fields(pairs: Sequence[tuple[str, Any]], plain: bool) -> None:
+    if plain:
+        for key, value in pairs:
+            print(f"{key}\t{_one_line(_compact(value))}")
+        return
+    width = max(len(key) for key, _ in pairs)
+    for key, value in pairs:
+        print(f"{(key + ':').ljust(width + 1)}  {_compact(value)}")
+
+
+def job_fields(job: dict[str, Any]) -> list[tuple[str, Any]]:
+    params = dict(job.get("params") or {})
+    pairs = [
+        ("uuid", job.get("uuid")),
+        ("status", job.get("status")),
+        ("action", params.pop("action", "")),
+        ("title", job.get("title")),
+        ("description", job.get("description")),
+        ("actor", job.get("actor")),
+        ("attempt", job.get("attempt")),
+        ("created", _when(job.get("created"))),
+        ("started", _when(job.get("started"))),
+        ("finished", _when(job.get("finished"))),
+        ("params", params),
+        ("result", job.get("result")),
+    ]
+    if job.get("error"):
+        error = job["error"]
+        pairs.append(("error", f"{error.get('type')}: {error.get('message')}"))
+    pairs.append(("url", job.get("@id")))
+    return pairs
+
+
+def job_row(job: dict[str, Any]) -> list[Any]:
+    return [
+        job.get("uuid"),
+        job.get("status"),
+        (job.get("params") or {}).get("action", ""),
+        job.get("actor"),
+        job.get("attempt"),
+        _when(job.get("created")),
+        job.get("title"),
+    ]
+
+
+JOB_HEADERS = ("ID", "STATUS", "ACTION", "ACTOR", "ATTEMPT", "CREATED", "TITLE")
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def show_job(args: argparse.Namespace, job: dict[str, Any]) -> None:
+    if args.quiet:
+        print(job["uuid"])
+    elif args.output == "json":
+        print_json(job)
+    else:
+        print_fields(job_fields(job), plain=args.output == "plain")
+
+
+# --- commands --------------------------------------------------------------------------
+
+
+def make_client(args: argparse.Namespace, *, with_token: bool = True) -> Client:
+    """A client for ``--server``; its ``url`` (normalised) keys the stored tokens."""
+    client = Client(args.server, timeout=args.timeout)
+    if with_token:
+        client.token = args.token or os.environ.get("NICK_JOBS_TOKEN") or stored_token(client.url)
+    return client
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    login = args.login
+    interactive = sys.stdin.isatty()
+    if login is None:
+        if not interactive:
+            raise UsageError("give the login as an argument when stdin is not a terminal")
+        login = input("Login: ").strip()
+    if interactive:
+        password = getpass.getpass(f"Password for {login} at {args.server}: ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not login or not password:
+        raise UsageError("a login and a password are needed")
+    client = make_client(args, with_token=False)
+    token = client.login(login, password)
+    path = store_token(client.url, login, token)
+    if args.output == "json":
+        print_json({"token": token})
+    elif not args.quiet:
+        print(f"Logged in to {client.url} as {login}; the token is in {path}.")
+    return EXIT_OK
+
+
+def cmd_logout(args: argparse.Namespace) -> int:
+    client = make_client(args)
+    if not client.token:
+        if not args.quiet:
+            print(f"Not logged in to {client.url}.")
+        return EXIT_OK
+    try:
+        client.logout()
+    finally:
+        # Forget the stored token even when the server can't be told: it is unusable here
+        # from now on, and the server refuses it once it expires.
+        forgotten = forget_token(client.url)
+    if not args.quiet:
+        print(f"Logged out of {client.url}." + ("" if forgotten else " (no stored token)"))
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    client = make_client(args)
+    jobs = client.iter_jobs(
+        status=args.status,
+        action=args.action,
+        actor=args.actor,
+        q=args.search,
+        parent=args.parent,
+        limit=args.limit or None,
+    )
+    if args.quiet:
+        for job in jobs:
+            print(job["uuid"], flush=True)
+    elif args.output == "json":
+        print_json(list(jobs))
+    elif args.output == "plain":
+        for job in jobs:
+            print("\t".join(_one_line(cell) for cell in job_row(job)), flush=True)
+    else:
+        rows = [job_row(job) for job in jobs]
+        if rows:
+            print_table(JOB_HEADERS, rows)
+        else:
+            print("No jobs.")
+    return EXIT_OK
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    show_job(args, make_client(args).get_job(args.id))
+    return EXIT_OK
+
+
+def parse_params(
+    pairs: Sequence[str],
+    params_file: str | None,
+    action_hint: str = "the action is the first argument, not a parameter",
+) -> dict[str, Any]:
+    """``--params-file`` (a JSON object, ``-`` for stdin), then each ``key=value`` over it.
+
+    A value is JSON when it parses as JSON (``sleep=2``, ``result={"a": 1}``, ``ok=true``)
+    and a string otherwise (``fail=disk full``).
+    """
+    params: dict[str, Any] = {}
+    if params_file:
+        try:
+            text = sys.stdin.read() if params_file == "-" else Path(params_file).read_text()
+            loaded = json.loads(text)
+        except OSError as exc:
+            raise UsageError(f"can't read {params_file}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise UsageError(f"{params_file} is not valid JSON: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise UsageError(f"{params_file} must hold a JSON object")
+        params.update(loaded)
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"parameters are key=value, not {pair!r}")
+        try:
+            params[key] = json.loads(raw)
+        except ValueError:
+            params[key] = raw
+    if "action" in params:
+        raise UsageError(action_hint)
+    return params
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    params = parse_params(args.params, args.params_file)
+    client = make_client(args)
+    options = {
+        "title": args.title,
+        "description": args.description,
+        "idempotency_key": args.idempotency_key,
+    }
+    if args.stream:
+        return follow_job(args, client, client.submit_and_stream(args.action, params, **options))
+    show_job(args, client.submit_job(args.action, params, **options))
+    return EXIT_OK
+
+
+def _each_job(verb: str, call: Callable[[Client, str], None]) -> Callable[..., int]:
+    """A command that applies ``call`` to each ID; it goes on after a failure."""
+
+    def command(args: argparse.Namespace) -> int:
+        client = make_client(args)
+        status = EXIT_OK
+        for uuid in args.ids:
+            try:
+                call(client, uuid)
+            except ClientError as exc:
+                fail(f"{uuid}: {exc.message}")
+                status = status or exit_code(exc)
+                continue
+            if args.quiet:
+                print(uuid, flush=True)
+            elif args.output != "json":  # the API answers 204, without a body
+                print(f"{verb} {uuid}", flush=True)
+        return status
+
+    return command
+
+
+cmd_abort = _each_job("aborted", Client.abort_job)
+cmd_retry = _each_job("retried", Client.retry_job)
+cmd_delete = _each_job("deleted", Client.delete_job)
+# The answer to stop comes at once; the job stops at the handler's next check.
+cmd_stop = _each_job("stopping", Client.stop_job)
+cmd_resume = _each_job("resumed", Client.resume_job)
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    show_job(args, make_client(args).restart_job(args.id))
+    return EXIT_OK
+
+
+# --- log and history -------------------------------------------------------------------
+
+
+def _log_time(value: str | None) -> str:
+    """``2026-11-23T11:40:11.373Z`` as ``2026-11-23 11:40:11.373``."""
+    return (value or "-").replace("T", " ").rstrip("Z")
+
+
+def print_log_line(args: argparse.Namespace, line: dict[str, Any], *, stream: bool) -> None:
+    """One log line in the output format; ``stream``: JSON is one object a line."""
+    if args.quiet:
+        text = _one_line(line.get("message", ""))
+    elif args.output == "json":
+        text = json.dumps(line, ensure_ascii=False) if stream else ""
+    elif args.output == "plain":
+        cells = (line.get("time"), line.get("level"), line.get("attempt"), line.get("message"))
+        text = "\t".join(_one_line(cell) for cell in cells)
+    else:
+        text = log_text(line)
+    if text:
+        print(text, flush=True)
+
+
+def log_text(line: dict[str, Any]) -> str:
+    level = str(line.get("level", ""))
+    return (
+        f"{_log_time(line.get('time'))}  {level:<7}  #{line.get('attempt')}  "
+        f"{_one_line(line.get('message', ''))}"
+    )
+
+
+def _level_at_least(level: str | None) -> Callable[[dict[str, Any]], bool]:
+    rank = {name: n for n, name in enumerate(LOG_LEVELS)}
+    floor = rank.get(level or "debug", 0)
+    return lambda line: rank.get(line.get("level", ""), len(LOG_LEVELS)) >= floor
+
+
+def _log_key(line: dict[str, Any]) -> tuple[Any, ...]:
+    return (line.get("attempt"), line.get("time"), line.get("level"), line.get("message"))
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    client = make_client(args)
+    if not args.follow:
+        lines = client.iter_job_log(args.id, level=args.level)
+        if args.output == "json" and not args.quiet:
+            print_json(list(lines))
+        else:
+            for line in lines:
+                print_log_line(args, line, stream=False)
+        return EXIT_OK
+    # The stream is opened, and its first event (the job's status) read, before the log
+    # is: a line written in between is then in both, and is printed once.
+    stream = client.stream_job(args.id)
+    with stream:
+        pending = _until_status(stream)
+        printed: Counter[tuple[Any, ...]] = Counter()
+        for line in client.iter_job_log(args.id, level=args.level):
+            print_log_line(args, line, stream=True)
+            printed[_log_key(line)] += 1
+        wanted = _level_at_least(args.level)
+        for event in _chain(pending, stream):
+            if _paused(event):
+                break
+            if event.event == "close" and (event.json or {}).get("reason") == "deleted":
+                fail(f"{args.id}: the job was deleted")
+                return EXIT_NOT_FOUND
+            if event.event != "log":
+                continue
+            line = {k: v for k, v in event.json.items() if k != "uuid"}
+            key = _log_key(line)
+            if printed[key]:
+                printed[key] -= 1
+                continue
+            if wanted(line):
+                print_log_line(args, line, stream=True)
+    return EXIT_OK
+
+
+def _paused(event: Event) -> bool:
+    """A ``stopped`` status: the server keeps the stream open (the job may be resumed),
+    but for a command that follows the job this is where it ends."""
+    return event.event == "status" and (event.json or {}).get("status") == "stopped"
+
+
+def _until_status(stream: EventStream) -> list[Event]:
+    """Read events up to and including the first ``status`` one; return them."""
+    read: list[Event] = []
+    for event in stream:
+        read.append(event)
+        if event.event in {"status", "close"}:
+            break
+    return read
+
+
+def _chain(first: Iterable[Event], rest: Iterable[Event]) -> Iterator[Event]:
+    yield from first
+    if not any(event.event == "close" for event in first):
+        yield from rest
+
+
+def _history_details(event: dict[str, Any]) -> str:
+    details = []
+    if isinstance(event.get("error"), dict):
+        error = event["error"]
+        details.append(f"{error.get('type')}: {error.get('message')}")
+    if event.get("result"):
+        details.append("result " + _compact(event["result"]))
+    previous = event.get("previous_attempt")
+    if isinstance(previous, dict):
+        details.append(f"attempt {previous.get('attempt')} was {previous.get('status')}")
+    return "; ".join(details)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    history = make_client(args).job_history(args.id)
+    if args.quiet:
+        for event in history:
+            print(event["event"])
+    elif args.output == "json":
+        print_json(history)
+    else:
+        rows = [
+            [
+                _log_time(e.get("time")),
+                e.get("event"),
+                e.get("by"),
+                e.get("attempt"),
+                _history_details(e),
+            ]
+            for e in history
+        ]
+        if args.output == "plain":
+            for row in rows:
+                print("\t".join(_one_line(cell) for cell in row))
+        else:
+            print_table(("TIME", "EVENT", "BY", "ATTEMPT", "DETAILS"), rows)
+    return EXIT_OK
+
+
+# --- following a job: stream and submit --stream ---------------------------------------
+
+
+def _elapsed(seconds: float) -> str:
+    seconds = max(int(seconds), 0)
+    hours, rest = divmod(seconds, 3600)
+    return (f"{hours}:" if hours else "") + f"{rest // 60:02d}:{rest % 60:02d}"
+
+
+def _parse_time(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def current_step(progress: dict[str, Any]) -> str:
+    """The step running now, else the last one done; ``""`` when there are none."""
+    steps = progress.get("steps") or []
+    for step in steps:
+        if step.get("status") == "running":
+            return str(step.get("name", ""))
+    done = [step for step in steps if step.get("status") == "done"]
+    return str(done[-1].get("name", "")) if done else ""
+
+
+class JobView:
+    """Shows a job's events as they come: lines for people, tab-separated lines, JSON
+    lines, or nothing (``-q``). On a terminal, a one-line progress bar is redrawn in place
+    under the lines, once a second too so that the elapsed time moves."""
+
+    BAR_WIDTH = 20
+
+    def __init__(self, args: argparse.Namespace, out: TextIO) -> None:
+        self.out = out
+        self.quiet = args.quiet
+        self.output = args.output
+        self.live = not args.quiet and args.output == "table" and out.isatty()
+        self.job: dict[str, Any] = {}
+        self.progress: dict[str, Any] | None = None
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._ticker: threading.Thread | None = None
+        self._bar_shown = False
+        self._named = False
+
+    def __enter__(self) -> JobView:
+        if self.live:
+            self._ticker = threading.Thread(target=self._tick, daemon=True)
+            self._ticker.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        if self._ticker is not None:
+            self._ticker.join()
+        with self._lock:
+            self._clear_bar()
+            self.out.flush()
+
+    def _tick(self) -> None:
+        while not self._done.wait(1.0):
+            with self._lock:
+                if self._bar_shown:
+                    self._draw_bar()
+
+    # --- events
+
+    def show(self, event: Event) -> None:
+        data = event.json
+        if event.event == "status" and isinstance(data, dict):
+            self.job = data
+            if data.get("progress"):
+                self.progress = data["progress"]
+        elif event.event == "progress" and isinstance(data, dict):
+            self.progress = data.get("progress") or self.progress
+        if self.quiet:
+            return
+        if self.output == "json":
+            record = {"event": event.event, "id": event.id, "data": data}
+            self._line(json.dumps(record, ensure_ascii=False))
+        elif self.output == "plain":
+            self._line(self._plain(event.event, data))
+        else:
+            self._line(self._text(event.event, data))
+
+    def _plain(self, kind: str, data: Any) -> str | None:
+        if kind == "status":
+            cells = ["status", data.get("status"), data.get("attempt")]
+        elif kind == "progress":
+            progress = data.get("progress") or {}
+            percent = progress.get("percent")
+            cells = ["progress", "" if percent is None else percent, current_step(progress)]
+            cells.append(progress.get("message") or "")
+        elif kind == "log":
+            cells = ["log", data.get("time"), data.get("level"), data.get("attempt")]
+            cells.append(data.get("message"))
+        elif kind == "close":
+            cells = ["close", data.get("reason")]
+        else:
+            cells = [kind, _compact(data)]
+        return "\t".join(_one_line("" if cell is None else cell) for cell in cells)
+
+    def _text(self, kind: str, data: Any) -> str | None:
+        if kind == "status":
+            status = data.get("status")
+            text = f"{status} (attempt {data.get('attempt')})"
+            if not self._named:
+                # The first status names the job: submit --stream has not shown its id.
+                self._named = True
+                text = f"{data.get('uuid')}  {_one_line(data.get('title', ''))}\n{text}"
+            started, finished = _parse_time(data.get("started")), _parse_time(data.get("finished"))
+            if started is not None and finished is not None:
+                text += f" after {_elapsed(finished - started)}"
+            if status == "failed" and isinstance(data.get("error"), dict):
+                text += f": {_one_line(data['error'].get('message'))}"
+            elif status == "completed" and data.get("result"):
+                text += f": {_compact(data['result'])}"
+            return text
+        if kind == "log":
+            return log_text(data)
+        if kind == "progress":
+            # On a terminal the bar shows it; in a pipe, a line says it.
+            return None if self.live else self._bar_text(with_bar=False)
+        return None  # close: the end, which the caller reports
+
+    def _line(self, text: str | None) -> None:
+        with self._lock:
+            self._clear_bar()
+            if text is not None:
+                self.out.write(text + "\n")
+            if self.live and self.job.get("status") in {"created", "running"}:
+                self._draw_bar()
+            self.out.flush()
+
+    # --- the bar
+
+    def _bar_text(self, *, with_bar: bool = True) -> str:
+        progress = self.progress or {}
+        percent = progress.get("percent")
+        status = self.job.get("status", "")
+        parts = [f"{status:<9}"]
+        if with_bar:
+            filled = round((percent or 0) / 100 * self.BAR_WIDTH)
+            parts.append("[" + "#" * filled + "-" * (self.BAR_WIDTH - filled) + "]")
+        parts.append("   -%" if percent is None else f"{percent:5.1f}%")
+        started = _parse_time(self.job.get("started"))
+        if started is not None and status == "running":
+            parts.append(_elapsed(time.time() - started))
+        step = current_step(progress)
+        if step:
+            parts.append(step)
+        if progress.get("message") and progress.get("message") != step:
+            parts.append(f"· {progress['message']}")
+        return " ".join(parts)
+
+    def _draw_bar(self) -> None:
+        width = shutil.get_terminal_size((80, 24)).columns
+        text = self._bar_text()
+        if len(text) > width - 1:
+            text = text[: width - 2] + "…"
+        self.out.write("\r" + text + "\x1b[K")
+        self.out.flush()
+        self._bar_shown = True
+
+    def _clear_bar(self) -> None:
+        if self._bar_shown:
+            self.out.write("\r\x1b[K")
+            self._bar_shown = False
+
+
+def follow_job(args: argparse.Namespace, client: Client, stream: EventStream) -> int:
+    """Show ``stream``'s events until the job ends; the exit status says how it ended."""
+    closed: dict[str, Any] = {}
+    with stream, JobView(args, sys.stdout) as view:
+        for event in stream:
+            view.show(event)
+            if event.event == "close":
+                closed = event.json if isinstance(event.json, dict) else {}
+            elif _paused(event):
+                break
+    uuid = stream.uuid or view.job.get("uuid", "")
+    job = view.job
+    if closed.get("reason") == "deleted":
+        fail(f"{uuid}: the job was deleted")
+        return EXIT_NOT_FOUND
+    if job.get("status") not in JOB_EXIT:
+        # The stream ended without a final status event (a server that closes first):
+        # ask for the job itself.
+        job = client.get_job(uuid)
+    status = job.get("status", "")
+    if args.quiet:
+        print(uuid, flush=True)
+    if status != "completed":
+        reason = status
+        if status == "failed" and isinstance(job.get("error"), dict):
+            reason += f": {job['error'].get('message')}"
+        elif status == "stopped":
+            reason += f" (resume with: nick-jobs resume {uuid})"
+        fail(f"{uuid}: {reason}")
+    return JOB_EXIT.get(status, EXIT_ERROR)
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    client = make_client(args)
+    return follow_job(args, client, client.stream_job(args.id))
+
+
+# --- scheduled jobs --------------------------------------------------------------------
+
+SCHEDULE_HEADERS = ("ID", "ENABLED", "SCHEDULE", "TIMEZONE", "ACTION", "NEXT RUN", "TITLE")
+
+
+def _enabled(item: dict[str, Any]) -> str:
+    if item.get("enabled"):
+        return "yes"
+    # Disabled by a refused firing, not by hand: worth seeing in a list.
+    return "no (refused)" if item.get("skipped") else "no"
+
+
+def schedule_row(item: dict[str, Any]) -> list[Any]:
+    return [
+        item.get("id"),
+        _enabled(item),
+        item.get("schedule"),
+        item.get("timezone"),
+        item.get("action"),
+        _when(item.get("next_run")),
+        item.get("title"),
+    ]
+
+
+def schedule_fields(item: dict[str, Any]) -> list[tuple[str, Any]]:
+    return [
+        ("id", item.get("id")),
+        ("action", item.get("action")),
+        ("schedule", item.get("schedule")),
+        ("timezone", item.get("timezone")),
+        ("enabled", _enabled(item)),
+        *_skipped(item),
+        ("title", item.get("title")),
+        ("description", item.get("description")),
+        ("params", item.get("params") or {}),
+        ("last_run", _when(item.get("last_run"))),
+        ("next_run", _when(item.get("next_run"))),
+        ("declared", "yes" if item.get("declared") else "no"),
+        ("url", item.get("@id")),
+    ]
+
+
+def _skipped(item: dict[str, Any]) -> list[tuple[str, Any]]:
+    skipped = item.get("skipped")
+    if not skipped:
+        return []
+    return [("refused", f"{_when(skipped.get('at'))}: {skipped.get('message')}")]
+
+
+def show_schedule(args: argparse.Namespace, item: dict[str, Any]) -> None:
+    if args.quiet:
+        print(item["id"])
+    elif args.output == "json":
+        print_json(item)
+    else:
+        print_fields(schedule_fields(item), plain=args.output == "plain")
+
+
+def cmd_schedules_list(args: argparse.Namespace) -> int:
+    items = make_client(args).list_scheduled_jobs()
+    if args.quiet:
+        for item in items:
+            print(item["id"])
+    elif args.output == "json":
+        print_json(items)
+    elif args.output == "plain":
+        for item in items:
+            print("\t".join(_one_line(cell) for cell in schedule_row(item)))
+    elif items:
+        print_table(SCHEDULE_HEADERS, [schedule_row(item) for item in items])
+    else:
+        print("No scheduled jobs.")
+    return EXIT_OK
+
+
+def cmd_schedules_get(args: argparse.Namespace) -> int:
+    show_schedule(args, make_client(args).get_scheduled_job(args.id))
+    return EXIT_OK
+
+
+def _schedule_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """The properties the command line gives; ``params`` only when any were given."""
+    hint = "the action is --action, not a parameter"
+    changes: dict[str, Any] = {
+        "action": args.action,
+        "schedule": args.schedule,
+        "title": args.title,
+        "description": args.description,
+        "timezone": args.timezone,
+        "enabled": args.enabled,
+    }
+    if args.params or args.params_file:
+        changes["params"] = parse_params(args.params, args.params_file, hint)
+    return changes
+
+
+def cmd_schedules_add(args: argparse.Namespace) -> int:
+    changes = _schedule_changes(args)
+    action, schedule = changes.pop("action"), changes.pop("schedule")
+    params = changes.pop("params", None)
+    item = make_client(args).create_scheduled_job(args.id, action, schedule, params, **changes)
+    show_schedule(args, item)
+    return EXIT_OK
+
+
+def cmd_schedules_update(args: argparse.Namespace) -> int:
+    changes = _schedule_changes(args)
+    if all(value is None for value in changes.values()):
+        raise UsageError("nothing to change: give --schedule, --action, params or another option")
+    show_schedule(args, make_client(args).update_scheduled_job(args.id, **changes))
+    return EXIT_OK
+
+
+def cmd_schedules_remove(args: argparse.Namespace) -> int:
+    client = make_client(args)
+    status = EXIT_OK
+    for id in args.ids:
+        try:
+            client.delete_scheduled_job(id)
+        except ClientError as exc:
+            fail(f"{id}: {exc.message}")
+            status = status or exit_code(exc)
+            continue
+        if args.quiet:
+            print(id, flush=True)
+        elif args.output != "json":  # 204, without a body
+            print(f"removed {id}", flush=True)
+    return status
+
+
+def cmd_actions(args: argparse.Namespace) -> int:
+    actions = make_client(args).job_actions()
+    if args.quiet:
+        for action in actions:
+            print(action["name"])
+    elif args.output == "json":
+        print_json(actions)
+    else:
+        rows = [
+            [
+                a["name"],
+                a.get("permission") or "",
+                ",".join((a.get("params") or {}).get("properties", {})) or "-",
+                a.get("title") or "",
+            ]
+            for a in actions
+        ]
+        if args.output == "plain":
+            for row in rows:
+                print("\t".join(row))
+        elif rows:
+            print_table(("NAME", "PERMISSION", "PARAMS", "TITLE"), rows)
+        else:
+            print("No actions you may submit.")
+    return EXIT_OK
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    health = make_client(args).health()
+    if args.output == "json":
+        print_json(health)
+    elif not args.quiet:
+        endpoint = health["endpoint"]
+        how = f"{endpoint} answered {health['http_status']}"
+        body = health["body"]
+        if endpoint == "/healthz/ready" and isinstance(body, dict):
+            for name, check in (body.get("checks") or {}).items():
+                how += f"; {name} {check.get('status')}"
+                # A check the server does not need for readiness (an optional scheduler,
+                # say) may be down on a ready server: say so, or "ok" would read oddly.
+                if check.get("required") is False and check.get("status") != "ok":
+                    how += " (not required)"
+        elif endpoint == "/healthz":
+            how += " (liveness only: this server has no /healthz/ready)"
+        else:
+            how += " (this server has no /healthz)"
+            if health["authenticated"] is False:
+                how += "; not logged in"
+        print(f"ok {health['url']}: {how} in {health['elapsed_ms']:.0f} ms")
+    return EXIT_OK
+
+
+def run(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Turn the expected failures into one line on stderr and an exit status."""
+
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except ClientError as exc:
+            message = exc.message
+            if exc.status == 401 and args.command != "login":
+                message += f" (log in with: nick-jobs login -s {args.server})"
+            fail(message)
+            return exit_code(exc)
+        except (UsageError, ValueError) as exc:
+            fail(str(exc))
+            return EXIT_USAGE
+        except BrokenPipeError:
+            raise  # the reader went away: guarded() below ends quietly
+        except OSError as exc:  # writing the tokens file, say
+            fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
+            return EXIT_ERROR
+        except KeyboardInterrupt:
+            print(file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except EOFError:
+            fail("no input")
+            return EXIT_USAGE
+
+    def guarded(args: argparse.Namespace) -> int:
+        try:
+            code = wrapper(args)
+            sys.stdout.flush()
+            return code
+        except BrokenPipeError:
+            # The reader (head, say) went away: stop quietly, without a flush error at exit.
+            with contextlib.suppress(OSError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_BROKEN_PIPE
+
+    return guarded
+
+
+# --- argument parsing ------------------------------------------------------------------
+
+
+def _common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("server and output")
+    group.add_argument(
+        "--server",
+        "-s",
+        default=os.environ.get("NICK_JOBS_URL") or DEFAULT_URL,
+        help="the service's URL (default: $NICK_JOBS_URL or %(default)s)",
+    )
+    group.add_argument(
+        "--token",
+        help="a bearer token (default: $NICK_JOBS_TOKEN, or the one `login` stored)",
+    )
+    group.add_argument(
+        "--output",
+        "-o",
+        choices=("table", "json", "plain"),
+        default="table" if sys.stdout.isatty() else "plain",
+        help="table (the default on a terminal), json (the API's JSON) or plain "
+        "(tab-separated, the default when piped)",
+    )
+    group.add_argument("--quiet", "-q", action="store_true", help="print ids only, one a line")
+    group.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds per request (default: %(default)s)"
+    )
+    return common
+
+
+class _KeyValueParser(argparse.ArgumentParser):
+    """``submit``'s parser: ``key=value`` words may come after options too.
+
+    argparse takes a ``nargs="*"`` positional in one run, so ``submit dummy --title T a=1``
+    would leave ``a=1`` unrecognized; here such leftovers join ``params``, in order.
+    """
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        pairs = [word for word in extras if "=" in word and not word.startswith("-")]
+        if pairs:
+            namespace.params = [*(getattr(namespace, "params", None) or []), *pairs]
+            extras = [word for word in extras if word not in pairs]
+        return namespace, extras
+
+
+# ``subparsers`` below: what ArgumentParser.add_subparsers() returns, a class argparse
+# keeps private, hence typed as Any.
+def add_client_commands(subparsers: Any) -> None:
+    """Add the client subcommands to the ``nick-jobs`` parser's ``subparsers``."""
+    common = _common_options()
+
+    def add(name: str, command: Callable[[argparse.Namespace], int], help: str, **kw: Any):
+        parser = subparsers.add_parser(
+            name, help=help, description=help[0].upper() + help[1:] + ".", parents=[common], **kw
+        )
+        parser.set_defaults(func=run(command))
+        return parser
+
+    login = add("login", cmd_login, "log in to a nick-jobs server and store the token")
+    login.add_argument("login", nargs="?", help="asked for on a terminal when omitted")
+    add("logout", cmd_logout, "revoke the stored token and forget it")
+
+    lst = add("list", cmd_list, "list jobs, newest first")
+    lst.add_argument("--status", choices=JOB_STATUSES)
+    lst.add_argument("--action", help="only jobs of this action")
+    lst.add_argument("--actor", help="only jobs of this user")
+    lst.add_argument("--search", metavar="TEXT", help="only jobs whose title or description has it")
+    lst.add_argument("--parent", metavar="UUID", help="only the restarts of this job")
+    lst.add_argument(
+        "--limit",
+        type=_non_negative,
+        default=100,
+        help="at most this many jobs, across pages (default: %(default)s; 0 for all)",
+    )
+
+    get = add("get", cmd_get, "show a job")
+    get.add_argument("id", metavar="ID")
+
+    submit = _with_key_values(subparsers, lambda: add("submit", cmd_submit, "submit a job"))
+    submit.add_argument("action", metavar="ACTION", help="see `nick-jobs actions`")
+    _add_params_arguments(submit)
+    submit.add_argument("--title")
+    submit.add_argument("--description")
+    submit.add_argument(
+        "--idempotency-key",
+        metavar="KEY",
+        help="submitting again with the same key returns the first job",
+    )
+    submit.add_argument(
+        "--stream",
+        "--follow",
+        action="store_true",
+        help="show the job's progress and log until it ends; the exit status says how",
+    )
+
+    for name, command, help in (
+        ("abort", cmd_abort, "abort created or running jobs"),
+        ("retry", cmd_retry, "run failed or aborted jobs again"),
+        ("delete", cmd_delete, "delete jobs that are not running"),
+        ("stop", cmd_stop, "ask running jobs to stop, to be resumed later"),
+        ("resume", cmd_resume, "run stopped jobs again from where they stopped"),
+    ):
+        add(name, command, help).add_argument("ids", nargs="+", metavar="ID")
+
+    add("restart", cmd_restart, "submit a new job made from a finished one").add_argument(
+        "id", metavar="ID"
+    )
+
+    log = add("log", cmd_log, "show a job's log, oldest first")
+    log.add_argument("id", metavar="ID")
+    log.add_argument("--level", choices=LOG_LEVELS, help="only lines at this level or above")
+    log.add_argument(
+        "--follow", "-f", action="store_true", help="then show new lines until the job ends"
+    )
+
+    add("history", cmd_history, "show what happened to a job").add_argument("id", metavar="ID")
+    add("stream", cmd_stream, "follow a job until it ends").add_argument("id", metavar="ID")
+
+    schedules = subparsers.add_parser(
+        "schedules",
+        help="list, show, add, change and remove scheduled jobs",
+        description="Scheduled jobs: cron rules that submit jobs (administrators only).",
+    )
+    schedule_commands = schedules.add_subparsers(
+        dest="schedules_command", required=True, metavar="{list,get,add,update,remove}"
+    )
+
+    def add_schedule_command(name: str, command: Callable[..., int], help: str, **kw: Any):
+        parser = schedule_commands.add_parser(
+            name, help=help, description=help[0].upper() + help[1:] + ".", parents=[common], **kw
+        )
+        parser.set_defaults(func=run(command))
+        return parser
+
+    add_schedule_command("list", cmd_schedules_list, "list the scheduled jobs")
+    add_schedule_command("get", cmd_schedules_get, "show a scheduled job").add_argument(
+        "id", metavar="ID"
+    )
+    for name, command, help, new in (
+        ("add", cmd_schedules_add, "add a scheduled job", True),
+        ("update", cmd_schedules_update, "change a scheduled job", False),
+    ):
+        parser = _with_key_values(
+            schedule_commands,
+            lambda name=name, command=command, help=help: add_schedule_command(name, command, help),
+        )
+        parser.add_argument(
+            "id",
+            metavar="ID",
+            help="1 to 100 lowercase letters, digits, - or _" if new else None,
+        )
+        _add_params_arguments(parser, "the params, which replace the old ones" if not new else None)
+        parser.add_argument(
+            "--schedule", metavar="CRON", required=new, help='5 cron fields, e.g. "0 2 * * *"'
+        )
+        parser.add_argument("--action", required=new, help="see `nick-jobs actions`")
+        parser.add_argument("--title")
+        parser.add_argument("--description")
+        parser.add_argument("--timezone", metavar="TZ", help="an IANA time zone (default UTC)")
+        enabled = parser.add_mutually_exclusive_group()
+        enabled.add_argument(
+            "--enabled",
+            dest="enabled",
+            action="store_const",
+            const=True,
+            help="it fires (the default for a new one)",
+        )
+        enabled.add_argument(
+            "--disabled",
+            dest="enabled",
+            action="store_const",
+            const=False,
+            help="a disabled scheduled job does not fire",
+        )
+    add_schedule_command(
+        "remove", cmd_schedules_remove, "remove scheduled jobs; the jobs they made stay"
+    ).add_argument("ids", nargs="+", metavar="ID")
+
+    add("actions", cmd_actions, "list the actions you may submit")
+    add("health", cmd_health, "check that the server answers")
+
+    # The parser lists its subcommands in a fixed metavar; name these there too.
+    metavar = subparsers.metavar
+    if isinstance(metavar, str) and metavar.startswith("{") and metavar.endswith("}"):
+        subparsers.metavar = metavar[:-1] + "," + ",".join(COMMANDS) + "}"
+
+
+def _with_key_values(
+    subparsers: Any, make: Callable[[], argparse.ArgumentParser]
+) -> argparse.ArgumentParser:
+    """``make()`` a parser whose ``key=value`` words may come after options too."""
+    # add_parser builds its parsers with the subparsers' class; these need their own.
+    parser_class = subparsers._parser_class
+    subparsers._parser_class = _KeyValueParser
+    try:
+        return make()
+    finally:
+        subparsers._parser_class = parser_class
+
+
+def _add_params_arguments(parser: argparse.ArgumentParser, help: str | None = None) -> None:
+    parser.add_argument(
+        "params",
+        nargs="*",
+        metavar="key=value",
+        help=help or "a parameter; the value is JSON if it parses",
+    )
+    parser.add_argument(
+        "--params-file", metavar="FILE", help="a JSON object of parameters; - for stdin"
+    )
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value

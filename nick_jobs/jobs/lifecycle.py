@@ -1,0 +1,1238 @@
+"""Every change of a job's state, each one a single conditional UPDATE.
+
+The ``WHERE`` clause of each statement is the state machine: a transition happens only
+from the states it names, so racing requests and workers end in exactly one valid state
+and the loser learns it lost (no row updated) instead of overwriting the winner.
+
+    created ──start──▶ running ──complete──▶ completed
+       │                  │ ╲──fail─────▶ failed ──retry──▶ created
+       └──abort──▶ aborted ◀──abort──┘                aborted ──retry──▶ created
+
+Functions take a SQLAlchemy ``Connection`` or ``Session``: the API passes the request's
+session, the worker a bare connection (no ORM on its hot path).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import uuid as uuidlib
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from nick_jobs.db.meta import utcnow
+from nick_jobs.jobs.model import FINISHED_STATUSES, Job, JobHistory, JobLog, JobStatus
+from nick_jobs.users.model import identity_holds
+
+_log = logging.getLogger(__name__)
+
+jobs = Job.__table__
+history = JobHistory.__table__
+
+CREATED, RUNNING, COMPLETED, FAILED, ABORTED = (
+    JobStatus.CREATED.value,
+    JobStatus.RUNNING.value,
+    JobStatus.COMPLETED.value,
+    JobStatus.FAILED.value,
+    JobStatus.ABORTED.value,
+)
+RETRYABLE = (FAILED, ABORTED)
+ABORTABLE = (CREATED, RUNNING)
+
+
+class GuardFailed(Exception):
+    """A guarded statement wrote nothing: its guard did not hold."""
+
+
+class TransitionRefused(Exception):
+    """The job is not in a state that allows the transition (or no longer exists)."""
+
+    def __init__(self, status: str | None, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _record(
+    conn, uuid: str, event: str, by: str, attempt: int, now: dt.datetime, **data: Any
+) -> None:
+    conn.execute(
+        history.insert().values(
+            job_uuid=uuid, time=now, event=event, by=by, attempt=attempt, data=data
+        )
+    )
+
+
+def _a(word: str | None) -> str:
+    return "An" if word and word[0] in "aeiou" else "A"
+
+
+def _current_status(conn, uuid: str) -> str | None:
+    return conn.execute(sa.select(jobs.c.status).where(jobs.c.uuid == uuid)).scalar_one_or_none()
+
+
+def create(
+    conn,
+    *,
+    action: str,
+    params: dict[str, Any],
+    actor: str,
+    title: str,
+    description: str,
+    idempotency_key: str | None = None,
+    guard: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Insert a new ``created`` job and return its row as a dict.
+
+    With ``guard`` (on PostgreSQL: the ``b_guard_*`` parameters of
+    :func:`~nick_jobs.users.model.identity_holds`), the job is inserted only if the caller
+    still holds that identity, checked in the same statement; :class:`GuardFailed` if not.
+    """
+    now = utcnow()
+    values = {
+        "uuid": str(uuidlib.uuid4()),
+        "title": title,
+        "description": description,
+        "action": action,
+        "params": params,
+        "actor": actor,
+        "status": CREATED,
+        "created": now,
+        "started": None,
+        "finished": None,
+        "result": {},
+        "error": None,
+        "attempt": 1,
+        "idempotency_key": idempotency_key,
+        "heartbeat": None,
+        # The message goes out right after this commits; a sweeper re-sends it if not.
+        "enqueued": now,
+    }
+    params = {f"b_{key}": value for key, value in values.items()}
+    if _dialect(conn) == "postgresql":
+        # The job and its "created" history row in one statement: one round trip. On
+        # the session's connection (the session's transaction, begun by asking for it):
+        # a Core statement needs none of the ORM's execution path.
+        bind = conn.connection() if isinstance(conn, Session) else conn
+        if guard is not None:
+            statement, params = _GUARDED_CREATE_WITH_HISTORY, {**params, **guard}
+        else:
+            statement = _CREATE_WITH_HISTORY
+        rows = bind.execute(statement, params).all()
+        if not rows:
+            raise GuardFailed("the caller's identity no longer holds; nothing was written")
+        values["id"] = rows[0][0]
+        return values
+    if guard is not None:
+        raise ValueError("a guarded create needs PostgreSQL")
+    values["id"] = conn.execute(_CREATE, params).scalar_one()
+    _record(conn, values["uuid"], "created", actor, 1, now)
+    return values
+
+
+def _dialect(conn) -> str:
+    """The dialect's name of a ``Session``, ``Connection`` or ``Engine``."""
+    bind = conn.get_bind() if isinstance(conn, Session) else conn
+    return bind.dialect.name
+
+
+_CREATE_COLUMNS = [
+    *("uuid", "title", "description", "action", "params", "actor", "status", "created"),
+    *("started", "finished", "result", "error", "attempt", "idempotency_key", "heartbeat"),
+    "enqueued",
+]
+_CREATE = (
+    jobs.insert()
+    .values({name: sa.bindparam(f"b_{name}") for name in _CREATE_COLUMNS})
+    .returning(jobs.c.id)
+)
+
+
+# The same insert, of a row only when the caller's identity still holds.
+_GUARDED_CREATE = (
+    jobs.insert()
+    .from_select(
+        _CREATE_COLUMNS,
+        sa.select(
+            *(sa.bindparam(f"b_{name}", type_=jobs.c[name].type) for name in _CREATE_COLUMNS)
+        ).where(identity_holds()),
+    )
+    .returning(jobs.c.id)
+)
+
+
+def _create_with_history(create: sa.Insert):
+    new_job = create.returning(jobs.c.uuid, jobs.c.created, jobs.c.actor).cte("new_job")
+    event = history.insert().from_select(
+        ["job_uuid", "time", "event", "by", "attempt", "data"],
+        sa.select(
+            new_job.c.uuid,
+            new_job.c.created,
+            sa.literal("created", history.c.event.type),
+            new_job.c.actor,
+            sa.literal(1, history.c.attempt.type),
+            sa.literal({}, history.c.data.type),
+        ),
+    )
+    return sa.select(new_job.c.id).add_cte(event.cte("created_event"))
+
+
+_CREATE_WITH_HISTORY = _create_with_history(_CREATE)
+_GUARDED_CREATE_WITH_HISTORY = _create_with_history(_GUARDED_CREATE)
+
+
+@dataclass(frozen=True)
+class StartedJob:
+    uuid: str
+    action: str
+    params: dict[str, Any]
+    actor: str
+    attempt: int
+    started: dt.datetime
+    # What the handler saved when the job was last stopped (None: start from scratch).
+    checkpoint: Any = None
+    # Since when it waited for this start: its creation for a first attempt, its retry,
+    # rescue or hand-back for a later one (the queue-lag metric).
+    queued_since: dt.datetime | None = None
+
+
+# The worker's statements are built once: constructing them per call costs more Python
+# time than executing them on a warm connection.
+# What a worker needs of the job it starts.
+_STARTED_COLUMNS = (
+    jobs.c.action,
+    jobs.c.params,
+    jobs.c.actor,
+    jobs.c.attempt,
+    jobs.c.checkpoint,
+    jobs.c.created,
+    jobs.c.enqueued,
+)
+_START = (
+    jobs.update()
+    .where(
+        jobs.c.uuid == sa.bindparam("b_uuid"),
+        jobs.c.status == CREATED,
+        # An automatic retry waits out its backoff, even if its message comes early.
+        sa.or_(jobs.c.next_run.is_(None), jobs.c.next_run <= sa.bindparam("b_now")),
+    )
+    .values(
+        status=RUNNING,
+        started=sa.bindparam("b_now"),
+        heartbeat=sa.bindparam("b_now"),
+        next_run=None,
+    )
+    .returning(*_STARTED_COLUMNS)
+)
+_RUNNING_ATTEMPT = (
+    jobs.c.uuid == sa.bindparam("b_uuid"),
+    jobs.c.status == RUNNING,
+    jobs.c.attempt == sa.bindparam("b_attempt"),
+)
+
+
+def _finishing(status: str, column: str | None, with_progress: bool):
+    values: dict[str, Any] = {"status": status, "finished": sa.bindparam("b_now")}
+    if column is not None:
+        values[column] = sa.bindparam("b_value")
+    if with_progress:
+        # The attempt's last reported progress lands with its outcome, in one statement.
+        values["progress"] = sa.bindparam("b_progress")
+    return jobs.update().where(*_RUNNING_ATTEMPT).values(values)
+
+
+# status → (without progress, with progress)
+_FINISH = {
+    status: (_finishing(status, column, False), _finishing(status, column, True))
+    for status, column in (("completed", "result"), ("failed", "error"), ("stopped", None))
+}
+
+
+class _Unchanged:
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+#: The ``progress`` of :func:`complete`, :func:`fail` and :func:`stopped` that leaves the
+#: stored progress as it is.
+UNCHANGED: Any = _Unchanged()
+
+job_logs = JobLog.__table__
+# One row of parameters per line (executemany): built once, whatever the number of lines.
+_INSERT_LINES = job_logs.insert()
+
+
+def insert_lines(conn, lines: Sequence[dict[str, Any]]) -> None:
+    """Add log lines (``job_logs`` rows as dicts) in ``conn``'s transaction."""
+    if lines:
+        conn.execute(_INSERT_LINES, list(lines))
+
+
+def one_statement(conn) -> bool:
+    """Does a finishing statement with log lines run as one statement on ``conn`` (a
+    ``Session``, ``Connection`` or ``Engine``)?
+
+    On PostgreSQL it does (a data-modifying CTE), so autocommit is enough; elsewhere it
+    is two, which the caller must put in one transaction.
+    """
+    return _dialect(conn) == "postgresql"
+
+
+_WITH_LINES: dict[int, Any] = {}
+
+
+def _with_lines(finishing) -> Any:
+    """``finishing`` as a CTE whose ``RETURNING`` feeds the INSERT of the attempt's lines:
+    the lines go in only when it matched, in the same statement (PostgreSQL)."""
+    statement = _WITH_LINES.get(id(finishing))
+    if statement is not None:
+        return statement
+    from sqlalchemy.dialects.postgresql import JSONB
+
+    done = finishing.returning(jobs.c.uuid, jobs.c.attempt).cte("finished")
+    # The lines as one JSON array: one parameter to adapt, however many lines.
+    lines = (
+        sa.func.jsonb_array_elements(sa.bindparam("b_lines", type_=JSONB()))
+        .table_valued(sa.column("line", JSONB()), with_ordinality="n")
+        .render_derived(name="lines")
+    )
+    line = lines.c.line
+    rows = (
+        sa.select(
+            done.c.uuid,
+            done.c.attempt,
+            line["time"].astext.cast(sa.DateTime(timezone=True)),
+            line["level"].astext.cast(sa.SmallInteger()),
+            line["message"].astext,
+        )
+        .select_from(done.join(lines, sa.true()))
+        .order_by(lines.c.n)  # ids in the order the lines were logged
+    )
+    columns = ["job_uuid", "attempt", "time", "level", "message"]
+    # An INSERT's rowcount is read only when asked for: it says whether the UPDATE matched.
+    statement = job_logs.insert().from_select(columns, rows)
+    statement = statement.execution_options(preserve_rowcount=True)
+    _WITH_LINES[id(finishing)] = statement
+    return statement
+
+
+def _finish(
+    conn,
+    finishing,
+    params: dict[str, Any],
+    progress: Any,
+    lines: Sequence[dict[str, Any]],
+) -> bool:
+    if progress is not UNCHANGED:
+        params["b_progress"] = progress
+    if not lines:
+        return conn.execute(finishing, params).rowcount == 1
+    if one_statement(conn):
+        params["b_lines"] = [
+            {"time": line["time"].isoformat(), "level": line["level"], "message": line["message"]}
+            for line in lines
+        ]
+        # Lines were given, so rows were inserted exactly when the UPDATE matched.
+        return conn.execute(_with_lines(finishing), params).rowcount > 0
+    if conn.execute(finishing, params).rowcount != 1:
+        return False
+    insert_lines(conn, lines)
+    return True
+
+
+def _finishing_params(uuid: str, attempt: int) -> dict[str, Any]:
+    return {"b_uuid": uuid, "b_attempt": attempt, "b_now": utcnow()}
+
+
+def start(conn, uuid: str, now: dt.datetime | None = None) -> StartedJob | None:
+    """``created → running``; None when the job is gone, aborted or already taken.
+
+    A duplicate delivery of the same message, or a message for an aborted or deleted job,
+    changes nothing here, which is what makes at-least-once delivery safe. ``now`` is the
+    start's time, which :func:`own_start` recognises.
+    """
+    now = now or utcnow()
+    row = conn.execute(_START, {"b_uuid": uuid, "b_now": now}).one_or_none()
+    if row is None:
+        return None
+    return _started(uuid, row, now)
+
+
+def own_start(conn, uuid: str, now: dt.datetime) -> StartedJob | None:
+    """The job as :func:`start` at ``now`` started it, if it did; else None.
+
+    A start whose commit went through but whose answer was lost with the connection
+    looks, when tried again, like a job another worker took: the time it wrote, to the
+    microsecond, tells the two apart.
+    """
+    row = conn.execute(
+        sa.select(*_STARTED_COLUMNS).where(
+            jobs.c.uuid == uuid, jobs.c.status == RUNNING, jobs.c.started == now
+        )
+    ).one_or_none()
+    return None if row is None else _started(uuid, row, now)
+
+
+def attempt_status(conn, uuid: str, attempt: int) -> str | None:
+    """The status of the job if it is still at ``attempt``; None otherwise (or gone)."""
+    return conn.execute(
+        sa.select(jobs.c.status).where(jobs.c.uuid == uuid, jobs.c.attempt == attempt)
+    ).scalar_one_or_none()
+
+
+def _started(uuid: str, row: Any, now: dt.datetime) -> StartedJob:
+    queued_since = row.created if row.attempt == 1 else (row.enqueued or row.created)
+    return StartedJob(
+        uuid,
+        row.action,
+        row.params or {},
+        row.actor,
+        row.attempt,
+        now,
+        row.checkpoint,
+        queued_since,
+    )
+
+
+def complete(
+    conn,
+    uuid: str,
+    attempt: int,
+    result: dict[str, Any],
+    progress: Any = UNCHANGED,
+    lines: Sequence[dict[str, Any]] = (),
+) -> bool:
+    """``running → completed`` for this attempt; False if it was aborted meanwhile.
+
+    ``progress``, when given, is stored by the same statement; ``lines`` (``job_logs``
+    rows) are added only if it matched: see :func:`one_statement` for the transaction.
+    """
+    params = _finishing_params(uuid, attempt)
+    params["b_value"] = result
+    return _finish(conn, _FINISH[COMPLETED][progress is not UNCHANGED], params, progress, lines)
+
+
+def fail(
+    conn,
+    uuid: str,
+    attempt: int,
+    error_type: str,
+    message: str,
+    progress: Any = UNCHANGED,
+    lines: Sequence[dict[str, Any]] = (),
+) -> bool:
+    """``running → failed`` for this attempt; False if it was aborted meanwhile.
+
+    ``progress`` and ``lines`` as for :func:`complete`.
+    """
+    params = _finishing_params(uuid, attempt)
+    params["b_value"] = {"type": error_type, "message": message}
+    return _finish(conn, _FINISH[FAILED][progress is not UNCHANGED], params, progress, lines)
+
+
+def heartbeat(conn, running: dict[str, int], now: dt.datetime) -> int:
+    """Mark running jobs (uuid → attempt) as alive; one statement for a whole process.
+
+    Fenced on the attempt: a leftover handler of an aborted attempt can't keep a retried
+    job's heartbeat fresh while the worker running its new attempt is dead.
+    """
+    if not running:
+        return 0
+    pairs = list(running.items())
+    return conn.execute(
+        jobs.update()
+        .where(sa.tuple_(jobs.c.uuid, jobs.c.attempt).in_(pairs), jobs.c.status == RUNNING)
+        .values(heartbeat=now)
+    ).rowcount
+
+
+def is_current(conn, uuid: str, attempt: int) -> bool:
+    """Is this attempt still the running one? (False once aborted, deleted or retried.)"""
+    status = conn.execute(
+        sa.select(jobs.c.status).where(jobs.c.uuid == uuid, jobs.c.attempt == attempt)
+    ).scalar_one_or_none()
+    return status == RUNNING
+
+
+def abort(conn, uuid: str, by: str) -> None:
+    """``created|running → aborted``.
+
+    A running handler learns of it at its next check (it is no longer the current
+    attempt) and stops; its late result can't land because finishing is fenced on status.
+    """
+    now = utcnow()
+    row = conn.execute(
+        jobs.update()
+        .where(jobs.c.uuid == uuid, jobs.c.status.in_(ABORTABLE))
+        .values(status=ABORTED, finished=now, next_run=None)
+        .returning(jobs.c.attempt)
+    ).one_or_none()
+    if row is None:
+        status = _current_status(conn, uuid)
+        raise TransitionRefused(status, f"{_a(status)} {status} job can't be aborted.")
+    _record(conn, uuid, "aborted", by, row.attempt, now)
+
+
+def retry(conn, uuid: str, by: str) -> int:
+    """``failed|aborted → created`` as a new attempt; returns the new attempt number.
+
+    The finished attempt's outcome goes to the job's history first; the UPDATE is fenced
+    on that attempt, so the history row always describes the attempt that was replaced.
+    """
+    now = utcnow()
+    old = conn.execute(
+        sa.select(
+            jobs.c.status,
+            jobs.c.attempt,
+            jobs.c.started,
+            jobs.c.finished,
+            jobs.c.result,
+            jobs.c.error,
+        ).where(jobs.c.uuid == uuid)
+    ).one_or_none()
+    if old is None or old.status not in RETRYABLE:
+        status = old.status if old else None
+        raise TransitionRefused(status, f"{_a(status)} {status} job can't be retried.")
+    updated = conn.execute(
+        jobs.update()
+        .where(jobs.c.uuid == uuid, jobs.c.status == old.status, jobs.c.attempt == old.attempt)
+        .values(
+            status=CREATED,
+            started=None,
+            finished=None,
+            result={},
+            error=None,
+            attempt=old.attempt + 1,
+            heartbeat=None,
+            enqueued=now,
+            # A retry starts from scratch, now: not from a stopped run's checkpoint, and
+            # with none of the previous attempt's progress.
+            checkpoint=sa.null(),
+            progress=sa.null(),
+            next_run=None,
+        )
+    ).rowcount
+    if updated != 1:
+        status = _current_status(conn, uuid)
+        raise TransitionRefused(status, f"{_a(status)} {status} job can't be retried.")
+    _record(
+        conn,
+        uuid,
+        "retried",
+        by,
+        old.attempt + 1,
+        now,
+        previous_attempt={
+            "attempt": old.attempt,
+            "status": old.status,
+            "started": old.started.isoformat() if old.started else None,
+            "finished": old.finished.isoformat() if old.finished else None,
+            "result": old.result or {},
+            "error": old.error,
+        },
+    )
+    return old.attempt + 1
+
+
+def delete(conn, uuid: str) -> None:
+    """Remove a job that is not running, with its history and its log."""
+    deleted = conn.execute(
+        jobs.delete().where(jobs.c.uuid == uuid, jobs.c.status != RUNNING)
+    ).rowcount
+    if deleted != 1:
+        status = _current_status(conn, uuid)
+        raise TransitionRefused(status, "A running job can't be deleted; abort it first.")
+    conn.execute(history.delete().where(history.c.job_uuid == uuid))
+    conn.execute(JobLog.__table__.delete().where(JobLog.job_uuid == uuid))
+
+
+def is_finished(status: str) -> bool:
+    return status in FINISHED_STATUSES
+
+
+# --- recovery: lost workers, lost messages, stopping workers ----------------------------
+
+# Who the history names for the changes nick-jobs makes on its own.
+SWEEPER = "nick-jobs:sweeper"
+WORKER = "nick-jobs:worker"
+DEFAULT_RECOVERY_BATCH = 500
+
+
+@dataclass(frozen=True)
+class LostJob:
+    """A running job whose worker stopped refreshing its heartbeat."""
+
+    uuid: str
+    action: str
+    attempt: int
+    heartbeat: dt.datetime | None
+    started: dt.datetime | None
+
+
+def _previous_attempt(
+    attempt: int, started: dt.datetime | None, now: dt.datetime, error: dict[str, str]
+) -> dict[str, Any]:
+    return {
+        "attempt": attempt,
+        "status": FAILED,
+        "started": started.isoformat() if started else None,
+        "finished": now.isoformat(),
+        "result": {},
+        "error": error,
+    }
+
+
+def _as_new_attempt(attempt: int, now: dt.datetime) -> dict[str, Any]:
+    return {
+        "status": CREATED,
+        "attempt": attempt + 1,
+        "started": None,
+        "finished": None,
+        "result": {},
+        "error": None,
+        "heartbeat": None,
+        "enqueued": now,
+        # A new attempt starts with no progress: the last one's would show until its first
+        # report. (A resume keeps it: the job goes on from its checkpoint.)
+        "progress": sa.null(),
+    }
+
+
+def lost_jobs(
+    conn, lease_s: float, now: dt.datetime, limit: int = DEFAULT_RECOVERY_BATCH
+) -> list[LostJob]:
+    """Running jobs whose heartbeat is older than ``lease_s`` seconds (oldest first).
+
+    A row without a heartbeat (started before heartbeats existed) counts from its start.
+    """
+    cutoff = now - dt.timedelta(seconds=lease_s)
+    rows = conn.execute(
+        sa.select(jobs.c.uuid, jobs.c.action, jobs.c.attempt, jobs.c.heartbeat, jobs.c.started)
+        .where(
+            jobs.c.status == RUNNING,
+            sa.or_(
+                jobs.c.heartbeat < cutoff,
+                sa.and_(
+                    jobs.c.heartbeat.is_(None),
+                    sa.or_(jobs.c.started.is_(None), jobs.c.started < cutoff),
+                ),
+            ),
+        )
+        .order_by(jobs.c.heartbeat)
+        .limit(limit)
+    ).all()
+    return [LostJob(r.uuid, r.action, r.attempt, r.heartbeat, r.started) for r in rows]
+
+
+def _lost_fence(job: LostJob):
+    """The row is still exactly as it was found: same attempt, and no heartbeat since."""
+    heartbeat = (
+        jobs.c.heartbeat.is_(None) if job.heartbeat is None else jobs.c.heartbeat == job.heartbeat
+    )
+    return (
+        jobs.c.uuid == job.uuid,
+        jobs.c.status == RUNNING,
+        jobs.c.attempt == job.attempt,
+        heartbeat,
+    )
+
+
+def rescue(conn, job: LostJob, retry: bool, lease_s: float, now: dt.datetime) -> bool:
+    """Rescue one lost job: a new ``created`` attempt when ``retry``, else ``failed``.
+
+    Fenced on status, attempt and the heartbeat that was found stale: a heartbeat that
+    lands meanwhile (the worker was only slow) makes this match nothing, and the job
+    keeps running. Returns whether the job was rescued.
+    """
+    error = {
+        "type": "WorkerLost",
+        "message": f"The worker running this job stopped responding (no heartbeat for "
+        f"{lease_s:g} s).",
+    }
+    if not retry:
+        return (
+            conn.execute(
+                jobs.update()
+                .where(*_lost_fence(job))
+                .values(status=FAILED, finished=now, error=error)
+            ).rowcount
+            == 1
+        )
+    updated = conn.execute(
+        jobs.update().where(*_lost_fence(job)).values(_as_new_attempt(job.attempt, now))
+    ).rowcount
+    if updated != 1:
+        return False
+    _record(
+        conn,
+        job.uuid,
+        "rescued",
+        SWEEPER,
+        job.attempt + 1,
+        now,
+        previous_attempt=_previous_attempt(job.attempt, job.started, now, error),
+    )
+    return True
+
+
+@dataclass
+class Rescued:
+    """What :func:`rescue_lost` did: the jobs to send again, and those it failed."""
+
+    retried: list[tuple[str, str]]  # (uuid, action): created again, to be sent
+    failed: list[str]
+
+
+def rescue_lost(
+    conn,
+    lease_s: float,
+    now: dt.datetime,
+    max_retries: Callable[[str], int] | None = None,
+    limit: int = DEFAULT_RECOVERY_BATCH,
+) -> Rescued:
+    """Rescue the running jobs whose heartbeat is older than ``lease_s`` seconds.
+
+    A job whose action allows another attempt goes back to ``created`` as a new attempt,
+    to be sent again; any other fails with error type ``WorkerLost``. As for automatic
+    retries, ``max_retries(action)`` (None: no retries) counts the attempts of the current
+    series, since the job's creation or its latest manual retry or resume: the lost
+    attempt is the series' ``n``-th, and another is allowed while ``n <= max_retries``.
+    """
+    out = Rescued([], [])
+    for job in lost_jobs(conn, lease_s, now, limit):
+        allowed = max_retries(job.action) if max_retries is not None else 0
+        position = job.attempt
+        if 0 < allowed < position:
+            # Only then can the history change the answer: read it for this job alone.
+            position -= series_start(conn, job.uuid) - 1
+        retry = position <= allowed
+        if rescue(conn, job, retry, lease_s, now):
+            if retry:
+                out.retried.append((job.uuid, job.action))
+            else:
+                out.failed.append(job.uuid)
+    return out
+
+
+def stale_created(
+    conn,
+    grace_s: float,
+    now: dt.datetime,
+    limit: int = DEFAULT_RECOVERY_BATCH,
+    waiting: int = 0,
+) -> list[tuple[str, str]]:
+    """Created jobs last sent more than ``grace_s`` seconds ago, as ``(uuid, action)``.
+
+    ``waiting`` is how many messages the job queue holds, not yet delivered. The queue
+    delivers in the order messages were sent, so those are at most the last ``waiting``
+    sends: the jobs sent last are taken as queued, however long ago that was, and only
+    the older ones as lost. A backlog of messages older than the grace is then not sent
+    a second time while it drains.
+
+    Their ``enqueued`` moves to ``now`` in the same conditional statement, so each is
+    returned (to be sent again) once per grace period, however many sweepers ask.
+    """
+    cutoff = now - dt.timedelta(seconds=grace_s)
+    if waiting > 0:
+        # When the newest of the sends that may still be queued went out. A delayed
+        # retry's enqueued is its future delivery: its message is not in the queue yet.
+        queued_since = conn.execute(
+            sa.select(jobs.c.enqueued)
+            .where(jobs.c.status == CREATED, jobs.c.enqueued <= now)
+            .order_by(jobs.c.enqueued.desc())
+            .offset(waiting - 1)
+            .limit(1)
+        ).scalar()
+        # None: no more created jobs than queued messages, each may have its own.
+        cutoff = None if queued_since is None else min(cutoff, queued_since)
+    # A job with no enqueued time (from before the column, or written by hand) is stale.
+    stale = jobs.c.enqueued.is_(None)
+    if cutoff is not None:
+        stale = sa.or_(jobs.c.enqueued < cutoff, stale)
+    # Read first, so a round with nothing to do writes nothing (and locks nothing).
+    ids = (
+        conn.execute(
+            sa.select(jobs.c.id)
+            .where(jobs.c.status == CREATED, stale)
+            .order_by(jobs.c.id)
+            .limit(limit)
+        )
+        .scalars()
+        .all()
+    )
+    if not ids:
+        return []
+    rows = conn.execute(
+        jobs.update()
+        .where(jobs.c.id.in_(ids), jobs.c.status == CREATED, stale)
+        .values(enqueued=now)
+        .returning(jobs.c.id, jobs.c.uuid, jobs.c.action)
+    ).all()
+    return [(r.uuid, r.action) for r in sorted(rows, key=lambda r: r.id)]
+
+
+WORKER_STOPPED = {
+    "type": "WorkerStopped",
+    "message": "The worker stopped before the job finished; it runs again.",
+}
+
+
+def hand_back(
+    conn,
+    uuid: str,
+    attempt: int,
+    now: dt.datetime | None = None,
+    error: dict[str, str] | None = None,
+) -> bool:
+    """``running → created`` as a new attempt, for a job its worker gives up: it is
+    stopping (``error`` :data:`WORKER_STOPPED`, the default), or the database lost the
+    handler's writes with its connection.
+
+    Fenced on the attempt the worker runs: if the job finished, was aborted or was
+    rescued meanwhile, nothing changes. Returns whether the job was handed back.
+    """
+    now = now or utcnow()
+    updated = conn.execute(
+        jobs.update()
+        .where(jobs.c.uuid == uuid, jobs.c.status == RUNNING, jobs.c.attempt == attempt)
+        .values(_as_new_attempt(attempt, now))
+    ).rowcount
+    if updated != 1:
+        return False
+    error = error or WORKER_STOPPED
+    _record(
+        conn,
+        uuid,
+        "handed back",
+        WORKER,
+        attempt + 1,
+        now,
+        previous_attempt=_previous_attempt(attempt, None, now, error),
+    )
+    return True
+
+
+# --- control: automatic retries, stop and resume, restart with lineage -------------------
+
+STOPPED = JobStatus.STOPPED.value
+RESTARTABLE = tuple(s.value for s in FINISHED_STATUSES)
+# The history events that begin a new series of attempts: an action's max_retries counts
+# the attempts since the latest of them (or since the job was created).
+SERIES_EVENTS = ("retried", "resumed")
+STOP_REQUESTED = "stop requested"
+
+
+def series_start(conn, uuid: str) -> int:
+    """The first attempt of the job's current series: the attempt the latest manual
+    retry or resume made, else 1. Read only when an attempt beyond ``max_retries`` fails
+    or loses its worker."""
+    first = conn.execute(
+        sa.select(sa.func.max(history.c.attempt)).where(
+            history.c.job_uuid == uuid, history.c.event.in_(SERIES_EVENTS)
+        )
+    ).scalar()
+    return first or 1
+
+
+def retry_later(
+    conn,
+    uuid: str,
+    attempt: int,
+    started: dt.datetime | None,
+    error: tuple[str, str],
+    next_run: dt.datetime,
+    now: dt.datetime | None = None,
+    lines: Sequence[dict[str, Any]] = (),
+) -> bool:
+    """``running → created`` as the next attempt, which may not start before ``next_run``.
+
+    An automatic retry of a failed attempt: fenced on status and attempt like ``fail``,
+    and the failed attempt's outcome goes to the history (event ``retry scheduled``),
+    with its last log ``lines`` (``job_logs`` rows). Run it in a transaction.
+    ``enqueued`` is ``next_run``, when the broker delivers the delayed message, so a
+    sweeper re-sends it only once its grace has passed after that.
+    Returns False when the attempt was aborted (or retried, deleted) meanwhile.
+    """
+    now = now or utcnow()
+    values = _as_new_attempt(attempt, now)
+    values.update(next_run=next_run, enqueued=next_run)
+    updated = conn.execute(
+        jobs.update()
+        .where(jobs.c.uuid == uuid, jobs.c.status == RUNNING, jobs.c.attempt == attempt)
+        .values(values)
+    ).rowcount
+    if updated != 1:
+        return False
+    failure = {"type": error[0], "message": error[1]}
+    _record(
+        conn,
+        uuid,
+        "retry scheduled",
+        WORKER,
+        attempt + 1,
+        now,
+        previous_attempt=_previous_attempt(attempt, started, now, failure),
+        next_run=next_run.isoformat(),
+    )
+    insert_lines(conn, lines)
+    return True
+
+
+def request_stop(conn, uuid: str, by: str) -> None:
+    """Ask a running job to stop at its handler's next check; it stays ``running``.
+
+    One conditional ``INSERT ... SELECT``: a ``stop requested`` history row for the
+    running attempt, made only while the job runs that attempt, and only once (asking
+    again is not an error). The worker running the job polls for it, see :func:`watch`.
+    """
+    now = utcnow()
+    asked = sa.exists().where(
+        history.c.job_uuid == jobs.c.uuid,
+        history.c.attempt == jobs.c.attempt,
+        history.c.event == STOP_REQUESTED,
+    )
+    request = sa.select(
+        jobs.c.uuid,
+        sa.bindparam("b_time", now, type_=history.c.time.type),
+        sa.bindparam("b_event", STOP_REQUESTED, type_=history.c.event.type),
+        sa.bindparam("b_by", by, type_=history.c.by.type),
+        jobs.c.attempt,
+        sa.bindparam("b_data", {}, type_=history.c.data.type),
+    ).where(jobs.c.uuid == uuid, jobs.c.status == RUNNING, ~asked)
+    columns = ["job_uuid", "time", "event", "by", "attempt", "data"]
+    if conn.execute(history.insert().from_select(columns, request)).rowcount == 1:
+        return
+    status = _current_status(conn, uuid)
+    if status != RUNNING:
+        raise TransitionRefused(status, f"{_a(status)} {status} job can't be stopped.")
+
+
+def watch(conn, running: dict[str, int]) -> tuple[set[str], set[str]]:
+    """Of the jobs a process runs (uuid → attempt), one query: which are no longer that
+    running attempt (aborted, deleted, retried, rescued), and which were asked to stop."""
+    if not running:
+        return set(), set()
+    asked = sa.exists().where(
+        history.c.job_uuid == jobs.c.uuid,
+        history.c.attempt == jobs.c.attempt,
+        history.c.event == STOP_REQUESTED,
+    )
+    rows = conn.execute(
+        sa.select(jobs.c.uuid, asked.label("stop")).where(
+            sa.tuple_(jobs.c.uuid, jobs.c.attempt).in_(list(running.items())),
+            jobs.c.status == RUNNING,
+        )
+    ).all()
+    gone = set(running) - {r.uuid for r in rows}
+    return gone, {r.uuid for r in rows if r.stop}
+
+
+# (has a checkpoint, with progress) → statement. A job stopped before it saved any
+# checkpoint gets SQL NULL, not JSON null: a resume starts it from scratch.
+_STOP = {
+    (saved, with_progress): _FINISH[STOPPED][with_progress].values(
+        checkpoint=sa.bindparam("b_checkpoint") if saved else sa.null()
+    )
+    for saved in (False, True)
+    for with_progress in (False, True)
+}
+
+
+def stopped(
+    conn,
+    uuid: str,
+    attempt: int,
+    checkpoint: Any,
+    progress: Any = UNCHANGED,
+    lines: Sequence[dict[str, Any]] = (),
+) -> bool:
+    """``running → stopped`` for this attempt, keeping the handler's ``checkpoint``.
+
+    False if the attempt was aborted (or retried, deleted) meanwhile. ``progress`` and
+    ``lines`` as for :func:`complete`.
+    """
+    params = _finishing_params(uuid, attempt)
+    if checkpoint is not None:
+        params["b_checkpoint"] = checkpoint
+    statement = _STOP[(checkpoint is not None, progress is not UNCHANGED)]
+    return _finish(conn, statement, params, progress, lines)
+
+
+def resume(conn, uuid: str, by: str) -> tuple[int, str]:
+    """``stopped → created`` as the next attempt, keeping the checkpoint for the handler.
+
+    A conditional UPDATE fenced on the stopped attempt; a ``resumed`` history row, with
+    that attempt's times, begins a new series of attempts. Returns the new attempt and
+    the job's action.
+    """
+    now = utcnow()
+    # The stopped attempt's times, which the UPDATE clears: the history keeps them.
+    stopped_attempt = conn.execute(
+        sa.select(jobs.c.attempt, jobs.c.started, jobs.c.finished).where(
+            jobs.c.uuid == uuid, jobs.c.status == STOPPED
+        )
+    ).one_or_none()
+    row = None
+    if stopped_attempt is not None:
+        row = conn.execute(
+            jobs.update()
+            .where(
+                jobs.c.uuid == uuid,
+                jobs.c.status == STOPPED,
+                jobs.c.attempt == stopped_attempt.attempt,
+            )
+            .values(
+                status=CREATED,
+                attempt=jobs.c.attempt + 1,
+                started=None,
+                finished=None,
+                result={},
+                error=None,
+                heartbeat=None,
+                enqueued=now,
+                next_run=None,
+            )
+            .returning(jobs.c.attempt, jobs.c.action)
+        ).one_or_none()
+    if row is None:
+        status = _current_status(conn, uuid)
+        raise TransitionRefused(status, f"{_a(status)} {status} job can't be resumed.")
+    previous = {
+        "attempt": stopped_attempt.attempt,
+        "status": STOPPED,
+        "started": stopped_attempt.started.isoformat() if stopped_attempt.started else None,
+        "finished": stopped_attempt.finished.isoformat() if stopped_attempt.finished else None,
+        "result": {},
+        "error": None,
+    }
+    _record(conn, uuid, "resumed", by, row.attempt, now, previous_attempt=previous)
+    return row.attempt, row.action
+
+
+def restart(conn, uuid: str, by: str) -> dict[str, Any]:
+    """A new job made from a finished one: same action, title, description and params,
+    submitted by ``by``, with ``parent`` naming the old job, which does not change."""
+    old = conn.execute(
+        sa.select(
+            jobs.c.status, jobs.c.action, jobs.c.params, jobs.c.title, jobs.c.description
+        ).where(jobs.c.uuid == uuid)
+    ).one_or_none()
+    if old is None or old.status not in RESTARTABLE:
+        status = old.status if old else None
+        raise TransitionRefused(status, f"{_a(status)} {status} job can't be restarted.")
+    job = create(
+        conn,
+        action=old.action,
+        params=old.params or {},
+        actor=by,
+        title=old.title,
+        description=old.description,
+    )
+    # Through create, so the new row gets whatever a submitted job gets; then its parent.
+    conn.execute(jobs.update().where(jobs.c.id == job["id"]).values(parent=uuid))
+    job["parent"] = uuid
+    return job
+
+
+# --- one log line (and counter) per change the API and the scheduler make -----------------
+# Wrapped here, around the statements above, so that each of them stays one statement:
+# after a change succeeds, nick_jobs.ops.logging.state_change logs the job's uuid, action,
+# actor, new status and how long its attempt ran. The worker's start and finish are logged
+# by the runner, rescues by the sweeper. Logged, and counted, only once the transaction
+# that made the change has committed (at once on an autocommit connection): a request
+# whose transaction rolls back logs no change that never happened.
+
+
+def after_commit(conn, hook: Callable[[], None]) -> None:
+    """Call ``hook`` once the transaction ``conn`` runs in has committed; never if it
+    rolls back. At once when ``conn`` autocommits or runs no transaction.
+
+    ``conn`` is a ``Session`` (the request's, joined to ``pyramid_tm``; a ``SAVEPOINT``
+    that rolls back drops the hooks added inside it) or a ``Connection`` (its hooks run
+    as its ``COMMIT`` is sent).
+    """
+    if isinstance(conn, Session):
+        _SessionHooks.of(conn).add(hook)
+        return
+    if _autocommits(conn) or not conn.in_transaction():
+        _run(hook)
+        return
+    _ConnectionHooks.install(conn.engine)
+    _ConnectionHooks.pending.setdefault(conn, []).append(hook)
+
+
+def _autocommits(conn: sa.Connection) -> bool:
+    """Whether each statement on ``conn`` commits by itself: set on the connection, or on
+    its engine (as the read engine's is), which SQLAlchemy's ``in_transaction`` does not
+    tell (it begins one of its own that sends nothing): the driver's connection does."""
+    if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+        return True
+    return getattr(conn.connection.driver_connection, "autocommit", False) is True
+
+
+def _run(hook: Callable[[], None]) -> None:
+    try:
+        hook()
+    except Exception:
+        # A log line or a counter must never undo a change that is committed.
+        _log.exception("a hook after a committed change of a job failed")
+
+
+class _SessionHooks:
+    """The hooks of one session, by the transaction (root or savepoint) they belong to."""
+
+    KEY = "nick_jobs.after_commit"
+    _installed = False
+    _install_lock = threading.Lock()
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.pending: dict[Any, list[Callable[[], None]]] = {}
+
+    @classmethod
+    def of(cls, session: Session) -> _SessionHooks:
+        hooks = session.info.get(cls.KEY)
+        if hooks is None:
+            cls._install()
+            hooks = session.info[cls.KEY] = cls(session)
+        return hooks
+
+    @classmethod
+    def _install(cls) -> None:
+        # Listeners on the Session class, once: SQLAlchemy's event.listen on each
+        # request's session cost about 0.1 ms of a submit. A session that never had a
+        # hook has nothing in its info, and its commits cost a dict lookup.
+        if cls._installed:
+            return
+        with cls._install_lock:
+            if not cls._installed:
+                sa.event.listen(Session, "after_commit", cls._on_commit)
+                sa.event.listen(Session, "after_transaction_end", cls._on_end)
+                cls._installed = True
+
+    @classmethod
+    def _on_commit(cls, session: Session) -> None:
+        hooks = session.info.get(cls.KEY)
+        if hooks is not None:
+            hooks._committed(session)
+
+    @classmethod
+    def _on_end(cls, session: Session, transaction) -> None:
+        hooks = session.info.get(cls.KEY)
+        if hooks is not None:
+            hooks._ended(session, transaction)
+
+    @staticmethod
+    def _current(session: Session):
+        return session.get_nested_transaction() or session.get_transaction()
+
+    def add(self, hook: Callable[[], None]) -> None:
+        self.pending.setdefault(self._current(self.session), []).append(hook)
+
+    def _committed(self, session: Session) -> None:
+        transaction = self._current(session)
+        hooks = self.pending.pop(transaction, [])
+        if transaction is not None and transaction.nested:
+            # A released savepoint: its hooks now wait for the transaction around it.
+            outer = transaction.parent
+            while outer is not None and not (outer.nested or outer.parent is None):
+                outer = outer.parent
+            if outer is not None:
+                self.pending.setdefault(outer, []).extend(hooks)
+                return
+        for hook in hooks:
+            _run(hook)
+
+    def _ended(self, session: Session, transaction) -> None:
+        # Committed hooks were taken by _committed; what is left was rolled back (or the
+        # session was closed without a commit).
+        self.pending.pop(transaction, None)
+
+
+class _ConnectionHooks:
+    """The hooks of Core connections in a transaction: run at its commit, dropped at its
+    rollback."""
+
+    pending: ClassVar[weakref.WeakKeyDictionary] = weakref.WeakKeyDictionary()
+    engines: ClassVar[weakref.WeakSet] = weakref.WeakSet()
+    lock: ClassVar[threading.Lock] = threading.Lock()
+
+    @classmethod
+    def install(cls, engine: sa.Engine) -> None:
+        with cls.lock:
+            if engine not in cls.engines:
+                sa.event.listen(engine, "commit", cls._committed)
+                sa.event.listen(engine, "rollback", cls._rolled_back)
+                cls.engines.add(engine)
+
+    @classmethod
+    def _committed(cls, conn) -> None:
+        for hook in cls.pending.pop(conn, []):
+            _run(hook)
+
+    @classmethod
+    def _rolled_back(cls, conn) -> None:
+        cls.pending.pop(conn, None)
+
+
+def _log_created(transition: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    import functools
+
+    from nick_jobs.ops import logging as state_log
+    from nick_jobs.ops import metrics
+
+    @functools.wraps(transition)
+    def create(conn, **values: Any) -> dict[str, Any]:
+        job = transition(conn, **values)
+
+        def created() -> None:
+            metrics.JOBS_CREATED.labels(job["action"]).inc()
+            state_log.state_change(job["uuid"], job["action"], job["actor"], CREATED)
+
+        after_commit(conn, created)
+        return job
+
+    return create
+
+
+def _log_change(transition: Callable[..., Any], status: str) -> Callable[..., Any]:
+    import functools
+
+    from nick_jobs.ops import logging as state_log
+    from nick_jobs.ops import metrics
+
+    @functools.wraps(transition)
+    def changed(conn, uuid: str, *args: Any, **kwargs: Any) -> Any:
+        before = conn.execute(
+            sa.select(jobs.c.action, jobs.c.actor, jobs.c.started, jobs.c.finished).where(
+                jobs.c.uuid == uuid
+            )
+        ).one_or_none()
+        out = transition(conn, uuid, *args, **kwargs)
+        if before is None:
+            return out
+        # How long the attempt ran: until now for an abort, else until it finished.
+        end = utcnow() if status == ABORTED else before.finished
+        took = (end - before.started).total_seconds() if before.started and end else None
+        by = kwargs.get("by", args[0] if args else None)
+
+        def logged() -> None:
+            if status == ABORTED:
+                metrics.JOBS_FINISHED.labels(before.action, ABORTED).inc()
+            state_log.state_change(uuid, before.action, before.actor, status, took, by)
+
+        after_commit(conn, logged)
+        return out
+
+    return changed
+
+
+create = _log_created(create)
+abort = _log_change(abort, ABORTED)
+retry = _log_change(retry, CREATED)
+delete = _log_change(delete, "deleted")

@@ -1,0 +1,254 @@
+"""Prometheus metrics: cluster-wide figures from the database, and per-process counters.
+
+Two sources, because the API and the workers are different processes, often on
+different machines:
+
+* **The database, at scrape time** (:class:`DatabaseCollector`, served by the API's
+  ``GET /metrics``): the jobs waiting and running now, by action, and the age of the
+  oldest waiting job. The same answer from every API node, correct whatever happened to
+  any process, and cheap: it reads only the partial index of unfinished jobs.
+* **Counters and histograms of each process**, in prometheus-client's default registry:
+  jobs created (API), aborted (API), completed and failed with their run time and queue
+  lag (workers, through :class:`WorkerMetrics`), and rescues (wherever the sweeper runs).
+  A restarted process starts again from zero, which Prometheus's ``rate()`` expects.
+  The API serves its own on ``/metrics``; a worker host serves its supervisor's and each
+  worker process's on ``nick_jobs.worker_metrics_port`` and the ports after it.
+
+Settings: ``nick_jobs.metrics_access`` (``manage``, the default: ``Manage Site`` is
+needed; ``open``: no authentication), ``nick_jobs.worker_metrics_port`` (0: off) and
+``nick_jobs.worker_metrics_host`` (``127.0.0.1``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import dramatiq
+import sqlalchemy as sa
+from prometheus_client import Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from nick_jobs.db.meta import utcnow
+from nick_jobs.jobs.model import Job
+from nick_jobs.scheduling.model import ScheduledJob
+from nick_jobs.settings import ConfigurationError
+
+if TYPE_CHECKING:  # the runner's modules import this one
+    from nick_jobs.worker.runner import JobRunner, Outcome
+
+log = logging.getLogger(__name__)
+
+jobs = Job.__table__
+scheduled = ScheduledJob.__table__
+
+ACCESS_OPEN, ACCESS_MANAGE = "open", "manage"
+
+# Seconds. Jobs run from milliseconds (a dummy) to hours (a reindex).
+DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400)
+LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+JOBS_CREATED = Counter(
+    "nick_jobs_jobs_created", "Jobs created by this process (API), by action.", ["action"]
+)
+JOBS_FINISHED = Counter(
+    "nick_jobs_jobs_finished",
+    "Jobs this process finished: completed or failed by a worker, aborted by the API.",
+    ["action", "status"],
+)
+JOB_DURATION = Histogram(
+    "nick_jobs_job_duration_seconds",
+    "Run time of the jobs this worker process completed or failed, by action.",
+    ["action"],
+    buckets=DURATION_BUCKETS,
+)
+QUEUE_LAG = Histogram(
+    "nick_jobs_job_queue_lag_seconds",
+    "Seconds from a job's creation (or, for a later attempt, its re-queueing) to its start "
+    "on this worker process, by action.",
+    ["action"],
+    buckets=LAG_BUCKETS,
+)
+RESCUES = Counter(
+    "nick_jobs_rescues",
+    "Running jobs that lost their worker and were rescued by this process's sweeper "
+    "(outcome: retried or failed).",
+    ["outcome"],
+)
+RESENT = Counter(
+    "nick_jobs_resent", "Messages of waiting jobs that this process's sweeper sent again."
+)
+SCHEDULED_FIRINGS_SKIPPED = Counter(
+    "nick_jobs_scheduled_firings_skipped",
+    "Firings this process's scheduler refused, disabling the scheduled job, because its "
+    "owner no longer exists or no longer has the permission its action needs (by reason).",
+    ["reason"],
+)
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    access: str
+    worker_port: int
+    worker_host: str
+
+
+def parse_settings(settings: Mapping[str, Any]) -> MetricsSettings:
+    access = str(settings.get("nick_jobs.metrics_access", ACCESS_MANAGE)).strip()
+    if access not in (ACCESS_OPEN, ACCESS_MANAGE):
+        raise ConfigurationError(
+            f"nick_jobs.metrics_access must be {ACCESS_OPEN} or {ACCESS_MANAGE}, not {access!r}"
+        )
+    raw = settings.get("nick_jobs.worker_metrics_port", 0) or 0
+    try:
+        port = int(raw)
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            f"nick_jobs.worker_metrics_port must be a port number, not {raw!r}"
+        ) from None
+    if not 0 <= port <= 65000:
+        raise ConfigurationError("nick_jobs.worker_metrics_port takes 0 (off) or a port number")
+    host = str(settings.get("nick_jobs.worker_metrics_host", "127.0.0.1")).strip()
+    return MetricsSettings(access, port, host)
+
+
+def record_sweep(result) -> None:
+    """Count what a sweeper round did (a :class:`nick_jobs.worker.sweeper.SweepResult`)."""
+    if result.retried:
+        RESCUES.labels("retried").inc(result.retried)
+    if result.failed:
+        RESCUES.labels("failed").inc(result.failed)
+    if result.resent:
+        RESENT.inc(result.resent)
+
+
+def serve(port: int, host: str) -> bool:
+    """Serve this process's metrics on ``host:port``; False (logged) when it can't."""
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(port, addr=host)
+    except OSError as exc:
+        log.warning("could not serve metrics on %s:%d: %s", host, port, exc)
+        return False
+    log.info("metrics on http://%s:%d/metrics", host, port)
+    return True
+
+
+# --- the cluster-wide figures, read from the database at scrape time ----------------------
+
+
+class DatabaseCollector(Collector):
+    """Jobs waiting and running now, from the partial index of unfinished jobs."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        up = GaugeMetricFamily(
+            "nick_jobs_database_up", "1 when the database answered this scrape, else 0."
+        )
+        unfinished = GaugeMetricFamily(
+            "nick_jobs_jobs",
+            "Jobs waiting (created) and running now, in the whole deployment, by action.",
+            labels=["action", "status"],
+        )
+        running = GaugeMetricFamily(
+            "nick_jobs_running_jobs", "Jobs running now, in the whole deployment."
+        )
+        oldest = GaugeMetricFamily(
+            "nick_jobs_oldest_waiting_job_age_seconds",
+            "Seconds since the oldest job still waiting to start was created (0: none waits).",
+        )
+        skipped = GaugeMetricFamily(
+            "nick_jobs_scheduled_jobs_disabled_by_refused_firing",
+            "Scheduled jobs disabled because a firing was refused (their owner gone or without"
+            " the action's permission), by reason; every node sees them, whichever fired.",
+            labels=["reason"],
+        )
+        unfinished_statuses = ("created", "running")
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    sa.select(jobs.c.action, jobs.c.status, sa.func.count())
+                    .where(jobs.c.status.in_(unfinished_statuses))
+                    .group_by(jobs.c.action, jobs.c.status)
+                ).all()
+                first = conn.execute(
+                    sa.select(sa.func.min(jobs.c.created)).where(jobs.c.status == "created")
+                ).scalar_one_or_none()
+                refused = conn.execute(
+                    sa.select(scheduled.c.skip_reason, sa.func.count())
+                    .where(scheduled.c.skip_reason.is_not(None))
+                    .group_by(scheduled.c.skip_reason)
+                ).all()
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("metrics: the database did not answer: %s", exc)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        total_running = 0
+        for action, status, count in rows:
+            unfinished.add_metric([action, status], count)
+            if status == "running":
+                total_running += count
+        yield unfinished
+        running.add_metric([], total_running)
+        yield running
+        if first is not None and first.tzinfo is None:
+            first = first.replace(tzinfo=dt.UTC)
+        age = max((utcnow() - first).total_seconds(), 0.0) if first else 0.0
+        oldest.add_metric([], age)
+        yield oldest
+        for reason, count in refused:
+            skipped.add_metric([reason], count)
+        yield skipped
+
+
+# --- the worker's counters, through a Dramatiq middleware ---------------------------------
+
+_FINISHED_BY_WORKER = ("completed", "failed")
+
+
+class WorkerMetrics(dramatiq.Middleware):
+    """Counts the jobs this worker process completes and fails, their run time and lag.
+
+    The runner keeps, per thread, how the job it just ran ended; after each message this
+    middleware, in the same thread, takes it. A message whose job this thread did not
+    run (a duplicate delivery, a job aborted before it started) leaves nothing to count.
+    The middleware is installed only where someone reads it: the embedded worker, and
+    worker processes with ``nick_jobs.worker_metrics_port``.
+    """
+
+    def __init__(self, runner: JobRunner) -> None:
+        self.runner = runner
+
+    def after_process_message(self, broker, message, *, result=None, exception=None) -> None:
+        if message.args:
+            self.observe(self.runner.take_outcome(message.args[0]))
+
+    @staticmethod
+    def observe(outcome: Outcome | None) -> bool:
+        """Count a job this thread ran to completion or failure; True if counted."""
+        if outcome is None or outcome.status not in _FINISHED_BY_WORKER:
+            return False
+        JOBS_FINISHED.labels(outcome.action, outcome.status).inc()
+        JOB_DURATION.labels(outcome.action).observe(outcome.took_s)
+        QUEUE_LAG.labels(outcome.action).observe(outcome.lag_s)
+        return True
+
+
+def install(config, queue) -> None:
+    """Keep the metrics settings on the registry (``nick_jobs.ops.metrics``) and count the jobs
+    this app's worker runs when someone can read the counts: the embedded worker (on the
+    API's ``/metrics``) or worker processes with ``nick_jobs.worker_metrics_port``."""
+    settings = parse_settings(config.get_settings())
+    config.registry["nick_jobs.ops.metrics"] = settings
+    if queue.settings.embedded_broker or settings.worker_port:
+        queue.broker.add_middleware(WorkerMetrics(queue.runner))

@@ -1,0 +1,18 @@
+"""The HTTP side: resources and their ACLs, the security policy, permissions, the error
+catalogue and exception views, strict input, the URLs the API writes, and the views."""
+
+from __future__ import annotations
+
+
+def includeme(config) -> None:
+    # Bearer JWTs and ACLs.
+    config.include("nick_jobs.web.security")
+    # Root → @jobs → job.
+    config.include("nick_jobs.web.resources")
+    # JSON error bodies for everything that can go wrong.
+    config.include("nick_jobs.web.errors")
+    # Malformed URLs, unknown query parameters and sub-paths refused; strict JSON out.
+    config.include("nick_jobs.web.strict")
+    # A Host that can't be written into a URL gets 400 (unless nick_jobs.public_url is set).
+    config.include("nick_jobs.web.urls")
+    config.include("nick_jobs.web.views")

@@ -1,0 +1,158 @@
+"""The traversal tree: root → ``@jobs`` container → one job, each with its ACL.
+
+A host application can hang :class:`JobContainer` under its own root: its
+``__getitem__("@jobs")`` returns ``JobContainer(request, parent=self)``; every job view is
+registered on these resource types, not on URLs.
+"""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+
+import sqlalchemy as sa
+from pyramid.authorization import ALL_PERMISSIONS, Allow, Authenticated
+from pyramid.httpexceptions import HTTPForbidden
+
+from nick_jobs.scheduling.model import SLUG, ScheduledJob
+from nick_jobs.web import urls
+from nick_jobs.web.permissions import ADMINISTRATOR_ROLE, Permission, role_principal, user_principal
+from nick_jobs.web.security import identity_and_job
+
+_ADMIN = (Allow, role_principal(ADMINISTRATOR_ROLE), ALL_PERMISSIONS)
+_USERS = (Allow, Authenticated, (Permission.VIEW_JOBS, Permission.ADD_JOBS))
+
+
+class Root:
+    __name__ = ""
+    __parent__ = None
+
+    def __init__(self, request) -> None:
+        self.request = request
+
+    def __acl__(self):
+        return [_ADMIN, _USERS]
+
+    def __getitem__(self, key: str):
+        if key == "@jobs":
+            return JobContainer(self.request, parent=self)
+        if key == "@scheduled-jobs":
+            return ScheduledJobContainer(self.request, parent=self)
+        raise KeyError(key)
+
+
+# The container's URL under the root above, by what it is made of; a few entries at most
+# (one per name the API is called by), bounded for clients that send any Host.
+_OWN_ROOT_URLS: dict[tuple[str | None, ...], str] = {}
+_OWN_ROOT_URLS_MAX = 256
+
+
+class JobContainer:
+    __name__ = "@jobs"
+
+    def __init__(self, request, parent) -> None:
+        self.request = request
+        self.__parent__ = parent
+
+    def __acl__(self):
+        # Repeated here so the container grants the same under a host's own root.
+        return [_ADMIN, _USERS]
+
+    def url(self) -> str:
+        """The container's URL, without the trailing slash ``resource_url`` adds, on
+        :func:`nick_jobs.web.urls.application_url` (which refuses a Host it can't write)."""
+        request = self.request
+        if type(self.__parent__) is not Root:
+            return urls.resource_url(request, self).rstrip("/")
+        # Under nick-jobs' own root the URL depends on nothing but what is in the key.
+        # Only a URL made from a valid Host is kept: an invalid one never reaches the dict.
+        environ = request.environ
+        public = request.registry["nick_jobs.settings"].public_url
+        key = (
+            public,
+            None if public else request.application_url,
+            environ.get("HTTP_X_VHM_HOST"),
+            environ.get("HTTP_X_VHM_ROOT"),
+        )
+        url = _OWN_ROOT_URLS.get(key)
+        if url is None:
+            url = urls.resource_url(request, self).rstrip("/")
+            if len(_OWN_ROOT_URLS) >= _OWN_ROOT_URLS_MAX:  # hosts are the client's to name
+                _OWN_ROOT_URLS.clear()
+            _OWN_ROOT_URLS[key] = url
+        return url
+
+    def sees_all(self) -> bool:
+        return bool(self.request.has_permission(Permission.MANAGE_SITE, self))
+
+    def __getitem__(self, key: str) -> JobResource:
+        try:
+            job_uuid = str(uuidlib.UUID(key))
+        except ValueError:
+            job_uuid = None
+        request = self.request
+        if job_uuid is None:
+            userid, job = request.authenticated_userid, None
+        else:
+            # A GET of the job itself is answered with its JSON written by the database.
+            json_base = None
+            if request.method in ("GET", "HEAD") and request.path_info.endswith(key):
+                json_base = self.url()
+            userid, job = identity_and_job(request, job_uuid, json_base)
+        if userid is None:
+            # Nothing below @jobs is public: without a valid session the answer is 401
+            # (by the forbidden view), never a 404 that skips authentication.
+            raise HTTPForbidden()
+        # Someone else's job is absent, not forbidden: a 404 that reveals nothing.
+        if job is None or (job.actor != userid and not self.sees_all()):
+            raise KeyError(key)
+        return JobResource(job, parent=self)
+
+
+class JobResource:
+    def __init__(self, job: sa.Row, parent: JobContainer) -> None:
+        self.job = job
+        self.__name__ = job.uuid
+        self.__parent__ = parent
+
+    def __acl__(self):
+        return [
+            (Allow, user_principal(self.job.actor), (Permission.VIEW_JOB, Permission.MANAGE_JOB))
+        ]
+
+
+# --- root → @scheduled-jobs → one scheduled job
+
+
+class ScheduledJobContainer:
+    __name__ = "@scheduled-jobs"
+
+    def __init__(self, request, parent) -> None:
+        self.request = request
+        self.__parent__ = parent
+
+    def __acl__(self):
+        return [_ADMIN]
+
+    def __getitem__(self, key: str) -> ScheduledJobResource:
+        if not self.request.has_permission(Permission.MANAGE_SITE, self):
+            # 401 without a session, 403 with one: never a 404 that reveals which exist.
+            raise HTTPForbidden()
+        row = self.request.dbsession.get(ScheduledJob, key) if SLUG.match(key) else None
+        if row is None:
+            raise KeyError(key)
+        return ScheduledJobResource(row, parent=self)
+
+
+class ScheduledJobResource:
+    def __init__(self, row: ScheduledJob, parent: ScheduledJobContainer) -> None:
+        self.row = row
+        self.__name__ = row.id
+        self.__parent__ = parent
+
+    def __acl__(self):
+        return [_ADMIN]
+
+
+def includeme(config) -> None:
+    config.registry[urls.ROOT_FACTORY] = Root
+    config.set_root_factory(Root)

@@ -1,0 +1,43 @@
+"""HTTP views. Each is thin: parse, call the module that owns the concept, serialise."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from pyramid.view import view_config
+
+from nick_jobs.web.strict import QUERY_OPTION, RENDERER, SUBPATH_OPTION
+
+
+class api_view(view_config):
+    """``view_config`` for the JSON API that refuses a view without ``permission=``.
+
+    Forgetting a permission would make a view public; this turns that mistake into an
+    error at start-up. ``query`` names the query parameters the view takes (any other is
+    a 400) and ``subpath=True`` lets it take a path below its name (otherwise a 404):
+    both checked by :func:`nick_jobs.web.strict.request_checks`.
+    """
+
+    def __init__(
+        self, *, query: Iterable[str] = (), subpath: bool = False, **settings: Any
+    ) -> None:
+        if "permission" not in settings:
+            raise TypeError("every nick-jobs view must declare its permission=")
+        settings.setdefault("renderer", RENDERER)
+        settings[QUERY_OPTION] = frozenset(query)
+        settings[SUBPATH_OPTION] = subpath
+        super().__init__(**settings)
+
+
+def includeme(config) -> None:
+    config.include("nick_jobs.web.views.auth")
+    # Reading jobs before changing them: a job's GET is then the first view tried.
+    config.include("nick_jobs.web.views.jobs")
+    config.include("nick_jobs.web.views.control")
+    config.include("nick_jobs.web.views.job_details")
+    config.include("nick_jobs.web.views.streams")
+    config.include("nick_jobs.web.views.actions")
+    config.include("nick_jobs.web.views.scheduled_jobs")
+    config.include("nick_jobs.web.views.health")
+    config.include("nick_jobs.web.views.metrics")

@@ -1,0 +1,120 @@
+"""Changing a job: ``DELETE /@jobs/{uuid}`` and its ``abort``, ``retry``, ``stop``,
+``resume`` and ``restart``.
+
+Included after ``views/jobs.py``, so that the ``GET`` of a job is the first of its views
+Pyramid tries (see there).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from pyramid.httpexceptions import HTTPNoContent
+
+from nick_jobs.jobs import lifecycle
+from nick_jobs.jobs.actions import get_registry
+from nick_jobs.jobs.serialize import job_json
+from nick_jobs.jobs.submission import JobRow
+from nick_jobs.web.errors import api_error
+from nick_jobs.web.permissions import Permission
+from nick_jobs.web.resources import JobResource
+from nick_jobs.web.views import api_view
+from nick_jobs.web.views.jobs import job_url
+
+
+@contextlib.contextmanager
+def _answering_refusals() -> Iterator[None]:
+    """A transition refused in the block is the request's 404 (the job is gone) or 409."""
+    try:
+        yield
+    except lifecycle.TransitionRefused as exc:
+        if exc.status is None:
+            raise api_error(404, "Not found", "The job no longer exists.") from None
+        raise api_error(409, "Invalid state", str(exc), status=exc.status) from None
+
+
+@api_view(context=JobResource, request_method="DELETE", permission=Permission.MANAGE_JOB)
+def delete_view(context: JobResource, request):
+    with _answering_refusals():
+        lifecycle.delete(request.dbsession, context.job.uuid)
+    return HTTPNoContent()
+
+
+@api_view(
+    context=JobResource, name="abort", request_method="POST", permission=Permission.MANAGE_JOB
+)
+def abort_view(context: JobResource, request):
+    with _answering_refusals():
+        lifecycle.abort(request.dbsession, context.job.uuid, by=request.authenticated_userid)
+    return HTTPNoContent()
+
+
+@api_view(
+    context=JobResource, name="retry", request_method="POST", permission=Permission.MANAGE_JOB
+)
+def retry_view(context: JobResource, request):
+    with _answering_refusals():
+        lifecycle.retry(request.dbsession, context.job.uuid, by=request.authenticated_userid)
+    request.registry["nick_jobs.queue"].send_after_commit(
+        request, context.job.uuid, context.job.action
+    )
+    return HTTPNoContent()
+
+
+@api_view(context=JobResource, name="stop", request_method="POST", permission=Permission.MANAGE_JOB)
+def stop_view(context: JobResource, request):
+    job = context.job
+    action = get_registry(request.registry).get(job.action)
+    if action is None or not action.resumable:
+        raise api_error(
+            409,
+            "Not resumable",
+            f"Jobs of action {job.action!r} can't be stopped and resumed; abort it instead.",
+            status=job.status,
+        )
+    with _answering_refusals():
+        lifecycle.request_stop(request.dbsession, job.uuid, by=request.authenticated_userid)
+    return HTTPNoContent()
+
+
+@api_view(
+    context=JobResource, name="resume", request_method="POST", permission=Permission.MANAGE_JOB
+)
+def resume_view(context: JobResource, request):
+    with _answering_refusals():
+        _, action = lifecycle.resume(
+            request.dbsession, context.job.uuid, by=request.authenticated_userid
+        )
+    request.registry["nick_jobs.queue"].send_after_commit(request, context.job.uuid, action)
+    return HTTPNoContent()
+
+
+@api_view(
+    context=JobResource, name="restart", request_method="POST", permission=Permission.MANAGE_JOB
+)
+def restart_view(context: JobResource, request):
+    old = context.job
+    container = context.__parent__
+    action = get_registry(request.registry).get(old.action)
+    if action is None:
+        raise api_error(
+            409,
+            "Unknown action",
+            f"The action {old.action!r} of this job is no longer installed.",
+            status=old.status,
+        )
+    # Restarting submits a new job: the action's own permission applies, as to a submit.
+    if not request.has_permission(action.permission, container):
+        raise api_error(403, "Forbidden", f"You are not allowed to submit {old.action!r} jobs.")
+    with _answering_refusals():
+        job = lifecycle.restart(request.dbsession, old.uuid, by=request.authenticated_userid)
+    request.registry["nick_jobs.queue"].send_after_commit(request, job["uuid"], old.action)
+    url = job_url(container, job["uuid"])
+    request.response.status = 201
+    request.response.headers["Location"] = url
+    return job_json(JobRow(job), url)
+
+
+def includeme(config) -> None:
+    config.scan(__name__)

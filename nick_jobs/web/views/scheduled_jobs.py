@@ -1,0 +1,94 @@
+"""``/@scheduled-jobs`` and ``/@scheduled-job-actions``: cron rules that create jobs.
+
+Every view needs ``Manage Site``, as Nick guards its site administration.
+"""
+
+from __future__ import annotations
+
+from pyramid.httpexceptions import HTTPNoContent
+
+from nick_jobs.jobs.actions import get_registry
+from nick_jobs.scheduling import scheduled_jobs
+from nick_jobs.scheduling.model import ScheduledJob
+from nick_jobs.scheduling.scheduled_jobs import (
+    ScheduledJobCreateSchema,
+    ScheduledJobPatchSchema,
+    scheduled_job_json,
+)
+from nick_jobs.web import urls
+from nick_jobs.web.body import json_body
+from nick_jobs.web.errors import api_error
+from nick_jobs.web.permissions import Permission
+from nick_jobs.web.resources import Root, ScheduledJobContainer, ScheduledJobResource
+from nick_jobs.web.views import api_view
+
+MANAGE = Permission.MANAGE_SITE
+
+
+def _url(request, container: ScheduledJobContainer, id_: str) -> str:
+    return urls.resource_url(request, container, id_)
+
+
+def _declared(row: ScheduledJob):
+    return api_error(
+        409,
+        "Declared scheduled job",
+        f"The scheduled job {row.id!r} is declared in the configuration; change it there.",
+    )
+
+
+@api_view(context=ScheduledJobContainer, request_method="GET", permission=MANAGE)
+def list_view(context: ScheduledJobContainer, request):
+    rows = request.dbsession.query(ScheduledJob).order_by(ScheduledJob.id).all()
+    return [scheduled_job_json(row, _url(request, context, row.id)) for row in rows]
+
+
+@api_view(context=ScheduledJobContainer, request_method="POST", permission=MANAGE)
+def create_view(context: ScheduledJobContainer, request):
+    data = ScheduledJobCreateSchema().load(json_body(request))
+    try:
+        row = scheduled_jobs.create(
+            request.dbsession, request.registry, data, actor=request.authenticated_userid
+        )
+    except scheduled_jobs.AlreadyExists:
+        raise api_error(
+            409, "Conflict", f"A scheduled job with the id {data['id']!r} already exists."
+        ) from None
+    url = _url(request, context, row.id)
+    request.response.status = 201
+    request.response.headers["Location"] = url
+    return scheduled_job_json(row, url)
+
+
+@api_view(context=ScheduledJobResource, request_method="GET", permission=MANAGE)
+def get_view(context: ScheduledJobResource, request):
+    return scheduled_job_json(context.row, _url(request, context.__parent__, context.row.id))
+
+
+@api_view(context=ScheduledJobResource, request_method="PATCH", permission=MANAGE)
+def patch_view(context: ScheduledJobResource, request):
+    data = ScheduledJobPatchSchema().load(json_body(request))
+    if context.row.declared:
+        raise _declared(context.row)
+    row = scheduled_jobs.update(request.registry, context.row, data)
+    request.dbsession.flush()
+    if "return=representation" in request.headers.get("Prefer", ""):
+        return scheduled_job_json(row, _url(request, context.__parent__, row.id))
+    return HTTPNoContent()
+
+
+@api_view(context=ScheduledJobResource, request_method="DELETE", permission=MANAGE)
+def delete_view(context: ScheduledJobResource, request):
+    if context.row.declared:
+        raise _declared(context.row)
+    scheduled_jobs.delete(request.dbsession, context.row)
+    return HTTPNoContent()
+
+
+@api_view(context=Root, name="@scheduled-job-actions", request_method="GET", permission=MANAGE)
+def actions_view(context, request):
+    return [action.describe() for action in get_registry(request.registry)]
+
+
+def includeme(config) -> None:
+    config.scan(__name__)

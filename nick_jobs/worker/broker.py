@@ -1,0 +1,33 @@
+"""Wiring of the job queue into the Pyramid registry (``registry["nick_jobs.queue"]``)."""
+
+from __future__ import annotations
+
+import dramatiq
+
+from nick_jobs.jobs.actions import get_registry, load_entry_points
+from nick_jobs.ops import metrics
+from nick_jobs.worker.queue import JobQueue
+from nick_jobs.worker.runner import JobRunner
+
+
+def includeme(config) -> None:
+    settings = config.registry["nick_jobs.settings"]
+    actions = get_registry(config.registry)
+    runner = JobRunner(
+        config.registry["nick_jobs.engine"],
+        actions,
+        settings.heartbeat_interval_s,
+        settings.abort_check_interval_s,
+        log_copy_rate=settings.job_log_copy_rate,
+    )
+    queue = JobQueue(settings, actions, runner)
+    # Interrupting overdue handlers of aborted jobs, in the embedded worker and in
+    # `nick-jobs worker` processes alike (both build their broker here).
+    queue.broker.add_middleware(runner.interrupts)
+    config.registry["nick_jobs.queue"] = queue
+    # Counts of the jobs this app's worker runs, where /metrics or a metrics port shows them.
+    metrics.install(config, queue)
+    # For tools that ask Dramatiq for "the" broker; nick-jobs itself never relies on it.
+    dramatiq.set_broker(queue.broker)
+    # After the host's own add_job_action calls, so its registrations win.
+    config.action(None, load_entry_points, args=(actions,), order=10)

@@ -1,0 +1,194 @@
+"""The sweeper: no job is silently lost when a worker dies or a message never arrives.
+
+Each round, in one place at a time:
+
+* running jobs whose heartbeat is older than ``nick_jobs.lease`` are rescued: retried
+  when their action's ``max_retries`` allows another attempt, else failed ``WorkerLost``;
+* created jobs whose message went out more than ``nick_jobs.resend_grace`` ago (broker
+  down at commit, process killed between commit and send) are sent again; as many of
+  the last sent as the queue holds undelivered messages are taken as still queued (a
+  backlog that drains slower than the grace is not sent twice).
+
+A heartbeat that could not be written because the database itself was away says nothing
+about its worker: after this sweeper failed to reach the database, or after a PostgreSQL
+server (re)started, no job is rescued until a lease has passed, time for the workers'
+heartbeats to catch up.
+
+Duplicate messages are harmless (a worker starts a job only from ``created``), and every
+rescue is one conditional UPDATE, so even two rounds at once could not rescue a job
+twice. On PostgreSQL a transaction-level advisory lock still keeps rounds apart, so the
+work is done once; on SQLite the embedded process is the only one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import dramatiq
+import sqlalchemy as sa
+
+from nick_jobs.db import lost_connection
+from nick_jobs.db.meta import utcnow
+from nick_jobs.jobs import lifecycle
+from nick_jobs.jobs.actions import get_registry
+from nick_jobs.ops import metrics
+
+log = logging.getLogger(__name__)
+
+# pg_try_advisory_xact_lock key: a fixed number every nick-jobs process agrees on.
+ADVISORY_LOCK_KEY = 0x6E69636B_6A6F6273 >> 1  # "nickjobs", fits a signed bigint
+
+
+_LOCK_AND_UPTIME = sa.select(
+    sa.func.pg_try_advisory_xact_lock(ADVISORY_LOCK_KEY),
+    sa.func.pg_postmaster_start_time(),
+)
+
+
+@dataclass
+class SweepResult:
+    ran: bool = True  # False when another process held the lock
+    retried: int = 0
+    failed: int = 0
+    resent: int = 0
+    unsent: int = 0  # could not reach the broker: sent again after the next grace period
+
+    @property
+    def rescued(self) -> int:
+        return self.retried + self.failed
+
+    def __str__(self) -> str:
+        if not self.ran:
+            return "another sweeper is running; skipped"
+        text = (
+            f"rescued {self.rescued} (retried {self.retried}, failed {self.failed}), "
+            f"re-sent {self.resent}"
+        )
+        return text + (f", could not send {self.unsent}" if self.unsent else "")
+
+
+class Sweeper:
+    """Rescues lost jobs and re-sends lost messages, for the app of ``registry``."""
+
+    def __init__(self, registry) -> None:
+        self.settings = registry["nick_jobs.settings"]
+        self.engine: sa.Engine = registry["nick_jobs.engine"]
+        self.queue = registry["nick_jobs.queue"]
+        self.actions = get_registry(registry)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        # When a round last failed to reach the database (monotonic), if it did.
+        self._unreachable_at: float | None = None
+
+    def _max_retries(self, action_name: str) -> int:
+        action = self.actions.get(action_name)
+        return action.max_retries if action is not None else 0
+
+    def _holding_off(self, up_s: float | None) -> bool:
+        """Whether the heartbeats may be stale because the database was away: then a
+        lease must pass before they say a worker is lost."""
+        lease = self.settings.lease_s
+        if up_s is not None and up_s < lease:
+            return True
+        failed = self._unreachable_at
+        return failed is not None and time.monotonic() - failed < lease
+
+    def run_once(self, now=None) -> SweepResult:
+        """One round; ``now`` (an aware UTC datetime) is for tests."""
+        now = now or utcnow()
+        settings = self.settings
+        result = SweepResult()
+        # Counted before the jobs are read: a message delivered in between only takes its
+        # job out of "created"; one sent in between can at worst make a duplicate.
+        waiting = self.queue.waiting()
+        try:
+            with self.engine.begin() as conn:
+                # Seconds the database has been up at ``now``, where it says (PostgreSQL).
+                up_s = None
+                if conn.dialect.name == "postgresql":
+                    locked, up_since = conn.execute(_LOCK_AND_UPTIME).one()
+                    if not locked:
+                        return SweepResult(ran=False)
+                    up_s = (now - up_since).total_seconds()
+                if self._holding_off(up_s):
+                    rescued = lifecycle.Rescued([], [])
+                else:
+                    rescued = lifecycle.rescue_lost(
+                        conn, settings.lease_s, now, max_retries=self._max_retries
+                    )
+                # Broker unreachable (None): the sends below would fail too; grace alone.
+                stale = lifecycle.stale_created(
+                    conn, settings.resend_grace_s, now, waiting=waiting or 0
+                )
+        except (sa.exc.DBAPIError, sa.exc.TimeoutError) as exc:
+            if lost_connection(exc):
+                self._unreachable_at = time.monotonic()
+            raise
+        # Sent after the commit, like every message: a worker never looks for a row it
+        # can't see yet.
+        result.retried, result.failed = len(rescued.retried), len(rescued.failed)
+        for uuid in rescued.failed:
+            log.warning("job %s lost its worker; failed with WorkerLost", uuid)
+        for uuid, _action in rescued.retried:
+            log.warning("job %s lost its worker; retried as a new attempt", uuid)
+        pending = rescued.retried + stale
+        for index, (uuid, action) in enumerate(pending):
+            try:
+                self.queue.send(uuid, action)
+            except Exception:
+                # The broker is down: the rest would fail the same way. Each job stays
+                # created and is sent again once the grace period has passed.
+                log.exception("could not send job %s to the broker", uuid)
+                result.unsent = len(pending) - index
+                break
+            result.resent += 1
+        metrics.record_sweep(result)
+        if result.rescued or result.resent or result.unsent:
+            log.info("sweep: %s", result)
+        return result
+
+    # --- in a thread of its own ---------------------------------------------------------
+
+    def start(self, interval_s: float | None = None) -> None:
+        """Run a round every ``interval_s`` (``nick_jobs.sweep_interval``) in a daemon thread."""
+        interval = self.settings.sweep_interval_s if interval_s is None else interval_s
+        if interval <= 0 or self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._loop, args=(interval,), name="nick-jobs-sweeper", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def _loop(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                self.run_once()
+            except Exception as exc:
+                if lost_connection(exc):
+                    first = str(exc).splitlines()[0]
+                    log.warning("sweep failed, the database is unreachable: %s", first)
+                else:
+                    log.exception("sweep failed; trying again in %g s", interval)
+
+
+class EmbeddedSweeperMiddleware(dramatiq.Middleware):
+    """Runs the sweeper for as long as the embedded worker runs (start-up to stop)."""
+
+    def __init__(self, sweeper: Sweeper) -> None:
+        self.sweeper = sweeper
+
+    def after_worker_boot(self, broker, worker) -> None:
+        self.sweeper.start()
+
+    def before_worker_shutdown(self, broker, worker) -> None:
+        self.sweeper.stop()
