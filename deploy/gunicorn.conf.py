@@ -74,7 +74,7 @@ def _registry(worker: Any) -> Any:
 
 def post_worker_init(worker: Any) -> None:
     """SIGTERM to this worker drains the app first, then runs gunicorn's own stop."""
-    from nick_jobs import shutdown
+    from nick_jobs.ops import shutdown
 
     registry = _registry(worker)
     if registry is None or "nick_jobs.drain" not in registry:
@@ -104,7 +104,7 @@ def post_worker_init(worker: Any) -> None:
 def worker_exit(server: Any, worker: Any) -> None:
     """Once gunicorn's connections are closed, let the drain finish (the embedded worker
     hands back its jobs) before the process exits."""
-    from nick_jobs import shutdown
+    from nick_jobs.ops import shutdown
 
     registry = _registry(worker) if hasattr(worker, "wsgi") else None
     if registry is not None and "nick_jobs.drain" in registry:
