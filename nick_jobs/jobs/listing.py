@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from nick_jobs.jobs.model import Job
 from nick_jobs.jobs.serialize import job_json_sql
 from nick_jobs.users.model import identity_holds
-from nick_jobs.web.errors import api_error
+from nick_jobs.web.errors import Error, api_error
 
 # The order nick_jobs.jobs.serialize.listed_job_json unpacks.
 LIST_COLUMNS = (
@@ -60,7 +60,7 @@ def decode_cursor(cursor: str) -> int:
         return int(value)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise api_error(
-            400, "Invalid cursor", "The cursor is not one this server gave out."
+            Error.INVALID_CURSOR, "The cursor is not one this server gave out."
         ) from None
 
 

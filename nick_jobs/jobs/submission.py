@@ -15,7 +15,7 @@ from nick_jobs.jobs.actions import get_registry
 from nick_jobs.jobs.model import Job
 from nick_jobs.jobs.schemas import JobCreateSchema
 from nick_jobs.web import security
-from nick_jobs.web.errors import api_error
+from nick_jobs.web.errors import Error, api_error
 
 # Schemas are stateless once built; building one per request costs more than loading.
 _CREATE_SCHEMA = JobCreateSchema()
@@ -54,7 +54,7 @@ def submit(
     if action is None:
         raise marshmallow.ValidationError({"params": {"action": [f"Unknown action {name!r}."]}})
     if not request.has_permission(action.permission, context):
-        raise api_error(403, "Forbidden", f"You are not allowed to submit {name!r} jobs.")
+        raise api_error(Error.FORBIDDEN, f"You are not allowed to submit {name!r} jobs.")
     # Validated now so a bad submit is a 400 and never a failed job; the params are
     # stored as sent (JSON) and loaded again by the worker.
     try:
@@ -66,8 +66,7 @@ def submit(
     if idempotency_key is not None:
         if not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
             raise api_error(
-                400,
-                "Invalid header",
+                Error.INVALID_HEADER,
                 f"Idempotency-Key takes 1 to {MAX_IDEMPOTENCY_KEY} characters.",
             )
         existing = _existing(request.dbsession, actor, idempotency_key)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 
-from nick_jobs.web.errors import api_error
+from nick_jobs.web.errors import Error, api_error
 
 ALWAYS_ADMITTED = frozenset({"/healthz"})
 
@@ -30,7 +30,7 @@ def admission_tween_factory(handler, registry):
         if request.path_info in ALWAYS_ADMITTED:
             return handler(request)
         if not slots.acquire(timeout=timeout):
-            error = api_error(503, "Service unavailable", "This server is busy; try again shortly.")
+            error = api_error(Error.SERVICE_UNAVAILABLE, "This server is busy; try again shortly.")
             error.headers["Retry-After"] = "1"
             return error
         try:

@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from nick_jobs.web.errors import api_error
+from nick_jobs.web.errors import Error, api_error
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def drain_tween_factory(handler, registry):
 
     def drain_tween(request):
         if drain.draining and request.path_info not in ALWAYS_ANSWERED:
-            error = api_error(503, "Service unavailable", "This server is shutting down.")
+            error = api_error(Error.SERVICE_UNAVAILABLE, "This server is shutting down.")
             error.headers["Retry-After"] = "1"
             error.headers["Connection"] = "close"
             return error

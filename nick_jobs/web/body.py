@@ -15,7 +15,7 @@ import math
 import re
 from typing import Any
 
-from nick_jobs.web.errors import api_error
+from nick_jobs.web.errors import Error, api_error
 
 # An escape puts a surrogate or NUL in a parsed string, or an odd charset (utf-7) puts a
 # raw surrogate in the text. The walk over the parsed strings runs only for such a body.
@@ -77,17 +77,16 @@ def json_body(request) -> dict[str, Any]:
     """The body as a dict, or a 413/415/400 error with the JSON error body."""
     limit = request.registry["nick_jobs.settings"].max_body_bytes
     if request.content_length is not None and request.content_length > limit:
-        raise api_error(413, "Request too large", f"The body exceeds the limit of {limit} bytes.")
+        raise api_error(Error.REQUEST_TOO_LARGE, f"The body exceeds the limit of {limit} bytes.")
     if request.content_type != "application/json":
         raise api_error(
-            415,
-            "Unsupported media type",
+            Error.UNSUPPORTED_MEDIA_TYPE,
             "Send the body as JSON with Content-Type: application/json.",
         )
     # Chunked bodies have no Content-Length: read at most one byte past the limit.
     raw = request.body_file.read(limit + 1)
     if len(raw) > limit:
-        raise api_error(413, "Request too large", f"The body exceeds the limit of {limit} bytes.")
+        raise api_error(Error.REQUEST_TOO_LARGE, f"The body exceeds the limit of {limit} bytes.")
     charset = request.charset or "utf-8"
     try:
         text = raw.decode(charset)
@@ -95,21 +94,20 @@ def json_body(request) -> dict[str, Any]:
         # Unknown to Python (charset=nonexistent), or a codec of bytes, not of text
         # (rot13, base64).
         raise api_error(
-            400,
-            "Unsupported charset",
+            Error.UNSUPPORTED_CHARSET,
             f"The charset {charset[:40]!r} is not a text encoding this server reads; send UTF-8.",
         ) from None
     except UnicodeError:
-        raise api_error(400, "Invalid JSON", f"The body is not valid {charset[:40]}.") from None
+        raise api_error(Error.INVALID_JSON, f"The body is not valid {charset[:40]}.") from None
     try:
         data = loads(text)
     except NotStrictJSON as exc:
-        raise api_error(400, "Invalid JSON", str(exc)) from None
+        raise api_error(Error.INVALID_JSON, str(exc)) from None
     except ValueError:
-        raise api_error(400, "Invalid JSON", "The body is not valid JSON.") from None
+        raise api_error(Error.INVALID_JSON, "The body is not valid JSON.") from None
     except RecursionError:
         # Valid JSON nested deeper than the parser can follow: still the client's fault.
-        raise api_error(400, "Invalid JSON", "The body is nested too deeply.") from None
+        raise api_error(Error.INVALID_JSON, "The body is nested too deeply.") from None
     if not isinstance(data, dict):
-        raise api_error(400, "Invalid JSON", "The body must be a JSON object.")
+        raise api_error(Error.INVALID_JSON, "The body must be a JSON object.")
     return data

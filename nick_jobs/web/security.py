@@ -22,7 +22,7 @@ from nick_jobs.jobs.serialize import job_json_sql
 from nick_jobs.streams import tickets
 from nick_jobs.users import tokens
 from nick_jobs.users.model import RevokedToken, User
-from nick_jobs.web.errors import UNAUTHORIZED_MESSAGE, api_error
+from nick_jobs.web.errors import UNAUTHORIZED_MESSAGE, Error, api_error
 from nick_jobs.web.permissions import role_principal, user_principal
 
 log = logging.getLogger(__name__)
@@ -359,8 +359,7 @@ def confirm(request) -> None:
 def identity_changed():
     """The error for a request allowed with a name or roles its user no longer has."""
     error = api_error(
-        503,
-        "Identity changed",
+        Error.IDENTITY_CHANGED,
         "Your account changed while this request ran; nothing was done. Send it again.",
     )
     error.headers["Retry-After"] = "0"

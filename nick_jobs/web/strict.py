@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl
 from pyramid.renderers import JSON
 from pyramid.tweens import INGRESS
 
-from nick_jobs.web.errors import api_error
+from nick_jobs.web.errors import Error, api_error
 
 #: The renderer of nick-jobs' views (``api_view`` sets it).
 RENDERER = "nick_jobs_json"
@@ -68,9 +68,7 @@ def malformed_url_tween_factory(handler: Callable, registry: Any) -> Callable:
         if problem is None:
             return handler(request)
         status, message = problem
-        if status == 404:
-            return api_error(404, "Not found", message)
-        return api_error(400, "Bad request", message)
+        return api_error(Error.NOT_FOUND if status == 404 else Error.BAD_REQUEST, message)
 
     return malformed_url_tween
 
@@ -90,8 +88,7 @@ def check_query(request, accepted: Iterable[str]) -> None:
     unknown = unknown_parameters(request, frozenset(accepted))
     if unknown:
         raise api_error(
-            400,
-            "Validation error",
+            Error.VALIDATION,
             "Unknown query parameter: " + ", ".join(unknown) + ".",
             fields={name: ["Unknown field."] for name in unknown},
         )
@@ -108,7 +105,7 @@ def request_checks(view: Callable, info: Any) -> Callable:
 
     def checked_view(context, request):
         if request.subpath and not takes_subpath:
-            raise api_error(404, "Not found", "The resource you requested does not exist.")
+            raise api_error(Error.NOT_FOUND, "The resource you requested does not exist.")
         if request.environ.get("QUERY_STRING"):
             check_query(request, accepted)
         return view(context, request)

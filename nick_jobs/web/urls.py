@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nick_jobs.web.errors import api_error
+from nick_jobs.web.errors import Error, api_error
 from nick_jobs.web.hosts import valid_host
 
 # Where web.resources' includeme registers nick-jobs' own root factory.
@@ -29,8 +29,7 @@ URL_WRITING_NAMES = frozenset(
 
 def bad_host() -> Any:
     return api_error(
-        400,
-        "Bad request",
+        Error.BAD_REQUEST,
         "The Host header is not a valid host[:port]: the URLs in the answer are made of it.",
     )
 

@@ -10,24 +10,23 @@ from pyramid.view import view_config
 from nick_jobs.web.strict import QUERY_OPTION, RENDERER, SUBPATH_OPTION
 
 
-class api_view(view_config):
+def api_view(*, query: Iterable[str] = (), subpath: bool = False, **settings: Any) -> view_config:
     """``view_config`` for the JSON API that refuses a view without ``permission=``.
 
     Forgetting a permission would make a view public; this turns that mistake into an
     error at start-up. ``query`` names the query parameters the view takes (any other is
     a 400) and ``subpath=True`` lets it take a path below its name (otherwise a 404):
     both checked by :func:`nick_jobs.web.strict.request_checks`.
-    """
 
-    def __init__(
-        self, *, query: Iterable[str] = (), subpath: bool = False, **settings: Any
-    ) -> None:
-        if "permission" not in settings:
-            raise TypeError("every nick-jobs view must declare its permission=")
-        settings.setdefault("renderer", RENDERER)
-        settings[QUERY_OPTION] = frozenset(query)
-        settings[SUBPATH_OPTION] = subpath
-        super().__init__(**settings)
+    The ``view_config`` it returns is applied by the decorated function's own module, so
+    venusian attaches the view there, as if that module had used ``view_config`` itself.
+    """
+    if "permission" not in settings:
+        raise TypeError("every nick-jobs view must declare its permission=")
+    settings.setdefault("renderer", RENDERER)
+    settings[QUERY_OPTION] = frozenset(query)
+    settings[SUBPATH_OPTION] = subpath
+    return view_config(**settings)
 
 
 def includeme(config) -> None:

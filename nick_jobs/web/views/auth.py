@@ -19,13 +19,13 @@ from nick_jobs.users.model import RevokedToken
 from nick_jobs.users.ratelimit import LoginLimits
 from nick_jobs.web import security
 from nick_jobs.web.body import json_body
-from nick_jobs.web.errors import api_error
+from nick_jobs.web.errors import Error, api_error
 from nick_jobs.web.resources import Root
 from nick_jobs.web.views import api_view
 
 
 def _too_many(retry_after: float):
-    error = api_error(429, "Too many requests", "Too many login attempts; try again later.")
+    error = api_error(Error.TOO_MANY_REQUESTS, "Too many login attempts; try again later.")
     error.headers["Retry-After"] = str(math.ceil(retry_after))
     return error
 
@@ -37,7 +37,7 @@ def login_view(context, request):
     # As in Nick, a body that isn't a JSON object carries no credentials either.
     except (marshmallow.ValidationError, HTTPBadRequest, HTTPUnsupportedMediaType):
         raise api_error(
-            400, "Missing credentials", "Login and password must be provided in body."
+            Error.MISSING_CREDENTIALS, "Login and password must be provided in body."
         ) from None
     # remote_addr, not client_addr: webob's client_addr believes any X-Forwarded-For the
     # client sends. Behind a trusted proxy the server (waitress) sets REMOTE_ADDR itself.
@@ -53,7 +53,7 @@ def login_view(context, request):
         attempt.uncount()  # no answer (the database is away, say): not a failed guess
         raise
     if user is None:
-        raise api_error(401, "Invalid credentials", "Wrong login and/or password.")
+        raise api_error(Error.INVALID_CREDENTIALS, "Wrong login and/or password.")
     attempt.uncount()
     settings = request.registry["nick_jobs.settings"]
     return {"token": tokens.issue(settings, user.login, user.fullname)}
@@ -67,7 +67,7 @@ def renew_view(context, request):
     # (a signature can't be guessed one request at a time).
     identity = security.current_identity(request)
     if identity is None:
-        raise api_error(401, "Invalid session", "User is not logged in.")
+        raise api_error(Error.INVALID_SESSION, "User is not logged in.")
     settings = request.registry["nick_jobs.settings"]
     return {"token": tokens.issue(settings, identity.login, identity.fullname)}
 

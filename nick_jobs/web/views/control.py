@@ -16,7 +16,7 @@ from nick_jobs.jobs import lifecycle
 from nick_jobs.jobs.actions import get_registry
 from nick_jobs.jobs.serialize import job_json
 from nick_jobs.jobs.submission import JobRow
-from nick_jobs.web.errors import api_error
+from nick_jobs.web.errors import Error, api_error
 from nick_jobs.web.permissions import Permission
 from nick_jobs.web.resources import JobResource
 from nick_jobs.web.views import api_view
@@ -30,8 +30,8 @@ def _answering_refusals() -> Iterator[None]:
         yield
     except lifecycle.TransitionRefused as exc:
         if exc.status is None:
-            raise api_error(404, "Not found", "The job no longer exists.") from None
-        raise api_error(409, "Invalid state", str(exc), status=exc.status) from None
+            raise api_error(Error.NOT_FOUND, "The job no longer exists.") from None
+        raise api_error(Error.INVALID_STATE, str(exc), status=exc.status) from None
 
 
 @api_view(context=JobResource, request_method="DELETE", permission=Permission.MANAGE_JOB)
@@ -68,8 +68,7 @@ def stop_view(context: JobResource, request):
     action = get_registry(request.registry).get(job.action)
     if action is None or not action.resumable:
         raise api_error(
-            409,
-            "Not resumable",
+            Error.NOT_RESUMABLE,
             f"Jobs of action {job.action!r} can't be stopped and resumed; abort it instead.",
             status=job.status,
         )
@@ -99,14 +98,13 @@ def restart_view(context: JobResource, request):
     action = get_registry(request.registry).get(old.action)
     if action is None:
         raise api_error(
-            409,
-            "Unknown action",
+            Error.UNKNOWN_ACTION,
             f"The action {old.action!r} of this job is no longer installed.",
             status=old.status,
         )
     # Restarting submits a new job: the action's own permission applies, as to a submit.
     if not request.has_permission(action.permission, container):
-        raise api_error(403, "Forbidden", f"You are not allowed to submit {old.action!r} jobs.")
+        raise api_error(Error.FORBIDDEN, f"You are not allowed to submit {old.action!r} jobs.")
     with _answering_refusals():
         job = lifecycle.restart(request.dbsession, old.uuid, by=request.authenticated_userid)
     request.registry["nick_jobs.queue"].send_after_commit(request, job["uuid"], old.action)

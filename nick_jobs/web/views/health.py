@@ -31,7 +31,7 @@ from pyramid.security import NO_PERMISSION_REQUIRED
 from nick_jobs.db.meta import utcnow
 from nick_jobs.jobs.serialize import isoformat
 from nick_jobs.scheduling import scheduler
-from nick_jobs.web.errors import error_body
+from nick_jobs.web.errors import Error, error_body
 from nick_jobs.web.resources import Root
 from nick_jobs.web.views import api_view
 
@@ -202,8 +202,8 @@ def healthz_view(context, request):
     ok, checks = readiness(request.registry)
     body: dict[str, Any] = {"status": "ok" if ok else "unavailable", "checks": checks}
     if not ok:
-        body.update(error_body("Service unavailable", _not_ready_message(checks)))
-    request.response.status = 200 if ok else 503
+        body.update(error_body(Error.SERVICE_UNAVAILABLE, _not_ready_message(checks)))
+    request.response.status = 200 if ok else Error.SERVICE_UNAVAILABLE.status
     request.response.cache_control = "no-store"
     return body
 

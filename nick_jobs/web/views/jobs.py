@@ -19,7 +19,7 @@ from nick_jobs.jobs.schemas import ListQuerySchema
 from nick_jobs.jobs.serialize import job_json, listed_job_json
 from nick_jobs.web import security
 from nick_jobs.web.body import json_body
-from nick_jobs.web.errors import api_error
+from nick_jobs.web.errors import Error, api_error
 from nick_jobs.web.permissions import Permission
 from nick_jobs.web.resources import JobContainer, JobResource
 from nick_jobs.web.views import api_view, streams
@@ -97,7 +97,7 @@ def _json_text(text: str, headers: list[tuple[str, str]] | None = None) -> Respo
 def _follow(request) -> bool:
     value = request.GET.get("follow", "false").strip().lower()
     if value not in _FOLLOW_VALUES:
-        raise api_error(400, "Bad request", "follow takes true or false.")
+        raise api_error(Error.BAD_REQUEST, "follow takes true or false.")
     return _FOLLOW_VALUES[value]
 
 

@@ -17,7 +17,7 @@ from nick_jobs.scheduling.scheduled_jobs import (
 )
 from nick_jobs.web import urls
 from nick_jobs.web.body import json_body
-from nick_jobs.web.errors import api_error
+from nick_jobs.web.errors import Error, api_error
 from nick_jobs.web.permissions import Permission
 from nick_jobs.web.resources import Root, ScheduledJobContainer, ScheduledJobResource
 from nick_jobs.web.views import api_view
@@ -31,8 +31,7 @@ def _url(request, container: ScheduledJobContainer, id_: str) -> str:
 
 def _declared(row: ScheduledJob):
     return api_error(
-        409,
-        "Declared scheduled job",
+        Error.DECLARED_SCHEDULED_JOB,
         f"The scheduled job {row.id!r} is declared in the configuration; change it there.",
     )
 
@@ -52,7 +51,7 @@ def create_view(context: ScheduledJobContainer, request):
         )
     except scheduled_jobs.AlreadyExists:
         raise api_error(
-            409, "Conflict", f"A scheduled job with the id {data['id']!r} already exists."
+            Error.CONFLICT, f"A scheduled job with the id {data['id']!r} already exists."
         ) from None
     url = _url(request, context, row.id)
     request.response.status = 201

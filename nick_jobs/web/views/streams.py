@@ -24,7 +24,7 @@ from nick_jobs.streams import sse, tickets
 from nick_jobs.streams.hub import Subscription
 from nick_jobs.web import urls
 from nick_jobs.web.body import json_body
-from nick_jobs.web.errors import api_error
+from nick_jobs.web.errors import Error, api_error
 from nick_jobs.web.permissions import Permission
 from nick_jobs.web.resources import JobContainer, JobResource, Root
 from nick_jobs.web.views import api_view
@@ -137,7 +137,7 @@ def stream_slot(request) -> Iterator[str]:
     limits = request.registry["nick_jobs.stream_limits"]
     refused = limits.acquire(login)
     if refused is not None:
-        error = api_error(503, "Too many streams", refused + "; try again shortly.")
+        error = api_error(Error.TOO_MANY_STREAMS, refused + "; try again shortly.")
         error.headers["Retry-After"] = "5"
         raise error
     try:
@@ -155,7 +155,7 @@ def _last_event_id(request, parse: Callable[[str], Any]) -> Any:
         return parse(value)
     except sse.BadEventId:
         raise api_error(
-            400, "Bad request", "Last-Event-ID is not an event id this service wrote."
+            Error.BAD_REQUEST, "Last-Event-ID is not an event id this service wrote."
         ) from None
 
 
@@ -256,14 +256,13 @@ def jobs_stream_view(context: JobContainer, request):
 def ticket_view(context: Root, request):
     identity = request.identity
     if not identity.token:
-        raise api_error(403, "Forbidden", "A ticket is asked for with a bearer token.")
+        raise api_error(Error.FORBIDDEN, "A ticket is asked for with a bearer token.")
     data = json_body(request)
     stream = data.get("stream") if isinstance(data, dict) else None
     path = urlsplit(stream).path if isinstance(stream, str) else ""
     if not tickets.STREAM_PATH.match(path):
         raise api_error(
-            400,
-            "Bad request",
+            Error.BAD_REQUEST,
             'Give the stream to open as {"stream": "/@jobs/<uuid>/stream"} or '
             '{"stream": "/@jobs/stream"}.',
         )
