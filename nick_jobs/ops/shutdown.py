@@ -86,7 +86,8 @@ class Drain:
     def start(
         self, registry: Any, grace_s: float, stop_server: Callable[[], None] | None = None
     ) -> None:
-        """Begin draining (once) on a thread of its own; the signal handler returns."""
+        """Begin draining (once) on a thread of its own; the signal handler returns.
+        ``stop_server`` runs once drained; None for a server that stops by itself."""
         with self._lock:
             if self._started is not None:
                 return
@@ -115,11 +116,13 @@ class Drain:
         self._done.set()
         if stop_server is not None:
             stop_server()
-        else:
-            # Runs the SIGTERM handler in the main thread once more, which now stops the
-            # server. SIGINT would do (waitress stops on Ctrl-C) unless it is ignored, as
-            # in a process started in the background by a shell.
-            _thread.interrupt_main(signal.SIGTERM)
+
+
+def _stop_pserve() -> None:
+    # Runs the SIGTERM handler in the main thread once more, which now stops the server.
+    # SIGINT would do (waitress stops on Ctrl-C) unless it is ignored, as in a process
+    # started in the background by a shell.
+    _thread.interrupt_main(signal.SIGTERM)
 
 
 def drain_tween_factory(handler, registry):
@@ -161,16 +164,12 @@ def install_signal_handler(registry: Any, grace_s: float) -> bool:
             log.warning("shutdown: second SIGTERM, stopping now")
             os._exit(1)
         log.info("shutdown: SIGTERM, draining for up to %g s", grace_s)
-        drain.start(registry, grace_s)
+        drain.start(registry, grace_s, stop_server=_stop_pserve)
 
     # Marked, so that an app built again in this process (tests) takes its place.
     on_sigterm.nick_jobs_drain = True  # type: ignore[attr-defined]
     signal.signal(signal.SIGTERM, on_sigterm)
     return True
-
-
-def _server_stops_itself() -> None:
-    """The last step under a server that stops by itself once its connections close."""
 
 
 def begin_drain(registry: Any) -> bool:
@@ -188,7 +187,7 @@ def begin_drain(registry: Any) -> bool:
     drain: Drain = registry["nick_jobs.drain"]
     if not drain.draining:
         log.info("shutdown: draining for up to %g s", settings.shutdown_grace_s)
-    drain.start(registry, settings.shutdown_grace_s, stop_server=_server_stops_itself)
+    drain.start(registry, settings.shutdown_grace_s)
     return True
 
 
