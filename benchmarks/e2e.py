@@ -2,7 +2,7 @@
 
 nick-jobs: ``Run.mode.clients`` keep-alive clients POST ``/@jobs`` (``dummy`` with
 ``steps: 0``: the handler returns at once and reports nothing; JWT) until N are
-submitted; one ``nick-jobs worker -p 1 -t 8`` runs them. The figure is N over the time
+submitted; one ``nick-jobs worker -t 8`` runs them. The figure is N over the time
 from the first submit to the last ``finished`` timestamp.
 
 Baseline (``baseline_pipeline.py``): the same number of producer threads INSERT a row and

@@ -579,7 +579,7 @@ class Run:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-        # Children (the worker supervisor's) share the group: make sure none is left.
+        # Children (gunicorn's workers) share the group: make sure none is left.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
         if proc in self.procs:
@@ -613,17 +613,9 @@ class Run:
         return Server(proc, port, ini)
 
     def worker(self, ini: Path, name: str, threads: int = 8) -> subprocess.Popen:
+        """One ``nick-jobs worker`` process: the command's own process runs the jobs."""
         cmd = [*bin_command("nick-jobs", "nick_jobs.cli.admin"), "worker", str(ini)]
-        return self.spawn(name, [*cmd, "-p", "1", "-t", str(threads)])
-
-    def worker_child(self, supervisor: subprocess.Popen, timeout: float = 20) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            children = child_pids(supervisor.pid)
-            if children:
-                return children[0]
-            time.sleep(0.05)
-        raise RuntimeError("the worker supervisor started no child")
+        return self.spawn(name, [*cmd, "-t", str(threads)])
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         cmd = [*bin_command("nick-jobs", "nick_jobs.cli.admin"), *args]

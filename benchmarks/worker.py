@@ -1,13 +1,13 @@
 """worker: jobs already created and queued, drained by one worker process (PostgreSQL + Redis).
 
 N ``created`` rows of the no-op job of ``e2e``, with ``enqueued`` set as the API sets it,
-are bulk-loaded and their messages sent (``startup.resend_waiting``, the same send the
-API does) before ``nick-jobs worker -p 1 -t 8`` starts. The figure is N over first
+are bulk-loaded and their messages sent (``lifecycle.send_waiting``, the same send the
+API does) before ``nick-jobs worker -t 8`` starts. The figure is N over first
 ``started`` to last ``finished``, so the worker's boot is not counted. The baseline
 preloads the same N rows and messages and drains them with the plain Dramatiq worker of
 ``baseline_pipeline.py``.
 
-The first run drains ``rss_n`` jobs in a fresh worker and reads the worker child's RSS
+The first run drains ``rss_n`` jobs in a fresh worker and reads the worker process's RSS
 after ``rss_n/10`` and after ``rss_n`` jobs: ``worker_rss_growth_pct``.
 """
 
@@ -32,18 +32,18 @@ FROM generate_series(1, %(n)s)
 
 
 def nick_once(run: Run, ini, n: int, sample_rss: bool) -> tuple[float, float | None]:
-    from nick_jobs.ops.startup import resend_waiting
+    from nick_jobs.jobs import lifecycle
 
     run.truncate_jobs()
     with run.db() as conn:
         conn.execute(PRELOAD_SQL, {"n": n, "params": json.dumps(e2e.PARAMS)})
     app = run.app(ini)
-    sent = resend_waiting(app.registry["nick_jobs.engine"], app.registry["nick_jobs.queue"])
+    with app.registry["nick_jobs.engine"].connect() as conn:
+        sent = lifecycle.send_waiting(conn, app.registry["nick_jobs.queue"].send)
     assert sent == n, (sent, n)
-    supervisor = run.worker(ini, "worker")
+    worker = run.worker(ini, "worker")
     growth = None
     if sample_rss:
-        child = run.worker_child(supervisor)
         checkpoints = {n // 10: None, n: None}
         deadline = time.monotonic() + max(300, n / 10)
         query = "SELECT count(*) FROM jobs WHERE status IN ('completed', 'failed', 'aborted')"
@@ -53,7 +53,7 @@ def nick_once(run: Run, ini, n: int, sample_rss: bool) -> tuple[float, float | N
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"the worker did not finish {n} jobs in time")
                     time.sleep(0.05)
-                checkpoints[mark] = rss_kib(child)
+                checkpoints[mark] = rss_kib(worker.pid)
         early, late = checkpoints[n // 10], checkpoints[n]
         growth = (late - early) / early * 100
         log(
@@ -63,7 +63,7 @@ def nick_once(run: Run, ini, n: int, sample_rss: bool) -> tuple[float, float | N
     else:
         run.wait_finished(n, timeout=max(300, n / 10))
     first, last, _, statuses = run.finished_span()
-    run.stop(supervisor)
+    run.stop(worker)
     if statuses.get("completed") != n:
         raise RuntimeError(f"expected {n} completed jobs, found {statuses}")
     return n / (last - first), growth

@@ -36,6 +36,10 @@ REMOVED = {
         "a plugin leaves the interpreter's GIL switch interval to the process it runs in "
         "(the process's own start-up sets another, if it needs one)"
     ),
+    "nick_jobs.worker_processes": (
+        "one `nick-jobs worker` is one process; run several under a process manager "
+        "(docs/deployment.md#workers)"
+    ),
 }
 
 # Secrets that ship in examples and must never guard a production service.
@@ -138,7 +142,6 @@ class Settings:
     auto_migrate: bool
     embedded_worker_threads: int
     worker_timeout_ms: int
-    worker_processes: int
     worker_threads: int
     worker_grace_s: float
     heartbeat_interval_s: float
@@ -262,7 +265,6 @@ def parse(settings: Mapping[str, Any]) -> Settings:
         auto_migrate=asbool(settings.get("nick_jobs.auto_migrate", environment == "development")),
         embedded_worker_threads=_int(settings, "nick_jobs.embedded_worker_threads", 4),
         worker_timeout_ms=_int(settings, "nick_jobs.worker_timeout_ms", 50),
-        worker_processes=_int(settings, "nick_jobs.worker_processes", 2),
         worker_threads=_int(settings, "nick_jobs.worker_threads", 8),
         worker_grace_s=_float(settings, "nick_jobs.worker_grace", 30.0),
         heartbeat_interval_s=heartbeat_interval,

@@ -115,8 +115,6 @@ def start_worker(ini: Path, threads: int = 4) -> subprocess.Popen:
             "nick_jobs.cli.admin",
             "worker",
             str(ini),
-            "-p",
-            "1",
             "-t",
             str(threads),
         ],

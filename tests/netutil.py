@@ -16,22 +16,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def free_ports(count: int, attempts: int = 100) -> int:
-    """The first of ``count`` consecutive free ports, for a server that takes a port and
-    the ones after it (a worker supervisor and its children's metrics)."""
-    for _ in range(attempts):
-        first = free_port()
-        with contextlib.ExitStack() as held:
-            try:
-                for port in range(first, first + count):
-                    sock = held.enter_context(socket.socket())
-                    sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue  # one of the next ports is taken (by a connection, often)
-        return first
-    raise RuntimeError(f"found no {count} consecutive free ports")
-
-
 class Proxy:
     """Forwards ``127.0.0.1:port`` to ``target``; ``down()`` closes it and cuts every link."""
 

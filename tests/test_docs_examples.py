@@ -47,6 +47,7 @@ from sqlalchemy.orm import Session
 
 from nick_jobs import main
 from nick_jobs.db import get_engine, migrations
+from nick_jobs.db.after_commit import transaction
 from nick_jobs.jobs import lifecycle
 from nick_jobs.jobs.builtin_actions import dummy_action, prune_action
 from nick_jobs.jobs.model import JobLog
@@ -178,7 +179,7 @@ class World:
         action = {"dummy": dummy_action, "prune": prune_action}[params["action"]]
         self.clock.at(at)
         self.uuids.queue.append(uuid)
-        with self.engine.begin() as conn:
+        with transaction(self.engine) as conn:
             lifecycle.create(
                 conn,
                 action=action.name,
@@ -192,27 +193,27 @@ class World:
     def run(self, uuid: str, at: str) -> None:
         """``created → running``, as a worker picking the job up."""
         self.clock.at(at)
-        with self.engine.begin() as conn:
+        with transaction(self.engine) as conn:
             assert lifecycle.start(conn, uuid) is not None
 
     def complete(self, uuid: str, at: str, result: dict[str, Any]) -> None:
         self.clock.at(at)
-        with self.engine.begin() as conn:
+        with transaction(self.engine) as conn:
             assert lifecycle.complete(conn, uuid, 1, result)
 
     def fail(self, uuid: str, at: str, message: str) -> None:
         self.clock.at(at)
-        with self.engine.begin() as conn:
+        with transaction(self.engine) as conn:
             assert lifecycle.fail(conn, uuid, 1, "JobFailed", message)
 
     def abort(self, uuid: str, at: str) -> None:
         self.clock.at(at)
-        with self.engine.begin() as conn:
+        with transaction(self.engine) as conn:
             lifecycle.abort(conn, uuid, by="admin")
 
     def retry(self, uuid: str, at: str) -> None:
         self.clock.at(at)
-        with self.engine.begin() as conn:
+        with transaction(self.engine) as conn:
             lifecycle.retry(conn, uuid, by="admin")
 
 
@@ -300,7 +301,7 @@ def _logged(world: World) -> None:
             {"job_uuid": RUNNING_UUID, "attempt": 1, "time": world.clock(), "level": level}
             | {"message": message}
         )
-    with world.engine.begin() as conn:
+    with transaction(world.engine) as conn:
         conn.execute(JobLog.__table__.insert(), rows)
 
 
@@ -308,21 +309,21 @@ def _retried_and_completed(world: World) -> None:
     world.retry(FAILED_UUID, "15:45:00.000")
     world.run(FAILED_UUID, "15:45:00.312")
     world.clock.at("15:45:01.840")
-    with world.engine.begin() as conn:
+    with transaction(world.engine) as conn:
         assert lifecycle.complete(conn, FAILED_UUID, 2, {})
 
 
 def _restarted(world: World) -> None:
     """The failed dummy job, restarted a quarter of an hour later."""
     world.clock.at("15:46:00.000")
-    with world.engine.begin() as conn:
+    with transaction(world.engine) as conn:
         lifecycle.restart(conn, FAILED_UUID, by="admin")
 
 
 def _stopped(world: World) -> None:
     """The running dummy job stopped on request after 14 of its 60 steps."""
     world.clock.at("15:57:20.402")
-    with world.engine.begin() as conn:
+    with transaction(world.engine) as conn:
         assert lifecycle.stopped(conn, RUNNING_UUID, 1, 14)
 
 

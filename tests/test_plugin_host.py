@@ -61,15 +61,26 @@ def test_the_hosts_request_factory_and_router_are_left_alone(app_without_worker:
         close(app)
 
 
-def test_a_removed_setting_is_told_not_refused(app_without_worker: Client, caplog):
+@pytest.mark.parametrize(
+    ("name", "value", "why"),
+    [
+        ("nick_jobs.switch_interval", "0.00025", "switch interval"),
+        ("nick_jobs.worker_processes", "4", "process manager"),
+    ],
+)
+def test_a_removed_setting_is_told_not_refused(
+    app_without_worker: Client, caplog, name: str, value: str, why: str
+):
     interval = sys.getswitchinterval()
-    settings = {**app_without_worker.backend.settings, "nick_jobs.switch_interval": "0.00025"}
+    settings = {**app_without_worker.backend.settings, name: value}
     with caplog.at_level(logging.WARNING, logger="nick_jobs.settings"):
         app = make_host(settings)
     try:
         assert sys.getswitchinterval() == interval
-        told = [r.getMessage() for r in caplog.records if "switch_interval" in r.getMessage()]
+        told = [r.getMessage() for r in caplog.records if name in r.getMessage()]
         assert len(told) == 1
         assert "no longer read" in told[0]
+        assert why in told[0]
+        assert not hasattr(app.registry["nick_jobs.settings"], name.split(".", 1)[1])
     finally:
         close(app)

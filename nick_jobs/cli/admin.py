@@ -12,7 +12,6 @@ import getpass
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -153,45 +152,25 @@ def _refuse_embedded_broker(settings) -> bool:
 
 
 def _hand_back_unfinished(registry) -> int:
-    """Give back the jobs this process still runs: a new ``created`` attempt each, sent again.
+    """Give back the jobs this process still runs: a new ``created`` attempt each, sent again
+    once committed.
 
     Called once the grace period is over. Each hand-back is fenced on the attempt, so a
     job that finishes at this very moment keeps its outcome.
     """
-    import sqlalchemy as sa
-
+    from nick_jobs.db.after_commit import transaction
     from nick_jobs.jobs import lifecycle
 
     queue = registry["nick_jobs.queue"]
     running = queue.runner.running()
     if not running:
         return 0
-    jobs = lifecycle.jobs
-    handed: list[tuple[str, str]] = []
-    with registry["nick_jobs.engine"].begin() as conn:
-        rows = conn.execute(
-            sa.select(jobs.c.uuid, jobs.c.action).where(jobs.c.uuid.in_(list(running)))
-        ).all()
-        for row in rows:
+    handed = 0
+    with transaction(registry["nick_jobs.engine"]) as conn:
+        for uuid, attempt in running.items():
             # The attempt this process runs, not whatever the row says now.
-            if lifecycle.hand_back(conn, row.uuid, running[row.uuid]):
-                handed.append((row.uuid, row.action))
-    for uuid, action in handed:
-        try:
-            queue.send(uuid, action)
-        except Exception:
-            # It stays created; the sweeper sends it once its resend grace has passed.
-            log.exception("could not send job %s again; the sweeper will", uuid)
-            break
-    return len(handed)
-
-
-def _start_sweeper(registry, interval_s: float | None = None):
-    from nick_jobs.worker.sweeper import Sweeper
-
-    sweeper = Sweeper(registry)
-    sweeper.start(interval_s)
-    return sweeper
+            handed += lifecycle.hand_back(conn, uuid, attempt, send=queue.send)
+    return handed
 
 
 def _metrics_settings(config_uri: str):
@@ -204,92 +183,48 @@ def _metrics_settings(config_uri: str):
 
 
 class _StopSignals:
-    """How a worker process is told to stop: its grace first, then at once.
+    """How the worker process is told to stop: its grace first, then at once.
 
-    ``SIGTERM`` or ``SIGINT`` stops it within ``nick_jobs.worker_grace``; another one, or
-    ``SIGQUIT`` (what the supervisor passes on for a second signal), makes it hand its
-    running jobs back at once. The handlers only set events: logging or a query from a
-    signal handler could deadlock on a lock the interrupted code holds.
+    ``SIGTERM`` or ``SIGINT`` stops it within ``nick_jobs.worker_grace``; another one makes
+    it hand its running jobs back at once. The handlers only set events: logging or a
+    query from a signal handler could deadlock on a lock the interrupted code holds.
     """
-
-    # A signal this soon after the first is the same stop, not a second one: a process
-    # signalled together with its supervisor (killall, Ctrl-C in a terminal, a unit
-    # without KillMode=mixed) gets the supervisor's SIGTERM too.
-    SAME_STOP_S = 2.0
 
     def __init__(self) -> None:
         self.stop = threading.Event()
         self.hurry = threading.Event()
         # Set by a hurry, or once the grace is over: what the stopping thread waits for.
         self.wake = threading.Event()
-        self._first: float | None = None
 
     def install(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_stop)
-        signal.signal(signal.SIGQUIT, self._on_hurry)
+            signal.signal(sig, self._on_signal)
 
-    def request_stop(self) -> None:
-        if self._first is None:
-            self._first = time.monotonic()
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.stop.is_set():
+            self.hurry.set()
+            self.wake.set()
         self.stop.set()
 
-    def _on_stop(self, signum: int, frame: Any) -> None:
-        if self._first is None or time.monotonic() - self._first < self.SAME_STOP_S:
-            self.request_stop()
-        else:
-            self._on_hurry(signum, frame)
 
-    def _on_hurry(self, signum: int, frame: Any) -> None:
-        self.request_stop()
-        self.hurry.set()
-        self.wake.set()
+def run_worker_process(config_uri: str, threads: int, metrics_port: int = 0) -> int:
+    """The worker process: build the app (actions, broker), consume until SIGTERM.
 
-
-def _stop_when_orphaned(supervisor: int, signals: _StopSignals, interval_s: float = 1.0) -> None:
-    """Stop this worker process, as on SIGTERM, once its supervisor is gone (killed
-    without a chance to pass a signal on): it is not left running jobs on its own."""
-
-    def watch() -> None:
-        while os.getppid() == supervisor and not signals.stop.is_set():
-            time.sleep(interval_s)
-        if not signals.stop.is_set():
-            log.warning("worker process %d: its supervisor is gone; stopping", os.getpid())
-            signals.request_stop()
-
-    threading.Thread(target=watch, name="nick-jobs-orphan-watch", daemon=True).start()
-
-
-def run_worker_process(
-    config_uri: str,
-    threads: int,
-    sweep: bool = False,
-    metrics_port: int = 0,
-    supervisor: int = 0,
-) -> int:
-    """One worker process: build the app (actions, broker), consume until SIGTERM.
-
-    On SIGTERM it stops taking messages, gives running jobs ``nick_jobs.worker_grace``
-    seconds to finish, and hands back those still running (they run again elsewhere); a
-    second SIGTERM (or SIGQUIT) hands them back at once. With ``sweep``
-    (``--no-supervise``: no supervisor to run it) it also runs the sweeper. With
-    ``metrics_port`` it serves its own metrics there. With ``supervisor`` (its pid) it
-    stops by itself once that process is gone.
+    It runs the sweeper too (``nick_jobs.sweep_interval``; 0 turns it off). On SIGTERM it
+    stops taking messages, gives running jobs ``nick_jobs.worker_grace`` seconds to
+    finish, and hands back those still running (they run again elsewhere); a second
+    SIGTERM hands them back at once. With ``metrics_port`` it serves its metrics there.
     """
     import dramatiq
     from pyramid.paster import get_app
 
-    # Refuse before building the app: with stub:// the app would start its embedded
-    # worker threads, which would run (and then abandon) the database's waiting jobs.
-    if _refuse_embedded_broker(_settings(config_uri)):
-        return EXIT_USAGE
+    from nick_jobs.worker.sweeper import Sweeper
+
     signals = _StopSignals()
     # Before the app is built: the app then leaves SIGTERM to this process instead of
     # installing the API's drain (nick_jobs.ops.shutdown), and a SIGTERM during the start-up
     # is not lost.
     signals.install()
-    if supervisor:
-        _stop_when_orphaned(supervisor, signals)
     _setup_logging(config_uri)
     app = get_app(config_uri)
     registry = app.registry
@@ -308,7 +243,10 @@ def run_worker_process(
         broker.close()
         return EXIT_OK
     worker.start()
-    sweeper = _start_sweeper(registry) if sweep else None
+    # In every worker process: each rescues the jobs of the others that died. Rounds of
+    # several sweepers are kept apart by a lock in the database (nick_jobs.worker.sweeper).
+    sweeper = Sweeper(registry)
+    sweeper.start()
     log.info(
         "worker process %d consuming %s with %d threads", os.getpid(), settings.queue_name, threads
     )
@@ -318,8 +256,7 @@ def run_worker_process(
         os.getpid(),
         settings.worker_grace_s,
     )
-    if sweeper is not None:
-        sweeper.stop()
+    sweeper.stop()
 
     def stop_worker() -> None:
         # Takes no new message; waits up to the grace period for the running jobs.
@@ -354,12 +291,12 @@ def run_worker_process(
 
 
 def _exit_now(code: int) -> NoReturn:
-    """Exit without the interpreter's teardown, once a worker (or its supervisor) stopped.
+    """Exit without the interpreter's teardown, once the worker process stopped.
 
     Nothing is left to clean up by then, and the teardown, a full garbage collection of
     a heap that holds the whole app, took 1 to 4 s on a loaded 2-core host: time that a
-    stop deadline (systemd's ``TimeoutStopSec``, the supervisor's own) counts. Handler
-    threads still running after a hand-back end here too.
+    stop deadline (systemd's ``TimeoutStopSec``) counts. Handler threads still running
+    after a hand-back end here too.
     """
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
@@ -368,141 +305,42 @@ def _exit_now(code: int) -> NoReturn:
     os._exit(code)
 
 
-# After the grace: what a worker process gets to hand back its jobs and exit before the
-# supervisor kills it (docs/deployment.md's TimeoutStopSec counts it).
-HAND_BACK_S = 5.0
+SEVERAL_PROCESSES = (
+    "nick-jobs: `nick-jobs worker` runs one worker process; for {n}, run {n} of them under "
+    "a process manager: `systemctl enable --now nick-jobs-worker@{{1..{n}}}` "
+    "(deploy/systemd/nick-jobs-worker@.service), or {n} replicas of a container"
+)
 
 
-def cmd_worker(args: argparse.Namespace) -> NoReturn:
-    """``nick-jobs worker``: see :func:`_supervise`, or one process with ``--no-supervise``."""
-    _exit_now(_supervise(args))
+def cmd_worker(args: argparse.Namespace) -> int:
+    """``nick-jobs worker``: one worker process in the foreground, for a process manager.
 
-
-def _supervise(args: argparse.Namespace) -> int:
-    """Start and supervise worker processes; a child that dies is started again.
-
-    On SIGTERM or SIGINT it passes SIGTERM on, waits for its worker processes (each
-    finishes its jobs within ``nick_jobs.worker_grace`` and hands back the rest), and
-    exits 0. A second signal passes SIGQUIT on: they hand their jobs back at once. A
-    process still running ``HAND_BACK_S`` after either is killed, and the command exits 1.
+    Several processes are several of these commands (systemd template instances,
+    container replicas): no process of nick-jobs supervises others.
     """
+    if args.processes is not None and args.processes != 1:
+        print(SEVERAL_PROCESSES.format(n=max(args.processes, 2)), file=sys.stderr)
+        return EXIT_USAGE
     settings = _settings(args.config)
+    # Before the app is built: with stub:// the app would start its embedded worker
+    # threads, which would run (and then abandon) the database's waiting jobs.
     if _refuse_embedded_broker(settings):
         return EXIT_USAGE
-    _setup_logging(args.config)
-    processes = args.processes or settings.worker_processes
     threads = args.threads or settings.worker_threads
-    if processes < 1 or threads < 1:
-        print("nick-jobs: --processes and --threads take 1 or more", file=sys.stderr)
+    if threads < 1:
+        print("nick-jobs: --threads takes 1 or more", file=sys.stderr)
         return EXIT_USAGE
-    if args.no_supervise:
-        if processes != 1:
-            print("nick-jobs: --no-supervise runs exactly one process (-p 1)", file=sys.stderr)
+    port = _metrics_settings(args.config).worker_port
+    if args.metrics_port is not None:
+        if not port:
+            print(
+                "nick-jobs: --metrics-port needs nick_jobs.worker_metrics_port set: that "
+                "setting turns the workers' metrics on",
+                file=sys.stderr,
+            )
             return EXIT_USAGE
-        port = _metrics_settings(args.config).worker_port
-        return run_worker_process(args.config, threads, sweep=True, metrics_port=port)
-    child_cmd = [
-        sys.executable,
-        "-m",
-        "nick_jobs.cli.admin",
-        "_worker-process",
-        args.config,
-        "--threads",
-        str(threads),
-        "--supervisor",
-        str(os.getpid()),
-    ]
-    children: dict[int, subprocess.Popen] = {}
-    # The handlers only set these; the loops below act on them (see _StopSignals).
-    stopping, hurry = threading.Event(), threading.Event()
-    # The supervisor (its sweeper's rescues) on the port, worker process n on port + 1 + n.
-    metrics = _metrics_settings(args.config)
-    if metrics.worker_port:
-        from nick_jobs.ops.metrics import serve
-
-        serve(metrics.worker_port, metrics.worker_host)
-
-    def spawn(slot: int) -> None:
-        extra = (
-            ["--metrics-port", str(metrics.worker_port + 1 + slot)] if metrics.worker_port else []
-        )
-        children[slot] = subprocess.Popen(child_cmd + extra)
-        log.info("started worker process %d (slot %d)", children[slot].pid, slot)
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        if stopping.is_set():
-            hurry.set()
-        stopping.set()
-
-    # Before the app is built for the sweeper: the app then leaves SIGTERM to this
-    # process instead of installing the API's drain (nick_jobs.ops.shutdown).
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    for slot in range(processes):
-        spawn(slot)
-    # The sweeper runs here, in the supervisor, not in each worker process.
-    sweeper = None
-    if settings.sweep_interval_s > 0 and not stopping.is_set():
-        from pyramid.paster import get_app
-
-        try:
-            sweeper = _start_sweeper(get_app(args.config).registry)
-        except Exception:
-            log.exception("could not start the sweeper; lost jobs are not rescued here")
-    restarts: dict[int, float] = {}
-    code = EXIT_OK
-    while not stopping.is_set():
-        for slot, child in list(children.items()):
-            exited = child.poll()
-            if exited is None or stopping.is_set():
-                continue
-            if exited == EXIT_USAGE:
-                log.error("worker process exited with a configuration error; stopping")
-                code = EXIT_USAGE
-                stopping.set()
-                break
-            # Back off a little when a child dies at once again and again.
-            delay = 1.0 if time.monotonic() - restarts.get(slot, 0) < 5 else 0.0
-            log.warning("worker process %d exited with %s; starting another", child.pid, exited)
-            if stopping.wait(delay):
-                break
-            restarts[slot] = time.monotonic()
-            spawn(slot)
-        stopping.wait(0.5)
-    log.info(
-        "stopping: the worker processes get %g s to finish their jobs", settings.worker_grace_s
-    )
-    _signal_children(children, signal.SIGTERM)
-    deadline = time.monotonic() + settings.worker_grace_s + HAND_BACK_S
-    if sweeper is not None:
-        sweeper.stop()
-    hurried = False
-    while live := [child for child in children.values() if child.poll() is None]:
-        if hurry.is_set() and not hurried:
-            hurried = True
-            log.warning("second signal: the worker processes hand back their jobs now")
-            _signal_children(children, signal.SIGQUIT)
-            deadline = min(deadline, time.monotonic() + HAND_BACK_S)
-        if time.monotonic() >= deadline:
-            for child in live:
-                log.error(
-                    "worker process %d did not stop; killing it (the sweeper rescues its jobs "
-                    "once their lease is over)",
-                    child.pid,
-                )
-                child.kill()
-            for child in live:
-                child.wait()
-            return code if code != EXIT_OK else EXIT_ERROR
-        time.sleep(0.05)
-    return code
-
-
-def _signal_children(children: dict[int, subprocess.Popen], sig: int) -> None:
-    for child in children.values():
-        if child.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                child.send_signal(sig)
+        port = args.metrics_port
+    _exit_now(run_worker_process(args.config, threads, metrics_port=port))
 
 
 # --- sweep -----------------------------------------------------------------------------
@@ -586,15 +424,28 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--revision", default="head")
     migrate.set_defaults(func=cmd_migrate)
 
-    worker = sub.add_parser("worker", help="run worker processes that execute jobs")
-    worker.add_argument("config")
-    worker.add_argument("--processes", "-p", type=int, help="default: nick_jobs.worker_processes")
+    worker = sub.add_parser(
+        "worker",
+        help="run one worker process that executes jobs",
+        description="Run one worker process in the foreground: it executes jobs and runs "
+        "the sweeper. SIGTERM stops it: running jobs get nick_jobs.worker_grace seconds, "
+        "then those still running are handed back; a second SIGTERM hands them back at "
+        "once. For several processes, run several of these commands under a process "
+        "manager (deploy/systemd/nick-jobs-worker@.service, container replicas).",
+    )
+    worker.add_argument("config", help="the ini file, e.g. production.ini")
     worker.add_argument("--threads", "-t", type=int, help="default: nick_jobs.worker_threads")
     worker.add_argument(
-        "--no-supervise",
-        action="store_true",
-        help="with one process: run it in the foreground, for a supervisor such as systemd",
+        "--metrics-port",
+        type=int,
+        help="this process's metrics port, for several workers on one host "
+        "(default: nick_jobs.worker_metrics_port, which turns the metrics on)",
     )
+    # Refused unless 1: what an earlier version's supervisor took; the message says how
+    # to run several processes instead.
+    worker.add_argument("--processes", "-p", type=int, help=argparse.SUPPRESS)
+    # Accepted and ignored: every worker process now runs in the foreground.
+    worker.add_argument("--no-supervise", action="store_true", help=argparse.SUPPRESS)
     worker.set_defaults(func=cmd_worker)
 
     sweep = sub.add_parser(
@@ -606,18 +457,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--interval", type=float, help="seconds between rounds; default: nick_jobs.sweep_interval"
     )
     sweep.set_defaults(func=cmd_sweep)
-
-    # Internal: what the supervisor starts for each worker process; not listed in --help.
-    child = sub.add_parser("_worker-process")
-    child.add_argument("config")
-    child.add_argument("--threads", type=int, default=8)
-    child.add_argument("--metrics-port", type=int, default=0)
-    child.add_argument("--supervisor", type=int, default=0)
-    child.set_defaults(
-        func=lambda a: _exit_now(
-            run_worker_process(a.config, a.threads, False, a.metrics_port, a.supervisor)
-        )
-    )
 
     users = sub.add_parser("users", help="manage the users who can log in")
     users_sub = users.add_subparsers(dest="users_command", required=True)

@@ -1,33 +1,46 @@
-"""Every change of a job's state, each one a single conditional UPDATE.
+"""Every change of a job's state, and everything that comes with it.
 
-The ``WHERE`` clause of each statement is the state machine: a transition happens only
-from the states it names, so racing requests and workers end in exactly one valid state
-and the loser learns it lost (no row updated) instead of overwriting the winner.
+Each transition is one conditional statement (or a few in one transaction) whose
+``WHERE`` clause is the state machine: a transition happens only from the states it
+names, so racing requests and workers end in exactly one valid state and the loser
+learns it lost (no row updated) instead of overwriting the winner.
 
     created ──start──▶ running ──complete──▶ completed
        │                  │ ╲──fail─────▶ failed ──retry──▶ created
        └──abort──▶ aborted ◀──abort──┘                aborted ──retry──▶ created
 
-Functions take a SQLAlchemy ``Connection`` or ``Session``: the API passes the request's
-session, the worker a bare connection (no ORM on its hot path).
+With its statement, each transition writes the job's history row and describes itself
+as a :class:`Change`, whose effects happen here and only once the change has committed
+(:func:`nick_jobs.db.after_commit.after_commit`): the message that makes a worker run
+the job (through the ``send`` the caller passes: the app's queue), the state-change log
+line (:func:`nick_jobs.ops.logging.state_change`) and the process's counters
+(:func:`nick_jobs.ops.metrics.observe`). Views, the worker, the sweeper, the scheduler
+and the command line change jobs only through these functions.
+
+Functions take a SQLAlchemy ``Session`` or ``Connection``: the API passes the request's
+session or its autocommit connection, the worker a bare connection (no ORM on its hot
+path); one in a transaction is opened with :func:`nick_jobs.db.after_commit.transaction`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import functools
 import logging
-import threading
 import uuid as uuidlib
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from nick_jobs.db.after_commit import after_commit
 from nick_jobs.db.meta import utcnow
 from nick_jobs.jobs.model import FINISHED_STATUSES, Job, JobHistory, JobLog, JobStatus
+from nick_jobs.ops import logging as state_log
+from nick_jobs.ops import metrics
 from nick_jobs.users.model import identity_holds
 
 _log = logging.getLogger(__name__)
@@ -44,6 +57,12 @@ CREATED, RUNNING, COMPLETED, FAILED, ABORTED = (
 )
 RETRYABLE = (FAILED, ABORTED)
 ABORTABLE = (CREATED, RUNNING)
+DELETED = "deleted"
+
+#: How a job's message goes out: ``send(uuid, action, delay_s)`` (the app's
+#: ``Queue.send``). A transition given none sends nothing: the sweeper sends the job once
+#: ``nick_jobs.resend_grace`` has passed.
+Send = Callable[[str, str, float], None]
 
 
 class GuardFailed(Exception):
@@ -56,6 +75,62 @@ class TransitionRefused(Exception):
     def __init__(self, status: str | None, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+@dataclass(frozen=True)
+class Change:
+    """One committed change of a job, as its effects see it."""
+
+    event: str  # the history's name for it ("created", "retried", "completed", ...)
+    uuid: str
+    action: str
+    actor: str
+    status: str  # the job's status after it; DELETED when the job is gone
+    by: str | None = None  # who made it, when not the job's actor
+    took: float | None = None  # seconds the attempt ran, when it ended
+    lag: float | None = None  # seconds the job waited for this start
+    delay: float | None = None  # send the job's message after this many seconds; None: not
+    details: tuple[tuple[str, Any], ...] = ()  # more key=value for the log line
+
+
+def _changed(conn, change: Change, send: Send | None = None) -> None:
+    """The effects of ``change``, once it has committed."""
+    after_commit(conn, functools.partial(_effects, change, send))
+
+
+def _effects(change: Change, send: Send | None) -> None:
+    if change.delay is not None and send is not None:
+        _send(send, change.uuid, change.action, change.delay)
+    # A start is counted (its queue lag), not logged: a line per job at its end is enough.
+    if change.event != "started":
+        state_log.state_change(
+            change.uuid,
+            change.action,
+            change.actor,
+            change.status,
+            change.took,
+            change.by,
+            *change.details,
+            level=logging.WARNING if change.event in _LOST else logging.INFO,
+        )
+    metrics.observe(change)
+
+
+# A worker that stopped answering is worth a warning, whatever became of its job.
+_LOST = ("rescued", "lost")
+
+
+def _send(send: Send, uuid: str, action: str, delay_s: float) -> None:
+    try:
+        send(uuid, action, delay_s)
+    except Exception:
+        # The row is committed as "created": the sweeper sends it again once
+        # nick_jobs.resend_grace has passed (or the next start-up, embedded).
+        _log.exception("could not send job %s to the broker; it stays created", uuid)
+
+
+def _seconds(since: dt.datetime | None, until: dt.datetime | None) -> float | None:
+    return (until - since).total_seconds() if since is not None and until is not None else None
 
 
 def _record(
@@ -86,8 +161,10 @@ def create(
     description: str,
     idempotency_key: str | None = None,
     guard: dict[str, Any] | None = None,
+    send: Send | None = None,
 ) -> dict[str, Any]:
-    """Insert a new ``created`` job and return its row as a dict.
+    """Insert a new ``created`` job and return its row as a dict; its message goes out
+    through ``send`` once it has committed.
 
     With ``guard`` (on PostgreSQL: the ``b_guard_*`` parameters of
     :func:`~nick_jobs.users.model.identity_holds`), the job is inserted only if the caller
@@ -127,11 +204,12 @@ def create(
         if not rows:
             raise GuardFailed("the caller's identity no longer holds; nothing was written")
         values["id"] = rows[0][0]
-        return values
-    if guard is not None:
-        raise ValueError("a guarded create needs PostgreSQL")
-    values["id"] = conn.execute(_CREATE, params).scalar_one()
-    _record(conn, values["uuid"], "created", actor, 1, now)
+    else:
+        if guard is not None:
+            raise ValueError("a guarded create needs PostgreSQL")
+        values["id"] = conn.execute(_CREATE, params).scalar_one()
+        _record(conn, values["uuid"], "created", actor, 1, now)
+    _changed(conn, Change("created", values["uuid"], action, actor, CREATED, delay=0.0), send)
     return values
 
 
@@ -243,7 +321,11 @@ def _finishing(status: str, column: str | None, with_progress: bool):
     if with_progress:
         # The attempt's last reported progress lands with its outcome, in one statement.
         values["progress"] = sa.bindparam("b_progress")
-    return jobs.update().where(*_RUNNING_ATTEMPT).values(values)
+    return jobs.update().where(*_RUNNING_ATTEMPT).values(values).returning(*_FINISHED_COLUMNS)
+
+
+# What a finished attempt's change needs to say.
+_FINISHED_COLUMNS = (jobs.c.action, jobs.c.actor, jobs.c.started)
 
 
 # status → (without progress, with progress)
@@ -314,9 +396,10 @@ def _with_lines(finishing) -> Any:
         .order_by(lines.c.n)  # ids in the order the lines were logged
     )
     columns = ["job_uuid", "attempt", "time", "level", "message"]
-    # An INSERT's rowcount is read only when asked for: it says whether the UPDATE matched.
-    statement = job_logs.insert().from_select(columns, rows)
-    statement = statement.execution_options(preserve_rowcount=True)
+    insert = job_logs.insert().from_select(columns, rows).cte("lines_added")
+    # The finished row's columns are the statement's rows; the lines' INSERT is a CTE of
+    # it, which PostgreSQL runs once whether or not anything reads it.
+    statement = sa.select(*(done.c[c.name] for c in _FINISHED_COLUMNS)).add_cte(insert)
     _WITH_LINES[id(finishing)] = statement
     return statement
 
@@ -327,22 +410,35 @@ def _finish(
     params: dict[str, Any],
     progress: Any,
     lines: Sequence[dict[str, Any]],
+    status: str,
+    *details: tuple[str, Any],
 ) -> bool:
+    """Run a finishing statement; its change, if it matched. False if it did not."""
     if progress is not UNCHANGED:
         params["b_progress"] = progress
+    bind = conn.connection() if isinstance(conn, Session) else conn
     if not lines:
-        return conn.execute(finishing, params).rowcount == 1
-    if one_statement(conn):
+        row = bind.execute(finishing, params).one_or_none()
+    elif one_statement(conn):
         params["b_lines"] = [
             {"time": line["time"].isoformat(), "level": line["level"], "message": line["message"]}
             for line in lines
         ]
-        # Lines were given, so rows were inserted exactly when the UPDATE matched.
-        return conn.execute(_with_lines(finishing), params).rowcount > 0
-    if conn.execute(finishing, params).rowcount != 1:
+        row = bind.execute(_with_lines(finishing), params).one_or_none()
+    else:
+        row = bind.execute(finishing, params).one_or_none()
+        if row is not None:
+            insert_lines(bind, lines)
+    if row is None:
         return False
-    insert_lines(conn, lines)
+    took = _seconds(row.started, params["b_now"])
+    change = Change(status, params["b_uuid"], row.action, row.actor, status, took=took)
+    _changed(conn, change if not details else _with_details(change, details))
     return True
+
+
+def _with_details(change: Change, details: tuple[tuple[str, Any], ...]) -> Change:
+    return dataclasses.replace(change, details=details)
 
 
 def _finishing_params(uuid: str, attempt: int) -> dict[str, Any]:
@@ -360,7 +456,10 @@ def start(conn, uuid: str, now: dt.datetime | None = None) -> StartedJob | None:
     row = conn.execute(_START, {"b_uuid": uuid, "b_now": now}).one_or_none()
     if row is None:
         return None
-    return _started(uuid, row, now)
+    job = _started(uuid, row, now)
+    lag = max(_seconds(job.queued_since, now) or 0.0, 0.0)
+    _changed(conn, Change("started", uuid, job.action, job.actor, RUNNING, lag=lag))
+    return job
 
 
 def own_start(conn, uuid: str, now: dt.datetime) -> StartedJob | None:
@@ -414,7 +513,8 @@ def complete(
     """
     params = _finishing_params(uuid, attempt)
     params["b_value"] = result
-    return _finish(conn, _FINISH[COMPLETED][progress is not UNCHANGED], params, progress, lines)
+    statement = _FINISH[COMPLETED][progress is not UNCHANGED]
+    return _finish(conn, statement, params, progress, lines, COMPLETED)
 
 
 def fail(
@@ -432,7 +532,8 @@ def fail(
     """
     params = _finishing_params(uuid, attempt)
     params["b_value"] = {"type": error_type, "message": message}
-    return _finish(conn, _FINISH[FAILED][progress is not UNCHANGED], params, progress, lines)
+    statement = _FINISH[FAILED][progress is not UNCHANGED]
+    return _finish(conn, statement, params, progress, lines, FAILED, ("error", error_type))
 
 
 def heartbeat(conn, running: dict[str, int], now: dt.datetime) -> int:
@@ -470,15 +571,17 @@ def abort(conn, uuid: str, by: str) -> None:
         jobs.update()
         .where(jobs.c.uuid == uuid, jobs.c.status.in_(ABORTABLE))
         .values(status=ABORTED, finished=now, next_run=None)
-        .returning(jobs.c.attempt)
+        .returning(jobs.c.attempt, jobs.c.action, jobs.c.actor, jobs.c.started)
     ).one_or_none()
     if row is None:
         status = _current_status(conn, uuid)
         raise TransitionRefused(status, f"{_a(status)} {status} job can't be aborted.")
     _record(conn, uuid, "aborted", by, row.attempt, now)
+    took = _seconds(row.started, now)
+    _changed(conn, Change("aborted", uuid, row.action, row.actor, ABORTED, by, took))
 
 
-def retry(conn, uuid: str, by: str) -> int:
+def retry(conn, uuid: str, by: str, send: Send | None = None) -> int:
     """``failed|aborted → created`` as a new attempt; returns the new attempt number.
 
     The finished attempt's outcome goes to the job's history first; the UPDATE is fenced
@@ -493,6 +596,8 @@ def retry(conn, uuid: str, by: str) -> int:
             jobs.c.finished,
             jobs.c.result,
             jobs.c.error,
+            jobs.c.action,
+            jobs.c.actor,
         ).where(jobs.c.uuid == uuid)
     ).one_or_none()
     if old is None or old.status not in RETRYABLE:
@@ -536,19 +641,23 @@ def retry(conn, uuid: str, by: str) -> int:
             "error": old.error,
         },
     )
+    _changed(conn, Change("retried", uuid, old.action, old.actor, CREATED, by, delay=0.0), send)
     return old.attempt + 1
 
 
-def delete(conn, uuid: str) -> None:
+def delete(conn, uuid: str, by: str | None = None) -> None:
     """Remove a job that is not running, with its history and its log."""
-    deleted = conn.execute(
-        jobs.delete().where(jobs.c.uuid == uuid, jobs.c.status != RUNNING)
-    ).rowcount
-    if deleted != 1:
+    row = conn.execute(
+        jobs.delete()
+        .where(jobs.c.uuid == uuid, jobs.c.status != RUNNING)
+        .returning(jobs.c.action, jobs.c.actor)
+    ).one_or_none()
+    if row is None:
         status = _current_status(conn, uuid)
         raise TransitionRefused(status, "A running job can't be deleted; abort it first.")
     conn.execute(history.delete().where(history.c.job_uuid == uuid))
     conn.execute(JobLog.__table__.delete().where(JobLog.job_uuid == uuid))
+    _changed(conn, Change("deleted", uuid, row.action, row.actor, DELETED, by))
 
 
 def is_finished(status: str) -> bool:
@@ -642,7 +751,14 @@ def _lost_fence(job: LostJob):
     )
 
 
-def rescue(conn, job: LostJob, retry: bool, lease_s: float, now: dt.datetime) -> bool:
+def rescue(
+    conn,
+    job: LostJob,
+    retry: bool,
+    lease_s: float,
+    now: dt.datetime,
+    send: Send | None = None,
+) -> bool:
     """Rescue one lost job: a new ``created`` attempt when ``retry``, else ``failed``.
 
     Fenced on status, attempt and the heartbeat that was found stale: a heartbeat that
@@ -654,19 +770,27 @@ def rescue(conn, job: LostJob, retry: bool, lease_s: float, now: dt.datetime) ->
         "message": f"The worker running this job stopped responding (no heartbeat for "
         f"{lease_s:g} s).",
     }
+    details = (("error", error["type"]),)
     if not retry:
-        return (
-            conn.execute(
-                jobs.update()
-                .where(*_lost_fence(job))
-                .values(status=FAILED, finished=now, error=error)
-            ).rowcount
-            == 1
-        )
-    updated = conn.execute(
-        jobs.update().where(*_lost_fence(job)).values(_as_new_attempt(job.attempt, now))
-    ).rowcount
-    if updated != 1:
+        row = conn.execute(
+            jobs.update()
+            .where(*_lost_fence(job))
+            .values(status=FAILED, finished=now, error=error)
+            .returning(jobs.c.actor)
+        ).one_or_none()
+        if row is None:
+            return False
+        took = _seconds(job.started, now)
+        change = Change("lost", job.uuid, job.action, row.actor, FAILED, SWEEPER, took)
+        _changed(conn, _with_details(change, details))
+        return True
+    row = conn.execute(
+        jobs.update()
+        .where(*_lost_fence(job))
+        .values(_as_new_attempt(job.attempt, now))
+        .returning(jobs.c.actor)
+    ).one_or_none()
+    if row is None:
         return False
     _record(
         conn,
@@ -677,14 +801,17 @@ def rescue(conn, job: LostJob, retry: bool, lease_s: float, now: dt.datetime) ->
         now,
         previous_attempt=_previous_attempt(job.attempt, job.started, now, error),
     )
+    change = Change("rescued", job.uuid, job.action, row.actor, CREATED, SWEEPER, delay=0.0)
+    _changed(conn, _with_details(change, details), send)
     return True
 
 
 @dataclass
 class Rescued:
-    """What :func:`rescue_lost` did: the jobs to send again, and those it failed."""
+    """What :func:`rescue_lost` did: the jobs created again (sent once committed), and
+    those it failed."""
 
-    retried: list[tuple[str, str]]  # (uuid, action): created again, to be sent
+    retried: list[tuple[str, str]]  # (uuid, action)
     failed: list[str]
 
 
@@ -694,6 +821,7 @@ def rescue_lost(
     now: dt.datetime,
     max_retries: Callable[[str], int] | None = None,
     limit: int = DEFAULT_RECOVERY_BATCH,
+    send: Send | None = None,
 ) -> Rescued:
     """Rescue the running jobs whose heartbeat is older than ``lease_s`` seconds.
 
@@ -711,7 +839,7 @@ def rescue_lost(
             # Only then can the history change the answer: read it for this job alone.
             position -= series_start(conn, job.uuid) - 1
         retry = position <= allowed
-        if rescue(conn, job, retry, lease_s, now):
+        if rescue(conn, job, retry, lease_s, now, send):
             if retry:
                 out.retried.append((job.uuid, job.action))
             else:
@@ -725,8 +853,10 @@ def stale_created(
     now: dt.datetime,
     limit: int = DEFAULT_RECOVERY_BATCH,
     waiting: int = 0,
+    send: Send | None = None,
 ) -> list[tuple[str, str]]:
-    """Created jobs last sent more than ``grace_s`` seconds ago, as ``(uuid, action)``.
+    """Send again, once committed, the created jobs last sent more than ``grace_s``
+    seconds ago; return them as ``(uuid, action)``.
 
     ``waiting`` is how many messages the job queue holds, not yet delivered. The queue
     delivers in the order messages were sent, so those are at most the last ``waiting``
@@ -773,7 +903,34 @@ def stale_created(
         .values(enqueued=now)
         .returning(jobs.c.id, jobs.c.uuid, jobs.c.action)
     ).all()
-    return [(r.uuid, r.action) for r in sorted(rows, key=lambda r: r.id)]
+    stale_jobs = [(r.uuid, r.action) for r in sorted(rows, key=lambda r: r.id)]
+    if send is not None:
+        after_commit(conn, functools.partial(_send_all, stale_jobs, send))
+    return stale_jobs
+
+
+def send_waiting(conn, send: Send, now: dt.datetime | None = None) -> int:
+    """Send every ``created`` job (the embedded queue lives in memory: what waited when
+    its process stopped is sent again when it starts); a duplicate is a harmless no-op.
+
+    A job waiting out the backoff of an automatic retry is sent delayed until its
+    ``next_run``. Returns how many were sent.
+    """
+    waiting = conn.execute(
+        sa.select(jobs.c.uuid, jobs.c.action, jobs.c.next_run)
+        .where(jobs.c.status == CREATED)
+        .order_by(jobs.c.id)
+    ).all()
+    now = now or utcnow()
+    for uuid, action, next_run in waiting:
+        delay = max((next_run - now).total_seconds(), 0.0) if next_run is not None else 0.0
+        _send(send, uuid, action, delay)
+    return len(waiting)
+
+
+def _send_all(waiting: list[tuple[str, str]], send: Send) -> None:
+    for uuid, action in waiting:
+        _send(send, uuid, action, 0.0)
 
 
 WORKER_STOPPED = {
@@ -788,6 +945,7 @@ def hand_back(
     attempt: int,
     now: dt.datetime | None = None,
     error: dict[str, str] | None = None,
+    send: Send | None = None,
 ) -> bool:
     """``running → created`` as a new attempt, for a job its worker gives up: it is
     stopping (``error`` :data:`WORKER_STOPPED`, the default), or the database lost the
@@ -797,12 +955,13 @@ def hand_back(
     rescued meanwhile, nothing changes. Returns whether the job was handed back.
     """
     now = now or utcnow()
-    updated = conn.execute(
+    row = conn.execute(
         jobs.update()
         .where(jobs.c.uuid == uuid, jobs.c.status == RUNNING, jobs.c.attempt == attempt)
         .values(_as_new_attempt(attempt, now))
-    ).rowcount
-    if updated != 1:
+        .returning(jobs.c.action, jobs.c.actor)
+    ).one_or_none()
+    if row is None:
         return False
     error = error or WORKER_STOPPED
     _record(
@@ -814,6 +973,8 @@ def hand_back(
         now,
         previous_attempt=_previous_attempt(attempt, None, now, error),
     )
+    change = Change("handed back", uuid, row.action, row.actor, CREATED, WORKER, delay=0.0)
+    _changed(conn, _with_details(change, (("error", error["type"]),)), send)
     return True
 
 
@@ -848,8 +1009,10 @@ def retry_later(
     next_run: dt.datetime,
     now: dt.datetime | None = None,
     lines: Sequence[dict[str, Any]] = (),
+    send: Send | None = None,
 ) -> bool:
-    """``running → created`` as the next attempt, which may not start before ``next_run``.
+    """``running → created`` as the next attempt, which may not start before ``next_run``;
+    its message goes out once committed, for the broker to deliver at ``next_run``.
 
     An automatic retry of a failed attempt: fenced on status and attempt like ``fail``,
     and the failed attempt's outcome goes to the history (event ``retry scheduled``),
@@ -861,12 +1024,13 @@ def retry_later(
     now = now or utcnow()
     values = _as_new_attempt(attempt, now)
     values.update(next_run=next_run, enqueued=next_run)
-    updated = conn.execute(
+    row = conn.execute(
         jobs.update()
         .where(jobs.c.uuid == uuid, jobs.c.status == RUNNING, jobs.c.attempt == attempt)
         .values(values)
-    ).rowcount
-    if updated != 1:
+        .returning(jobs.c.action, jobs.c.actor)
+    ).one_or_none()
+    if row is None:
         return False
     failure = {"type": error[0], "message": error[1]}
     _record(
@@ -880,6 +1044,18 @@ def retry_later(
         next_run=next_run.isoformat(),
     )
     insert_lines(conn, lines)
+    change = Change(
+        "retry scheduled",
+        uuid,
+        row.action,
+        row.actor,
+        CREATED,
+        WORKER,
+        took=_seconds(started, now),
+        delay=max((next_run - now).total_seconds(), 0.0),
+        details=(("error", error[0]), ("next_run", next_run.isoformat())),
+    )
+    _changed(conn, change, send)
     return True
 
 
@@ -960,10 +1136,10 @@ def stopped(
     if checkpoint is not None:
         params["b_checkpoint"] = checkpoint
     statement = _STOP[(checkpoint is not None, progress is not UNCHANGED)]
-    return _finish(conn, statement, params, progress, lines)
+    return _finish(conn, statement, params, progress, lines, STOPPED)
 
 
-def resume(conn, uuid: str, by: str) -> tuple[int, str]:
+def resume(conn, uuid: str, by: str, send: Send | None = None) -> tuple[int, str]:
     """``stopped → created`` as the next attempt, keeping the checkpoint for the handler.
 
     A conditional UPDATE fenced on the stopped attempt; a ``resumed`` history row, with
@@ -997,7 +1173,7 @@ def resume(conn, uuid: str, by: str) -> tuple[int, str]:
                 enqueued=now,
                 next_run=None,
             )
-            .returning(jobs.c.attempt, jobs.c.action)
+            .returning(jobs.c.attempt, jobs.c.action, jobs.c.actor)
         ).one_or_none()
     if row is None:
         status = _current_status(conn, uuid)
@@ -1011,10 +1187,11 @@ def resume(conn, uuid: str, by: str) -> tuple[int, str]:
         "error": None,
     }
     _record(conn, uuid, "resumed", by, row.attempt, now, previous_attempt=previous)
+    _changed(conn, Change("resumed", uuid, row.action, row.actor, CREATED, by, delay=0.0), send)
     return row.attempt, row.action
 
 
-def restart(conn, uuid: str, by: str) -> dict[str, Any]:
+def restart(conn, uuid: str, by: str, send: Send | None = None) -> dict[str, Any]:
     """A new job made from a finished one: same action, title, description and params,
     submitted by ``by``, with ``parent`` naming the old job, which does not change."""
     old = conn.execute(
@@ -1032,207 +1209,9 @@ def restart(conn, uuid: str, by: str) -> dict[str, Any]:
         actor=by,
         title=old.title,
         description=old.description,
+        send=send,
     )
     # Through create, so the new row gets whatever a submitted job gets; then its parent.
     conn.execute(jobs.update().where(jobs.c.id == job["id"]).values(parent=uuid))
     job["parent"] = uuid
     return job
-
-
-# --- one log line (and counter) per change the API and the scheduler make -----------------
-# Wrapped here, around the statements above, so that each of them stays one statement:
-# after a change succeeds, nick_jobs.ops.logging.state_change logs the job's uuid, action,
-# actor, new status and how long its attempt ran. The worker's start and finish are logged
-# by the runner, rescues by the sweeper. Logged, and counted, only once the transaction
-# that made the change has committed (at once on an autocommit connection): a request
-# whose transaction rolls back logs no change that never happened.
-
-
-def after_commit(conn, hook: Callable[[], None]) -> None:
-    """Call ``hook`` once the transaction ``conn`` runs in has committed; never if it
-    rolls back. At once when ``conn`` autocommits or runs no transaction.
-
-    ``conn`` is a ``Session`` (the request's, joined to ``pyramid_tm``; a ``SAVEPOINT``
-    that rolls back drops the hooks added inside it) or a ``Connection`` (its hooks run
-    as its ``COMMIT`` is sent).
-    """
-    if isinstance(conn, Session):
-        _SessionHooks.of(conn).add(hook)
-        return
-    if _autocommits(conn) or not conn.in_transaction():
-        _run(hook)
-        return
-    _ConnectionHooks.install(conn.engine)
-    _ConnectionHooks.pending.setdefault(conn, []).append(hook)
-
-
-def _autocommits(conn: sa.Connection) -> bool:
-    """Whether each statement on ``conn`` commits by itself: set on the connection, or on
-    its engine (as the read engine's is), which SQLAlchemy's ``in_transaction`` does not
-    tell (it begins one of its own that sends nothing): the driver's connection does."""
-    if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
-        return True
-    return getattr(conn.connection.driver_connection, "autocommit", False) is True
-
-
-def _run(hook: Callable[[], None]) -> None:
-    try:
-        hook()
-    except Exception:
-        # A log line or a counter must never undo a change that is committed.
-        _log.exception("a hook after a committed change of a job failed")
-
-
-class _SessionHooks:
-    """The hooks of one session, by the transaction (root or savepoint) they belong to."""
-
-    KEY = "nick_jobs.after_commit"
-    _installed = False
-    _install_lock = threading.Lock()
-
-    def __init__(self, session: Session) -> None:
-        self.session = session
-        self.pending: dict[Any, list[Callable[[], None]]] = {}
-
-    @classmethod
-    def of(cls, session: Session) -> _SessionHooks:
-        hooks = session.info.get(cls.KEY)
-        if hooks is None:
-            cls._install()
-            hooks = session.info[cls.KEY] = cls(session)
-        return hooks
-
-    @classmethod
-    def _install(cls) -> None:
-        # Listeners on the Session class, once: SQLAlchemy's event.listen on each
-        # request's session cost about 0.1 ms of a submit. A session that never had a
-        # hook has nothing in its info, and its commits cost a dict lookup.
-        if cls._installed:
-            return
-        with cls._install_lock:
-            if not cls._installed:
-                sa.event.listen(Session, "after_commit", cls._on_commit)
-                sa.event.listen(Session, "after_transaction_end", cls._on_end)
-                cls._installed = True
-
-    @classmethod
-    def _on_commit(cls, session: Session) -> None:
-        hooks = session.info.get(cls.KEY)
-        if hooks is not None:
-            hooks._committed(session)
-
-    @classmethod
-    def _on_end(cls, session: Session, transaction) -> None:
-        hooks = session.info.get(cls.KEY)
-        if hooks is not None:
-            hooks._ended(session, transaction)
-
-    @staticmethod
-    def _current(session: Session):
-        return session.get_nested_transaction() or session.get_transaction()
-
-    def add(self, hook: Callable[[], None]) -> None:
-        self.pending.setdefault(self._current(self.session), []).append(hook)
-
-    def _committed(self, session: Session) -> None:
-        transaction = self._current(session)
-        hooks = self.pending.pop(transaction, [])
-        if transaction is not None and transaction.nested:
-            # A released savepoint: its hooks now wait for the transaction around it.
-            outer = transaction.parent
-            while outer is not None and not (outer.nested or outer.parent is None):
-                outer = outer.parent
-            if outer is not None:
-                self.pending.setdefault(outer, []).extend(hooks)
-                return
-        for hook in hooks:
-            _run(hook)
-
-    def _ended(self, session: Session, transaction) -> None:
-        # Committed hooks were taken by _committed; what is left was rolled back (or the
-        # session was closed without a commit).
-        self.pending.pop(transaction, None)
-
-
-class _ConnectionHooks:
-    """The hooks of Core connections in a transaction: run at its commit, dropped at its
-    rollback."""
-
-    pending: ClassVar[weakref.WeakKeyDictionary] = weakref.WeakKeyDictionary()
-    engines: ClassVar[weakref.WeakSet] = weakref.WeakSet()
-    lock: ClassVar[threading.Lock] = threading.Lock()
-
-    @classmethod
-    def install(cls, engine: sa.Engine) -> None:
-        with cls.lock:
-            if engine not in cls.engines:
-                sa.event.listen(engine, "commit", cls._committed)
-                sa.event.listen(engine, "rollback", cls._rolled_back)
-                cls.engines.add(engine)
-
-    @classmethod
-    def _committed(cls, conn) -> None:
-        for hook in cls.pending.pop(conn, []):
-            _run(hook)
-
-    @classmethod
-    def _rolled_back(cls, conn) -> None:
-        cls.pending.pop(conn, None)
-
-
-def _log_created(transition: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
-    import functools
-
-    from nick_jobs.ops import logging as state_log
-    from nick_jobs.ops import metrics
-
-    @functools.wraps(transition)
-    def create(conn, **values: Any) -> dict[str, Any]:
-        job = transition(conn, **values)
-
-        def created() -> None:
-            metrics.JOBS_CREATED.labels(job["action"]).inc()
-            state_log.state_change(job["uuid"], job["action"], job["actor"], CREATED)
-
-        after_commit(conn, created)
-        return job
-
-    return create
-
-
-def _log_change(transition: Callable[..., Any], status: str) -> Callable[..., Any]:
-    import functools
-
-    from nick_jobs.ops import logging as state_log
-    from nick_jobs.ops import metrics
-
-    @functools.wraps(transition)
-    def changed(conn, uuid: str, *args: Any, **kwargs: Any) -> Any:
-        before = conn.execute(
-            sa.select(jobs.c.action, jobs.c.actor, jobs.c.started, jobs.c.finished).where(
-                jobs.c.uuid == uuid
-            )
-        ).one_or_none()
-        out = transition(conn, uuid, *args, **kwargs)
-        if before is None:
-            return out
-        # How long the attempt ran: until now for an abort, else until it finished.
-        end = utcnow() if status == ABORTED else before.finished
-        took = (end - before.started).total_seconds() if before.started and end else None
-        by = kwargs.get("by", args[0] if args else None)
-
-        def logged() -> None:
-            if status == ABORTED:
-                metrics.JOBS_FINISHED.labels(before.action, ABORTED).inc()
-            state_log.state_change(uuid, before.action, before.actor, status, took, by)
-
-        after_commit(conn, logged)
-        return out
-
-    return changed
-
-
-create = _log_created(create)
-abort = _log_change(abort, ABORTED)
-retry = _log_change(retry, CREATED)
-delete = _log_change(delete, "deleted")

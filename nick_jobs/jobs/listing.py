@@ -15,30 +15,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from nick_jobs.jobs import serialize
 from nick_jobs.jobs.model import Job
-from nick_jobs.jobs.serialize import job_json_sql
 from nick_jobs.users.model import identity_holds
 from nick_jobs.web.errors import Error, api_error
 
-# The order nick_jobs.jobs.serialize.listed_job_json unpacks.
-LIST_COLUMNS = (
-    Job.id,
-    Job.uuid,
-    Job.title,
-    Job.description,
-    Job.params,
-    Job.actor,
-    Job.created,
-    Job.started,
-    Job.finished,
-    Job.status,
-    Job.result,
-    Job.error,
-    Job.attempt,
-    Job.progress,
-    Job.parent,
-    Job.next_run,
-)
+# A page's rows, on a database that doesn't write their JSON: the id (for the cursor) and
+# the columns the serialiser reads, by name.
+_ROW_COLUMNS = (Job.id, *(Job.__table__.c[name] for name in serialize.COLUMNS))
 
 
 def encode_cursor(last_id: int) -> str:
@@ -66,8 +50,9 @@ def decode_cursor(cursor: str) -> int:
 
 @dataclass(frozen=True)
 class Page:
-    """A page of jobs: ``rows`` of :data:`LIST_COLUMNS`, or on PostgreSQL ``(id, json)``
-    rows whose ``json`` is the job's JSON text (``json_rows`` is then True)."""
+    """A page of jobs: rows with ``id`` and the columns of
+    :data:`nick_jobs.jobs.serialize.COLUMNS`, or on PostgreSQL rows with ``id`` and
+    ``json``, the job's JSON text (``json_rows`` is then True)."""
 
     rows: list[Any]
     next_cursor: str | None
@@ -122,10 +107,10 @@ def _page_statement(
         # Each row as its JSON text, written by the database (serialize.job_json_sql).
         columns: tuple[Any, ...] = (
             Job.id,
-            job_json_sql(sa.bindparam("b_base", type_=sa.String())).label("json"),
+            serialize.job_json_sql(sa.bindparam("b_base", type_=sa.String())).label("json"),
         )
     else:
-        columns = LIST_COLUMNS
+        columns = _ROW_COLUMNS
     query = sa.select(*columns).where(*_conditions(status, actor, action, q, parent))
     if after:
         query = query.where(Job.id < sa.bindparam("b_before"))

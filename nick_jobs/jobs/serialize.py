@@ -1,9 +1,19 @@
 """The job's JSON: Nick's fields plus ``@id``, ``attempt``, ``progress``, ``parent``,
-``next_run`` and ``error``."""
+``next_run`` and ``error``.
+
+It is defined once, in :data:`FIELDS`, by column name: :func:`job_json` writes it in
+Python from anything that has the columns (a row, a row's mapping, an ORM object, a job
+dict), and :func:`job_json_sql` has PostgreSQL write the same text. Adding a field is a
+line there.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import enum
+import operator
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,72 +36,94 @@ def isoformat(value: dt.datetime | None) -> str | None:
     return value.astimezone(dt.UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
-def job_json(job: Any, job_url: str) -> dict[str, Any]:
-    """Serialise a job (ORM object or row with the same attributes)."""
-    return _job(
-        job_url,
-        job.uuid,
-        job.title,
-        job.description,
-        job.params,
-        job.actor,
-        job.created,
-        job.started,
-        job.finished,
-        job.status,
-        job.result,
-        job.error,
-        job.attempt,
-        # A row made by transitions.create (just submitted) has none of these yet.
-        getattr(job, "progress", None),
-        getattr(job, "parent", None),
-        getattr(job, "next_run", None),
-    )
+class Written(enum.Enum):
+    """How a column's value is written in the job's JSON."""
+
+    AS_IS = "as is"
+    # isoformat(): UTC, milliseconds, Z; null stays null.
+    TIMESTAMP = "timestamp"
+    # The stored object, {} when there is none (SQL NULL or a JSON null).
+    OBJECT = "object or {}"
 
 
-def listed_job_json(row: Any, base_url: str) -> dict[str, Any]:
-    """A row of :data:`nick_jobs.jobs.listing.LIST_COLUMNS`, by position: a page of jobs is the
-    hottest serialisation there is, and a row's attributes cost more. After the ``id``,
-    the columns are :func:`_job`'s arguments in its order."""
-    return _job(f"{base_url}/{row[1]}", *row[1:])
+@dataclass(frozen=True)
+class Field:
+    """One key of the job's JSON: the column it is read from, and how it is written."""
+
+    key: str
+    column: str
+    written: Written = Written.AS_IS
+    # A job dict made by a submit has no such column yet: read as null.
+    optional: bool = False
 
 
-def _job(
-    url: str,
-    uuid: str,
-    title: str,
-    description: str,
-    params: dict[str, Any] | None,
-    actor: str,
-    created: dt.datetime | None,
-    started: dt.datetime | None,
-    finished: dt.datetime | None,
-    status: str,
-    result: dict[str, Any] | None,
-    error: dict[str, Any] | None,
-    attempt: int,
-    progress: dict[str, Any] | None,
-    parent: str | None,
-    next_run: dt.datetime | None,
-) -> dict[str, Any]:
-    data = {
-        "@id": url,
-        "uuid": uuid,
-        "title": title,
-        "description": description,
-        "params": params or {},
-        "actor": actor,
-        "created": isoformat(created),
-        "started": isoformat(started),
-        "finished": isoformat(finished),
-        "status": status,
-        "result": result or {},
-        "attempt": attempt,
-        "progress": progress,
-        "parent": parent,
-        "next_run": isoformat(next_run),
-    }
-    if status == JobStatus.FAILED and error:
+# The job's JSON after its "@id", key for key and in this order; "error" follows, for a
+# failed job only (see job_json).
+FIELDS: tuple[Field, ...] = (
+    Field("uuid", "uuid"),
+    Field("title", "title"),
+    Field("description", "description"),
+    Field("params", "params", Written.OBJECT),
+    Field("actor", "actor"),
+    Field("created", "created", Written.TIMESTAMP),
+    Field("started", "started", Written.TIMESTAMP),
+    Field("finished", "finished", Written.TIMESTAMP),
+    Field("status", "status"),
+    Field("result", "result", Written.OBJECT),
+    Field("attempt", "attempt"),
+    Field("progress", "progress", optional=True),
+    Field("parent", "parent", optional=True),
+    Field("next_run", "next_run", Written.TIMESTAMP, optional=True),
+)
+
+# Every column the JSON is made from, by name: what a reader selects to serialise a job.
+COLUMNS: tuple[str, ...] = (*dict.fromkeys(f.column for f in FIELDS), "error")
+
+
+# --- written by Python ---------------------------------------------------------------
+
+
+def _object_or_empty(value: Any) -> Any:
+    return {} if value is None else value
+
+
+_PYTHON_WRITERS: dict[Written, Callable[[Any], Any]] = {
+    Written.TIMESTAMP: isoformat,
+    Written.OBJECT: _object_or_empty,
+}
+_KEYS = tuple(f.key for f in FIELDS)
+_REWRITTEN = tuple(
+    (f.key, _PYTHON_WRITERS[f.written]) for f in FIELDS if f.written is not Written.AS_IS
+)
+# Every column at once, in C: a row (or a job dict) has them all but right after a submit.
+_READ = (*(f.column for f in FIELDS), "error")
+_read_items = operator.itemgetter(*_READ)
+_read_attributes = operator.attrgetter(*_READ)
+
+
+def _read_leniently(job: Mapping[str, Any] | Any) -> list[Any]:
+    """:data:`_READ`'s values, an optional field's missing column read as None."""
+    if isinstance(job, Mapping):
+        return [job.get(f.column) if f.optional else job[f.column] for f in FIELDS] + [job["error"]]
+    return [
+        getattr(job, f.column, None) if f.optional else getattr(job, f.column) for f in FIELDS
+    ] + [job.error]
+
+
+def job_json(job: Mapping[str, Any] | Any, job_url: str) -> dict[str, Any]:
+    """The JSON of a job read by column name: from a mapping (a job dict, a row's
+    ``_mapping``) or from attributes (a row, an ORM object)."""
+    try:
+        values = _read_items(job) if isinstance(job, Mapping) else _read_attributes(job)
+    except (KeyError, AttributeError):
+        values = _read_leniently(job)
+    data: dict[str, Any] = {"@id": job_url}
+    data.update(zip(_KEYS, values, strict=False))  # all but the error, last
+    for key, write in _REWRITTEN:
+        data[key] = write(data[key])
+    error = values[-1]
+    # A failed job with a non-empty error object.
+    if data["status"] == JobStatus.FAILED and isinstance(error, dict) and error:
         data["error"] = {"type": error.get("type", ""), "message": error.get("message", "")}
     return data
 
@@ -99,8 +131,8 @@ def _job(
 # --- the same object, written by PostgreSQL ----------------------------------------------
 # A page of jobs is the largest thing the API serialises. On PostgreSQL the database
 # writes each row's JSON itself, in C: decoding 100 jsonb values and 200 timestamps into
-# Python objects and encoding them again was most of a page's CPU. What follows is
-# _job, key for key and in its order; tests hold the two equal.
+# Python objects and encoding them again was most of a page's CPU. The expression is
+# made from FIELDS as job_json is; tests hold the two equal.
 
 _UTC = sa.literal_column("'UTC'")
 _ISO_UTC = sa.literal_column("""'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'""")
@@ -115,8 +147,15 @@ def _iso_sql(column: Any) -> Any:
 
 
 def _object_or_empty_sql(column: Any) -> Any:
-    # `value or {}`: SQL NULL and a stored JSON null both give {}.
+    # _object_or_empty(): SQL NULL and a stored JSON null both give {}.
     return sa.func.coalesce(sa.func.nullif(column, _JSON_NULL), _EMPTY)
+
+
+_SQL_WRITERS: dict[Written, Callable[[Any], Any]] = {
+    Written.AS_IS: lambda column: column,
+    Written.TIMESTAMP: _iso_sql,
+    Written.OBJECT: _object_or_empty_sql,
+}
 
 
 def _key(name: str) -> Any:
@@ -124,39 +163,27 @@ def _key(name: str) -> Any:
 
 
 def job_json_sql(base_url: Any) -> sa.ColumnElement[str]:
-    """A job row's JSON text, as :func:`listed_job_json` makes it from the same row.
+    """A job row's JSON text, as :func:`job_json` writes it from the same row.
 
     ``base_url`` is the container URL (a bind parameter): ``@id`` is it, ``/``, the uuid.
     PostgreSQL only.
     """
+    c = Job.__table__.c
     fields = [
-        ("@id", sa.func.concat(base_url, sa.literal_column("'/'"), Job.uuid)),
-        ("uuid", Job.uuid),
-        ("title", Job.title),
-        ("description", Job.description),
-        ("params", _object_or_empty_sql(Job.params)),
-        ("actor", Job.actor),
-        ("created", _iso_sql(Job.created)),
-        ("started", _iso_sql(Job.started)),
-        ("finished", _iso_sql(Job.finished)),
-        ("status", Job.status),
-        ("result", _object_or_empty_sql(Job.result)),
-        ("attempt", Job.attempt),
-        ("progress", Job.progress),
-        ("parent", Job.parent),
-        ("next_run", _iso_sql(Job.next_run)),
+        ("@id", sa.func.concat(base_url, sa.literal_column("'/'"), c.uuid)),
+        *((f.key, _SQL_WRITERS[f.written](c[f.column])) for f in FIELDS),
     ]
     error = sa.func.json_build_object(
         _key("type"),
-        sa.func.coalesce(Job.error.op("->")(_key("type")), _EMPTY_TEXT),
+        sa.func.coalesce(c.error.op("->")(_key("type")), _EMPTY_TEXT),
         _key("message"),
-        sa.func.coalesce(Job.error.op("->")(_key("message")), _EMPTY_TEXT),
+        sa.func.coalesce(c.error.op("->")(_key("message")), _EMPTY_TEXT),
     )
-    # `status == FAILED and error`: a failed job with a non-empty error object.
+    # As job_json: a failed job with a non-empty error object.
     failed = sa.and_(
-        Job.status == sa.literal_column("'" + JobStatus.FAILED.value + "'"),
-        sa.func.jsonb_typeof(Job.error) == sa.literal_column("'object'"),
-        Job.error != _EMPTY,
+        c.status == sa.literal_column("'" + JobStatus.FAILED.value + "'"),
+        sa.func.jsonb_typeof(c.error) == sa.literal_column("'object'"),
+        c.error != _EMPTY,
     )
 
     def build(pairs: list[tuple[str, Any]]) -> Any:

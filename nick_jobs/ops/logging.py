@@ -1,14 +1,16 @@
 """Log lines for state changes, and JSON lines for log collectors.
 
-Every change of a job's state logs one ``INFO`` line on a ``nick_jobs.*`` logger, in one
-shape whoever makes it (API, worker, sweeper)::
+Every change of a job's state logs one ``INFO`` line on the ``nick_jobs.state`` logger, in
+one shape whoever makes it (API, worker, sweeper, scheduler), once the change has committed
+(:mod:`nick_jobs.jobs.lifecycle` logs it)::
 
     job 5f0c… action=dummy actor=admin status=completed duration=0.104s
 
 ``duration`` is how long the attempt ran (absent for a job that never started); ``by``
-names who made a change when it is not the job's actor. The ini's logging sections decide
-where they go. For JSON lines, either name :class:`JSONFormatter` in a ``[formatter_*]``
-section::
+names who made a change when it is not the job's actor; some changes add more (``error=``
+for an automatic retry or a rescue, ``next_run=`` for a retry that waits). The ini's
+logging sections decide where they go. For JSON lines, either name :class:`JSONFormatter`
+in a ``[formatter_*]`` section::
 
     [formatter_json]
     class = nick_jobs.ops.logging.JSONFormatter
@@ -45,8 +47,11 @@ def state_change(
     status: str,
     duration: float | None = None,
     by: str | None = None,
+    *details: tuple[str, Any],
+    level: int = logging.INFO,
 ) -> None:
-    """Log one state change of a job (see the module's docstring for its shape)."""
+    """Log one state change of a job (see the module's docstring for its shape);
+    ``details`` are more ``(key, value)`` pairs for the end of the line."""
     fmt = "job %s action=%s actor=%s status=%s"
     args: list[Any] = [uuid, action, actor, status]
     if duration is not None:
@@ -55,7 +60,10 @@ def state_change(
     if by is not None and by != actor:
         fmt += " by=%s"
         args.append(by)
-    log.info(fmt, *args)
+    for key, value in details:
+        fmt += f" {key}=%s"
+        args.append(value)
+    log.log(level, fmt, *args)
 
 
 def job_fields(record: logging.LogRecord) -> dict[str, Any] | None:

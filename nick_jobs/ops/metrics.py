@@ -9,10 +9,11 @@ different machines:
   any process, and cheap: it reads only the partial index of unfinished jobs.
 * **Counters and histograms of each process**, in prometheus-client's default registry:
   jobs created (API), aborted (API), completed and failed with their run time and queue
-  lag (workers, through :class:`WorkerMetrics`), and rescues (wherever the sweeper runs).
+  lag (workers), and rescues (wherever the sweeper runs), each counted by
+  :func:`observe` once its change has committed.
   A restarted process starts again from zero, which Prometheus's ``rate()`` expects.
-  The API serves its own on ``/metrics``; a worker host serves its supervisor's and each
-  worker process's on ``nick_jobs.worker_metrics_port`` and the ports after it.
+  The API serves its own on ``/metrics``; each worker process serves its own on
+  ``nick_jobs.worker_metrics_port`` (or its ``--metrics-port``).
 
 Settings: ``nick_jobs.metrics_access`` (``manage``, the default: ``Manage Site`` is
 needed; ``open``: no authentication), ``nick_jobs.worker_metrics_port`` (0: off) and
@@ -27,7 +28,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import dramatiq
 import sqlalchemy as sa
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -38,8 +38,8 @@ from nick_jobs.jobs.model import Job
 from nick_jobs.scheduling.model import ScheduledJob
 from nick_jobs.settings import ConfigurationError
 
-if TYPE_CHECKING:  # the runner's modules import this one
-    from nick_jobs.worker.runner import JobRunner, Outcome
+if TYPE_CHECKING:  # the lifecycle imports this module
+    from nick_jobs.jobs.lifecycle import Change
 
 log = logging.getLogger(__name__)
 
@@ -116,12 +116,29 @@ def parse_settings(settings: Mapping[str, Any]) -> MetricsSettings:
     return MetricsSettings(access, port, host)
 
 
+def observe(change: Change) -> None:
+    """Count one committed change of a job (see :mod:`nick_jobs.jobs.lifecycle`)."""
+    event = change.event
+    if event == "created":
+        JOBS_CREATED.labels(change.action).inc()
+    elif event in _FINISHED:
+        JOBS_FINISHED.labels(change.action, change.status).inc()
+        if event != "aborted" and change.took is not None:
+            JOB_DURATION.labels(change.action).observe(change.took)
+    elif event == "started":
+        if change.lag is not None:
+            QUEUE_LAG.labels(change.action).observe(change.lag)
+    elif event in _RESCUES:
+        RESCUES.labels(_RESCUES[event]).inc()
+
+
+# The changes counted as finished: by a worker, or aborted through the API.
+_FINISHED = ("completed", "failed", "aborted")
+_RESCUES = {"rescued": "retried", "lost": "failed"}
+
+
 def record_sweep(result) -> None:
-    """Count what a sweeper round did (a :class:`nick_jobs.worker.sweeper.SweepResult`)."""
-    if result.retried:
-        RESCUES.labels("retried").inc(result.retried)
-    if result.failed:
-        RESCUES.labels("failed").inc(result.failed)
+    """Count what a sweeper round sent again (a :class:`nick_jobs.worker.sweeper.SweepResult`)."""
     if result.resent:
         RESENT.inc(result.resent)
 
@@ -211,44 +228,6 @@ class DatabaseCollector(Collector):
         yield skipped
 
 
-# --- the worker's counters, through a Dramatiq middleware ---------------------------------
-
-_FINISHED_BY_WORKER = ("completed", "failed")
-
-
-class WorkerMetrics(dramatiq.Middleware):
-    """Counts the jobs this worker process completes and fails, their run time and lag.
-
-    The runner keeps, per thread, how the job it just ran ended; after each message this
-    middleware, in the same thread, takes it. A message whose job this thread did not
-    run (a duplicate delivery, a job aborted before it started) leaves nothing to count.
-    The middleware is installed only where someone reads it: the embedded worker, and
-    worker processes with ``nick_jobs.worker_metrics_port``.
-    """
-
-    def __init__(self, runner: JobRunner) -> None:
-        self.runner = runner
-
-    def after_process_message(self, broker, message, *, result=None, exception=None) -> None:
-        if message.args:
-            self.observe(self.runner.take_outcome(message.args[0]))
-
-    @staticmethod
-    def observe(outcome: Outcome | None) -> bool:
-        """Count a job this thread ran to completion or failure; True if counted."""
-        if outcome is None or outcome.status not in _FINISHED_BY_WORKER:
-            return False
-        JOBS_FINISHED.labels(outcome.action, outcome.status).inc()
-        JOB_DURATION.labels(outcome.action).observe(outcome.took_s)
-        QUEUE_LAG.labels(outcome.action).observe(outcome.lag_s)
-        return True
-
-
-def install(config, queue) -> None:
-    """Keep the metrics settings on the registry (``nick_jobs.ops.metrics``) and count the jobs
-    this app's worker runs when someone can read the counts: the embedded worker (on the
-    API's ``/metrics``) or worker processes with ``nick_jobs.worker_metrics_port``."""
-    settings = parse_settings(config.get_settings())
-    config.registry["nick_jobs.ops.metrics"] = settings
-    if queue.settings.embedded_broker or settings.worker_port:
-        queue.broker.add_middleware(WorkerMetrics(queue.runner))
+def install(config) -> None:
+    """Keep the metrics settings on the registry (``nick_jobs.ops.metrics``)."""
+    config.registry["nick_jobs.ops.metrics"] = parse_settings(config.get_settings())

@@ -150,8 +150,8 @@ def install_signal_handler(registry: Any, grace_s: float) -> bool:
         return False
     current = signal.getsignal(signal.SIGTERM)
     if current is not signal.SIG_DFL and not getattr(current, "nick_jobs_drain", False):
-        # Taking it over would leave the process's own stop undone: the worker
-        # supervisor, for one, would exit without stopping its worker processes.
+        # Taking it over would leave the process's own stop undone: a `nick-jobs worker`
+        # process, for one, would exit without handing back its running jobs.
         log.debug("shutdown: SIGTERM has a handler in this process already; leaving it")
         return False
     drain: Drain = registry["nick_jobs.drain"]

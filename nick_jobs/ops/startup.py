@@ -9,8 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from nick_jobs.db import migrations
-from nick_jobs.db.meta import utcnow
-from nick_jobs.jobs.model import Job
+from nick_jobs.jobs import lifecycle
 from nick_jobs.scheduling import scheduler
 from nick_jobs.users.accounts import add_user
 from nick_jobs.users.model import User
@@ -26,25 +25,6 @@ def ensure_bootstrap_admin(engine: sa.Engine) -> None:
         if session.get(User, "admin") is None:
             add_user(session, "admin", "admin", fullname="Admin", roles=[ADMINISTRATOR_ROLE])
             log.warning("created the development user admin/admin")
-
-
-def resend_waiting(engine: sa.Engine, queue) -> int:
-    """Send a message for every ``created`` job; duplicates are harmless no-ops.
-
-    A job waiting out the backoff of an automatic retry is sent delayed until its
-    ``next_run``.
-    """
-    with engine.connect() as conn:
-        waiting = conn.execute(
-            sa.select(Job.uuid, Job.action, Job.next_run)
-            .where(Job.status == "created")
-            .order_by(Job.id)
-        ).all()
-    now = utcnow()
-    for uuid, action, next_run in waiting:
-        delay = (next_run - now).total_seconds() if next_run is not None else 0.0
-        queue.send(uuid, action, delay)
-    return len(waiting)
 
 
 def on_application_created(event) -> None:
@@ -64,7 +44,8 @@ def on_application_created(event) -> None:
         atexit.register(queue.stop_embedded_worker)
         # The embedded queue lives in memory: jobs waiting when the process stopped are
         # still "created" in the database, so they are sent again now.
-        resent = resend_waiting(engine, queue)
+        with engine.connect() as conn:
+            resent = lifecycle.send_waiting(conn, queue.send)
         if resent:
             log.info("sent %d waiting jobs to the embedded worker", resent)
     # Declared schedules are written; the embedded scheduler starts (development).

@@ -14,7 +14,7 @@ and fires each in a transaction of its own:
 3. create the job through :func:`nick_jobs.jobs.lifecycle.create`;
 4. insert ``(scheduled_job_id, fire_time)`` into ``scheduled_firings``, whose primary key
    refuses a second job for the same slot whatever happens to ``next_run``;
-5. commit, then send the job's message.
+5. commit; the job's message goes out once committed (the lifecycle sends it).
 
 Slots missed while no scheduler ran are not replayed one by one: with
 ``nick_jobs.scheduler.missed = catchup`` (the default) the scheduled job fires once for
@@ -47,6 +47,7 @@ import sqlalchemy as sa
 from pyramid.settings import asbool, aslist
 from sqlalchemy.exc import IntegrityError
 
+from nick_jobs.db.after_commit import savepoint, transaction
 from nick_jobs.db.meta import UTCDateTime, utcnow
 from nick_jobs.jobs import lifecycle
 from nick_jobs.ops.metrics import SCHEDULED_FIRINGS_SKIPPED
@@ -499,12 +500,6 @@ class Scheduler:
                 continue
             if result is not None:
                 fired.append(result)
-        for item in fired:
-            try:
-                self.queue.send(item.job_uuid, item.action)
-            except Exception:
-                # The job is committed as created; it runs once it is sent again.
-                log.exception("could not send job %s; it stays created", item.job_uuid)
         with self.engine.connect() as conn:
             self.next_due = conn.execute(
                 sa.select(sa.func.min(scheduled.c.next_run)).where(scheduled.c.enabled.is_(True))
@@ -536,7 +531,7 @@ class Scheduler:
         on_time = now - fire_time <= self.grace
         fire = on_time or self.missed == "catchup"
         following = cron.next_fire(row.schedule, row.timezone, now)
-        with self.engine.begin() as conn:
+        with transaction(self.engine) as conn:
             claim = (
                 scheduled.update()
                 .where(
@@ -624,7 +619,7 @@ class Scheduler:
     ) -> Fired | None:
         """The job of a firing its owner may make, in the claim's transaction."""
         try:
-            with conn.begin_nested():
+            with savepoint(conn):
                 job = lifecycle.create(
                     conn,
                     action=current.action,
@@ -636,6 +631,7 @@ class Scheduler:
                     actor=current.actor,
                     title=current.title,
                     description=current.description,
+                    send=self.queue.send,
                 )
                 conn.execute(
                     firings.insert().values(

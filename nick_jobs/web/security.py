@@ -17,8 +17,6 @@ from pyramid.tweens import EXCVIEW
 from pyramid_tm import is_tm_active
 from zope.interface import implementer
 
-from nick_jobs.jobs.model import Job
-from nick_jobs.jobs.serialize import job_json_sql
 from nick_jobs.streams import tickets
 from nick_jobs.users import tokens
 from nick_jobs.users.model import RevokedToken, User
@@ -45,29 +43,28 @@ _IDENTITY_COLUMNS = (
     User.tokens_after.label("identity_tokens_after"),
 )
 _IDENTITY = sa.select(*_IDENTITY_COLUMNS).where(User.login == sa.bindparam("b_login"))
-# The same, with the job a request names (any actor's, or NULLs when there is none):
-# ``GET /@jobs/{uuid}`` then costs one round trip, not two. The job's columns come first,
-# so the row serves as the job's row.
-_jobs = Job.__table__
-_IDENTITY_AND_JOB_FROM = User.__table__.outerjoin(_jobs, _jobs.c.uuid == sa.bindparam("b_uuid"))
-_IDENTITY_AND_JOB = (
-    sa.select(_jobs, *_IDENTITY_COLUMNS)
-    .select_from(_IDENTITY_AND_JOB_FROM)
-    .where(User.login == sa.bindparam("b_login"))
-)
-# For GET /@jobs/{uuid}: the job's JSON text as the view answers it, written by PostgreSQL
-# (as a page of jobs is), and of its columns only what traversal and the ACL read. The
-# view sends the text as it is; nothing is decoded to be encoded again.
-_IDENTITY_AND_JOB_JSON = (
-    sa.select(
-        _jobs.c.uuid,
-        _jobs.c.actor,
-        *_IDENTITY_COLUMNS,
-        job_json_sql(sa.bindparam("b_base", type_=sa.String())).label("job_json"),
-    )
-    .select_from(_IDENTITY_AND_JOB_FROM)
-    .where(User.login == sa.bindparam("b_login"))
-)
+_RIDER_FOUND = "identity_rider_found"
+
+
+class Rider:
+    """A query of at most one row that a request needs along with its caller's identity
+    (the job its URL names, for traversal): read in the identity's own query when that
+    runs, so the request costs one round trip, not two; on its own when the identity is
+    known already. What it selects is its maker's, but for names the identity's query
+    has: ``identity_*`` columns, ``b_login`` and ``b_token_hash`` parameters. Made once
+    (at import), as its statements are built then.
+    """
+
+    def __init__(self, query: sa.Select) -> None:
+        self.alone = query
+        # A left join: the identity's row comes back whether the rider finds one or not,
+        # and a constant of the rider's tells which.
+        found = query.add_columns(sa.true().label(_RIDER_FOUND)).subquery()
+        self.with_identity = (
+            sa.select(found, *_IDENTITY_COLUMNS)
+            .select_from(User.__table__.outerjoin(found, sa.true()))
+            .where(User.login == sa.bindparam("b_login"))
+        )
 
 
 @dataclass(frozen=True)
@@ -149,45 +146,46 @@ class JWTSecurityPolicy:
         self.known = KnownIdentities()
 
     def load_identity(self, request) -> Identity | None:
-        return self._load(request, job_uuid=None)[0]
+        return self._load(request)[0]
 
-    def identity_and_job(
-        self, request, job_uuid: str, json_base: str | None = None
+    def identity_and(
+        self, request, rider: Rider, params: dict[str, Any]
     ) -> tuple[Identity | None, sa.Row | None]:
-        """The caller's identity and job ``job_uuid`` whoever's it is (None if there is
-        none), in one query when the identity is not known yet. With ``json_base`` (the
-        jobs' container URL), on PostgreSQL the row holds the job's ``uuid``, ``actor``
-        and its JSON as ``job_json``, and no other column."""
+        """The caller's identity and the row of ``rider`` (run with ``params``; None if
+        it finds none, or there is no identity), in one query when the identity is not
+        known yet."""
         identity = self.identity_cache.get(request)
         if identity is not RequestLocalCache.NO_VALUE:
-            return identity, None if identity is None else _job(request, job_uuid)
-        identity, row = self._load(request, job_uuid, json_base)
+            if identity is None:
+                return None, None
+            return identity, request.dbconn.execute(rider.alone, params).one_or_none()
+        identity, row = self._load(request, rider, params)
         self.identity_cache.set(request, identity)
         return identity, row
 
     def _load(
-        self, request, job_uuid: str | None, json_base: str | None = None
+        self, request, rider: Rider | None = None, params: dict[str, Any] | None = None
     ) -> tuple[Identity | None, sa.Row | None]:
         token = bearer_token(request, self.settings.max_authorization_header)
         if token is None:
-            return self.load_ticket_identity(request, job_uuid)
+            return self.load_ticket_identity(request, rider, params)
         try:
             claims = tokens.decode(self.settings, token)
         except tokens.InvalidToken as exc:
             request.environ[AUTH_ERROR_KEY] = str(exc)
             return None, None
         fingerprint = claims.fingerprint
-        if job_uuid is None:
+        if rider is None:
             known = self.known.get(fingerprint)
             if known is not None and known.login == claims.sub and known.issued == claims.issued:
                 request.environ[PROVISIONAL_KEY] = fingerprint
                 return known, None
         return self.lookup(
-            request, claims.sub, fingerprint, token, job_uuid, json_base, issued=claims.issued
+            request, claims.sub, fingerprint, token, rider, params, issued=claims.issued
         )
 
     def load_ticket_identity(
-        self, request, job_uuid: str | None = None
+        self, request, rider: Rider | None = None, params: dict[str, Any] | None = None
     ) -> tuple[Identity | None, sa.Row | None]:
         """A stream ticket in the URL (for EventSource), only on the stream it names."""
         if request.method != "GET" or not request.path.endswith("/stream"):
@@ -202,7 +200,7 @@ class JWTSecurityPolicy:
             return None, None
         # The bearer token the ticket was asked with: logging out ends its tickets too, and
         # so does a change of the user's password or roles after it was issued.
-        return self.lookup(request, login, token_hash, "", job_uuid, issued=issued)
+        return self.lookup(request, login, token_hash, "", rider, params, issued=issued)
 
     def lookup(
         self,
@@ -210,25 +208,21 @@ class JWTSecurityPolicy:
         login: str,
         token_hash: str,
         token: str,
-        job_uuid: str | None = None,
-        json_base: str | None = None,
+        rider: Rider | None = None,
+        params: dict[str, Any] | None = None,
         *,
         issued: dt.datetime | None,
     ) -> tuple[Identity | None, sa.Row | None]:
         """The identity of ``login``'s token (fingerprint ``token_hash``, issued at
         ``issued``), if the user exists, the token is not revoked and was issued no
-        earlier than the user's ``tokens_after``; with ``job_uuid``, also that job."""
-        params = {"b_login": login, "b_token_hash": token_hash}
-        conn = request.dbconn
-        if job_uuid is None:
-            row = conn.execute(_IDENTITY, params).one_or_none()
+        earlier than the user's ``tokens_after``; with ``rider``, also its row."""
+        identity_params = {"b_login": login, "b_token_hash": token_hash}
+        if rider is None:
+            statement = _IDENTITY
         else:
-            params["b_uuid"] = job_uuid
-            statement = _IDENTITY_AND_JOB
-            if json_base is not None and conn.dialect.name == "postgresql":
-                params["b_base"] = json_base
-                statement = _IDENTITY_AND_JOB_JSON
-            row = conn.execute(statement, params).one_or_none()
+            statement = rider.with_identity
+            identity_params.update(params or {})
+        row = request.dbconn.execute(statement, identity_params).one_or_none()
         refused = _refusal(row, issued)
         if refused is not None:
             request.environ[AUTH_ERROR_KEY] = refused
@@ -244,7 +238,8 @@ class JWTSecurityPolicy:
         )
         if token:  # a bearer token's (a stream ticket carries none)
             self.known.put(token_hash, identity)
-        return identity, row if job_uuid is not None and row.uuid is not None else None
+        found = rider is not None and getattr(row, _RIDER_FOUND) is not None
+        return identity, row if found else None
 
     def identity(self, request) -> Identity | None:
         return self.identity_cache.get_or_create(request)
@@ -281,28 +276,21 @@ def _refusal(row: sa.Row | None, issued: dt.datetime | None) -> str | None:
     return None
 
 
-_JOB = sa.select(_jobs).where(_jobs.c.uuid == sa.bindparam("b_uuid"))
+def identity_and(request, rider: Rider, params: dict[str, Any]) -> tuple[str | None, sa.Row | None]:
+    """The caller's user id and the row of ``rider`` run with ``params`` (None if it
+    finds none, or there is no user).
 
-
-def _job(request, job_uuid: str) -> sa.Row | None:
-    return request.dbconn.execute(_JOB, {"b_uuid": job_uuid}).one_or_none()
-
-
-def identity_and_job(
-    request, job_uuid: str, json_base: str | None = None
-) -> tuple[str | None, sa.Row | None]:
-    """The caller's user id and job ``job_uuid`` (any actor's, None if there is none).
-
-    Under nick-jobs' policy both come from one query (with ``json_base``, the container's
-    URL, its row may carry the job's JSON as ``job_json``); under a host application's
-    own policy, from its identity and a query of the job.
+    Under nick-jobs' policy both come from one query; under a host application's own
+    policy, from its identity and the rider's query on its own.
     """
     policy = request.registry.queryUtility(ISecurityPolicy)
     if isinstance(policy, JWTSecurityPolicy):
-        identity, job = policy.identity_and_job(request, job_uuid, json_base)
-        return (identity.login if identity else None), job
+        identity, row = policy.identity_and(request, rider, params)
+        return (identity.login if identity else None), row
     userid = request.authenticated_userid
-    return userid, None if userid is None else _job(request, job_uuid)
+    if userid is None:
+        return None, None
+    return userid, request.dbconn.execute(rider.alone, params).one_or_none()
 
 
 def guard(request) -> dict[str, Any] | None:

@@ -25,8 +25,7 @@ def includeme(config) -> None:
     # `nick-jobs worker` processes alike (both build their broker here).
     queue.broker.add_middleware(runner.interrupts)
     config.registry["nick_jobs.queue"] = queue
-    # Counts of the jobs this app's worker runs, where /metrics or a metrics port shows them.
-    metrics.install(config, queue)
+    metrics.install(config)
     # For tools that ask Dramatiq for "the" broker; nick-jobs itself never relies on it.
     dramatiq.set_broker(queue.broker)
     # After the host's own add_job_action calls, so its registrations win.

@@ -1,8 +1,9 @@
-"""The Dramatiq side: the broker, the one actor that runs jobs, and sending after commit.
+"""The Dramatiq side: the broker, the one actor that runs jobs, and how a message is sent.
 
-The message carries only the job's uuid; the SQL row is the source of truth. A message
-is sent only after the transaction that created (or retried) its job has committed, so a
-worker never looks for a row that isn't there and a rolled-back job never runs.
+The message carries only the job's uuid; the SQL row is the source of truth. The job's
+lifecycle (:mod:`nick_jobs.jobs.lifecycle`) sends it through :meth:`JobQueue.send` only
+after the transaction that created (or retried) its job has committed, so a worker never
+looks for a row that isn't there and a rolled-back job never runs.
 """
 
 from __future__ import annotations
@@ -178,23 +179,6 @@ class JobQueue:
         except Exception:
             log.warning("could not count the messages waiting in %s", queue_name, exc_info=True)
             return None
-
-    def send_after_commit(self, request, uuid: str, action_name: str) -> None:
-        request.tm.get().addAfterCommitHook(self._after_commit, args=(uuid, action_name))
-
-    def _after_commit(self, committed: bool, uuid: str, action_name: str) -> None:
-        if committed:
-            self.send_committed(uuid, action_name)
-
-    def send_committed(self, uuid: str, action_name: str) -> None:
-        """Send the message of job ``uuid``, whose row is committed; a failed send is
-        logged and left to the sweeper."""
-        try:
-            self.send(uuid, action_name)
-        except Exception:
-            # The row is committed as "created"; it runs once the broker is reachable
-            # again and the job is sent again (the sweeper, or the next start-up).
-            log.exception("could not send job %s to the broker; it stays created", uuid)
 
     # --- the embedded worker (development default: no separate process, no Redis) -----
 

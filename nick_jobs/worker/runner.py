@@ -24,6 +24,7 @@ from dramatiq.middleware.time_limit import TimeLimitExceeded
 from sqlalchemy.orm import Session
 
 from nick_jobs.db import lost_connection
+from nick_jobs.db.after_commit import transaction
 from nick_jobs.db.meta import utcnow
 from nick_jobs.jobs import lifecycle
 from nick_jobs.jobs.actions import ActionRegistry
@@ -315,14 +316,8 @@ class _ThreadConnections:
             if not needed:
                 yield conn
                 return
-            conn.exec_driver_sql("BEGIN")
-            try:
+            with transaction(conn):
                 yield conn
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    conn.exec_driver_sql("ROLLBACK")
-                raise
-            conn.exec_driver_sql("COMMIT")
 
 
 class Heartbeats:
@@ -461,17 +456,6 @@ class Watcher:
                 _log_failure(exc, "could not poll for aborted and stopped jobs; trying again")
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """How a job this thread ran ended: what the worker's metrics count."""
-
-    uuid: str
-    action: str
-    status: str
-    took_s: float
-    lag_s: float
-
-
 class JobRunner:
     """Runs jobs by uuid: the Dramatiq actor's function.
 
@@ -501,12 +485,10 @@ class JobRunner:
         self.heartbeats = Heartbeats(engine, heartbeat_interval_s)
         self.interrupts = interrupts if interrupts is not None else Interrupts()
         self.watcher = Watcher(engine, abort_check_interval_s, self.interrupts)
-        # How an automatic retry is sent: send(uuid, action, delay_s); the queue sets it.
-        # Without it, the sweeper sends the retry once its grace after next_run is over.
-        self.send: Callable[[str, str, float], None] | None = None
-        # The last job each thread ran to an outcome, for the metrics middleware: it runs
-        # in the same thread once the message is processed, and needs no query.
-        self._outcomes = threading.local()
+        # How a job created again (an automatic retry, a hand-back) is sent, once that
+        # has committed; the queue sets it. Without it, the sweeper sends the job once
+        # its grace is over.
+        self.send: lifecycle.Send | None = None
         # The jobs this process holds (started, not yet ended in the database), each with
         # an event set once its outcome is written: what a redelivery of its message waits
         # for.
@@ -521,12 +503,6 @@ class JobRunner:
         with self.heartbeats.lock:
             return dict(self.heartbeats.running)
 
-    def take_outcome(self, uuid: str) -> Outcome | None:
-        """What this thread's run of job ``uuid`` ended in, once; None if it did not run it."""
-        outcome = getattr(self._outcomes, "last", None)
-        self._outcomes.last = None
-        return outcome if outcome is not None and outcome.uuid == uuid else None
-
     def run(self, uuid: str) -> str | None:
         """Run job ``uuid`` if it is still waiting; return the status it ended in.
 
@@ -534,7 +510,6 @@ class JobRunner:
         it is tried again (:meth:`_persist`) until it goes through, while the job's
         heartbeat is kept, so a database restart costs the job time, not its outcome.
         """
-        self._outcomes.last = None
         now = utcnow()
         job = self._persist(uuid, "start", lambda retried: self._start(uuid, now, retried))
         if job is None:
@@ -613,7 +588,6 @@ class JobRunner:
 
     def _run(self, job: lifecycle.StartedJob) -> str | None:
         uuid = job.uuid
-        started_at = time.monotonic()
         action = self.actions.get(job.action)
         ctx = JobContext(self.engine, job.uuid, job.actor, job.attempt, self.log_copy_rate)
         ctx.saved_checkpoint = ctx._checkpoint = job.checkpoint
@@ -645,11 +619,9 @@ class JobRunner:
         except Exception as exc:
             log.exception("job %s (%s) failed", uuid, job.action)
             outcome = (lifecycle.FAILED, (type(exc).__name__, str(exc) or type(exc).__name__))
-        return self._finish(job, ctx, outcome, time.monotonic() - started_at)
+        return self._finish(job, ctx, outcome)
 
-    def _finish(
-        self, job: lifecycle.StartedJob, ctx: JobContext, outcome: tuple[str, Any], took: float
-    ) -> str:
+    def _finish(self, job: lifecycle.StartedJob, ctx: JobContext, outcome: tuple[str, Any]) -> str:
         status, payload = outcome
         # What the handler reported and was not written yet goes with the outcome: its
         # progress in the finishing UPDATE, its log lines in the same transaction. So a job
@@ -662,7 +634,7 @@ class JobRunner:
         finished: bool | None = None
         if status != lifecycle.FAILED and ctx._session is not None:
             try:
-                finished = self._store(ctx._session.connection(), job, status, payload, final)
+                finished = self._store(ctx._session, job, status, payload, final)
                 ctx._close(commit=finished)
                 if finished:
                     pending = None
@@ -738,17 +710,6 @@ class JobRunner:
         if not finished:
             log.info("job %s was aborted while running; its outcome is dropped", job.uuid)
             return lifecycle.ABORTED
-        log.info(
-            "job %s action=%s actor=%s status=%s duration=%.3fs",
-            job.uuid,
-            job.action,
-            job.actor,
-            status,
-            took,
-        )
-        queued = job.queued_since or job.started
-        lag = max((job.started - queued).total_seconds(), 0.0)
-        self._outcomes.last = Outcome(job.uuid, job.action, status, took, lag)
         return status
 
     def _write_outcome(
@@ -777,18 +738,13 @@ class JobRunner:
             current = lifecycle.attempt_status(conn, job.uuid, job.attempt)
             if current == status:
                 return status
-            if lifecycle.hand_back(conn, job.uuid, job.attempt, error=WRITES_LOST):
+            if lifecycle.hand_back(conn, job.uuid, job.attempt, error=WRITES_LOST, send=self.send):
                 handed = True
             else:
+                # A try whose commit went through before its answer was lost: the job's
+                # message goes out with the sweeper's next round.
                 handed = lifecycle.attempt_status(conn, job.uuid, job.attempt + 1) is not None
-        if not handed:
-            return None
-        if self.send is not None:
-            try:
-                self.send(job.uuid, job.action, 0.0)
-            except Exception:
-                log.exception("could not send job %s again; the sweeper sends it", job.uuid)
-        return lifecycle.CREATED
+        return lifecycle.CREATED if handed else None
 
     @staticmethod
     def _store(
@@ -843,24 +799,17 @@ class JobRunner:
         with self.connections.transaction() as conn:
             lines = final.lines if final is not None else ()
             done = lifecycle.retry_later(
-                conn, job.uuid, job.attempt, job.started, error, next_run, lines=lines
+                conn,
+                job.uuid,
+                job.attempt,
+                job.started,
+                error,
+                next_run,
+                lines=lines,
+                send=self.send,
             )
             if not done and retried:
-                # The try that failed may have committed before its answer was lost.
+                # The try that failed may have committed before its answer was lost; its
+                # message then goes out with the sweeper's round after next_run.
                 done = lifecycle.attempt_status(conn, job.uuid, job.attempt + 1) is not None
-        if done:
-            log.info(
-                "job %s failed (%s); attempt %d at %s",
-                job.uuid,
-                error[0],
-                job.attempt + 1,
-                next_run.isoformat(),
-            )
-            if self.send is not None:
-                try:
-                    self.send(job.uuid, job.action, (next_run - utcnow()).total_seconds())
-                except Exception:
-                    log.exception(
-                        "could not send the retry of job %s; the sweeper sends it", job.uuid
-                    )
         return done

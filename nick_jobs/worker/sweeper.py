@@ -31,6 +31,7 @@ import dramatiq
 import sqlalchemy as sa
 
 from nick_jobs.db import lost_connection
+from nick_jobs.db.after_commit import transaction
 from nick_jobs.db.meta import utcnow
 from nick_jobs.jobs import lifecycle
 from nick_jobs.jobs.actions import get_registry
@@ -70,6 +71,31 @@ class SweepResult:
         return text + (f", could not send {self.unsent}" if self.unsent else "")
 
 
+class _CountingSend:
+    """The queue's send, counting for a round what went out and what could not.
+
+    After one failure (logged where the send was asked for) the broker is taken as down
+    for the rest of the round: the other sends are skipped and counted, and the round's
+    summary line says how many. Their jobs stay created and are sent again once the
+    grace period has passed.
+    """
+
+    def __init__(self, send: lifecycle.Send, result: SweepResult) -> None:
+        self.send = send
+        self.result = result
+
+    def __call__(self, uuid: str, action: str, delay_s: float = 0.0) -> None:
+        if self.result.unsent:
+            self.result.unsent += 1
+            return
+        try:
+            self.send(uuid, action, delay_s)
+        except Exception:
+            self.result.unsent += 1
+            raise
+        self.result.resent += 1
+
+
 class Sweeper:
     """Rescues lost jobs and re-sends lost messages, for the app of ``registry``."""
 
@@ -104,8 +130,9 @@ class Sweeper:
         # Counted before the jobs are read: a message delivered in between only takes its
         # job out of "created"; one sent in between can at worst make a duplicate.
         waiting = self.queue.waiting()
+        send = _CountingSend(self.queue.send, result)
         try:
-            with self.engine.begin() as conn:
+            with transaction(self.engine) as conn:
                 # Seconds the database has been up at ``now``, where it says (PostgreSQL).
                 up_s = None
                 if conn.dialect.name == "postgresql":
@@ -117,34 +144,19 @@ class Sweeper:
                     rescued = lifecycle.Rescued([], [])
                 else:
                     rescued = lifecycle.rescue_lost(
-                        conn, settings.lease_s, now, max_retries=self._max_retries
+                        conn, settings.lease_s, now, max_retries=self._max_retries, send=send
                     )
-                # Broker unreachable (None): the sends below would fail too; grace alone.
-                stale = lifecycle.stale_created(
-                    conn, settings.resend_grace_s, now, waiting=waiting or 0
+                # Broker unreachable (None): the sends would fail too; grace alone.
+                lifecycle.stale_created(
+                    conn, settings.resend_grace_s, now, waiting=waiting or 0, send=send
                 )
         except (sa.exc.DBAPIError, sa.exc.TimeoutError) as exc:
             if lost_connection(exc):
                 self._unreachable_at = time.monotonic()
             raise
-        # Sent after the commit, like every message: a worker never looks for a row it
-        # can't see yet.
+        # The messages went out once the round committed (the lifecycle sends them), each
+        # rescue with its log line.
         result.retried, result.failed = len(rescued.retried), len(rescued.failed)
-        for uuid in rescued.failed:
-            log.warning("job %s lost its worker; failed with WorkerLost", uuid)
-        for uuid, _action in rescued.retried:
-            log.warning("job %s lost its worker; retried as a new attempt", uuid)
-        pending = rescued.retried + stale
-        for index, (uuid, action) in enumerate(pending):
-            try:
-                self.queue.send(uuid, action)
-            except Exception:
-                # The broker is down: the rest would fail the same way. Each job stays
-                # created and is sent again once the grace period has passed.
-                log.exception("could not send job %s to the broker", uuid)
-                result.unsent = len(pending) - index
-                break
-            result.resent += 1
         metrics.record_sweep(result)
         if result.rescued or result.resent or result.unsent:
             log.info("sweep: %s", result)

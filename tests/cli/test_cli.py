@@ -19,6 +19,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.orm import Session
 
 from nick_jobs.db import get_engine, migrations
+from nick_jobs.db.after_commit import transaction
 from nick_jobs.jobs import lifecycle
 from nick_jobs.jobs.actions import ActionRegistry
 from nick_jobs.settings import ENVIRONMENT_OVERRIDES, parse
@@ -125,7 +126,7 @@ def head_revision(engine: sa.Engine) -> str:
 
 
 def make_job(engine: sa.Engine, **params: Any) -> str:
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         job = lifecycle.create(
             conn,
             action="dummy",
@@ -303,7 +304,7 @@ def test_production_refuses_a_weak_or_missing_secret(tmp_path, db_path, command,
     assert not db_path.exists()
 
 
-@pytest.mark.parametrize("mode", [["-p", "2"], ["-p", "1", "--no-supervise"]])
+@pytest.mark.parametrize("mode", [[], ["-p", "1", "--no-supervise"]])
 def test_worker_refuses_the_embedded_broker(ini, engine, mode):
     waiting = make_job(engine)
     proc = nick_jobs("worker", ini, *mode)
@@ -311,6 +312,39 @@ def test_worker_refuses_the_embedded_broker(ini, engine, mode):
     assert proc.stderr.count("embedded broker") == 1
     # It refused before building the app: no embedded worker ran the waiting job.
     assert status_of(engine, waiting) == "created"
+
+
+def test_worker_refuses_several_processes_and_says_how_to_run_them(ini, engine):
+    waiting = make_job(engine)
+    proc = nick_jobs("worker", ini, "--processes", "4")
+    assert_clean_error(proc, 2, "runs one worker process", "nick-jobs-worker@{1..4}", "replicas")
+    assert status_of(engine, waiting) == "created"
+
+
+def test_worker_help_documents_one_process_and_its_stop(tmp_path):
+    proc = nick_jobs("worker", "--help")
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())
+    for words in (
+        "--threads",
+        "--metrics-port",
+        "nick_jobs.worker_grace",
+        "handed back",
+        "a second SIGTERM",
+        "sweeper",
+        "nick-jobs-worker@.service",
+    ):
+        assert words in text
+    # What the supervisor took is gone from the help (refused or ignored if given).
+    assert "--processes" not in text
+    assert "--no-supervise" not in text
+
+
+def test_worker_metrics_port_needs_the_metrics_turned_on(tmp_path, db_path, engine):
+    settings = sqlite_settings(db_path, **{"nick_jobs.broker_url": REDIS_URL})
+    ini = write_ini(tmp_path / "worker.ini", settings)
+    proc = nick_jobs("worker", ini, "--metrics-port", "9101")
+    assert_clean_error(proc, 2, "nick_jobs.worker_metrics_port")
 
 
 # --- environment overrides --------------------------------------------------------------
@@ -407,8 +441,12 @@ def redis_deployment(pg_url, tmp_path):
 
 
 @contextlib.contextmanager
-def supervisor(ini: Path, *args: str, env: dict[str, str] | None = None):
-    log = (ini.parent / "worker.log").open("w")
+def run_worker(
+    ini: Path, *args: str, env: dict[str, str] | None = None, log_name: str = "worker.log"
+):
+    """``nick-jobs worker ini *args``, its output in ``log_name`` next to the ini: yields
+    the process and a set of pids the test saw, killed at the end if still alive."""
+    log = (ini.parent / log_name).open("w")
     proc = subprocess.Popen(
         [*COMMAND, "worker", str(ini), *args],
         stdin=subprocess.DEVNULL,
@@ -423,7 +461,7 @@ def supervisor(ini: Path, *args: str, env: dict[str, str] | None = None):
     finally:
         seen |= children_of(proc.pid)
         stop_process(proc)
-        for pid in seen:  # only ever the supervisor's own children
+        for pid in seen:  # only ever processes this test started
             if alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
@@ -435,73 +473,6 @@ def wait_completed(engine: sa.Engine, uuids: list[str], timeout: float = 20) -> 
         return all(status_of(engine, uuid) == "completed" for uuid in uuids)
 
     wait_until(done, timeout, f"jobs {uuids} to complete")
-
-
-def test_worker_supervisor_restarts_a_killed_child_and_stops_on_sigterm(redis_deployment):
-    engine, submit = redis_deployment["engine"], redis_deployment["submit"]
-    ini = write_ini(redis_deployment["tmp"] / "worker.ini", redis_deployment["settings"])
-    with supervisor(ini, "-p", "2", "-t", "2") as (proc, seen):
-
-        def two_children(excluding: frozenset[int] = frozenset()) -> set[int]:
-            kids = children_of(proc.pid)
-            return kids if len(kids) == 2 and not kids & excluding else set()
-
-        first = wait_until(two_children, 20, "two worker processes")
-        seen |= first
-        wait_completed(engine, [submit()])
-
-        victim = min(first)
-        os.kill(victim, signal.SIGKILL)
-        replaced = wait_until(
-            lambda: two_children(excluding=frozenset({victim})),
-            20,
-            "a worker process in place of the killed one",
-        )
-        seen |= replaced
-        assert proc.poll() is None
-        assert first - {victim} <= replaced
-        assert not alive(victim)
-
-        # Kill the other original too: now only restarted processes consume the queue.
-        other = min(first - {victim})
-        os.kill(other, signal.SIGKILL)
-        fresh = wait_until(
-            lambda: two_children(excluding=frozenset(first)),
-            20,
-            "a worker process in place of the second killed one",
-        )
-        seen |= fresh
-        wait_completed(engine, [submit() for _ in range(4)])
-
-        stopped_at = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=WORKER_GRACE_S) == 0
-        assert time.monotonic() - stopped_at < WORKER_GRACE_S
-        assert not [pid for pid in seen if alive(pid)]
-
-
-def test_sigterm_while_the_supervisor_backs_off_a_restart_still_stops_it(redis_deployment):
-    ini = write_ini(redis_deployment["tmp"] / "worker.ini", redis_deployment["settings"])
-    with supervisor(ini, "-p", "1", "-t", "1") as (proc, seen):
-
-        def one_child(excluding: int = 0) -> int:
-            kids = children_of(proc.pid) - {excluding}
-            return kids.pop() if len(kids) == 1 else 0
-
-        first = wait_until(one_child, 20, "a worker process")
-        os.kill(first, signal.SIGKILL)
-        second = wait_until(lambda: one_child(excluding=first), 20, "a restarted worker process")
-        seen |= {first, second}
-        # A second death in a row: the supervisor reaps it, then waits a little before
-        # starting another. SIGTERM arrives during that wait.
-        os.kill(second, signal.SIGKILL)
-        wait_until(lambda: not Path(f"/proc/{second}").exists(), 10, "the supervisor to reap")
-        stopped_at = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=WORKER_GRACE_S) == 0
-        assert time.monotonic() - stopped_at < WORKER_GRACE_S
-        seen |= children_of(proc.pid)
-        assert not [pid for pid in seen if alive(pid)]
 
 
 def test_a_job_created_while_no_worker_runs_completes_once_one_starts(redis_deployment):
@@ -519,7 +490,7 @@ def test_a_job_created_while_no_worker_runs_completes_once_one_starts(redis_depl
     waiting = [submit(), submit(result={"n": 1})]
     assert [status_of(engine, uuid) for uuid in waiting] == ["created", "created"]
 
-    with supervisor(ini, "-p", "1", "-t", "2", env=env) as (proc, _seen):
+    with run_worker(ini, "-t", "2", env=env) as (proc, _seen):
         wait_completed(engine, waiting)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=WORKER_GRACE_S) == 0

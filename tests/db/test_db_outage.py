@@ -23,6 +23,7 @@ from dramatiq.middleware.time_limit import TimeLimitExceeded
 
 from nick_jobs import main
 from nick_jobs.db import get_engine
+from nick_jobs.db.after_commit import transaction
 from nick_jobs.db.meta import utcnow
 from nick_jobs.jobs import lifecycle
 from nick_jobs.jobs.actions import ActionRegistry, JobAction
@@ -236,7 +237,7 @@ def back_after(proxy: Proxy, seconds: float, seen: Callable[[], None] | None = N
 
 
 def make_job(engine: sa.Engine, action: str = "cut") -> str:
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         return lifecycle.create(
             conn,
             action=action,
@@ -422,7 +423,7 @@ class Sent(list):
 
 def running_job(direct: sa.Engine, heartbeat: dt.datetime) -> str:
     uuid = make_job(direct, "dummy")
-    with direct.begin() as conn:
+    with transaction(direct) as conn:
         job = lifecycle.start(conn, uuid)
         lifecycle.heartbeat(conn, {uuid: job.attempt}, heartbeat)
     return uuid

@@ -18,11 +18,11 @@ from dramatiq import Message
 from dramatiq.common import dq_name
 
 from nick_jobs import main
+from nick_jobs.db.after_commit import transaction
 from nick_jobs.db.meta import utcnow
 from nick_jobs.jobs import lifecycle
 from nick_jobs.jobs.actions import ActionRegistry, JobAction
 from nick_jobs.jobs.model import JobLog
-from nick_jobs.ops.startup import resend_waiting
 from nick_jobs.worker.runner import JobAborted, JobInterrupted, JobRunner
 from tests.conftest import (
     _purge_rabbitmq,
@@ -86,7 +86,7 @@ def poll(condition: Callable[[], Any], timeout: float = 20.0, what: str = "condi
 
 
 def make_job(engine: sa.Engine, action: str, actor: str = "admin", **params: Any) -> str:
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         return lifecycle.create(
             conn,
             action=action,
@@ -187,7 +187,7 @@ def test_job_actions_say_which_are_resumable(ctl):
 
 def test_start_waits_for_next_run(engine):
     uuid = make_job(engine, "dummy")
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         conn.execute(
             jobs.update()
             .where(jobs.c.uuid == uuid)
@@ -195,7 +195,7 @@ def test_start_waits_for_next_run(engine):
         )
         assert lifecycle.start(conn, uuid) is None
     assert row(engine, uuid).status == "created"
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         conn.execute(jobs.update().where(jobs.c.uuid == uuid).values(next_run=utcnow()))
         assert lifecycle.start(conn, uuid).attempt == 1
     assert (row(engine, uuid).status, row(engine, uuid).next_run) == ("running", None)
@@ -204,11 +204,11 @@ def test_start_waits_for_next_run(engine):
 def test_sweeper_does_not_resend_a_retry_before_its_next_run(engine):
     uuid = make_job(engine, "dummy")
     now = utcnow()
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         lifecycle.start(conn, uuid)
         later = now + dt.timedelta(seconds=100)
         assert lifecycle.retry_later(conn, uuid, 1, None, ("E", "boom"), later, now=now)
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         # Long past the grace of the moment it failed, but before next_run + grace.
         assert lifecycle.stale_created(conn, 30, now + dt.timedelta(seconds=120)) == []
         due = lifecycle.stale_created(conn, 30, now + dt.timedelta(seconds=131))
@@ -272,7 +272,7 @@ def test_a_manual_retry_starts_a_new_series(engine):
     uuid = make_job(engine, "now")
     assert run_when_due(runner, uuid) == "created"
     assert run_when_due(runner, uuid) == "failed"
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         assert lifecycle.retry(conn, uuid, "admin") == 3
     assert run_when_due(runner, uuid) == "created"  # attempt 3 is the first of its series
     assert run_when_due(runner, uuid) == "failed"
@@ -319,7 +319,7 @@ def test_a_job_waiting_out_its_backoff_shows_it_over_the_api(ctl):
     engine = ctl.backend.engine
     uuid = make_job(engine, "flaky", actor="alice")
     later = utcnow().replace(microsecond=0) + dt.timedelta(seconds=100)
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         assert lifecycle.start(conn, uuid) is not None
         assert lifecycle.retry_later(conn, uuid, 1, None, ("JobFailed", "no"), later)
     waiting = ctl.get(f"/@jobs/{uuid}", headers=ctl.auth("alice")).json
@@ -393,7 +393,7 @@ def test_the_runner_interrupts_an_aborted_handler_after_its_grace(engine):
     thread = threading.Thread(target=lambda: outcome.append(runner.run(uuid)))
     thread.start()
     assert looping.wait(10)
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         lifecycle.abort(conn, uuid, "admin")
     aborted_at = time.monotonic()
     thread.join(10)
@@ -429,9 +429,9 @@ def test_stop_keeps_the_checkpoint_and_resume_continues_from_it(engine):
     thread = threading.Thread(target=lambda: outcome.append(runner.run(uuid)))
     thread.start()
     assert past_three.wait(10)
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         lifecycle.request_stop(conn, uuid, "admin")
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         lifecycle.request_stop(conn, uuid, "admin")  # asking twice is asking once
     thread.join(10)
     assert outcome == ["stopped"]
@@ -441,7 +441,7 @@ def test_stop_keeps_the_checkpoint_and_resume_continues_from_it(engine):
     checkpoint = stopped.checkpoint
     assert 3 <= checkpoint < 3000
 
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         assert lifecycle.resume(conn, uuid, "alice") == (2, "counts")
     past_three.clear()
     assert runner.run(uuid) == "completed"
@@ -522,7 +522,7 @@ def test_stop_and_resume_in_other_states_are_409(app_without_worker):
 def test_a_stopped_job_can_be_deleted(engine, make_app):
     app = make_app(**{"nick_jobs.embedded_worker_threads": "0"})
     uuid = make_job(engine, "dummy")
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         lifecycle.start(conn, uuid)
         assert lifecycle.stopped(conn, uuid, 1, 4)
     res = app.post(f"/@jobs/{uuid}/abort", headers=app.auth(), status=409)
@@ -599,7 +599,7 @@ def test_restart_needs_the_actions_permission(engine, make_app):
     app = make_app(**{"nick_jobs.embedded_worker_threads": "0"})
     # alice's own dummy job (made by an administrator for her, say): she may not submit it.
     uuid = make_job(engine, "dummy", actor="alice")
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         lifecycle.abort(conn, uuid, "admin")
     res = app.post(f"/@jobs/{uuid}/restart", headers=app.auth("alice"), status=403)
     assert res.json["error"]["message"] == "You are not allowed to submit 'dummy' jobs."
@@ -620,10 +620,11 @@ def test_a_retry_waiting_at_start_up_is_sent_delayed_until_its_next_run(tmp_path
     engine, queue = registry["nick_jobs.engine"], registry["nick_jobs.queue"]
     try:
         due, waiting = make_job(engine, "dummy"), make_job(engine, "dummy")
-        with engine.begin() as conn:
+        with transaction(engine) as conn:
             later = utcnow() + dt.timedelta(seconds=30)
             conn.execute(jobs.update().where(jobs.c.uuid == waiting).values(next_run=later))
-        assert resend_waiting(engine, queue) == 2
+        with engine.connect() as conn:
+            assert lifecycle.send_waiting(conn, queue.send) == 2
         now_ms = time.time() * 1000
         name = queue.settings.queue_name
         [now] = [Message.decode(m) for m in queue.broker.queues[name].queue]
@@ -638,7 +639,7 @@ def test_the_history_of_a_resumed_job_keeps_the_stopped_attempt(app_without_work
     app = app_without_worker
     job = app.submit({"action": "dummy", "steps": 3})
     engine = app.backend.engine
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         lifecycle.start(conn, job["uuid"])
         lifecycle.request_stop(conn, job["uuid"], by="admin")
         assert lifecycle.stopped(conn, job["uuid"], 1, 2)

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from nick_jobs.db.after_commit import transaction
 from nick_jobs.jobs import lifecycle
 from nick_jobs.jobs.lifecycle import (
     ABORTED,
@@ -38,7 +39,7 @@ def engine(backend) -> sa.Engine:
 
 
 def make_job(engine: sa.Engine, actor: str = "admin") -> str:
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         job = lifecycle.create(
             conn,
             action="dummy",
@@ -53,7 +54,7 @@ def make_job(engine: sa.Engine, actor: str = "admin") -> str:
 def job_in(engine: sa.Engine, status: str) -> str:
     """A job brought to ``status`` through the legal transitions (attempt 1)."""
     uuid = make_job(engine)
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         if status == CREATED:
             return uuid
         if status == ABORTED:
@@ -86,7 +87,7 @@ def events(engine: sa.Engine, uuid: str) -> list[dict[str, Any]]:
 
 def in_transaction(engine: sa.Engine, fn: Callable, *args: Any) -> Callable[[], Any]:
     def call() -> Any:
-        with engine.begin() as conn:
+        with transaction(engine) as conn:
             return fn(conn, *args)
 
     return call
@@ -122,7 +123,7 @@ def race(*calls: Callable[[], Any]) -> list[tuple[str, Any]]:
 
 
 def test_create_inserts_a_created_job_with_history(engine):
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         job = lifecycle.create(
             conn,
             action="echo",
@@ -150,7 +151,7 @@ def test_create_inserts_a_created_job_with_history(engine):
 
 def test_start_moves_created_to_running(engine):
     uuid = make_job(engine, actor="bob")
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         started = lifecycle.start(conn, uuid)
     assert isinstance(started, StartedJob)
     assert (started.uuid, started.action, started.actor, started.attempt) == (
@@ -168,7 +169,7 @@ def test_start_moves_created_to_running(engine):
 
 def test_complete_moves_running_to_completed_with_result(engine):
     uuid = job_in(engine, RUNNING)
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         assert lifecycle.complete(conn, uuid, 1, {"answer": 42}) is True
     stored = row(engine, uuid)
     assert stored["status"] == COMPLETED
@@ -179,7 +180,7 @@ def test_complete_moves_running_to_completed_with_result(engine):
 
 def test_fail_moves_running_to_failed_with_error(engine):
     uuid = job_in(engine, RUNNING)
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         assert lifecycle.fail(conn, uuid, 1, "JobFailed", "disk full") is True
     stored = row(engine, uuid)
     assert stored["status"] == FAILED
@@ -191,7 +192,7 @@ def test_fail_moves_running_to_failed_with_error(engine):
 @pytest.mark.parametrize("status", [CREATED, RUNNING])
 def test_abort_moves_created_or_running_to_aborted(engine, status):
     uuid = job_in(engine, status)
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         lifecycle.abort(conn, uuid, "alice")
     stored = row(engine, uuid)
     assert stored["status"] == ABORTED
@@ -207,7 +208,7 @@ def test_abort_moves_created_or_running_to_aborted(engine, status):
 @pytest.mark.parametrize("status", [FAILED, ABORTED])
 def test_retry_moves_failed_or_aborted_to_created_as_a_new_attempt(engine, status):
     uuid = job_in(engine, status)
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         assert lifecycle.retry(conn, uuid, "bob") == 2
     stored = row(engine, uuid)
     assert stored["status"] == CREATED
@@ -224,7 +225,7 @@ def test_retry_moves_failed_or_aborted_to_created_as_a_new_attempt(engine, statu
 def test_delete_removes_a_job_that_is_not_running_with_its_history(engine, status):
     uuid = job_in(engine, status)
     keep = job_in(engine, status)
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         lifecycle.delete(conn, uuid)
     assert row(engine, uuid) is None
     assert events(engine, uuid) == []
@@ -239,13 +240,13 @@ def test_delete_removes_a_job_that_is_not_running_with_its_history(engine, statu
 def test_start_refuses_a_job_that_is_not_created(engine, status):
     uuid = job_in(engine, status)
     before = row(engine, uuid)
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         assert lifecycle.start(conn, uuid) is None
     assert row(engine, uuid) == before
 
 
 def test_start_of_a_missing_job_is_none(engine):
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         assert lifecycle.start(conn, MISSING) is None
 
 
@@ -254,7 +255,7 @@ def test_start_of_a_missing_job_is_none(engine):
 def test_finishing_refuses_a_job_that_is_not_running(engine, status, finish):
     uuid = job_in(engine, status)
     before = row(engine, uuid)
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         if finish == "complete":
             assert lifecycle.complete(conn, uuid, 1, {"late": True}) is False
         else:
@@ -264,7 +265,7 @@ def test_finishing_refuses_a_job_that_is_not_running(engine, status, finish):
 
 
 def test_finishing_a_missing_job_does_nothing(engine):
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         assert lifecycle.complete(conn, MISSING, 1, {}) is False
         assert lifecycle.fail(conn, MISSING, 1, "X", "y") is False
         assert lifecycle.is_current(conn, MISSING, 1) is False
@@ -416,29 +417,29 @@ def test_start_racing_start_hands_the_job_to_one_worker(engine):
 
 def test_a_stale_attempt_cannot_touch_the_retried_job(engine):
     uuid = job_in(engine, RUNNING)
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         lifecycle.abort(conn, uuid, "admin")
         assert lifecycle.retry(conn, uuid, "admin") == 2
     waiting = row(engine, uuid)
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         assert lifecycle.is_current(conn, uuid, 1) is False
         assert lifecycle.complete(conn, uuid, 1, {"stale": True}) is False
         assert lifecycle.fail(conn, uuid, 1, "Stale", "old attempt") is False
     assert row(engine, uuid) == waiting
 
     # Still fenced once the new attempt runs: the old handler can't finish it.
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         started = lifecycle.start(conn, uuid)
     assert started is not None
     assert started.attempt == 2
     running = row(engine, uuid)
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         assert lifecycle.is_current(conn, uuid, 1) is False
         assert lifecycle.is_current(conn, uuid, 2) is True
         assert lifecycle.complete(conn, uuid, 1, {"stale": True}) is False
         assert lifecycle.fail(conn, uuid, 1, "Stale", "old attempt") is False
     assert row(engine, uuid) == running
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         assert lifecycle.complete(conn, uuid, 2, {"fresh": True}) is True
     assert row(engine, uuid)["result"] == {"fresh": True}
 
@@ -446,12 +447,12 @@ def test_a_stale_attempt_cannot_touch_the_retried_job(engine):
 def test_retry_keeps_the_previous_attempts_outcome_in_history(engine):
     uuid = job_in(engine, FAILED)
     first = row(engine, uuid)
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         lifecycle.retry(conn, uuid, "alice")
         lifecycle.start(conn, uuid)
         lifecycle.abort(conn, uuid, "bob")
     second = row(engine, uuid)
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         assert lifecycle.retry(conn, uuid, "admin") == 3
 
     retried = [e for e in events(engine, uuid) if e["event"] == "retried"]
@@ -479,7 +480,7 @@ def test_retry_keeps_the_previous_attempts_outcome_in_history(engine):
 def test_retry_of_a_job_aborted_before_it_started_records_no_start(engine):
     uuid = job_in(engine, ABORTED)
     aborted = row(engine, uuid)
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         lifecycle.retry(conn, uuid, "admin")
     previous = events(engine, uuid)[-1]["data"]["previous_attempt"]
     assert previous["status"] == ABORTED
@@ -529,27 +530,27 @@ NEW_ATTEMPTS: dict[str, Callable[[Any, str], None]] = {
 @pytest.mark.parametrize("new_attempt", list(NEW_ATTEMPTS))
 def test_a_new_attempt_shows_none_of_the_previous_attempt_s_progress(engine, new_attempt):
     uuid = make_job(engine)
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         lifecycle.start(conn, uuid)
         # As the worker's periodic report writes it.
         conn.execute(
             lifecycle.jobs.update().where(lifecycle.jobs.c.uuid == uuid).values(progress=PROGRESS)
         )
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         NEW_ATTEMPTS[new_attempt](conn, uuid)
     stored = row(engine, uuid)
     assert (stored["status"], stored["attempt"], stored["progress"]) == (CREATED, 2, None)
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         assert lifecycle.start(conn, uuid).attempt == 2
     assert row(engine, uuid)["progress"] is None
 
 
 def test_a_resumed_job_keeps_its_progress_and_checkpoint(engine):
     uuid = make_job(engine)
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         lifecycle.start(conn, uuid)
         assert lifecycle.stopped(conn, uuid, 1, {"done": 1}, progress=PROGRESS)
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         assert lifecycle.resume(conn, uuid, "admin") == (2, "dummy")
     stored = row(engine, uuid)
     assert (stored["status"], stored["progress"], stored["checkpoint"]) == (
@@ -557,7 +558,7 @@ def test_a_resumed_job_keeps_its_progress_and_checkpoint(engine):
         PROGRESS,
         {"done": 1},
     )
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         started = lifecycle.start(conn, uuid)
     # It goes on from where it stopped: the checkpoint for its handler, the progress shown.
     assert (started.attempt, started.checkpoint) == (2, {"done": 1})

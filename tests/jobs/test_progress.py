@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from nick_jobs.db import get_engine
+from nick_jobs.db.after_commit import transaction
 from nick_jobs.db.meta import utcnow
 from nick_jobs.jobs import lifecycle
 from nick_jobs.jobs.actions import ActionRegistry, JobAction
@@ -62,7 +63,7 @@ def runner_for(engine: sa.Engine, *actions: JobAction, **handlers: Callable) -> 
 
 
 def make_job(engine: sa.Engine, action: str, actor: str = "admin", **params: Any) -> str:
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         job = lifecycle.create(
             conn,
             action=action,
@@ -299,11 +300,11 @@ def test_an_aborted_job_keeps_its_last_lines(app_without_worker, engine):
 
 def test_a_retried_attempt_s_late_lines_are_fenced_out(app_without_worker, engine):
     uuid = make_job(engine, "late")
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         lifecycle.start(conn, uuid)
     report = reporting.Report(engine, uuid, attempt=1, interval_s=60)
     report.add_line(20, "attempt 1")
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         lifecycle.abort(conn, uuid, by="admin")
         lifecycle.retry(conn, uuid, by="admin")
     report.close()
@@ -365,7 +366,7 @@ def test_deleting_or_pruning_a_job_deletes_its_log(app_without_worker, engine):
     client.delete(f"/@jobs/{deleted}", headers=client.auth(), status=204)
     assert stored_logs(engine, deleted) == []
     # Make the other one old enough to prune.
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         conn.execute(
             lifecycle.jobs.update()
             .where(lifecycle.jobs.c.uuid == pruned)

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 
 from nick_jobs import main
 from nick_jobs.db import get_engine, migrations
+from nick_jobs.db.after_commit import transaction
 from nick_jobs.db.meta import utcnow
 from nick_jobs.jobs import lifecycle
 from nick_jobs.jobs.actions import ActionRegistry
@@ -119,7 +120,7 @@ def engine(own_pg_url):
 
 
 def load(engine: sa.Engine) -> None:
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         params = {"old": 3 * PER_OLD_STATUS, "unfinished": 3 * UNFINISHED, "recent": RECENT}
         conn.execute(sa.text(LOAD), params)
         conn.execute(sa.text(STOPPED_FINISHED))
@@ -180,7 +181,7 @@ def test_prune_deletes_what_is_past_retention_batch_by_batch_and_keeps_the_rest(
         ).scalar_one()
     assert before["jobs"][("old", "completed")] == PER_OLD_STATUS
 
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         prune_uuid = lifecycle.create(
             conn,
             action="prune",
@@ -214,13 +215,13 @@ def test_prune_deletes_what_is_past_retention_batch_by_batch_and_keeps_the_rest(
         done = sum(1 for t in transactions if any(k == "DELETE FROM jobs" for k, _ in t))
         is_batch = kind == "SELECT" and "FROM jobs" in statement and "LIMIT" in statement
         if is_batch and done == 4 and not retried_during:
-            with other.begin() as side:
+            with transaction(other) as side:
                 retried_during.append(lifecycle.retry(side, retried_uuid, "admin"))
         if kind == "DELETE FROM jobs":
             # Mid-way through a batch, its rows deleted and locked and not yet committed:
             # a submit and a worker's heartbeat go through, without waiting for it (a lock
             # wait would fail after the lock_timeout instead of hanging the test).
-            with other.begin() as side:
+            with transaction(other) as side:
                 side.execute(sa.text("SET LOCAL lock_timeout = '10s'"))
                 submitted = lifecycle.create(
                     side,
@@ -377,7 +378,7 @@ def add_job(conn: sa.Connection, title: str, status: str, finished: dt.datetime 
 
 
 def run_prune(engine: sa.Engine, **params: Any) -> dict[str, Any]:
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         uuid = lifecycle.create(
             conn,
             action="prune",
@@ -430,7 +431,7 @@ def test_each_finished_status_is_kept_for_its_own_retention(db):
     margin = dt.timedelta(minutes=1)
     t0 = utcnow()
     expected_gone: set[str] = set()
-    with db.begin() as conn:
+    with transaction(db) as conn:
         for status in FINISHED:
             for age in ages:
                 for side, finished in (
@@ -469,7 +470,7 @@ def test_each_finished_status_is_kept_for_its_own_retention(db):
         ids = [v for value in values for v in (value if isinstance(value, list) else [value])]
         if statement.startswith("DELETE FROM jobs") and retried_id in ids:
             # Checked once the prune is over: an assertion in here would only fail the prune.
-            with other.begin() as side:
+            with transaction(other) as side:
                 retried_during.append(lifecycle.retry(side, retried_uuid, "admin"))
 
     other = get_engine(db.url.render_as_string(hide_password=False))
@@ -519,7 +520,7 @@ def test_each_finished_status_is_kept_for_its_own_retention(db):
 def test_days_alone_prunes_every_finished_status_as_before(db):
     margin = dt.timedelta(minutes=1)
     t0 = utcnow()
-    with db.begin() as conn:
+    with transaction(db) as conn:
         for status in FINISHED:
             add_job(conn, f"{status} old", status, t0 - dt.timedelta(days=30) - margin)
             add_job(conn, f"{status} recent", status, t0 - dt.timedelta(days=30) + margin)

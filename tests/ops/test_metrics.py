@@ -12,13 +12,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from nick_jobs import main
 from nick_jobs.db import get_engine
+from nick_jobs.jobs.lifecycle import Change
+from nick_jobs.ops import metrics
 from nick_jobs.ops.logging import STATE_LOGGER, JSONFormatter, use_json
-from nick_jobs.ops.metrics import WorkerMetrics, parse_settings
+from nick_jobs.ops.metrics import parse_settings
 from nick_jobs.settings import ConfigurationError
-from nick_jobs.worker.runner import Outcome
-from tests.cli.test_cli import supervisor, wait_until
+from tests.cli.test_cli import run_worker, wait_until
 from tests.conftest import REDIS_URL, Client, base_settings, need, reset_database, write_ini
-from tests.netutil import free_ports
+from tests.netutil import free_port
 
 on_sqlite = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 
@@ -116,15 +117,44 @@ def test_waiting_jobs_and_aborts_from_the_database(app_without_worker):
     assert value(after, aborted[0], **aborted[1]) - value(text, aborted[0], **aborted[1]) == 1
 
 
-def test_only_jobs_this_thread_ran_to_completion_or_failure_are_counted():
-    done = Outcome("u1", "dummy", "completed", took_s=0.5, lag_s=0.1)
-    assert WorkerMetrics.observe(done)
-    assert WorkerMetrics.observe(Outcome("u2", "dummy", "failed", took_s=0.5, lag_s=0.1))
-    # A retry waits again, a stopped job is not finished, and a message whose job this
-    # thread did not run (a duplicate delivery, an aborted job) has no outcome.
-    assert not WorkerMetrics.observe(Outcome("u3", "dummy", "created", took_s=0.5, lag_s=0))
-    assert not WorkerMetrics.observe(Outcome("u4", "dummy", "stopped", took_s=0.5, lag_s=0))
-    assert not WorkerMetrics.observe(None)
+def test_each_committed_change_counts_where_it_belongs():
+    from prometheus_client import REGISTRY
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    names = [
+        ("nick_jobs_jobs_created_total", {"action": "counted"}),
+        ("nick_jobs_jobs_finished_total", {"action": "counted", "status": "completed"}),
+        ("nick_jobs_jobs_finished_total", {"action": "counted", "status": "failed"}),
+        ("nick_jobs_jobs_finished_total", {"action": "counted", "status": "aborted"}),
+        ("nick_jobs_jobs_finished_total", {"action": "counted", "status": "stopped"}),
+        ("nick_jobs_job_duration_seconds_count", {"action": "counted"}),
+        ("nick_jobs_job_queue_lag_seconds_count", {"action": "counted"}),
+        ("nick_jobs_rescues_total", {"outcome": "retried"}),
+        ("nick_jobs_rescues_total", {"outcome": "failed"}),
+    ]
+    before = [sample(name, **labels) for name, labels in names]
+
+    def change(event: str, status: str, **more) -> Change:
+        return Change(event, "u1", "counted", "alice", status, **more)
+
+    for one in (
+        change("created", "created"),
+        change("started", "running", lag=0.1),
+        change("completed", "completed", took=0.5),
+        change("failed", "failed", took=0.5),
+        change("aborted", "aborted", by="admin", took=0.2),
+        # Not finished: a retry waits again, a stopped job can resume.
+        change("retry scheduled", "created", took=0.5, delay=1.0),
+        change("stopped", "stopped", took=0.5),
+        change("retried", "created", by="admin"),
+        change("rescued", "created"),
+        change("lost", "failed"),
+    ):
+        metrics.observe(one)
+    after = [sample(name, **labels) for name, labels in names]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1, 1, 0, 2, 1, 1, 1]
 
 
 # --- log lines ------------------------------------------------------------------------------
@@ -151,7 +181,7 @@ def test_one_log_line_per_state_change_made_by_the_api(app_without_worker, caplo
 
 def test_json_lines_carry_the_job_fields():
     record = logging.LogRecord(
-        "nick_jobs.worker.runner",
+        STATE_LOGGER,
         logging.INFO,
         __file__,
         1,
@@ -161,7 +191,7 @@ def test_json_lines_carry_the_job_fields():
     )
     line = json.loads(JSONFormatter().format(record))
     assert line["level"] == "INFO"
-    assert line["logger"] == "nick_jobs.worker.runner"
+    assert line["logger"] == STATE_LOGGER
     assert line["message"] == "job u-1 action=dummy actor=admin status=completed duration=0.250s"
     assert line["job"] == {
         "uuid": "u-1",
@@ -194,8 +224,13 @@ def test_log_format_json_sets_the_root_handlers_formatter(backend):
 
 @pytest.mark.parametrize("backend", ["postgres-redis"], indirect=True)
 def test_worker_processes_serve_their_counters(backend, pg_url, tmp_path):
+    """Each ``nick-jobs worker`` process serves its own metrics, its jobs and its
+    sweeper's rescues: on ``nick_jobs.worker_metrics_port``, and a second process on the
+    same host on the port its ``--metrics-port`` gives."""
     need("Redis", "127.0.0.1", 6379)
-    port = free_ports(2)  # the supervisor's, then its one child's
+    port = other = free_port()
+    while other == port:
+        other = free_port()
     tag = secrets.token_hex(4)
     settings = base_settings(
         **{
@@ -218,14 +253,30 @@ def test_worker_processes_serve_their_counters(backend, pg_url, tmp_path):
         except OSError:
             return None
 
+    def finished(texts: list[str]) -> float:
+        return sum(
+            value(text, "nick_jobs_jobs_finished_total", action="dummy", status="completed")
+            for text in texts
+        )
+
     try:
-        with supervisor(ini, "-p", "1", "-t", "1"):
-            uuid = submit(app)
-            app.wait_for(uuid, "completed")
-            child = wait_until(lambda: fetch(port + 1), 15, "the worker's metrics")
-            assert value(child, "nick_jobs_jobs_finished_total", action="dummy", status="completed")
-            supervisor_text = wait_until(lambda: fetch(port), 5, "the supervisor's metrics")
-            assert "nick_jobs_rescues_total" in supervisor_text
+        with (
+            run_worker(ini, "-t", "1"),
+            run_worker(ini, "-t", "1", "--metrics-port", str(other), log_name="worker-2.log"),
+        ):
+            uuids = [submit(app) for _ in range(4)]
+            for uuid in uuids:
+                app.wait_for(uuid, "completed")
+            texts: list[str] = []
+
+            def scraped() -> bool:
+                texts[:] = [fetch(port) or "", fetch(other) or ""]
+                return all(texts) and finished(texts) == len(uuids)
+
+            # Each job counted once, by the process that ran it, whichever that was.
+            wait_until(scraped, 15, f"the workers' metrics on ports {port} and {other}")
+            for text in texts:
+                assert "nick_jobs_rescues_total" in text  # its own sweeper's
     finally:
         app.app.registry["nick_jobs.queue"].broker.close()
         app.app.registry["nick_jobs.engine"].dispose()

@@ -105,8 +105,8 @@ def test_draining_waits_for_requests_in_flight_before_stopping(make_app, backend
 
 
 def test_the_drain_leaves_a_sigterm_handler_the_process_has_alone():
-    # The worker supervisor, for one, handles SIGTERM itself, then builds the app for its
-    # sweeper: taken over, its SIGTERM would stop it without its worker processes.
+    # A `nick-jobs worker` process, for one, handles SIGTERM itself, then builds the app:
+    # taken over, its SIGTERM would stop it without the grace and the hand-back of its jobs.
     from nick_jobs.ops.shutdown import Drain, install_signal_handler
 
     def own(signum, frame) -> None:

@@ -313,7 +313,7 @@ def test_fired_jobs_are_sent_after_the_commit(make_world):
     scheduler = world.scheduler()
     scheduler.queue = type("Queue", (), {"send": lambda self, *args: sent.append(args)})()
     fired = scheduler.tick(at("2026-01-06 00:00:01"))
-    assert sent == [(fired[0].job_uuid, "dummy")]
+    assert sent == [(fired[0].job_uuid, "dummy", 0.0)]
 
 
 def test_schedulers_racing_create_one_job_per_firing(world):

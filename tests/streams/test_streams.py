@@ -23,6 +23,7 @@ import pytest
 from waitress import create_server
 
 from nick_jobs.db import get_engine
+from nick_jobs.db.after_commit import transaction
 from nick_jobs.streams import tickets
 from tests.conftest import Client, reset_database
 
@@ -674,7 +675,7 @@ def test_a_stream_survives_a_database_outage_and_catches_up(pg_url):
             polls = hub.polls
             proxy.down()
             # Aborted behind the API's back, on a connection of its own.
-            with direct.begin() as conn:
+            with transaction(direct) as conn:
                 lifecycle.abort(conn, job["uuid"], by="admin")
             # Keepalives go on while the database is away, and nothing else comes.
             stream.wait_comments(3)

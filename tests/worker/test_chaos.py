@@ -1,7 +1,10 @@
-"""Chaos: hundreds of jobs, two real worker supervisors, random ``kill -9``, a broker outage.
+"""Chaos: hundreds of jobs, two real worker processes, random ``kill -9``, a broker outage.
 
-At the end every job is in a terminal state, none is missing, and none was completed
-twice. The figures are printed (``pytest -s``) and quoted in docs/reliability.md.
+Each ``nick-jobs worker`` is one process; the test runs them as a process manager does
+(``Restart=on-failure`` of deploy/systemd/nick-jobs-worker@.service): a worker that dies
+is replaced by a new process. At the end every job is in a terminal state, none is
+missing, and none was completed twice. The figures are printed (``pytest -s``) and
+quoted in docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import random
 import secrets
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,19 +30,20 @@ import sqlalchemy as sa
 
 from nick_jobs import main
 from nick_jobs.db import get_engine
+from nick_jobs.db.after_commit import transaction
 from nick_jobs.db.meta import utcnow
 from nick_jobs.jobs import lifecycle
 from tests.chaos_actions import CREATE_TABLE, MAX_RETRIES, TABLE
-from tests.cli.test_cli import alive, children_of
+from tests.cli.test_cli import COMMAND, clean_env
 from tests.conftest import (
     RABBITMQ_URL,
     REDIS_URL,
+    ROOT,
     Client,
     _purge_rabbitmq,
     base_settings,
     need,
     reset_database,
-    start_worker,
     stop_process,
     write_ini,
 )
@@ -80,7 +83,7 @@ def chaos(pg_url, tmp_path):
     )
     engine = get_engine(pg_url)
     reset_database(engine)
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         conn.execute(sa.text(CREATE_TABLE))
         conn.execute(sa.text(f"DELETE FROM {TABLE}"))  # noqa: S608 - a fixed name
     client = redis.Redis.from_url(REDIS_URL)
@@ -97,7 +100,7 @@ def chaos(pg_url, tmp_path):
     for name in client.scan_iter(f"nick-jobs-chaos-{tag}*"):
         client.delete(name)
     client.close()
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {TABLE}"))
     engine.dispose()
 
@@ -109,16 +112,70 @@ def terminal_count(engine: sa.Engine) -> int:
         ).scalar_one()
 
 
-def kill_a_worker_process(rng: random.Random, supervisors) -> int | None:
-    """``kill -9`` of one worker process of a random supervisor; its pid, or None."""
-    for supervisor in rng.sample(supervisors, len(supervisors)):
-        children = sorted(children_of(supervisor.pid))
-        if children:
-            pid = rng.choice(children)
+class ProcessManager:
+    """``count`` ``nick-jobs worker`` processes, run as a process manager runs them: one
+    that exits with a failure (``kill -9``) is replaced by a new process in its place, as
+    systemd's ``Restart=on-failure`` does. Each process's output goes to a log file."""
+
+    def __init__(self, ini: Path, count: int, threads: int = 4) -> None:
+        self.ini, self.threads = ini, threads
+        self.started: list[subprocess.Popen] = []
+        self.logs: list[Path] = []
+        self.slots = [self._start() for _ in range(count)]
+
+    def _start(self) -> subprocess.Popen:
+        log = self.ini.parent / f"worker-{len(self.started)}.log"
+        with log.open("w") as out:
+            proc = subprocess.Popen(
+                [*COMMAND, "worker", str(self.ini), "--threads", str(self.threads)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=clean_env(),
+                cwd=ROOT,
+            )
+        self.started.append(proc)
+        self.logs.append(log)
+        return proc
+
+    def restart_failed(self) -> list[int]:
+        """Replace each process that exited with a failure; the pids of those replaced."""
+        replaced = []
+        for slot, proc in enumerate(self.slots):
+            code = proc.poll()
+            if code is not None and code != 0:
+                replaced.append(proc.pid)
+                self.slots[slot] = self._start()
+        return replaced
+
+    def kill_one(self, rng: random.Random) -> int | None:
+        """``kill -9`` of one running worker process, at random; its pid, or None."""
+        running = [proc for proc in self.slots if proc.poll() is None]
+        if not running:
+            return None
+        proc = rng.choice(running)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        return proc.pid
+
+    def log_lines(self, words: set[str]) -> list[str]:
+        """The lines of the processes' logs that hold any of ``words``, each after its
+        log's name: what a failed assertion about those jobs shows."""
+        return [
+            f"{log.name}: {line}"
+            for log in self.logs
+            for line in log.read_text(errors="replace").splitlines()
+            if any(word in line for word in words)
+        ]
+
+    def stop(self) -> None:
+        """SIGTERM to those running, as the process manager's stop; none is left."""
+        for proc in self.slots:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-                return pid
-    return None
+                if proc.poll() is None:
+                    proc.terminate()
+        for proc in self.started:
+            stop_process(proc)
 
 
 def test_chaos_every_job_ends_once(chaos):
@@ -135,9 +192,9 @@ def test_chaos_every_job_ends_once(chaos):
         response = app.post_json("/@jobs", {"params": body}, headers=headers, status=201)
         return response.json["@id"].rsplit("/", 1)[1]
 
-    supervisors = [start_worker(ini, threads=4) for _ in range(2)]
+    workers = ProcessManager(ini, 2, threads=4)
     killed: list[int] = []
-    seen: set[int] = set()
+    replaced: list[int] = []
     try:
         started = time.monotonic()
         submitted = [submit() for _ in range(JOBS_BEFORE)]
@@ -154,10 +211,9 @@ def test_chaos_every_job_ends_once(chaos):
                 f"{total - done} of {total} jobs not finished after {DEADLINE_S} s "
                 f"(seed {seed}, kills {len(killed)})"
             )
-            for supervisor in supervisors:
-                seen |= children_of(supervisor.pid)
+            replaced += workers.restart_failed()
             if kill_at and done >= kill_at[0] * total:
-                pid = kill_a_worker_process(rng, supervisors)
+                pid = workers.kill_one(rng)
                 if pid is not None:
                     killed.append(pid)
                     kill_at.pop(0)
@@ -173,13 +229,9 @@ def test_chaos_every_job_ends_once(chaos):
             done = terminal_count(engine)
         drained = time.monotonic() - started
         after_outage = time.monotonic() - back_at if back_at else None
+        replaced += workers.restart_failed()
     finally:
-        for supervisor in supervisors:
-            stop_process(supervisor)
-        for pid in seen:  # only ever the supervisors' own children
-            if alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        workers.stop()
         app.app.registry["nick_jobs.queue"].broker.close()
         app.app.registry["nick_jobs.engine"].dispose()
 
@@ -222,6 +274,9 @@ def test_chaos_every_job_ends_once(chaos):
         f"{len(reran)}; completed twice {len(duplicates)}"
     )
     assert len(killed) == KILLS
+    # Every process killed was replaced, as its process manager would, and no other one
+    # died: a process that exits by itself is not part of the chaos.
+    assert sorted(replaced) == sorted(killed)
 
 
 # --- an outage of the database or of RabbitMQ in the middle of 1,000 jobs -------------
@@ -271,7 +326,7 @@ def outage_chaos(request, pg_url, tmp_path):
     )
     engine = get_engine(pg_url)
     reset_database(engine)
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         conn.execute(sa.text(CREATE_TABLE))
         conn.execute(sa.text(f"DELETE FROM {TABLE}"))  # noqa: S608 - a fixed name
     client = redis.Redis.from_url(REDIS_URL)
@@ -283,7 +338,7 @@ def outage_chaos(request, pg_url, tmp_path):
         _purge_rabbitmq(settings["nick_jobs.queue"])
     engine.dispose()
     engine = get_engine(pg_url)
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {TABLE}"))
         conn.execute(sa.text("DELETE FROM scheduled_firings"))
         conn.execute(sa.text("DELETE FROM scheduled_jobs"))
@@ -359,7 +414,7 @@ def make_schedule_due(engine: sa.Engine) -> dt.datetime | None:
     if the database does not answer yet."""
     now = utcnow()
     try:
-        with engine.begin() as conn:
+        with transaction(engine) as conn:
             conn.execute(
                 sa.text("UPDATE scheduled_jobs SET next_run = :now WHERE id = :id"),
                 {"now": now, "id": SCHEDULE},
@@ -372,22 +427,22 @@ def make_schedule_due(engine: sa.Engine) -> dt.datetime | None:
 def test_chaos_an_outage_fails_no_job(outage_chaos):
     """1,000 jobs, two worker processes, a scheduler; PostgreSQL (or RabbitMQ) restarted
     once 300 are done. Every job completes once, none fails, none is lost; the API
-    answers 503 meanwhile; the workers and the scheduler carry on by themselves."""
+    answers 503 meanwhile; the workers and the scheduler carry on by themselves: no
+    process exits, so the process manager never restarts one."""
     kind, engine, key = outage_chaos["fault"], outage_chaos["engine"], outage_chaos["key"]
     settings = outage_chaos["settings"]
     ini = write_ini(outage_chaos["tmp"] / "chaos.ini", settings)
     app = Client(main({}, **settings), extra_environ={"HTTP_HOST": "localhost:8080"})
     headers = app.auth()
     restart = postgres_restarted if kind == "postgres-restart" else rabbitmq_restarted
-    supervisors = [start_worker(ini, threads=4) for _ in range(2)]
+    workers = ProcessManager(ini, 2, threads=4)
     scheduler = subprocess.Popen(
-        [sys.executable, "-m", "nick_jobs.cli", "scheduler", str(ini)],
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        [*COMMAND, "scheduler", str(ini)], stdin=subprocess.DEVNULL, env=clean_env(), cwd=ROOT
     )
     answers, stop = ApiAnswers(), threading.Event()
     client = threading.Thread(target=submit_jobs, args=(app, headers, key, answers, stop))
-    seen: set[int] = set()
     times: dict[str, float] = {}
+    replaced: list[int] = []
 
     def fault_now() -> None:
         times["down"] = time.monotonic()
@@ -406,17 +461,16 @@ def test_chaos_an_outage_fails_no_job(outage_chaos):
         client.start()
         deadline = started + OUTAGE_DEADLINE_S
         back: dt.datetime | None = None
-        before: list[set[int]] = []
+        before: list[int] = []
         while True:
             assert time.monotonic() < deadline, (
                 f"not done after {OUTAGE_DEADLINE_S} s: {answers.finished} finished, {answers}"
             )
-            for supervisor in supervisors:
-                seen |= children_of(supervisor.pid)
+            replaced += workers.restart_failed()
             answers.finished = finished_count(engine) or answers.finished
             if answers.finished >= OUTAGE_AT and fault.ident is None:
                 # The worker processes that ran the jobs so far, to be running at the end.
-                before = [children_of(supervisor.pid) for supervisor in supervisors]
+                before = [proc.pid for proc in workers.slots]
                 fault.start()
             if back is None and "back" in times:
                 engine.dispose()  # the test's own connections went with the restart
@@ -431,20 +485,15 @@ def test_chaos_an_outage_fails_no_job(outage_chaos):
         submitted = times["submitted"] - started
         drained = time.monotonic() - started
         after = time.monotonic() - back_at
-        running = [p.poll() is None for p in (*supervisors, scheduler)]
-        after_fault = [children_of(supervisor.pid) for supervisor in supervisors]
+        running = [p.poll() is None for p in (*workers.slots, scheduler)]
+        after_fault = [proc.pid for proc in workers.slots]
     finally:
         stop.set()
         client.join(timeout=10)
         if fault.ident is not None:
             fault.join()  # the service runs again, whatever happened
         stop_process(scheduler)
-        for supervisor in supervisors:
-            stop_process(supervisor)
-        for pid in seen:  # only ever the supervisors' own children
-            if alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        workers.stop()
         app.app.registry["nick_jobs.queue"].broker.close()
         app.app.registry["nick_jobs.engine"].dispose()
         app.app.registry["nick_jobs.read_engine"].dispose()
@@ -466,6 +515,11 @@ def test_chaos_an_outage_fails_no_job(outage_chaos):
         )
         events = collections.Counter(
             conn.execute(sa.select(history.c.event).where(history.c.event != "created")).scalars()
+        )
+        rescued = set(
+            conn.execute(sa.select(history.c.job_uuid).where(history.c.event == "rescued"))
+            .scalars()
+            .all()
         )
     counter = redis.Redis.from_url(REDIS_URL)
     finishes = {k.decode(): int(v) for k, v in counter.hgetall(key).items()}
@@ -498,12 +552,13 @@ def test_chaos_an_outage_fails_no_job(outage_chaos):
         (u, r.status, r.error) for u, r in final.items() if r.status != "completed"
     ][:5]
     # None taken for lost while its worker lived.
-    assert events["rescued"] == 0
+    assert events["rescued"] == 0, workers.log_lines(rescued)[-40:]
     # None completed twice: one committed completion per job.
     assert completions == collections.Counter(list(final))
     # The scheduler carried on: the firing after the restart made its job, which ran.
     assert len(fired) == 1
-    # Workers and scheduler reconnected by themselves: the same processes throughout.
+    # Workers and scheduler reconnected by themselves: the same processes throughout,
+    # none exited for its process manager to start again.
     assert all(running)
-    assert after_fault == before
-    assert all(len(workers) == 1 for workers in before)
+    assert replaced == []
+    assert after_fault == before == [proc.pid for proc in workers.started]

@@ -7,6 +7,7 @@ import time
 
 import sqlalchemy as sa
 
+from nick_jobs.db.after_commit import transaction
 from nick_jobs.jobs import lifecycle
 from nick_jobs.jobs.actions import ActionRegistry, JobAction
 from nick_jobs.worker.runner import JobRunner
@@ -16,7 +17,7 @@ jobs = lifecycle.jobs
 
 
 def _create(engine: sa.Engine, action: str) -> str:
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         return lifecycle.create(
             conn, action=action, params={"action": action}, actor="admin", title="", description=""
         )["uuid"]
@@ -62,7 +63,7 @@ def test_heartbeat_touches_only_running_jobs(backend):
     reset_database(backend.engine)
     waiting = _create(backend.engine, "x")
     now = lifecycle.utcnow()
-    with backend.engine.begin() as conn:
+    with transaction(backend.engine) as conn:
         assert lifecycle.heartbeat(conn, {waiting: 1}, now) == 0
     assert _heartbeat(backend.engine, waiting) is None
 

@@ -31,6 +31,7 @@ import pytest
 import sqlalchemy as sa
 
 from nick_jobs.db import get_engine
+from nick_jobs.db.after_commit import transaction
 from nick_jobs.jobs import lifecycle
 from tests.cli.test_cli import clean_env, wait_until
 from tests.conftest import RABBITMQ_URL, ROOT, base_settings, need, reset_database, stop_process
@@ -70,11 +71,11 @@ def rabbitmq_deployment(pg_url, tmp_path):
     )
     engine = get_engine(pg_url)
     reset_database(engine)
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         conn.execute(sa.text(CREATE_TABLE))
         conn.execute(sa.text(f"DELETE FROM {TABLE}"))  # noqa: S608
     yield {"settings": settings, "engine": engine, "tmp": tmp_path, "queue": queue}
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {TABLE}"))
     engine.dispose()
     _delete_queues(queue)
@@ -108,7 +109,7 @@ def worker(ini: Path, log: Path) -> Iterator[subprocess.Popen]:
     """``nick-jobs worker -p 1 -t 1 --no-supervise``: one process, its sweeper inside it."""
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [*COMMAND, str(ini), "-p", "1", "-t", "1", "--no-supervise"],
+            [*COMMAND, str(ini), "-t", "1"],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,

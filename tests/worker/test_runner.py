@@ -18,10 +18,12 @@ from dramatiq.brokers.stub import StubBroker
 from marshmallow import Schema, fields
 
 from nick_jobs import main
+from nick_jobs.db.after_commit import transaction
 from nick_jobs.db.meta import utcnow
 from nick_jobs.jobs import lifecycle
 from nick_jobs.jobs.actions import ActionRegistry, JobAction
 from nick_jobs.jobs.builtin_actions import prune_action
+from nick_jobs.ops.logging import STATE_LOGGER
 from nick_jobs.users.model import User
 from nick_jobs.worker.interrupts import Interrupts
 from nick_jobs.worker.queue import ACTOR_NAME
@@ -54,7 +56,7 @@ def runner_for(engine: sa.Engine, *actions: JobAction, **handlers: Callable) -> 
 
 
 def make_job(engine: sa.Engine, action: str, actor: str = "admin", **params: Any) -> str:
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         job = lifecycle.create(
             conn,
             action=action,
@@ -82,7 +84,7 @@ def new_user(login: str) -> User:
 
 
 def abort_now(engine: sa.Engine, uuid: str) -> None:
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         lifecycle.abort(conn, uuid, "admin")
 
 
@@ -369,12 +371,12 @@ def test_a_message_for_a_running_aborted_or_deleted_job_does_nothing(engine):
     calls = []
     runner = runner_for(engine, noop=lambda params, ctx: calls.append(1))
     running = make_job(engine, "noop")
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         lifecycle.start(conn, running)
     aborted = make_job(engine, "noop")
     abort_now(engine, aborted)
     deleted = make_job(engine, "noop")
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         lifecycle.delete(conn, deleted)
     for uuid in (running, aborted, deleted):
         assert runner.run(uuid) is None
@@ -393,7 +395,7 @@ def test_prune_deletes_only_old_finished_jobs_in_batches(engine):
     old = []
     for status in ("completed", "completed", "failed", "failed", "aborted"):
         uuid = make_job(engine, "noop")
-        with engine.begin() as conn:
+        with transaction(engine) as conn:
             if status == "aborted":
                 lifecycle.abort(conn, uuid, "admin")
             else:
@@ -407,7 +409,7 @@ def test_prune_deletes_only_old_finished_jobs_in_batches(engine):
     recent = make_job(engine, "noop")
     running = make_job(engine, "noop")
     created = make_job(engine, "noop")
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         lifecycle.start(conn, recent)
         lifecycle.complete(conn, recent, 1, {})
         conn.execute(jobs.update().where(jobs.c.uuid == recent).values(finished=recently))
@@ -471,21 +473,54 @@ def waiting_messages(registry) -> list[Message]:
     return messages
 
 
-def test_after_commit_sends_nothing_when_the_transaction_did_not_commit(stub_registry):
-    uuid = make_job(stub_registry["nick_jobs.engine"], "dummy")
-    stub_registry["nick_jobs.queue"]._after_commit(False, uuid, "dummy")
+class Rollback(Exception):
+    pass
+
+
+def create_sent(engine: sa.Engine, queue, action: str) -> str:
+    with transaction(engine) as conn:
+        job = lifecycle.create(
+            conn,
+            action=action,
+            params={"action": action},
+            actor="admin",
+            title=action,
+            description="",
+            send=queue.send,
+        )
+    return job["uuid"]
+
+
+def test_a_created_job_is_sent_only_once_its_transaction_committed(stub_registry):
+    engine, queue = stub_registry["nick_jobs.engine"], stub_registry["nick_jobs.queue"]
+    unsent: list[list[Message]] = []
+
+    def create_then_fail() -> None:
+        with transaction(engine) as conn:
+            lifecycle.create(
+                conn,
+                action="dummy",
+                params={"action": "dummy"},
+                actor="admin",
+                title="dummy",
+                description="",
+                send=queue.send,
+            )
+            unsent.append(waiting_messages(stub_registry))  # not committed yet
+            raise Rollback
+
+    with pytest.raises(Rollback):
+        create_then_fail()
+    assert unsent == [[]]
     assert waiting_messages(stub_registry) == []
 
 
-def test_after_commit_sends_the_job_to_the_broker(stub_registry):
+def test_a_committed_job_is_sent_to_the_broker_with_its_actions_options(stub_registry):
     stub_registry["nick_jobs.actions"].add(
         JobAction(name="quick", handler=lambda params, ctx: None, time_limit=5)
     )
-    engine = stub_registry["nick_jobs.engine"]
-    first, second = make_job(engine, "dummy"), make_job(engine, "quick")
-    queue = stub_registry["nick_jobs.queue"]
-    queue._after_commit(True, first, "dummy")
-    queue._after_commit(True, second, "quick")
+    engine, queue = stub_registry["nick_jobs.engine"], stub_registry["nick_jobs.queue"]
+    first, second = create_sent(engine, queue, "dummy"), create_sent(engine, queue, "quick")
     messages = waiting_messages(stub_registry)
     assert [(m.actor_name, list(m.args)) for m in messages] == [
         (ACTOR_NAME, [first]),
@@ -505,57 +540,31 @@ def test_a_broker_error_after_commit_is_logged_and_the_job_stays_created(
 
     monkeypatch.setattr(queue.broker, "enqueue", unreachable)
     engine = stub_registry["nick_jobs.engine"]
-    uuid = make_job(engine, "dummy")
-    with caplog.at_level(logging.ERROR, logger="nick_jobs.worker.queue"):
-        queue._after_commit(True, uuid, "dummy")  # does not raise
-    [record] = [r for r in caplog.records if r.name == "nick_jobs.worker.queue"]
+    with caplog.at_level(logging.ERROR, logger="nick_jobs.jobs.lifecycle"):
+        uuid = create_sent(engine, queue, "dummy")  # does not raise
+    [record] = [r for r in caplog.records if r.name == "nick_jobs.jobs.lifecycle"]
     assert uuid in record.getMessage()
     assert record.exc_info[0] is ConnectionError
     assert row(engine, uuid)["status"] == "created"
     assert waiting_messages(stub_registry) == []
 
 
-# --- the outcome the metrics middleware takes -------------------------------------------
+# --- the log line of each job the runner ends -------------------------------------------
 
 
-def test_the_thread_that_ran_a_job_can_take_its_outcome_once(engine):
+def test_the_runner_logs_one_state_line_per_job_it_ends(engine, caplog):
     runner = runner_for(engine, noop=lambda params, ctx: {}, boom=lambda params, ctx: 1 / 0)
-    done = make_job(engine, "noop")
-    assert runner.run(done) == lifecycle.COMPLETED
-    outcome = runner.take_outcome(done)
-    assert (outcome.uuid, outcome.action, outcome.status) == (done, "noop", "completed")
-    assert outcome.took_s >= 0
-    created, started = row(engine, done)["created"], row(engine, done)["started"]
-    assert outcome.lag_s == pytest.approx((started - created).total_seconds())
-    assert runner.take_outcome(done) is None
-
-    failed = make_job(engine, "boom")
-    runner.run(failed)
-    # Another uuid than the one this thread ran: nothing to take, and it is gone.
-    assert runner.take_outcome(done) is None
-    assert runner.take_outcome(failed) is None
-
-
-def test_a_job_that_did_not_run_leaves_no_outcome(engine):
-    runner = runner_for(engine, noop=lambda params, ctx: {})
-    uuid = make_job(engine, "noop")
-    runner.run(uuid)
-    # A duplicate delivery: the job is no longer waiting, and the earlier outcome is
-    # not this message's.
-    assert runner.run(uuid) is None
-    assert runner.take_outcome(uuid) is None
-
-
-def test_outcomes_are_per_thread(engine):
-    runner = runner_for(engine, noop=lambda params, ctx: {})
-    uuid = make_job(engine, "noop")
-    runner.run(uuid)
-    seen = []
-    other = threading.Thread(target=lambda: seen.append(runner.take_outcome(uuid)))
-    other.start()
-    other.join()
-    assert seen == [None]
-    assert runner.take_outcome(uuid).status == "completed"
+    done, failed = make_job(engine, "noop"), make_job(engine, "boom")
+    with caplog.at_level(logging.INFO, logger=STATE_LOGGER):
+        assert runner.run(done) == lifecycle.COMPLETED
+        assert runner.run(failed) == lifecycle.FAILED
+        # A duplicate delivery: the job is no longer waiting, nothing changes or is logged.
+        assert runner.run(done) is None
+    lines = [r.getMessage() for r in caplog.records if r.name == STATE_LOGGER]
+    assert len(lines) == 2
+    assert lines[0].startswith(f"job {done} action=noop actor=admin status=completed duration=")
+    assert lines[1].startswith(f"job {failed} action=boom actor=admin status=failed duration=")
+    assert lines[1].endswith(" error=ZeroDivisionError")
 
 
 # --- the middleware that interrupts overdue handlers ------------------------------------

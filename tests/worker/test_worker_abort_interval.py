@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from nick_jobs.db import get_engine
+from nick_jobs.db.after_commit import transaction
 from nick_jobs.jobs import lifecycle
 from nick_jobs.jobs.actions import ActionRegistry, JobAction
 from nick_jobs.settings import ConfigurationError, parse
@@ -46,7 +47,7 @@ def engine(backend) -> Iterator[sa.Engine]:
 
 
 def make_job(engine: sa.Engine, action: str) -> str:
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         return lifecycle.create(
             conn, action=action, params={"action": action}, actor="admin", title="", description=""
         )["uuid"]
@@ -112,7 +113,7 @@ def test_an_abort_interrupts_a_handler_within_the_interval(backend, engine):
         thread.start()
         assert started.wait(10)
         aborting_at = time.monotonic()
-        with backend.engine.begin() as conn:
+        with transaction(backend.engine) as conn:
             lifecycle.abort(conn, uuid, "admin")
         thread.join(20)
     finally:

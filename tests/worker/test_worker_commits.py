@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from nick_jobs.db import get_engine
+from nick_jobs.db.after_commit import transaction
 from nick_jobs.db.meta import utcnow
 from nick_jobs.jobs import lifecycle
 from nick_jobs.jobs.actions import ActionRegistry, JobAction
@@ -124,7 +125,7 @@ def runner_for(engine: sa.Engine, **actions: JobAction) -> JobRunner:
 
 
 def make_job(engine: sa.Engine, action: str) -> str:
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         return lifecycle.create(
             conn, action=action, params={"action": action}, actor="admin", title="", description=""
         )["uuid"]
@@ -258,7 +259,7 @@ def aborted_as_it_returns(abort: Callable[[str], None]):
 @pytest.mark.parametrize("session", [False, True], ids=["autocommit", "with its session"])
 def test_an_attempt_aborted_as_it_finished_keeps_its_last_report(backend, engine, session):
     def abort(uuid: str) -> None:
-        with backend.engine.begin() as conn:
+        with transaction(backend.engine) as conn:
             lifecycle.abort(conn, uuid, "admin")
 
     handler = aborted_as_it_returns(abort)
@@ -278,7 +279,7 @@ def test_an_attempt_aborted_as_it_finished_keeps_its_last_report(backend, engine
 
 def test_lines_of_an_attempt_replaced_as_it_finished_are_fenced_out(backend, engine):
     def replace(uuid: str) -> None:
-        with backend.engine.begin() as conn:
+        with transaction(backend.engine) as conn:
             lifecycle.abort(conn, uuid, "admin")
             lifecycle.retry(conn, uuid, "admin")
 

@@ -17,6 +17,7 @@ from prometheus_client import REGISTRY
 from pyramid.security import NO_PERMISSION_REQUIRED
 from sqlalchemy.orm import Session
 
+from nick_jobs.db.after_commit import savepoint, transaction
 from nick_jobs.jobs import lifecycle
 from nick_jobs.ops.logging import STATE_LOGGER
 from tests.conftest import reset_database
@@ -144,15 +145,37 @@ def test_a_savepoint_that_rolls_back_takes_its_lines_along(backend, lines):
 
 def test_core_connections_log_at_commit_never_at_rollback(backend, lines):
     reset_database(backend.engine)
-    with contextlib.suppress(RollBack), backend.engine.begin() as conn:
-        dropped = create(conn)
+    dropped: list[str] = []
+    with contextlib.suppress(RollBack), transaction(backend.engine) as conn:
+        dropped.append(create(conn))
         raise RollBack
-    with backend.engine.begin() as conn:
+    with contextlib.suppress(RollBack), transaction(backend.engine) as conn:
+        # A savepoint that rolls back drops what was logged for it; the rest stays.
+        with contextlib.suppress(RollBack), savepoint(conn):
+            dropped.append(create(conn))
+            raise RollBack
+        outer = create(conn)
+        raise RollBack
+    with transaction(backend.engine) as conn:
+        with contextlib.suppress(RollBack), savepoint(conn):
+            dropped.append(create(conn))
+            raise RollBack
+        kept_too = create(conn)
+        assert lines.about(kept_too) == []
+    assert len(lines.about(kept_too)) == 1
+    assert lines.about(outer) == []
+    with transaction(backend.engine) as conn:
         kept = create(conn)
         assert lines.about(kept) == []
-    assert lines.about(dropped) == []
+    assert [lines.about(uuid) for uuid in dropped] == [[], [], []]
     assert len(lines.about(kept)) == 1
     with backend.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         now = create(conn)
         # Autocommit: the change is committed already, and so logged.
         assert len(lines.about(now)) == 1
+    # A transaction nothing watches could commit without its effects: refused.
+    with (
+        pytest.raises(RuntimeError, match="nothing watches"),
+        backend.engine.begin() as conn,
+    ):
+        create(conn)

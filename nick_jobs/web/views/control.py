@@ -15,7 +15,6 @@ from pyramid.httpexceptions import HTTPNoContent
 from nick_jobs.jobs import lifecycle
 from nick_jobs.jobs.actions import get_registry
 from nick_jobs.jobs.serialize import job_json
-from nick_jobs.jobs.submission import JobRow
 from nick_jobs.web.errors import Error, api_error
 from nick_jobs.web.permissions import Permission
 from nick_jobs.web.resources import JobResource
@@ -34,10 +33,15 @@ def _answering_refusals() -> Iterator[None]:
         raise api_error(Error.INVALID_STATE, str(exc), status=exc.status) from None
 
 
+def _send(request) -> lifecycle.Send:
+    """How the job's message goes out once the request's change has committed."""
+    return request.registry["nick_jobs.queue"].send
+
+
 @api_view(context=JobResource, request_method="DELETE", permission=Permission.MANAGE_JOB)
 def delete_view(context: JobResource, request):
     with _answering_refusals():
-        lifecycle.delete(request.dbsession, context.job.uuid)
+        lifecycle.delete(request.dbsession, context.job.uuid, by=request.authenticated_userid)
     return HTTPNoContent()
 
 
@@ -55,10 +59,12 @@ def abort_view(context: JobResource, request):
 )
 def retry_view(context: JobResource, request):
     with _answering_refusals():
-        lifecycle.retry(request.dbsession, context.job.uuid, by=request.authenticated_userid)
-    request.registry["nick_jobs.queue"].send_after_commit(
-        request, context.job.uuid, context.job.action
-    )
+        lifecycle.retry(
+            request.dbsession,
+            context.job.uuid,
+            by=request.authenticated_userid,
+            send=_send(request),
+        )
     return HTTPNoContent()
 
 
@@ -82,10 +88,12 @@ def stop_view(context: JobResource, request):
 )
 def resume_view(context: JobResource, request):
     with _answering_refusals():
-        _, action = lifecycle.resume(
-            request.dbsession, context.job.uuid, by=request.authenticated_userid
+        lifecycle.resume(
+            request.dbsession,
+            context.job.uuid,
+            by=request.authenticated_userid,
+            send=_send(request),
         )
-    request.registry["nick_jobs.queue"].send_after_commit(request, context.job.uuid, action)
     return HTTPNoContent()
 
 
@@ -106,12 +114,13 @@ def restart_view(context: JobResource, request):
     if not request.has_permission(action.permission, container):
         raise api_error(Error.FORBIDDEN, f"You are not allowed to submit {old.action!r} jobs.")
     with _answering_refusals():
-        job = lifecycle.restart(request.dbsession, old.uuid, by=request.authenticated_userid)
-    request.registry["nick_jobs.queue"].send_after_commit(request, job["uuid"], old.action)
+        job = lifecycle.restart(
+            request.dbsession, old.uuid, by=request.authenticated_userid, send=_send(request)
+        )
     url = job_url(container, job["uuid"])
     request.response.status = 201
     request.response.headers["Location"] = url
-    return job_json(JobRow(job), url)
+    return job_json(job, url)
 
 
 def includeme(config) -> None:

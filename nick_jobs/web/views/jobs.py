@@ -13,16 +13,16 @@ from urllib.parse import urlencode
 
 from pyramid.response import Response
 
-from nick_jobs.jobs import submission
 from nick_jobs.jobs.listing import list_jobs
 from nick_jobs.jobs.schemas import ListQuerySchema
-from nick_jobs.jobs.serialize import job_json, listed_job_json
+from nick_jobs.jobs.serialize import job_json
 from nick_jobs.web import security
 from nick_jobs.web.body import json_body
 from nick_jobs.web.errors import Error, api_error
 from nick_jobs.web.permissions import Permission
 from nick_jobs.web.resources import JobContainer, JobResource
 from nick_jobs.web.views import api_view, streams
+from nick_jobs.web.views.submit import submit_job
 
 # Schemas are stateless once built; building one per request costs more than loading.
 _LIST_QUERY_SCHEMA = ListQuerySchema()
@@ -77,7 +77,8 @@ def list_view(context: JobContainer, request):
     if page.json_rows:
         return _json_text("[" + ",".join(row.json for row in page.rows) + "]", headers)
     request.response.headers.extend(headers)
-    return [listed_job_json(row, base) for row in page.rows]
+    # By the row's mapping: a row's attributes cost more, and a page is 50 rows.
+    return [job_json(row._mapping, f"{base}/{row.uuid}") for row in page.rows]
 
 
 def _json_text(text: str, headers: list[tuple[str, str]] | None = None) -> Response:
@@ -110,13 +111,12 @@ _FOLLOW_VALUES = {"true": True, "1": True, "yes": True, "false": False, "0": Fal
 def create_view(context: JobContainer, request):
     follow = _follow(request)
     data = json_body(request)
-    key = request.headers.get("Idempotency-Key")
     # The URL before the job: a Host that can't be written in it is refused with nothing made.
     base = context.url()
     # The stream's slot is taken before the job exists: a refused stream (503) must not
     # leave behind a job the client doesn't know it created.
     with streams.stream_slot(request) if follow else contextlib.nullcontext() as login:
-        job, created = submission.submit(request, context, data, idempotency_key=key)
+        job, created = submit_job(request, context, data)
         url = f"{base}/{job['uuid']}"
         if login is not None:
             # ?follow=true: the answer is the new job's stream (its first event is the
@@ -127,11 +127,12 @@ def create_view(context: JobContainer, request):
             return response
     request.response.status = 201 if created else 200
     request.response.headers["Location"] = url
-    return job_json(submission.JobRow(job), url)
+    return job_json(job, url)
 
 
 @api_view(context=JobResource, request_method="GET", permission=Permission.VIEW_JOB)
 def get_view(context: JobResource, request):
+    # On PostgreSQL the job was read as its JSON (resources.JobContainer's lookup).
     written = getattr(context.job, "job_json", None)
     if written is not None:
         return _json_text(written)

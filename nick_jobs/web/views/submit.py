@@ -1,0 +1,64 @@
+"""A request's submit, handed to :mod:`nick_jobs.jobs.submission`: the request's
+connection, its identity and the answers of the security policy go in as plain values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyramid_tm import is_tm_active
+
+from nick_jobs.jobs import lifecycle, submission
+from nick_jobs.jobs.actions import get_registry
+from nick_jobs.web import security
+from nick_jobs.web.errors import Error, api_error
+
+
+def submit_job(request, context, data: Any) -> tuple[dict[str, Any], bool]:
+    """Check and store the job ``data`` describes; return ``(job, created)``."""
+    prepared = submission.prepare(get_registry(request.registry), data)
+    name = prepared.action.name
+    if not request.has_permission(prepared.action.permission, context):
+        raise api_error(Error.FORBIDDEN, f"You are not allowed to submit {name!r} jobs.")
+    key = idempotency_key(request)
+    send = request.registry["nick_jobs.queue"].send
+    actor = request.authenticated_userid
+    if key is not None or not _on_its_own(request):
+        return submission.submit(request.dbsession, prepared, actor, idempotency_key=key, send=send)
+    # No transaction to join, so the job is its own: one autocommitted statement on the
+    # request's connection, sent at once. A caller allowed on a provisional identity is
+    # checked in that same statement.
+    try:
+        job = submission.submit(
+            request.dbconn, prepared, actor, guard=security.guard(request), send=send
+        )
+    except lifecycle.GuardFailed:
+        security.confirm(request)  # raises, as who the caller was no longer holds
+        # The guard failed, yet the identity holds again by now (removed and added back
+        # in between): nothing was written; the client sends it again.
+        raise security.identity_changed() from None
+    security.confirmed(request)
+    return job
+
+
+def idempotency_key(request) -> str | None:
+    """The request's ``Idempotency-Key``, checked; None without one."""
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 0 < len(key) <= submission.MAX_IDEMPOTENCY_KEY:
+        raise api_error(
+            Error.INVALID_HEADER,
+            f"Idempotency-Key takes 1 to {submission.MAX_IDEMPOTENCY_KEY} characters.",
+        )
+    return key
+
+
+def _on_its_own(request) -> bool:
+    """Whether the job is stored on its own (one autocommitted statement) rather than in
+    the request's transaction: PostgreSQL, and the request runs in none (pyramid_tm's
+    activation hook, :func:`nick_jobs.db.needs_transaction`, begins none for such a
+    submit), so nothing can roll back under the job.
+
+    What the request does after the insert can't undo it, as a response lost on the way
+    can't: a client that must not submit twice sends an Idempotency-Key, which takes the
+    transactional path.
+    """
+    return not is_tm_active(request) and request.dbconn.dialect.name == "postgresql"
