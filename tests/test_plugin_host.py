@@ -1,12 +1,15 @@
 """``config.include("nick_jobs")`` leaves its host application as it found it: the host's
-request factory, its router and the interpreter's GIL switch interval are the host's."""
+request factory, its router, the interpreter's GIL switch interval and Dramatiq's global
+broker are the host's."""
 
 from __future__ import annotations
 
 import logging
 import sys
 
+import dramatiq
 import pytest
+from dramatiq.brokers.stub import StubBroker
 from pyramid.config import Configurator
 from pyramid.interfaces import IRequestFactory
 from pyramid.request import Request
@@ -47,6 +50,9 @@ def close(app: Router) -> None:
 @pytest.mark.parametrize("factory", [None, HostRequest], ids=["pyramid's", "the host's"])
 def test_the_hosts_request_factory_and_router_are_left_alone(app_without_worker: Client, factory):
     interval = sys.getswitchinterval()
+    # A host with Dramatiq actors of its own has set its broker already.
+    hosts_broker = StubBroker()
+    dramatiq.set_broker(hosts_broker)
     app = make_host(app_without_worker.backend.settings, factory)
     try:
         registered = app.registry.queryUtility(IRequestFactory)
@@ -57,6 +63,8 @@ def test_the_hosts_request_factory_and_router_are_left_alone(app_without_worker:
         answer = TestApp(app, extra_environ={"HTTP_HOST": "localhost"}).get("/host").json
         assert (factory or Request).__name__ in answer["bases"]
         assert sys.getswitchinterval() == interval
+        assert dramatiq.get_broker() is hosts_broker
+        assert app.registry["nick_jobs.queue"].broker is not hosts_broker
     finally:
         close(app)
 

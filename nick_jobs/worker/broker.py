@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dramatiq
-
 from nick_jobs.jobs.actions import get_registry, load_entry_points
 from nick_jobs.ops import metrics
 from nick_jobs.worker.queue import JobQueue
@@ -26,7 +24,7 @@ def includeme(config) -> None:
     queue.broker.add_middleware(runner.interrupts)
     config.registry["nick_jobs.queue"] = queue
     metrics.install(config)
-    # For tools that ask Dramatiq for "the" broker; nick-jobs itself never relies on it.
-    dramatiq.set_broker(queue.broker)
+    # Dramatiq's global broker stays the host's: nick-jobs' actor is declared on its own
+    # broker, and nothing of nick-jobs asks Dramatiq for "the" broker.
     # After the host's own add_job_action calls, so its registrations win.
     config.action(None, load_entry_points, args=(actions,), order=10)
