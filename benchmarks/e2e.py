@@ -7,6 +7,11 @@ from the first submit to the last ``finished`` timestamp.
 
 Baseline (``baseline_pipeline.py``): the same number of producer threads INSERT a row and
 send its message; a plain Dramatiq worker (1 process x 8 threads) runs the two UPDATEs.
+
+e2e_2proc: the same submits to the same ini served by gunicorn with 2 gthread workers
+(deploy/gunicorn.conf.py: one API process per core, as docs/deployment.md advises), run
+by the same worker, in turn with the one ``pserve`` process; ``e2e_2proc_ratio`` is its
+rate over the same round's baseline.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import json
 
 from . import httpload
-from .harness import Run, Server, log, median
+from .harness import Run, Server, Skip, log, median
 
 NAME = "e2e"
 SERVICES = {"postgresql", "redis"}
@@ -71,27 +76,51 @@ def run(run: Run) -> dict[str, float]:
     run.baseline_pipeline("setup", queue=queue)
     run.baseline_worker(queue, "e2e-baseline-worker")
     token = run.token(ini)
+    # The same settings and queue (so the same worker), on a port of its own.
+    two_ini = run.nick_ini("e2e-2proc", broker="redis", queue=run.queue("e2e_redis"))
+    try:
+        two: Server | None = run.serve_gunicorn(two_ini, "e2e-2proc-server")
+    except Skip as exc:
+        run.notes.append(f"e2e: no e2e_2proc_jobs_per_s: {exc}")
+        two = None
     # Warm-up: connection pools, imports, the first compiled statements, on both sides.
     nick_once(run, server, token, 100)
+    if two is not None:
+        nick_once(run, two, token, 100)
     baseline_once(run, queue, 100)
     rates, submits, baselines, ratios = [], [], [], []
+    rates_2proc, ratios_2proc = [], []
     for r in range(mode.repeats):
-        order = (0, 1) if r % 2 == 0 else (1, 0)
+        sides = [0, 1, 2] if two is not None else [0, 1]
+        order = sides if r % 2 == 0 else sides[::-1]
         got = {}
         for side in order:
             if side == 0:
                 got[0], submit_rps = nick_once(run, server, token, mode.e2e_n)
-            else:
+            elif side == 1:
                 got[1] = baseline_once(run, queue, mode.e2e_n)
+            else:
+                got[2], _ = nick_once(run, two, token, mode.e2e_n)
         log(
             f"e2e run {r + 1}: nick-jobs {got[0]:.0f}/s (submitting at {submit_rps:.0f}/s), "
             f"baseline {got[1]:.0f}/s"
+            + (f", 2 gunicorn workers {got[2]:.0f}/s" if 2 in got else "")
         )
         rates.append(got[0])
         submits.append(submit_rps)
         baselines.append(got[1])
         ratios.append(got[0] / got[1])
+        if 2 in got:
+            rates_2proc.append(got[2])
+            ratios_2proc.append(got[2] / got[1])
+    extra = {}
+    if rates_2proc:
+        extra = {
+            "e2e_2proc_jobs_per_s": median(rates_2proc),
+            "e2e_2proc_ratio": median(ratios_2proc),
+        }
     return {
+        **extra,
         "e2e_jobs_per_s": median(rates),
         "e2e_baseline_jobs_per_s": median(baselines),
         "e2e_ratio": median(ratios),

@@ -48,6 +48,8 @@ METRICS: dict[str, tuple[str, str | None, float | None, str | None]] = {
     "e2e_jobs_per_s": ("jobs/s", ">=", 400, "e2e_baseline_jobs_per_s"),
     "e2e_ratio": ("ratio", ">=", 0.5, None),
     "e2e_submit_rps": ("req/s", None, None, None),
+    "e2e_2proc_jobs_per_s": ("jobs/s", None, None, None),
+    "e2e_2proc_ratio": ("ratio", None, None, None),
     "worker_jobs_per_s": ("jobs/s", None, None, "worker_baseline_jobs_per_s"),
     "worker_ratio": ("ratio", ">=", 0.7, None),
     "e2e_rabbitmq_jobs_per_s": ("jobs/s", ">=", 400, "e2e_rabbitmq_baseline_jobs_per_s"),

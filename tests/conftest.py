@@ -206,6 +206,16 @@ def backend(request, tmp_path_factory):
 _HASHES: dict[str, str] = {}
 
 
+def attempt_of(uuid: str, attempt: int = 1, action: str = "dummy", actor: str = "admin"):
+    """An attempt of job ``uuid`` as a worker holds it, to finish with ``lifecycle.complete``,
+    ``fail`` or ``stopped`` where the test did not start it itself (or started it long
+    ago); ``action`` and ``actor`` only name it in the state-change line."""
+    from nick_jobs.db.meta import utcnow
+    from nick_jobs.jobs.lifecycle import StartedJob
+
+    return StartedJob(uuid, action, {}, actor, attempt, utcnow())
+
+
 def reset_database(engine: sa.Engine) -> None:
     """Empty every table and add the test users (admin, alice, bob)."""
     if not _HASHES:

@@ -57,7 +57,7 @@ from nick_jobs.users import tokens
 from nick_jobs.users.model import User
 from nick_jobs.users.passwords import hash_password
 from nick_jobs.web.views import streams as stream_views
-from tests.conftest import base_settings
+from tests.conftest import attempt_of, base_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -199,12 +199,12 @@ class World:
     def complete(self, uuid: str, at: str, result: dict[str, Any]) -> None:
         self.clock.at(at)
         with transaction(self.engine) as conn:
-            assert lifecycle.complete(conn, uuid, 1, result)
+            assert lifecycle.complete(conn, attempt_of(uuid, 1), result)
 
     def fail(self, uuid: str, at: str, message: str) -> None:
         self.clock.at(at)
         with transaction(self.engine) as conn:
-            assert lifecycle.fail(conn, uuid, 1, "JobFailed", message)
+            assert lifecycle.fail(conn, attempt_of(uuid, 1), "JobFailed", message)
 
     def abort(self, uuid: str, at: str) -> None:
         self.clock.at(at)
@@ -310,7 +310,7 @@ def _retried_and_completed(world: World) -> None:
     world.run(FAILED_UUID, "15:45:00.312")
     world.clock.at("15:45:01.840")
     with transaction(world.engine) as conn:
-        assert lifecycle.complete(conn, FAILED_UUID, 2, {})
+        assert lifecycle.complete(conn, attempt_of(FAILED_UUID, 2), {})
 
 
 def _restarted(world: World) -> None:
@@ -324,7 +324,7 @@ def _stopped(world: World) -> None:
     """The running dummy job stopped on request after 14 of its 60 steps."""
     world.clock.at("15:57:20.402")
     with transaction(world.engine) as conn:
-        assert lifecycle.stopped(conn, RUNNING_UUID, 1, 14)
+        assert lifecycle.stopped(conn, attempt_of(RUNNING_UUID, 1), 14)
 
 
 _SCHEDULED = ("add_repeated", "delete", "get", "list", "patch", "patch_representation")

@@ -762,10 +762,10 @@ class JobRunner:
             if final.progress is not None:
                 progress = final.progress
         if status == lifecycle.COMPLETED:
-            return lifecycle.complete(conn, job.uuid, job.attempt, payload, progress, lines)
+            return lifecycle.complete(conn, job, payload, progress, lines)
         if status == lifecycle.STOPPED:
-            return lifecycle.stopped(conn, job.uuid, job.attempt, payload, progress, lines)
-        return lifecycle.fail(conn, job.uuid, job.attempt, *payload, progress, lines)
+            return lifecycle.stopped(conn, job, payload, progress, lines)
+        return lifecycle.fail(conn, job, *payload, progress, lines)
 
     def _retry_at(self, job: lifecycle.StartedJob, error: tuple[str, str]) -> dt.datetime | None:
         """When the failed attempt runs again, or None when no automatic retry is left.

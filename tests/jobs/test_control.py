@@ -26,6 +26,7 @@ from nick_jobs.jobs.model import JobLog
 from nick_jobs.worker.runner import JobAborted, JobInterrupted, JobRunner
 from tests.conftest import (
     _purge_rabbitmq,
+    attempt_of,
     base_settings,
     reset_database,
     start_worker,
@@ -524,7 +525,7 @@ def test_a_stopped_job_can_be_deleted(engine, make_app):
     uuid = make_job(engine, "dummy")
     with transaction(engine) as conn:
         lifecycle.start(conn, uuid)
-        assert lifecycle.stopped(conn, uuid, 1, 4)
+        assert lifecycle.stopped(conn, attempt_of(uuid, 1), 4)
     res = app.post(f"/@jobs/{uuid}/abort", headers=app.auth(), status=409)
     assert res.json["error"]["status"] == "stopped"
     app.delete(f"/@jobs/{uuid}", headers=app.auth(), status=204)
@@ -642,7 +643,7 @@ def test_the_history_of_a_resumed_job_keeps_the_stopped_attempt(app_without_work
     with transaction(engine) as conn:
         lifecycle.start(conn, job["uuid"])
         lifecycle.request_stop(conn, job["uuid"], by="admin")
-        assert lifecycle.stopped(conn, job["uuid"], 1, 2)
+        assert lifecycle.stopped(conn, attempt_of(job["uuid"], 1), 2)
     app.post(f"/@jobs/{job['uuid']}/resume", headers=app.auth(), status=204)
     history = app.get(f"/@jobs/{job['uuid']}/history", headers=app.auth()).json
     assert [(e["event"], e["by"], e["attempt"]) for e in history] == [

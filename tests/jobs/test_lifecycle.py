@@ -25,7 +25,7 @@ from nick_jobs.jobs.lifecycle import (
     StartedJob,
     TransitionRefused,
 )
-from tests.conftest import reset_database
+from tests.conftest import attempt_of, reset_database
 
 ROUNDS = 20
 MISSING = "00000000-0000-4000-8000-000000000000"
@@ -62,9 +62,9 @@ def job_in(engine: sa.Engine, status: str) -> str:
             return uuid
         assert lifecycle.start(conn, uuid) is not None
         if status == COMPLETED:
-            assert lifecycle.complete(conn, uuid, 1, {"answer": 42})
+            assert lifecycle.complete(conn, attempt_of(uuid, 1), {"answer": 42})
         elif status == FAILED:
-            assert lifecycle.fail(conn, uuid, 1, "JobFailed", "disk full")
+            assert lifecycle.fail(conn, attempt_of(uuid, 1), "JobFailed", "disk full")
     return uuid
 
 
@@ -170,7 +170,7 @@ def test_start_moves_created_to_running(engine):
 def test_complete_moves_running_to_completed_with_result(engine):
     uuid = job_in(engine, RUNNING)
     with transaction(engine) as conn:
-        assert lifecycle.complete(conn, uuid, 1, {"answer": 42}) is True
+        assert lifecycle.complete(conn, attempt_of(uuid, 1), {"answer": 42}) is True
     stored = row(engine, uuid)
     assert stored["status"] == COMPLETED
     assert stored["result"] == {"answer": 42}
@@ -181,7 +181,7 @@ def test_complete_moves_running_to_completed_with_result(engine):
 def test_fail_moves_running_to_failed_with_error(engine):
     uuid = job_in(engine, RUNNING)
     with transaction(engine) as conn:
-        assert lifecycle.fail(conn, uuid, 1, "JobFailed", "disk full") is True
+        assert lifecycle.fail(conn, attempt_of(uuid, 1), "JobFailed", "disk full") is True
     stored = row(engine, uuid)
     assert stored["status"] == FAILED
     assert stored["error"] == {"type": "JobFailed", "message": "disk full"}
@@ -257,17 +257,17 @@ def test_finishing_refuses_a_job_that_is_not_running(engine, status, finish):
     before = row(engine, uuid)
     with transaction(engine) as conn:
         if finish == "complete":
-            assert lifecycle.complete(conn, uuid, 1, {"late": True}) is False
+            assert lifecycle.complete(conn, attempt_of(uuid, 1), {"late": True}) is False
         else:
-            assert lifecycle.fail(conn, uuid, 1, "Late", "too late") is False
+            assert lifecycle.fail(conn, attempt_of(uuid, 1), "Late", "too late") is False
         assert lifecycle.is_current(conn, uuid, 1) is False
     assert row(engine, uuid) == before
 
 
 def test_finishing_a_missing_job_does_nothing(engine):
     with transaction(engine) as conn:
-        assert lifecycle.complete(conn, MISSING, 1, {}) is False
-        assert lifecycle.fail(conn, MISSING, 1, "X", "y") is False
+        assert lifecycle.complete(conn, attempt_of(MISSING, 1), {}) is False
+        assert lifecycle.fail(conn, attempt_of(MISSING, 1), "X", "y") is False
         assert lifecycle.is_current(conn, MISSING, 1) is False
 
 
@@ -323,9 +323,11 @@ def test_abort_racing_the_worker_finishing_has_exactly_one_winner(engine, finish
     for _ in range(ROUNDS):
         uuid = job_in(engine, RUNNING)
         if finish == "complete":
-            worker = in_transaction(engine, lifecycle.complete, uuid, 1, {"answer": 42})
+            worker = in_transaction(engine, lifecycle.complete, attempt_of(uuid, 1), {"answer": 42})
         else:
-            worker = in_transaction(engine, lifecycle.fail, uuid, 1, "JobFailed", "late")
+            worker = in_transaction(
+                engine, lifecycle.fail, attempt_of(uuid, 1), "JobFailed", "late"
+            )
         aborted, finished = race(in_transaction(engine, lifecycle.abort, uuid, "admin"), worker)
         stored = row(engine, uuid)
         names = [e["event"] for e in events(engine, uuid)]
@@ -423,8 +425,8 @@ def test_a_stale_attempt_cannot_touch_the_retried_job(engine):
     waiting = row(engine, uuid)
     with transaction(engine) as conn:
         assert lifecycle.is_current(conn, uuid, 1) is False
-        assert lifecycle.complete(conn, uuid, 1, {"stale": True}) is False
-        assert lifecycle.fail(conn, uuid, 1, "Stale", "old attempt") is False
+        assert lifecycle.complete(conn, attempt_of(uuid, 1), {"stale": True}) is False
+        assert lifecycle.fail(conn, attempt_of(uuid, 1), "Stale", "old attempt") is False
     assert row(engine, uuid) == waiting
 
     # Still fenced once the new attempt runs: the old handler can't finish it.
@@ -436,11 +438,11 @@ def test_a_stale_attempt_cannot_touch_the_retried_job(engine):
     with transaction(engine) as conn:
         assert lifecycle.is_current(conn, uuid, 1) is False
         assert lifecycle.is_current(conn, uuid, 2) is True
-        assert lifecycle.complete(conn, uuid, 1, {"stale": True}) is False
-        assert lifecycle.fail(conn, uuid, 1, "Stale", "old attempt") is False
+        assert lifecycle.complete(conn, attempt_of(uuid, 1), {"stale": True}) is False
+        assert lifecycle.fail(conn, attempt_of(uuid, 1), "Stale", "old attempt") is False
     assert row(engine, uuid) == running
     with transaction(engine) as conn:
-        assert lifecycle.complete(conn, uuid, 2, {"fresh": True}) is True
+        assert lifecycle.complete(conn, attempt_of(uuid, 2), {"fresh": True}) is True
     assert row(engine, uuid)["result"] == {"fresh": True}
 
 
@@ -518,7 +520,7 @@ def _rescue(conn, uuid: str) -> None:
 
 NEW_ATTEMPTS: dict[str, Callable[[Any, str], None]] = {
     "retry": lambda conn, uuid: (
-        lifecycle.fail(conn, uuid, 1, "JobFailed", "no"),
+        lifecycle.fail(conn, attempt_of(uuid, 1), "JobFailed", "no"),
         lifecycle.retry(conn, uuid, "admin"),
     ),
     "retry later": _retry_later,
@@ -549,7 +551,7 @@ def test_a_resumed_job_keeps_its_progress_and_checkpoint(engine):
     uuid = make_job(engine)
     with transaction(engine) as conn:
         lifecycle.start(conn, uuid)
-        assert lifecycle.stopped(conn, uuid, 1, {"done": 1}, progress=PROGRESS)
+        assert lifecycle.stopped(conn, attempt_of(uuid, 1), {"done": 1}, progress=PROGRESS)
     with transaction(engine) as conn:
         assert lifecycle.resume(conn, uuid, "admin") == (2, "dummy")
     stored = row(engine, uuid)

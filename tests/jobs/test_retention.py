@@ -36,6 +36,7 @@ from tests.conftest import (
     PG_HOST,
     PG_TEST_DB,
     Client,
+    attempt_of,
     base_settings,
     need,
     reset_database,
@@ -362,9 +363,9 @@ def add_job(conn: sa.Connection, title: str, status: str, finished: dt.datetime 
     elif status != "created":
         lifecycle.start(conn, uuid)
     if status == "completed":
-        lifecycle.complete(conn, uuid, 1, {})
+        lifecycle.complete(conn, attempt_of(uuid, 1), {})
     elif status == "failed":
-        lifecycle.fail(conn, uuid, 1, "JobFailed", "it failed")
+        lifecycle.fail(conn, attempt_of(uuid, 1), "JobFailed", "it failed")
     elif status == "stopped":
         # What a stop leaves: not finished, waiting for a resume, with the time it stopped.
         conn.execute(jobs.update().where(jobs.c.uuid == uuid).values(status="stopped"))

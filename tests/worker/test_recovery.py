@@ -22,7 +22,7 @@ from nick_jobs.jobs.actions import JobAction, get_registry
 from nick_jobs.settings import ConfigurationError, parse
 from nick_jobs.worker.sweeper import ADVISORY_LOCK_KEY, Sweeper
 from tests.cli.test_cli import clean_env, nick_jobs, run_worker, wait_until
-from tests.conftest import REDIS_URL, base_settings, need, reset_database, write_ini
+from tests.conftest import REDIS_URL, attempt_of, base_settings, need, reset_database, write_ini
 from tests.netutil import Proxy, free_port
 from tests.recovery_actions import patient
 
@@ -154,7 +154,7 @@ def test_a_heartbeat_that_lands_first_wins_over_the_rescue(backend):
     )
     # And a finished job is never rescued, whatever its heartbeat.
     with transaction(backend.engine) as conn:
-        assert lifecycle.complete(conn, job.uuid, 1, {})
+        assert lifecycle.complete(conn, attempt_of(job.uuid, 1), {})
         assert lifecycle.lost_jobs(conn, LEASE, later(10 * LEASE)) == []
 
 

@@ -28,7 +28,7 @@ from nick_jobs.users.model import User
 from nick_jobs.worker.interrupts import Interrupts
 from nick_jobs.worker.queue import ACTOR_NAME
 from nick_jobs.worker.runner import JobAborted, JobContext, JobFailed, JobInterrupted, JobRunner
-from tests.conftest import base_settings, reset_database
+from tests.conftest import attempt_of, base_settings, reset_database
 
 jobs = lifecycle.jobs
 history = lifecycle.history
@@ -401,9 +401,9 @@ def test_prune_deletes_only_old_finished_jobs_in_batches(engine):
             else:
                 lifecycle.start(conn, uuid)
             if status == "completed":
-                lifecycle.complete(conn, uuid, 1, {})
+                lifecycle.complete(conn, attempt_of(uuid, 1), {})
             elif status == "failed":
-                lifecycle.fail(conn, uuid, 1, "JobFailed", "old")
+                lifecycle.fail(conn, attempt_of(uuid, 1), "JobFailed", "old")
             conn.execute(jobs.update().where(jobs.c.uuid == uuid).values(finished=long_ago))
         old.append(uuid)
     recent = make_job(engine, "noop")
@@ -411,7 +411,7 @@ def test_prune_deletes_only_old_finished_jobs_in_batches(engine):
     created = make_job(engine, "noop")
     with transaction(engine) as conn:
         lifecycle.start(conn, recent)
-        lifecycle.complete(conn, recent, 1, {})
+        lifecycle.complete(conn, attempt_of(recent, 1), {})
         conn.execute(jobs.update().where(jobs.c.uuid == recent).values(finished=recently))
         lifecycle.start(conn, running)
         conn.execute(jobs.update().where(jobs.c.uuid == running).values(started=long_ago))
