@@ -16,10 +16,11 @@ Idempotent calls (GETs, logout, and a submission with an ``Idempotency-Key``) ar
 on connection errors; the others are sent once, so a lost answer never doubles an abort,
 a retry or a submission.
 
-The live endpoints (``/@jobs/{uuid}/stream``, ``/@jobs/stream`` and ``POST
-/@jobs?follow=true``) answer Server-Sent Events: :class:`SSEParser` reads them, and
-:meth:`Client.stream_job`, :meth:`Client.stream_jobs` and :meth:`Client.submit_and_stream`
-yield :class:`Event` objects, resuming with ``Last-Event-ID`` when a connection drops.
+The live endpoints (``/@jobs/{uuid}/stream``, ``/@jobs/stream``, ``POST
+/@jobs?follow=true`` and ``/@jobs/{uuid}/log?follow=true``) answer Server-Sent Events:
+:class:`SSEParser` reads them, and :meth:`Client.stream_job`, :meth:`Client.stream_jobs`,
+:meth:`Client.submit_and_stream` and :meth:`Client.follow_job_log` yield :class:`Event`
+objects, resuming with ``Last-Event-ID`` when a connection drops.
 """
 
 from __future__ import annotations
@@ -429,12 +430,16 @@ class Client:
         count: bool = False,
         url: str | None = None,
         parent: str | None = None,
+        sort: str | None = None,
     ) -> Page:
-        """One page of ``GET /@jobs``; pass a page's ``next_url`` as ``url`` for the next."""
+        """One page of ``GET /@jobs``; pass a page's ``next_url`` as ``url`` for the next.
+
+        ``sort`` is ``newest`` (the server's default) or ``oldest``."""
         if url is not None:
             response = self.request("GET", url)
         else:
             query = {"status": status, "action": action, "actor": actor, "q": q, "parent": parent}
+            query["sort"] = sort
             query["b_size"] = page_size
             query["count"] = "true" if count else None
             response = self.request("GET", "/@jobs", query=query)
@@ -455,8 +460,10 @@ class Client:
         limit: int | None = None,
         page_size: int | None = None,
         parent: str | None = None,
+        sort: str | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """The jobs, newest first, following ``Link: rel="next"`` across pages.
+        """The jobs, newest first (``sort="oldest"``: oldest first), following
+        ``Link: rel="next"`` across pages.
 
         Stops after ``limit`` jobs when given. ``page_size`` is the server's ``b_size``;
         by default it is ``limit`` (up to the server's maximum) or the server's default.
@@ -466,7 +473,13 @@ class Client:
         if page_size is None and limit is not None:
             page_size = min(limit, 1000)
         page = self.list_page(
-            status=status, action=action, actor=actor, q=q, parent=parent, page_size=page_size
+            status=status,
+            action=action,
+            actor=actor,
+            q=q,
+            parent=parent,
+            page_size=page_size,
+            sort=sort,
         )
         seen = 0
         while True:
@@ -482,6 +495,34 @@ class Client:
     def list_jobs(self, **filters: Any) -> list[dict[str, Any]]:
         """All of :meth:`iter_jobs` as a list; takes the same keyword arguments."""
         return list(self.iter_jobs(**filters))
+
+    def count_jobs(
+        self,
+        *,
+        status: str | None = None,
+        action: str | None = None,
+        actor: str | None = None,
+        q: str | None = None,
+        parent: str | None = None,
+    ) -> int:
+        """How many jobs match the filters (those this user may see).
+
+        One request, ``GET /@jobs?b_size=1&count=true``, read from ``X-Total-Count``; a
+        server that sends no count has its pages followed instead.
+        """
+        filters = {"status": status, "action": action, "actor": actor, "q": q, "parent": parent}
+        total = self.list_page(**filters, page_size=1, count=True).total
+        if total is None:
+            total = sum(1 for _ in self.iter_jobs(**filters, page_size=1000))
+        return total
+
+    def job_counts(self, *, action: str | None = None, actor: str | None = None) -> dict[str, int]:
+        """The number of jobs in each status, in :data:`JOB_STATUSES` order: one
+        :meth:`count_jobs` request per status."""
+        return {
+            status: self.count_jobs(status=status, action=action, actor=actor)
+            for status in JOB_STATUSES
+        }
 
     def get_job(self, uuid: str) -> dict[str, Any]:
         """``GET /@jobs/{uuid}``."""
@@ -598,6 +639,30 @@ class Client:
         Connects at once, so a job that does not exist raises here (``404``).
         """
         path = _job_path(uuid, "stream")
+        stream = EventStream(self, path, last_event_id=last_event_id, reconnects=reconnects)
+        stream.uuid = uuid
+        stream._connect_first(lambda lei: self._open_stream("GET", path, last_event_id=lei))
+        return stream
+
+    def follow_job_log(
+        self,
+        uuid: str,
+        *,
+        level: str | None = None,
+        last_event_id: str | None = None,
+        reconnects: int = 5,
+    ) -> EventStream:
+        """``GET /@jobs/{uuid}/log?follow=true``: the job's log lines alone, from its first
+        one, each a ``log`` event (``{"uuid", "attempt", "time", "level", "message"}``),
+        then a ``close`` once the job has ended (``finished``, ``stopped`` or ``deleted``).
+
+        ``level`` keeps lines at that level or above. Each event's ``id`` is the line's: a
+        dropped connection resumes after the last line had, as :meth:`stream_job` does, and
+        ``last_event_id`` starts after that line. Connects at once, so a job that does not
+        exist raises here (``404``).
+        """
+        query = {"follow": "true", "level": level}
+        path = _job_path(uuid, "log") + "?" + urlencode(_without_none(**query))
         stream = EventStream(self, path, last_event_id=last_event_id, reconnects=reconnects)
         stream.uuid = uuid
         stream._connect_first(lambda lei: self._open_stream("GET", path, last_event_id=lei))
@@ -833,9 +898,15 @@ class Client:
 
     # --- actions and health --------------------------------------------------------------
 
-    def job_actions(self) -> list[dict[str, Any]]:
-        """``GET /@job-actions``: the actions this user may submit."""
-        return self.request("GET", "/@job-actions").data
+    def job_actions(self, q: str | None = None) -> list[dict[str, Any]]:
+        """``GET /@job-actions``: the actions this user may submit (``q``: whose name,
+        title or description has it), following ``Link: rel="next"`` across pages."""
+        response = self.request("GET", "/@job-actions", query={"q": q})
+        actions = list(response.data)
+        while (url := _link_next(response.headers.get("Link"))) is not None:
+            response = self.request("GET", url)
+            actions.extend(response.data)
+        return actions
 
     def health(self) -> dict[str, Any]:
         """Check that the service is up, with the best check the server has.

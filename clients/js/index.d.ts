@@ -229,9 +229,17 @@ export interface JobsQuery {
   action?: string;
   actor?: string;
   q?: string;
+  /** newest first (the default) or oldest first; a page's cursor keeps to its order */
+  sort?: 'newest' | 'oldest';
   b_size?: number;
   cursor?: string;
   count?: boolean;
+}
+
+export interface JobActionsQuery {
+  q?: string;
+  b_size?: number;
+  cursor?: string;
 }
 
 export interface NewJob {
@@ -309,7 +317,11 @@ export declare class Client {
     query?: JobLogQuery;
   }): AsyncGenerator<JobLogLine, void>;
   getJobHistory(args: { token: string; params: JobId }): Promise<Result<JobHistoryEvent[]>>;
-  getJobActions(args: { token: string }): Promise<Result<JobAction[]>>;
+  getJobActions(args: {
+    token: string;
+    query?: JobActionsQuery;
+    url?: string;
+  }): Promise<Result<JobAction[]> & { next: string | null }>;
 
   getScheduledJobs(args: { token: string }): Promise<Result<ScheduledJob[]>>;
   getScheduledJob(args: { token: string; params: { id: string } }): Promise<Result<ScheduledJob>>;

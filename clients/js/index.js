@@ -373,9 +373,16 @@ export class Client {
     return this.request('GET', `${jobPath(params)}/history`, { token });
   }
 
-  /** `GET /@job-actions`: the actions this user may submit. */
-  getJobActions({ token } = {}) {
-    return this.request('GET', '/@job-actions', { token });
+  /**
+   * One page of `GET /@job-actions`: the actions this user may submit. `query` takes q
+   * (name, title or description), b_size and cursor. The result adds `next` (the next
+   * page's URL, or null); pass `url: result.next` for the next page.
+   */
+  async getJobActions({ token, query, url } = {}) {
+    const result = url
+      ? await this.request('GET', url, { token })
+      : await this.request('GET', '/@job-actions', { token, query });
+    return { ...result, next: nextLink(result.headers.get('Link')) };
   }
 
   // --- scheduled jobs --------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The ``nick-jobs`` command: ``migrate``, ``worker``, ``sweep`` and ``users``.
+"""The ``nick-jobs`` command: ``serve``, ``migrate``, ``worker``, ``sweep`` and ``users``.
 
 Every subcommand takes the ini file first; the ``NICK_JOBS_*`` environment overrides
 apply, as they do for the server.
@@ -377,6 +377,33 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- serve -----------------------------------------------------------------------------
+
+
+def _become(argv: list[str]) -> NoReturn:
+    """Replace this process with ``argv``, keeping its pid, its stdio and its signals."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)  # noqa: S606 - a fixed argument list, no shell
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``nick-jobs serve production.ini``: what ``pserve production.ini`` does.
+
+    The process becomes ``python -m pyramid.scripts.pserve`` (the way Pyramid documents
+    to run its scripts as modules) rather than running it as a child: signals, SIGTERM
+    above all, then reach the server as they reach ``pserve``, and the API's graceful stop
+    (``nick_jobs.ops.shutdown``) works the same.
+    """
+    if not os.path.exists(args.config.split("#")[0]):
+        print(f"nick-jobs: no such config file: {args.config}", file=sys.stderr)
+        return EXIT_USAGE
+    argv = [sys.executable, "-m", "pyramid.scripts.pserve", args.config, *args.variables]
+    if args.reload:
+        argv.append("--reload")
+    _become(argv)
+
+
 # --- argument parsing ------------------------------------------------------------------
 
 
@@ -413,11 +440,31 @@ def _cmd_scheduler(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="nick-jobs", description="Migrate the database, run workers, manage users."
+        prog="nick-jobs",
+        description="Serve the API, migrate the database, run workers, manage users; and, "
+        "as a client of a running server, submit, show and manage jobs.",
     )
     sub = parser.add_subparsers(
-        dest="command", required=True, metavar="{migrate,worker,sweep,users}"
+        dest="command", required=True, metavar="{serve,migrate,worker,sweep,users}"
     )
+
+    serve = sub.add_parser(
+        "serve",
+        help="serve the API, as pserve does",
+        description="Serve the API and its embedded parts as `pserve CONFIG` does: the "
+        "[server:main] section says where. SIGTERM stops it gracefully.",
+    )
+    serve.add_argument("config", help="the ini file, e.g. production.ini")
+    serve.add_argument(
+        "variables",
+        nargs="*",
+        metavar="name=value",
+        help="values for %%(name)s in the ini file, as pserve takes them",
+    )
+    serve.add_argument(
+        "--reload", action="store_true", help="restart when a source file changes (development)"
+    )
+    serve.set_defaults(func=cmd_serve)
 
     migrate = sub.add_parser("migrate", help="upgrade the database schema")
     migrate.add_argument("config", help="the ini file, e.g. production.ini")

@@ -6,8 +6,8 @@ file. ``docs/cli.md`` describes them. :func:`add_client_commands` adds them to t
 
 Exit statuses: 0 success, 1 any other error, 2 bad usage, 3 not logged in or not allowed,
 4 not found, 5 conflict (the job's state refuses it), 6 the server is down or unreachable;
-``stream`` and ``submit --stream`` exit 7, 8 or 9 when the job ends failed, aborted or
-stopped.
+``stream``, ``submit --stream`` and ``get --watch`` exit 7, 8 or 9 when the job ends failed,
+aborted or stopped.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ import shutil
 import sys
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -61,7 +60,7 @@ JOB_EXIT = {
 
 COMMANDS = ("login", "logout", "list", "get", "submit", "abort", "retry", "delete")
 COMMANDS += ("stop", "resume", "restart", "log", "history", "stream", "schedules")
-COMMANDS += ("actions", "health")
+COMMANDS += ("actions", "health", "status")
 
 TOKENS_FILE = "tokens.json"
 
@@ -169,17 +168,74 @@ def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
         print("  ".join([*cells, tail]).rstrip())
 
 
-def print_fields(pairs: Sequence[tuple[str, Any]], plain: bool) -> None:
+class Rows(list):
+    """A field whose value is several rows of cells: one line each, its cells aligned in a
+    table and tab-separated in plain output, where each line repeats the field's name."""
+
+
+def format_fields(pairs: Sequence[tuple[str, Any]], plain: bool) -> list[str]:
+    """``field: value`` lines (``field<TAB>value`` when ``plain``)."""
+    lines: list[str] = []
     if plain:
         for key, value in pairs:
-            print(f"{key}\t{_one_line(_compact(value))}")
-        return
+            if isinstance(value, Rows):
+                lines += ["\t".join([key, *(_one_line(cell) for cell in row)]) for row in value]
+            else:
+                lines.append(f"{key}\t{_one_line(_compact(value))}")
+        return lines
     width = max(len(key) for key, _ in pairs)
     for key, value in pairs:
-        print(f"{(key + ':').ljust(width + 1)}  {_compact(value)}")
+        label = (key + ":").ljust(width + 1)
+        if isinstance(value, Rows):
+            cells = [[_one_line(cell) for cell in row] for row in value]
+            widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+            for n, row in enumerate(cells):
+                text = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
+                lines.append(f"{label if n == 0 else ' ' * len(label)}  {text}")
+        else:
+            lines.append(f"{label}  {_compact(value)}")
+    return lines
 
 
-def job_fields(job: dict[str, Any]) -> list[tuple[str, Any]]:
+def print_fields(pairs: Sequence[tuple[str, Any]], plain: bool) -> None:
+    for line in format_fields(pairs, plain):
+        print(line)
+
+
+def _step_count(step: dict[str, Any]) -> str:
+    """A step's ``done/total``: ``3/4``; ``-`` for a step that has not counted anything."""
+    done, total = step.get("done"), step.get("total")
+    if done is None and total is None:
+        return "-"
+    return f"{'-' if done is None else done}/{'-' if total is None else total}"
+
+
+def progress_fields(progress: dict[str, Any] | None, plain: bool) -> list[tuple[str, Any]]:
+    """The job's ``progress``: its percent and message, then a row for each step."""
+    if not progress:
+        return [("progress", "-")]
+    percent = progress.get("percent")
+    message = _one_line(progress.get("message") or "")
+    if plain:
+        summary: Any = Rows([["" if percent is None else percent, message]])
+    else:
+        summary = ("-%" if percent is None else f"{percent:.1f}%") + (
+            f"  {message}" if message else ""
+        )
+    pairs = [("progress", summary)]
+    steps = progress.get("steps") or []
+    if steps:
+        pairs.append(
+            (
+                "step" if plain else "steps",
+                Rows([s.get("name", ""), _step_count(s), s.get("status", "")] for s in steps),
+            )
+        )
+    return pairs
+
+
+def job_fields(job: dict[str, Any], plain: bool = False) -> list[tuple[str, Any]]:
+    """A job as ``field, value`` pairs, its progress and steps and its error included."""
     params = dict(job.get("params") or {})
     pairs = [
         ("uuid", job.get("uuid")),
@@ -192,6 +248,7 @@ def job_fields(job: dict[str, Any]) -> list[tuple[str, Any]]:
         ("created", _when(job.get("created"))),
         ("started", _when(job.get("started"))),
         ("finished", _when(job.get("finished"))),
+        *progress_fields(job.get("progress"), plain),
         ("params", params),
         ("result", job.get("result")),
     ]
@@ -227,7 +284,8 @@ def show_job(args: argparse.Namespace, job: dict[str, Any]) -> None:
     elif args.output == "json":
         print_json(job)
     else:
-        print_fields(job_fields(job), plain=args.output == "plain")
+        plain = args.output == "plain"
+        print_fields(job_fields(job, plain), plain=plain)
 
 
 # --- commands --------------------------------------------------------------------------
@@ -290,6 +348,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         q=args.search,
         parent=args.parent,
         limit=args.limit or None,
+        sort=args.sort,
     )
     if args.quiet:
         for job in jobs:
@@ -309,7 +368,175 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    show_job(args, make_client(args).get_job(args.id))
+    client = make_client(args)
+    job = client.get_job(args.id)
+    if not args.watch:
+        show_job(args, job)
+        return EXIT_OK
+    return watch_job(args, client, job)
+
+
+# The statuses after which there is nothing more to watch: a stopped job waits for a
+# resume, which may never come.
+WATCH_END = ("completed", "failed", "aborted", "stopped")
+# Seconds between two GETs when the server refuses the job's event stream.
+POLL_INTERVAL = 1.0
+
+
+class JobWatch:
+    """Shows a job again each time what it shows changes: on a terminal the old block is
+    redrawn in place; elsewhere each new block is printed after the old one (a blank
+    line between), or, with ``-o json``, each new state is one JSON object a line."""
+
+    def __init__(self, args: argparse.Namespace, out: TextIO) -> None:
+        self.out = out
+        self.quiet = args.quiet
+        self.output = args.output
+        self.live = not args.quiet and args.output == "table" and out.isatty()
+        self.job: dict[str, Any] = {}
+        self._last: list[str] | None = None
+
+    def update(self, job: dict[str, Any]) -> None:
+        self.job = job
+        if self.quiet:
+            return
+        if self.output == "json":
+            lines = [json.dumps(job, ensure_ascii=False)]
+        else:
+            plain = self.output == "plain"
+            lines = format_fields(job_fields(job, plain), plain=plain)
+        if lines == self._last:
+            return
+        if self.live:
+            # Cut to the terminal so that no line wraps: the block is then exactly as many
+            # rows as lines, and moving up that many rows reaches its top.
+            width = shutil.get_terminal_size((80, 24)).columns - 1
+            lines = [line if len(line) <= width else line[: width - 1] + "…" for line in lines]
+            if self._last:
+                self.out.write(f"\x1b[{len(self._last)}F\x1b[J")
+        elif self._last is not None and self.output != "json":
+            self.out.write("\n")
+        self.out.write("".join(line + "\n" for line in lines))
+        self.out.flush()
+        self._last = lines
+
+    def progress(self, data: dict[str, Any]) -> None:
+        if data.get("attempt") in (None, self.job.get("attempt")):
+            self.update({**self.job, "progress": data.get("progress")})
+
+
+def watch_job(args: argparse.Namespace, client: Client, job: dict[str, Any]) -> int:
+    """``get --watch``: show the job until it ends, from its event stream (or by polling
+    when the server refuses a stream); the exit status says how it ended, as ``stream``'s
+    does."""
+    watch = JobWatch(args, sys.stdout)
+    watch.update(job)
+    uuid = job["uuid"]
+    deleted = False
+    if job.get("status") not in WATCH_END:
+        try:
+            stream = client.stream_job(uuid)
+        except ClientError as exc:
+            # A server without streams (404 from a job that exists), or one with all of
+            # this user's streams taken (503): ask for the job once a second instead.
+            if exc.status not in {404, 405, 503}:
+                raise
+            deleted = _poll_job(client, watch)
+        else:
+            deleted = _watch_stream(stream, watch)
+    if deleted:
+        fail(f"{uuid}: the job was deleted")
+        return EXIT_NOT_FOUND
+    job = watch.job
+    if job.get("status") not in WATCH_END:
+        # The stream ended without a final status event: ask for the job itself.
+        job = client.get_job(uuid)
+        watch.update(job)
+    if args.quiet:
+        print(uuid, flush=True)
+    return _job_end(uuid, job)
+
+
+def _watch_stream(stream: EventStream, watch: JobWatch) -> bool:
+    """Show the stream's changes until the job ends; ``True`` when it was deleted."""
+    with stream:
+        for event in stream:
+            data = event.json
+            if event.event == "status" and isinstance(data, dict):
+                watch.update(data)
+                if data.get("status") in WATCH_END:
+                    break
+            elif event.event == "progress" and isinstance(data, dict):
+                watch.progress(data)
+            elif event.event == "close":
+                return isinstance(data, dict) and data.get("reason") == "deleted"
+    return False
+
+
+def _poll_job(client: Client, watch: JobWatch) -> bool:
+    """Show the job's changes, asking for it once a second; ``True`` when it was deleted."""
+    while watch.job.get("status") not in WATCH_END:
+        time.sleep(POLL_INTERVAL)
+        try:
+            watch.update(client.get_job(watch.job["uuid"]))
+        except ClientError as exc:
+            if exc.status == 404:
+                return True
+            raise
+    return False
+
+
+def _job_end(uuid: str, job: dict[str, Any]) -> int:
+    """The exit status for how the job ended, with a line on stderr unless it completed."""
+    status = job.get("status", "")
+    if status != "completed":
+        reason = status
+        if status == "failed" and isinstance(job.get("error"), dict):
+            reason += f": {job['error'].get('message')}"
+        elif status == "stopped":
+            reason += f" (resume with: nick-jobs resume {uuid})"
+        fail(f"{uuid}: {reason}")
+    return JOB_EXIT.get(status, EXIT_ERROR)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    client = make_client(args)
+    if args.id:
+        return _status_of_job(args, client.get_job(args.id))
+    counts = client.job_counts(action=args.action, actor=args.actor)
+    if args.output == "json":
+        print_json(counts)
+    elif args.output == "plain" or args.quiet:
+        for status, count in counts.items():
+            print(f"{status}\t{count}")
+    else:
+        rows = [[status, count] for status, count in counts.items()]
+        print_table(("STATUS", "JOBS"), [*rows, ["total", sum(counts.values())]])
+    return EXIT_OK
+
+
+def _status_of_job(args: argparse.Namespace, job: dict[str, Any]) -> int:
+    percent = (job.get("progress") or {}).get("percent")
+    summary = {
+        "uuid": job.get("uuid"),
+        "action": (job.get("params") or {}).get("action", ""),
+        "status": job.get("status"),
+        "attempt": job.get("attempt"),
+        "percent": percent,
+    }
+    if args.quiet:
+        print(summary["status"])
+    elif args.output == "json":
+        print_json(summary)
+    elif args.output == "plain":
+        cells = [*list(summary.values())[:4], "" if percent is None else percent]
+        print("\t".join(_one_line(cell) for cell in cells))
+    else:
+        text = f"{summary['uuid']}  {summary['action']}  {summary['status']}"
+        text += f" (attempt {summary['attempt']})"
+        if percent is not None:
+            text += f"  {percent:.1f}%"
+        print(text)
     return EXIT_OK
 
 
@@ -428,16 +655,6 @@ def log_text(line: dict[str, Any]) -> str:
     )
 
 
-def _level_at_least(level: str | None) -> Callable[[dict[str, Any]], bool]:
-    rank = {name: n for n, name in enumerate(LOG_LEVELS)}
-    floor = rank.get(level or "debug", 0)
-    return lambda line: rank.get(line.get("level", ""), len(LOG_LEVELS)) >= floor
-
-
-def _log_key(line: dict[str, Any]) -> tuple[Any, ...]:
-    return (line.get("attempt"), line.get("time"), line.get("level"), line.get("message"))
-
-
 def cmd_log(args: argparse.Namespace) -> int:
     client = make_client(args)
     if not args.follow:
@@ -448,31 +665,15 @@ def cmd_log(args: argparse.Namespace) -> int:
             for line in lines:
                 print_log_line(args, line, stream=False)
         return EXIT_OK
-    # The stream is opened, and its first event (the job's status) read, before the log
-    # is: a line written in between is then in both, and is printed once.
-    stream = client.stream_job(args.id)
-    with stream:
-        pending = _until_status(stream)
-        printed: Counter[tuple[Any, ...]] = Counter()
-        for line in client.iter_job_log(args.id, level=args.level):
-            print_log_line(args, line, stream=True)
-            printed[_log_key(line)] += 1
-        wanted = _level_at_least(args.level)
-        for event in _chain(pending, stream):
-            if _paused(event):
-                break
-            if event.event == "close" and (event.json or {}).get("reason") == "deleted":
+    # The followed log is the whole log, from its first line: nothing to join to a page.
+    with client.follow_job_log(args.id, level=args.level) as stream:
+        for event in stream:
+            if event.event == "log":
+                line = {k: v for k, v in event.json.items() if k != "uuid"}
+                print_log_line(args, line, stream=True)
+            elif event.event == "close" and (event.json or {}).get("reason") == "deleted":
                 fail(f"{args.id}: the job was deleted")
                 return EXIT_NOT_FOUND
-            if event.event != "log":
-                continue
-            line = {k: v for k, v in event.json.items() if k != "uuid"}
-            key = _log_key(line)
-            if printed[key]:
-                printed[key] -= 1
-                continue
-            if wanted(line):
-                print_log_line(args, line, stream=True)
     return EXIT_OK
 
 
@@ -480,22 +681,6 @@ def _paused(event: Event) -> bool:
     """A ``stopped`` status: the server keeps the stream open (the job may be resumed),
     but for a command that follows the job this is where it ends."""
     return event.event == "status" and (event.json or {}).get("status") == "stopped"
-
-
-def _until_status(stream: EventStream) -> list[Event]:
-    """Read events up to and including the first ``status`` one; return them."""
-    read: list[Event] = []
-    for event in stream:
-        read.append(event)
-        if event.event in {"status", "close"}:
-            break
-    return read
-
-
-def _chain(first: Iterable[Event], rest: Iterable[Event]) -> Iterator[Event]:
-    yield from first
-    if not any(event.event == "close" for event in first):
-        yield from rest
 
 
 def _history_details(event: dict[str, Any]) -> str:
@@ -729,17 +914,9 @@ def follow_job(args: argparse.Namespace, client: Client, stream: EventStream) ->
         # The stream ended without a final status event (a server that closes first):
         # ask for the job itself.
         job = client.get_job(uuid)
-    status = job.get("status", "")
     if args.quiet:
         print(uuid, flush=True)
-    if status != "completed":
-        reason = status
-        if status == "failed" and isinstance(job.get("error"), dict):
-            reason += f": {job['error'].get('message')}"
-        elif status == "stopped":
-            reason += f" (resume with: nick-jobs resume {uuid})"
-        fail(f"{uuid}: {reason}")
-    return JOB_EXIT.get(status, EXIT_ERROR)
+    return _job_end(uuid, job)
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
@@ -878,7 +1055,7 @@ def cmd_schedules_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_actions(args: argparse.Namespace) -> int:
-    actions = make_client(args).job_actions()
+    actions = make_client(args).job_actions(q=args.search)
     if args.quiet:
         for action in actions:
             print(action["name"])
@@ -1034,12 +1211,13 @@ def add_client_commands(subparsers: Any) -> None:
     login.add_argument("login", nargs="?", help="asked for on a terminal when omitted")
     add("logout", cmd_logout, "revoke the stored token and forget it")
 
-    lst = add("list", cmd_list, "list jobs, newest first")
+    lst = add("list", cmd_list, "list jobs, newest first (--sort oldest: oldest first)")
     lst.add_argument("--status", choices=JOB_STATUSES)
     lst.add_argument("--action", help="only jobs of this action")
     lst.add_argument("--actor", help="only jobs of this user")
     lst.add_argument("--search", metavar="TEXT", help="only jobs whose title or description has it")
     lst.add_argument("--parent", metavar="UUID", help="only the restarts of this job")
+    lst.add_argument("--sort", choices=("newest", "oldest"), help="default: newest first")
     lst.add_argument(
         "--limit",
         type=_non_negative,
@@ -1047,8 +1225,19 @@ def add_client_commands(subparsers: Any) -> None:
         help="at most this many jobs, across pages (default: %(default)s; 0 for all)",
     )
 
-    get = add("get", cmd_get, "show a job")
+    get = add("get", cmd_get, "show a job, its progress and its steps")
     get.add_argument("id", metavar="ID")
+    get.add_argument(
+        "--watch",
+        "-w",
+        action="store_true",
+        help="show it again at each change until it ends; the exit status says how",
+    )
+
+    status = add("status", cmd_status, "show a job's status, or how many jobs are in each")
+    status.add_argument("id", metavar="ID", nargs="?", help="without it: the counts")
+    status.add_argument("--action", help="count only the jobs of this action")
+    status.add_argument("--actor", help="count only the jobs of this user")
 
     submit = _with_key_values(subparsers, lambda: add("submit", cmd_submit, "submit a job"))
     submit.add_argument("action", metavar="ACTION", help="see `nick-jobs actions`")
@@ -1150,7 +1339,10 @@ def add_client_commands(subparsers: Any) -> None:
         "remove", cmd_schedules_remove, "remove scheduled jobs; the jobs they made stay"
     ).add_argument("ids", nargs="+", metavar="ID")
 
-    add("actions", cmd_actions, "list the actions you may submit")
+    actions = add("actions", cmd_actions, "list the actions you may submit")
+    actions.add_argument(
+        "--search", metavar="TEXT", help="only actions whose name, title or description has it"
+    )
     add("health", cmd_health, "check that the server answers")
 
     # The parser lists its subcommands in a fixed metavar; name these there too.

@@ -7,7 +7,9 @@ learns it lost (no row updated) instead of overwriting the winner.
 
     created ──start──▶ running ──complete──▶ completed
        │                  │ ╲──fail─────▶ failed ──retry──▶ created
+       │                  │ ╲──stop─────▶ stopped ──resume──▶ created
        └──abort──▶ aborted ◀──abort──┘                aborted ──retry──▶ created
+                                     failed with a checkpoint ──resume──▶ created
 
 With its statement, each transition writes the job's history row and describes itself
 as a :class:`Change`, whose effects happen here and only once the change has committed
@@ -522,15 +524,33 @@ def fail(
     message: str,
     progress: Any = UNCHANGED,
     lines: Sequence[dict[str, Any]] = (),
+    checkpoint: Any = None,
 ) -> bool:
     """``running → failed`` for the attempt ``job``; False if it was aborted meanwhile.
 
-    ``progress`` and ``lines`` as for :func:`complete`.
+    ``progress`` and ``lines`` as for :func:`complete`. ``checkpoint``, when given (not
+    None), is the last one the handler saved: stored with the failure, a failed job of a
+    resumable action can be resumed from it (:func:`resume`). Without one, the stored
+    checkpoint stays as it is.
     """
     params = _finishing_params(job)
     params["b_value"] = {"type": error_type, "message": message}
-    statement = _FINISH[FAILED][progress is not UNCHANGED]
+    if checkpoint is not None:
+        params["b_checkpoint"] = checkpoint
+    statement = _FAIL[(checkpoint is not None, progress is not UNCHANGED)]
     return _finish(conn, job, statement, params, progress, lines, FAILED, ("error", error_type))
+
+
+# (with a checkpoint, with progress) → statement.
+_FAIL = {
+    (saved, with_progress): (
+        _FINISH[FAILED][with_progress].values(checkpoint=sa.bindparam("b_checkpoint"))
+        if saved
+        else _FINISH[FAILED][with_progress]
+    )
+    for saved in (False, True)
+    for with_progress in (False, True)
+}
 
 
 def heartbeat(conn, running: dict[str, int], now: dt.datetime) -> int:
@@ -1135,29 +1155,35 @@ def stopped(
     return _finish(conn, job, statement, params, progress, lines, STOPPED)
 
 
-def resume(conn, uuid: str, by: str, send: Send | None = None) -> tuple[int, str]:
+def resume(
+    conn, uuid: str, by: str, send: Send | None = None, failed: bool = False
+) -> tuple[int, str]:
     """``stopped → created`` as the next attempt, keeping the checkpoint for the handler.
 
-    A conditional UPDATE fenced on the stopped attempt; a ``resumed`` history row, with
-    that attempt's times, begins a new series of attempts. Returns the new attempt and
-    the job's action.
+    With ``failed`` (the caller knows the job's action is resumable), also
+    ``failed → created`` for a failed job that saved a checkpoint: the new attempt starts
+    from it, as from a stopped job's. A failed job without one is refused: it is retried.
+
+    One conditional UPDATE fenced on the attempt it replaces; a ``resumed`` history row,
+    with that attempt's times (and a failed one's error), begins a new series of
+    attempts. Returns the new attempt and the job's action.
     """
     now = utcnow()
-    # The stopped attempt's times, which the UPDATE clears: the history keeps them.
-    stopped_attempt = conn.execute(
-        sa.select(jobs.c.attempt, jobs.c.started, jobs.c.finished).where(
-            jobs.c.uuid == uuid, jobs.c.status == STOPPED
-        )
+    resumable = jobs.c.status == STOPPED
+    if failed:
+        from_failure = sa.and_(jobs.c.status == FAILED, jobs.c.checkpoint.is_not(None))
+        resumable = sa.or_(resumable, from_failure)
+    # The replaced attempt's times, which the UPDATE clears: the history keeps them.
+    previous = conn.execute(
+        sa.select(
+            jobs.c.attempt, jobs.c.status, jobs.c.started, jobs.c.finished, jobs.c.error
+        ).where(jobs.c.uuid == uuid, resumable)
     ).one_or_none()
     row = None
-    if stopped_attempt is not None:
+    if previous is not None:
         row = conn.execute(
             jobs.update()
-            .where(
-                jobs.c.uuid == uuid,
-                jobs.c.status == STOPPED,
-                jobs.c.attempt == stopped_attempt.attempt,
-            )
+            .where(jobs.c.uuid == uuid, jobs.c.attempt == previous.attempt, resumable)
             .values(
                 status=CREATED,
                 attempt=jobs.c.attempt + 1,
@@ -1172,19 +1198,34 @@ def resume(conn, uuid: str, by: str, send: Send | None = None) -> tuple[int, str
             .returning(jobs.c.attempt, jobs.c.action, jobs.c.actor)
         ).one_or_none()
     if row is None:
-        status = _current_status(conn, uuid)
-        raise TransitionRefused(status, f"{_a(status)} {status} job can't be resumed.")
-    previous = {
-        "attempt": stopped_attempt.attempt,
-        "status": STOPPED,
-        "started": stopped_attempt.started.isoformat() if stopped_attempt.started else None,
-        "finished": stopped_attempt.finished.isoformat() if stopped_attempt.finished else None,
+        raise _resume_refused(conn, uuid, failed)
+    replaced = {
+        "attempt": previous.attempt,
+        "status": previous.status,
+        "started": previous.started.isoformat() if previous.started else None,
+        "finished": previous.finished.isoformat() if previous.finished else None,
         "result": {},
-        "error": None,
+        "error": previous.error if previous.status == FAILED else None,
     }
-    _record(conn, uuid, "resumed", by, row.attempt, now, previous_attempt=previous)
+    _record(conn, uuid, "resumed", by, row.attempt, now, previous_attempt=replaced)
     _changed(conn, Change("resumed", uuid, row.action, row.actor, CREATED, by, delay=0.0), send)
     return row.attempt, row.action
+
+
+def _resume_refused(conn, uuid: str, failed: bool) -> TransitionRefused:
+    current = conn.execute(
+        sa.select(jobs.c.status, jobs.c.checkpoint.is_(None).label("no_checkpoint")).where(
+            jobs.c.uuid == uuid
+        )
+    ).one_or_none()
+    status = current.status if current is not None else None
+    if status == FAILED and failed and current.no_checkpoint:
+        message = "This failed job saved no checkpoint to resume from; retry it instead."
+    elif status == FAILED and not failed:
+        message = "A failed job of this action can't be resumed; retry it instead."
+    else:
+        message = f"{_a(status)} {status} job can't be resumed."
+    return TransitionRefused(status, message)
 
 
 def restart(conn, uuid: str, by: str, send: Send | None = None) -> dict[str, Any]:

@@ -1,7 +1,9 @@
-"""Listing jobs newest first with an opaque keyset cursor.
+"""Listing jobs newest or oldest first with an opaque keyset cursor.
 
-Keyset paging (``WHERE id < :last ORDER BY id DESC``) costs the same at any depth,
-where OFFSET grows with it: at a million rows the difference is 0.06 ms against 99 ms.
+Keyset paging (``WHERE id < :last ORDER BY id DESC``, or ``id > :last ... ASC`` oldest
+first) costs the same at any depth, where OFFSET grows with it: at a million rows the
+difference is 0.06 ms against 99 ms. Both orders read the same indexes, one forwards and
+one backwards.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import binascii
 import functools
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 
@@ -25,8 +27,30 @@ from nick_jobs.web.errors import Error, api_error
 _ROW_COLUMNS = (Job.id, *(Job.__table__.c[name] for name in serialize.COLUMNS))
 
 
+# The orders of the job list (``sort=``), by id: newest first is the default.
+Sort = Literal["newest", "oldest"]
+
+
 def encode_cursor(last_id: int) -> str:
-    return base64.urlsafe_b64encode(f"v1:{last_id}".encode()).decode().rstrip("=")
+    """A cursor holding a row id: the job list's newest first, and other lists' own."""
+    return _encode(f"v1:{last_id}")
+
+
+def _encode(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+# An oldest-first cursor says so: given with the other order it would skip or repeat
+# jobs, so it is refused rather than read. A newest-first one stays as it always was, so
+# the cursors clients already hold keep working.
+_OLDEST_PREFIX = "v1:oldest:"
+
+
+def encode_list_cursor(last_id: int, sort: Sort) -> str:
+    """The job list's cursor after ``last_id`` in the order ``sort``."""
+    if sort == "oldest":
+        return _encode(f"{_OLDEST_PREFIX}{last_id}")
+    return encode_cursor(last_id)
 
 
 # What encode_cursor writes: a row id, which a BIGINT holds (a larger one was a 500 when
@@ -35,17 +59,47 @@ _CURSOR_ID = re.compile(r"[0-9]{1,19}")
 _MAX_ID = 2**63 - 1
 
 
-def decode_cursor(cursor: str) -> int:
+def _invalid_cursor() -> Exception:
+    return api_error(Error.INVALID_CURSOR, "The cursor is not one this server gave out.")
+
+
+def _decode_text(cursor: str) -> str:
     try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        version, _, value = text.partition(":")
-        if version != "v1" or not _CURSOR_ID.fullmatch(value) or int(value) > _MAX_ID:
-            raise ValueError(text)
-        return int(value)
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise _invalid_cursor() from None
+
+
+def _row_id(value: str) -> int:
+    if not _CURSOR_ID.fullmatch(value) or int(value) > _MAX_ID:
+        raise _invalid_cursor()
+    return int(value)
+
+
+def decode_cursor(cursor: str) -> int:
+    """The row id of a cursor :func:`encode_cursor` wrote; ``400`` for any other."""
+    version, _, value = _decode_text(cursor).partition(":")
+    if version != "v1":
+        raise _invalid_cursor()
+    return _row_id(value)
+
+
+def decode_list_cursor(cursor: str, sort: Sort) -> int:
+    """The row id of a job list cursor for the order ``sort``; ``400`` for any other,
+    one made for the other order included."""
+    text = _decode_text(cursor)
+    made_for: Sort
+    if text.startswith(_OLDEST_PREFIX):
+        made_for, last_id = "oldest", _row_id(text.removeprefix(_OLDEST_PREFIX))
+    else:
+        made_for, last_id = "newest", decode_cursor(cursor)
+    if made_for != sort:
         raise api_error(
-            Error.INVALID_CURSOR, "The cursor is not one this server gave out."
-        ) from None
+            Error.INVALID_CURSOR,
+            f"The cursor pages the jobs {made_for} first: ask with sort={made_for}, "
+            "as the Link that gave it does.",
+        )
+    return last_id
 
 
 @dataclass(frozen=True)
@@ -102,6 +156,7 @@ def _page_statement(
     parent: bool,
     after: bool,
     guarded: bool = False,
+    oldest: bool = False,
 ) -> sa.Select:
     if json_rows:
         # Each row as its JSON text, written by the database (serialize.job_json_sql).
@@ -113,11 +168,13 @@ def _page_statement(
         columns = _ROW_COLUMNS
     query = sa.select(*columns).where(*_conditions(status, actor, action, q, parent))
     if after:
-        query = query.where(Job.id < sa.bindparam("b_before"))
+        past = sa.bindparam("b_past")
+        query = query.where(Job.id > past if oldest else Job.id < past)
     if guarded:
         # Checked once for the statement (its subqueries are not correlated to the rows).
         query = query.where(identity_holds())
-    return query.order_by(Job.id.desc()).limit(sa.bindparam("b_limit"))
+    order = Job.id.asc() if oldest else Job.id.desc()
+    return query.order_by(order).limit(sa.bindparam("b_limit"))
 
 
 @functools.cache
@@ -132,6 +189,7 @@ def list_jobs(
     base_url: str,
     size: int,
     cursor: str | None = None,
+    sort: Sort = "newest",
     status: str | None = None,
     actor: str | None = None,
     action: str | None = None,
@@ -140,7 +198,8 @@ def list_jobs(
     want_total: bool = False,
     guard: dict[str, Any] | None = None,
 ) -> Page:
-    """A page of jobs; with ``guard`` (the ``b_guard_*`` parameters of
+    """A page of jobs in the order ``sort``, after ``cursor`` (which must have been made
+    for that order); with ``guard`` (the ``b_guard_*`` parameters of
     :func:`~nick_jobs.users.model.identity_holds`, PostgreSQL only), rows only while the
     caller's identity holds, checked in the page's own statement."""
     filters = (bool(status), bool(actor), bool(action), bool(q), bool(parent))
@@ -155,18 +214,19 @@ def list_jobs(
     # One row more than the page tells whether a next page exists without a COUNT.
     page_params = {**params, "b_limit": size + 1}
     if cursor:
-        page_params["b_before"] = decode_cursor(cursor)
+        page_params["b_past"] = decode_list_cursor(cursor, sort)
     json_rows = conn.dialect.name == "postgresql"
     if json_rows:
         page_params["b_base"] = base_url
     guarded = guard is not None and json_rows
     if guarded:
         page_params.update(guard)
-    statement = _page_statement(json_rows, *filters, bool(cursor), guarded)
+    oldest = sort == "oldest"
+    statement = _page_statement(json_rows, *filters, bool(cursor), guarded, oldest)
     rows = conn.execute(statement, page_params).all()
     has_next = len(rows) > size
     rows = rows[:size]
-    next_cursor = encode_cursor(rows[-1].id) if has_next else None
+    next_cursor = encode_list_cursor(rows[-1].id, sort) if has_next else None
     total = None
     if want_total:
         total = conn.execute(_count_statement(*filters), params).scalar_one()

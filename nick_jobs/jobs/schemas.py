@@ -69,6 +69,15 @@ class ListQuerySchema(Schema):
     action = fields.String(validate=validate.Length(min=1, max=100))
     q = fields.String(validate=validate.Length(min=1, max=200))
     parent = fields.UUID()
+    sort = fields.String(validate=validate.OneOf(["newest", "oldest"]))
     b_size = fields.Integer(validate=validate.Range(min=1))
     cursor = fields.String(validate=validate.Length(max=200))
     count = fields.Boolean()
+
+
+class ActionsQuerySchema(Schema):
+    """``GET /@job-actions`` query parameters."""
+
+    q = fields.String(validate=validate.Length(min=1, max=200))
+    b_size = fields.Integer(validate=validate.Range(min=1))
+    cursor = fields.String(validate=validate.Length(max=200))

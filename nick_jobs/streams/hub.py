@@ -29,7 +29,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from nick_jobs.jobs.model import FINISHED_STATUSES, Job, JobLog
+from nick_jobs.jobs.model import FINISHED_STATUSES, Job, JobLog, JobStatus
 from nick_jobs.settings import StreamSettings
 from nick_jobs.streams.sse import JobCursor, progress_checksum
 
@@ -129,10 +129,24 @@ class Subscription:
 
 
 class JobSubscription(Subscription):
+    # A job stream: status, progress and log lines.
+    lines_only = False
+
     def __init__(self, uuid: str, cursor: JobCursor, max_queued: int) -> None:
         super().__init__(max_queued)
         self.uuid = uuid
         self.cursor = cursor
+
+
+class LogSubscription(JobSubscription):
+    """A job's log lines alone (``GET /@jobs/{uuid}/log?follow=true``), each line's id
+    its event id, then a close once the job has ended."""
+
+    lines_only = True
+
+    def __init__(self, uuid: str, after: int, min_level: int, max_queued: int) -> None:
+        super().__init__(uuid, JobCursor(log_id=after), max_queued)
+        self.min_level = min_level
 
 
 class FeedSubscription(Subscription):
@@ -162,6 +176,17 @@ class StreamHub:
 
     def subscribe_job(self, uuid: str, cursor: JobCursor) -> JobSubscription:
         sub = JobSubscription(uuid, cursor, self.settings.max_queued_events)
+        with self._lock:
+            if self._shut_down:
+                sub.close("shutdown", reconnect=True)
+                return sub
+            self._jobs.setdefault(uuid, set()).add(sub)
+            self._start()
+        return sub
+
+    def subscribe_log(self, uuid: str, after: int, min_level: int = 0) -> LogSubscription:
+        """The lines of job ``uuid`` after line id ``after``, at or above ``min_level``."""
+        sub = LogSubscription(uuid, after, min_level, self.settings.max_queued_events)
         with self._lock:
             if self._shut_down:
                 sub.close("shutdown", reconnect=True)
@@ -272,7 +297,8 @@ class StreamHub:
         changed = [
             uuid
             for uuid, row in rows.items()
-            if any(row.changed > s.cursor.changed for s in job_subs[uuid])
+            # A log stream's cursor has no status: it never asks for the whole row.
+            if any(not s.lines_only and row.changed > s.cursor.changed for s in job_subs[uuid])
         ]
         if changed:
             rows.update(
@@ -290,7 +316,10 @@ class StreamHub:
                 if row is None:
                     sub.close("deleted", reconnect=False)
                     continue
-                self._deliver_job(sub, row, by_job.get(uuid, ()), more_lines)
+                if isinstance(sub, LogSubscription):
+                    self._deliver_lines(sub, row, by_job.get(uuid, ()), more_lines)
+                else:
+                    self._deliver_job(sub, row, by_job.get(uuid, ()), more_lines)
 
     @staticmethod
     def _deliver_job(sub: JobSubscription, row: Any, lines: Any, more_lines: bool) -> None:
@@ -320,6 +349,25 @@ class StreamHub:
                 status()
             if not more_lines:
                 sub.close("finished", reconnect=False)
+
+    @staticmethod
+    def _deliver_lines(sub: LogSubscription, row: Any, lines: Any, more_lines: bool) -> None:
+        cursor = sub.cursor
+        for line in lines:
+            if line.id > (cursor.log_id or 0):
+                # A line below the stream's level moves the cursor all the same: resuming
+                # from the last id sent does not read it again.
+                cursor.log_id = line.id
+                if line.level >= sub.min_level:
+                    sub.put(("log", line, str(line.id)))
+        # The row was read before the lines: every line written before the job ended has
+        # gone out by now (unless the batch was full: the close waits for the next look).
+        if more_lines:
+            return
+        if row.status in FINISHED_STATUSES:
+            sub.close("finished", reconnect=False)
+        elif row.status == JobStatus.STOPPED:
+            sub.close("stopped", reconnect=False)
 
     # --- the all-jobs feed ---------------------------------------------------------
 

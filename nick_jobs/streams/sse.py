@@ -5,7 +5,7 @@ A job stream's event id is ``"<changed>.<log id>.<progress>"``: the job's change
 checksum of the last progress sent. Each part only grows or is compared for equality, so
 a client that reconnects with ``Last-Event-ID`` gets exactly what changed since, and a
 progress it already has is not sent again. The all-jobs stream's id is the change counter
-alone. Clients treat both as opaque strings.
+alone, and a job's log stream's the id of its line. Clients treat them as opaque strings.
 """
 
 from __future__ import annotations
@@ -54,6 +54,11 @@ def parse_feed_id(value: str) -> int:
     if len(value) > MAX_EVENT_ID or not value.isdigit():
         raise BadEventId(value)
     return int(value)
+
+
+def parse_line_id(value: str) -> int:
+    """The log line id a log stream's ``Last-Event-ID`` names."""
+    return parse_feed_id(value)
 
 
 def progress_checksum(progress: dict[str, Any] | None) -> str:

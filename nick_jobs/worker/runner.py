@@ -238,8 +238,8 @@ class JobContext:
 
     # --- stop and resume --------------------------------------------------------------
 
-    #: What the handler saved with :meth:`checkpoint` when the job was last stopped:
-    #: where a resumed job continues from. None for a job that starts from scratch.
+    #: What the handler saved with :meth:`checkpoint` when the job was last stopped (or
+    #: failed): where a resumed job continues from. None for a job that starts from scratch.
     saved_checkpoint: Any = None
     _checkpoint: Any = None
     _stop_requested = False  # set by the runner's watcher; the next check raises
@@ -247,10 +247,19 @@ class JobContext:
     def checkpoint(self, data: Any) -> None:
         """Remember where the handler is (any JSON value); costs nothing but memory.
 
-        If the job is stopped, the last checkpoint is stored with it, and a resume gives
-        it back as :attr:`saved_checkpoint`.
+        If the job is stopped, or fails, the last checkpoint is stored with it, and a
+        resume gives it back as :attr:`saved_checkpoint`. (Not on a failure of a handler
+        that wrote through :attr:`dbsession`: the failure rolls those writes back.)
         """
         self._checkpoint = data
+
+
+def _storable(checkpoint: Any) -> bool:
+    try:
+        json.dumps(checkpoint, allow_nan=False)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _stopped_outcome(checkpoint: Any) -> tuple[str, Any]:
@@ -628,6 +637,12 @@ class JobRunner:
         # costs the worker two commits, start and finish, however much it reported.
         final = ctx._take_report()
         pending = final  # not written yet: cleared once it went with a committed outcome
+        # A failure keeps the handler's last checkpoint, for a resume to start from
+        # (docs/control.md): unless the handler wrote through its session, whose writes a
+        # failure rolls back, so that its checkpoint would be ahead of what was stored.
+        checkpoint = ctx._checkpoint
+        if ctx._session is not None or checkpoint is None or not _storable(checkpoint):
+            checkpoint = None
         # When the handler used its session, the completion (or the stop, with its
         # checkpoint) rides on the same transaction: the handler's writes and the new
         # status commit together, or not at all.
@@ -688,7 +703,9 @@ class JobRunner:
                     finished = self._persist(
                         job.uuid,
                         "outcome",
-                        lambda retried: self._write_outcome(job, status, payload, final, retried),
+                        lambda retried: self._write_outcome(
+                            job, status, payload, final, retried, checkpoint
+                        ),
                     )
                 if finished:
                     pending = None
@@ -719,12 +736,13 @@ class JobRunner:
         payload: Any,
         final: reporting.Final | None,
         retried: bool,
+        checkpoint: Any = None,
     ) -> bool:
         # One statement on PostgreSQL; elsewhere the lines are a second one.
         several = final is not None and bool(final.lines)
         several = several and not lifecycle.one_statement(self.engine)
         with self.connections.transaction(needed=several) as conn:
-            if self._store(conn, job, status, payload, final):
+            if self._store(conn, job, status, payload, final, checkpoint):
                 return True
             # A try whose commit went through before its answer was lost finds its own
             # outcome there, not a job aborted meanwhile.
@@ -753,9 +771,12 @@ class JobRunner:
         status: str,
         payload: Any,
         final: reporting.Final | None = None,
+        checkpoint: Any = None,
     ) -> bool:
         """The statement that ends the attempt as ``status``, with the attempt's last
-        progress, and its last log lines if it matched; False if it was aborted."""
+        progress, and its last log lines if it matched; False if it was aborted.
+
+        A failure stores ``checkpoint`` too, when given (the handler's last one)."""
         progress, lines = lifecycle.UNCHANGED, ()
         if final is not None:
             lines = final.lines
@@ -765,7 +786,7 @@ class JobRunner:
             return lifecycle.complete(conn, job, payload, progress, lines)
         if status == lifecycle.STOPPED:
             return lifecycle.stopped(conn, job, payload, progress, lines)
-        return lifecycle.fail(conn, job, *payload, progress, lines)
+        return lifecycle.fail(conn, job, *payload, progress, lines, checkpoint)
 
     def _retry_at(self, job: lifecycle.StartedJob, error: tuple[str, str]) -> dt.datetime | None:
         """When the failed attempt runs again, or None when no automatic retry is left.

@@ -54,7 +54,10 @@ class LiveServer:
 def server_env() -> dict[str, str]:
     import os
 
-    return {k: v for k, v in os.environ.items() if k not in ENVIRONMENT_OVERRIDES}
+    env = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT_OVERRIDES}
+    # The checkout on the path too: a server may include the tests' own actions.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
 
 
 @contextlib.contextmanager

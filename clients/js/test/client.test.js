@@ -218,6 +218,36 @@ describe('actions and errors', () => {
     assert.deepEqual((await cli.getJobActions({ token: alice })).data, []);
   });
 
+  test('getJobActions searches and pages', async () => {
+    const found = await cli.getJobActions({ token: admin, query: { q: 'PRUN' } });
+    assert.deepEqual(
+      found.data.map((action) => action.name),
+      ['prune'],
+    );
+    assert.equal(found.next, null);
+    const first = await cli.getJobActions({ token: admin, query: { b_size: 1 } });
+    assert.deepEqual(
+      first.data.map((action) => action.name),
+      ['dummy'],
+    );
+    assert.ok(first.next);
+    const second = await cli.getJobActions({ token: admin, url: first.next });
+    assert.deepEqual(
+      second.data.map((action) => action.name),
+      ['prune'],
+    );
+  });
+
+  test('getJobs pages oldest first with sort', async () => {
+    const oldest = await cli.getJobs({ token: admin, query: { sort: 'oldest', b_size: 2 } });
+    const newest = await cli.getJobs({ token: admin, query: { b_size: 1000 } });
+    const ids = newest.data.map((job) => job.uuid).reverse();
+    assert.deepEqual(
+      oldest.data.map((job) => job.uuid),
+      ids.slice(0, 2),
+    );
+  });
+
   test('an unreachable server rejects with status 0', async () => {
     const closed = Client.initialize({ apiPath: 'http://127.0.0.1:9' });
     const error = await rejection(closed.getJobs({ token: admin }));

@@ -18,8 +18,8 @@ from nick_jobs.jobs.serialize import job_json
 from nick_jobs.web.errors import Error, api_error
 from nick_jobs.web.permissions import Permission
 from nick_jobs.web.resources import JobResource
-from nick_jobs.web.views import api_view
-from nick_jobs.web.views.jobs import job_url
+from nick_jobs.web.views import api_view, streams
+from nick_jobs.web.views.jobs import follow_asked, job_url
 
 
 @contextlib.contextmanager
@@ -87,20 +87,37 @@ def stop_view(context: JobResource, request):
     context=JobResource, name="resume", request_method="POST", permission=Permission.MANAGE_JOB
 )
 def resume_view(context: JobResource, request):
+    job = context.job
+    # A failed job resumes from its checkpoint only if its action can resume at all; a
+    # stopped one was stopped because it could.
+    action = get_registry(request.registry).get(job.action)
+    resumable = action is not None and action.resumable
+    if job.status == lifecycle.FAILED and not resumable:
+        raise api_error(
+            Error.NOT_RESUMABLE,
+            f"Jobs of action {job.action!r} can't be resumed; retry it instead.",
+            status=job.status,
+        )
     with _answering_refusals():
         lifecycle.resume(
             request.dbsession,
-            context.job.uuid,
+            job.uuid,
             by=request.authenticated_userid,
             send=_send(request),
+            failed=resumable,
         )
     return HTTPNoContent()
 
 
 @api_view(
-    context=JobResource, name="restart", request_method="POST", permission=Permission.MANAGE_JOB
+    context=JobResource,
+    name="restart",
+    request_method="POST",
+    permission=Permission.MANAGE_JOB,
+    query=("follow",),
 )
 def restart_view(context: JobResource, request):
+    follow = follow_asked(request)
     old = context.job
     container = context.__parent__
     action = get_registry(request.registry).get(old.action)
@@ -113,11 +130,20 @@ def restart_view(context: JobResource, request):
     # Restarting submits a new job: the action's own permission applies, as to a submit.
     if not request.has_permission(action.permission, container):
         raise api_error(Error.FORBIDDEN, f"You are not allowed to submit {old.action!r} jobs.")
-    with _answering_refusals():
-        job = lifecycle.restart(
-            request.dbsession, old.uuid, by=request.authenticated_userid, send=_send(request)
-        )
-    url = job_url(container, job["uuid"])
+    # The stream's slot is taken before the new job exists, as for a submit with
+    # ?follow=true: a refused stream (503) leaves no job behind.
+    with streams.stream_slot(request) if follow else contextlib.nullcontext() as login:
+        with _answering_refusals():
+            job = lifecycle.restart(
+                request.dbsession, old.uuid, by=request.authenticated_userid, send=_send(request)
+            )
+        url = job_url(container, job["uuid"])
+        if login is not None:
+            # The new job's stream; its first event is the job as stored, once committed.
+            body = streams.job_stream(request, container, job["uuid"], None, login)
+            response = streams.event_stream(body, status=201)
+            response.headers["Location"] = url
+            return response
     request.response.status = 201
     request.response.headers["Location"] = url
     return job_json(job, url)

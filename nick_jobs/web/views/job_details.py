@@ -1,4 +1,7 @@
-"""``/@jobs/{uuid}/log`` and ``/@jobs/{uuid}/history``: what a job wrote, and what happened."""
+"""``/@jobs/{uuid}/log`` and ``/@jobs/{uuid}/history``: what a job wrote, and what happened.
+
+``GET /@jobs/{uuid}/log?follow=true`` answers with the stream of the job's lines instead
+(``views/streams.py``)."""
 
 from __future__ import annotations
 
@@ -13,9 +16,11 @@ from nick_jobs.jobs.listing import decode_cursor, encode_cursor
 from nick_jobs.jobs.model import JobHistory, JobLog, JobStatus
 from nick_jobs.jobs.serialize import isoformat
 from nick_jobs.web import urls
+from nick_jobs.web.errors import Error, api_error
 from nick_jobs.web.permissions import Permission
 from nick_jobs.web.resources import JobResource
-from nick_jobs.web.views import api_view
+from nick_jobs.web.views import api_view, streams
+from nick_jobs.web.views.jobs import follow_asked
 from nick_jobs.worker.reporting import LEVEL_NAMES, LEVELS, level_name
 
 _logs = JobLog.__table__
@@ -55,13 +60,24 @@ _LOG_QUERY_SCHEMA = LogQuerySchema()
     name="log",
     request_method="GET",
     permission=Permission.VIEW_JOB,
-    query=_LOG_QUERY_SCHEMA.fields,
+    query=(*_LOG_QUERY_SCHEMA.fields, "follow"),
 )
 def log_view(context: JobResource, request):
+    follow = follow_asked(request)
     settings = request.registry["nick_jobs.settings"]
-    query = _LOG_QUERY_SCHEMA.load(request.GET.mixed())
-    size = min(query.get("b_size", settings.default_page_size), settings.max_page_size)
+    given = request.GET.mixed()
+    given.pop("follow", None)
+    query = _LOG_QUERY_SCHEMA.load(given)
     after = decode_cursor(query["cursor"]) if query.get("cursor") else 0
+    if follow:
+        if "b_size" in query:
+            raise api_error(Error.BAD_REQUEST, "A followed log is not paged: leave out b_size.")
+        # From the first line (or after the cursor's): the stream alone is the whole log.
+        with streams.stream_slot(request) as login:
+            level = LEVELS[query.get("level", "debug")]
+            body = streams.log_stream(request, context.job.uuid, after, level, login)
+        return streams.event_stream(body)
+    size = min(query.get("b_size", settings.default_page_size), settings.max_page_size)
     params = {
         "b_uuid": context.job.uuid,
         "b_after": after,
@@ -144,8 +160,10 @@ def _earlier_attempt(event: str, data: dict[str, Any] | None) -> list[dict[str, 
     # A resume replaces a stopped attempt, whose stop only the job's row held.
     if event == "resumed" and finished is not None and previous.get("status") == "stopped":
         events.append({"time": finished, "event": "stopped", "by": "worker", "attempt": attempt})
-    # A manual retry replaces an attempt that ended on its own, which nothing recorded.
-    if event == "retried" and finished is not None and previous.get("status") == "failed":
+    # A manual retry, or a resume from a failure's checkpoint, replaces an attempt that
+    # ended on its own, which nothing recorded.
+    replaces_failure = event in ("retried", "resumed") and previous.get("status") == "failed"
+    if replaces_failure and finished is not None:
         error = previous.get("error") or {}
         events.append(
             {

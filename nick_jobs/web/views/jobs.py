@@ -56,6 +56,7 @@ def list_view(context: JobContainer, request):
         base_url=base,
         size=size,
         cursor=query.get("cursor"),
+        sort=query.get("sort", "newest"),
         status=query.get("status"),
         actor=actor,
         action=query.get("action"),
@@ -95,7 +96,8 @@ def _json_text(text: str, headers: list[tuple[str, str]] | None = None) -> Respo
     return Response(body=body, headerlist=headerlist)
 
 
-def _follow(request) -> bool:
+def follow_asked(request) -> bool:
+    """The request's ``follow``: ``true`` or ``false`` (or 1/0, yes/no); else a 400."""
     value = request.GET.get("follow", "false").strip().lower()
     if value not in _FOLLOW_VALUES:
         raise api_error(Error.BAD_REQUEST, "follow takes true or false.")
@@ -109,7 +111,7 @@ _FOLLOW_VALUES = {"true": True, "1": True, "yes": True, "false": False, "0": Fal
     context=JobContainer, request_method="POST", permission=Permission.ADD_JOBS, query=("follow",)
 )
 def create_view(context: JobContainer, request):
-    follow = _follow(request)
+    follow = follow_asked(request)
     data = json_body(request)
     # The URL before the job: a Host that can't be written in it is refused with nothing made.
     base = context.url()

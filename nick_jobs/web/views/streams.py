@@ -1,4 +1,6 @@
-"""``GET /@jobs/{uuid}/stream``, ``GET /@jobs/stream`` and ``POST /@stream-tickets``.
+"""``GET /@jobs/{uuid}/stream``, ``GET /@jobs/stream`` and ``POST /@stream-tickets``, and
+the streams other views answer with: a new job's (``?follow=true`` of a submit or a
+restart) and a job's log lines (``GET /@jobs/{uuid}/log?follow=true``).
 
 A stream is an open response (``text/event-stream``) fed by the process's
 :class:`~nick_jobs.streams.hub.StreamHub`; its view only checks access, takes a slot
@@ -166,18 +168,27 @@ def job_renderer(job_url: str) -> Callable[[str, Any, str | None], bytes]:
         elif name == "progress":
             data = progress_json(payload, job_url)
         elif name == "log":
-            data = {
-                "uuid": payload.job_uuid,
-                "attempt": payload.attempt,
-                "time": isoformat(payload.time),
-                "level": level_name(payload.level),
-                "message": payload.message,
-            }
+            data = log_json(payload)
         else:
             data = payload
         return sse.frame(name, data, event_id)
 
     return render
+
+
+def log_json(line: Any) -> dict[str, Any]:
+    """A ``log`` event's data: one ``job_logs`` row."""
+    return {
+        "uuid": line.job_uuid,
+        "attempt": line.attempt,
+        "time": isoformat(line.time),
+        "level": level_name(line.level),
+        "message": line.message,
+    }
+
+
+def render_log(name: str, payload: Any, event_id: str | None) -> bytes:
+    return sse.frame(name, log_json(payload) if name == "log" else payload, event_id)
 
 
 def progress_json(job: Any, job_url: str) -> dict[str, Any]:
@@ -206,6 +217,18 @@ def job_stream(request, container: JobContainer, uuid: str, job: Any | None, log
             if job.status in FINISHED_STATUSES:
                 first.append(sse.frame("close", {"reason": "finished", "reconnect": False}))
     return StreamBody(request, render, lambda: hub.subscribe_job(uuid, cursor), first, login)
+
+
+def log_stream(request, uuid: str, after: int, min_level: int, login: str) -> StreamBody:
+    """The stream of one job's log lines after line id ``after`` (``Last-Event-ID``, when
+    sent, instead), at or above ``min_level``; closed once the job has ended."""
+    hub = request.registry["nick_jobs.stream_hub"]
+    resumed = _last_event_id(request, sse.parse_line_id)
+    if resumed is not None:
+        after = resumed
+    return StreamBody(
+        request, render_log, lambda: hub.subscribe_log(uuid, after, min_level), [], login
+    )
 
 
 @api_view(
