@@ -206,6 +206,15 @@ def backend(request, tmp_path_factory):
 _HASHES: dict[str, str] = {}
 
 
+def next_url(res) -> str | None:
+    """The path of a WebTest response's ``Link: <…>; rel="next"``, or None without one."""
+    link = res.headers.get("Link")
+    if link is None:
+        return None
+    assert link.endswith('>; rel="next"')
+    return link[1 : link.index(">")].replace("http://localhost:8080", "")
+
+
 def attempt_of(uuid: str, attempt: int = 1, action: str = "dummy", actor: str = "admin"):
     """An attempt of job ``uuid`` as a worker holds it, to finish with ``lifecycle.complete``,
     ``fail`` or ``stopped`` where the test did not start it itself (or started it long

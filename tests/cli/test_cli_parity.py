@@ -45,24 +45,6 @@ def server(tmp_path_factory) -> Iterator[LiveServer]:
         yield live
 
 
-@pytest.fixture(scope="module")
-def config_home(tmp_path_factory, server) -> Path:
-    home = tmp_path_factory.mktemp("config")
-    proc = run_cli(server, home, "login", "admin", stdin=USERS["admin"][0] + "\n")
-    assert proc.returncode == 0, proc.stderr
-    return home
-
-
-@pytest.fixture
-def cli(server, config_home):
-    return lambda *args, **kw: run_cli(server, config_home, *args, **kw)
-
-
-@pytest.fixture(scope="module")
-def api(server) -> Client:
-    return server.client("admin")
-
-
 def wait_for(check, timeout: float = 15, interval: float = 0.05):
     deadline = time.monotonic() + timeout
     while True:

@@ -22,9 +22,8 @@ from nick_jobs.cli.client_commands import (
     EXIT_JOB_STOPPED,
     EXIT_UNAVAILABLE,
 )
-from nick_jobs.client import Client
 from tests.cli.test_client_cli import SCRIPT, assert_fails, cli_env, run_cli
-from tests.client.test_client import USERS, LiveServer, live_server
+from tests.client.test_client import LiveServer, live_server
 
 SETTINGS = {"nick_jobs.stream_retry_ms": "100"}
 
@@ -33,24 +32,6 @@ SETTINGS = {"nick_jobs.stream_retry_ms": "100"}
 def server(tmp_path_factory) -> Iterator[LiveServer]:
     with live_server(tmp_path_factory.mktemp("cli-stream"), **SETTINGS) as live:
         yield live
-
-
-@pytest.fixture(scope="module")
-def config_home(tmp_path_factory, server) -> Path:
-    home = tmp_path_factory.mktemp("config")
-    proc = run_cli(server, home, "login", "admin", stdin=USERS["admin"][0] + "\n")
-    assert proc.returncode == 0, proc.stderr
-    return home
-
-
-@pytest.fixture
-def cli(server, config_home):
-    return lambda *args, **kw: run_cli(server, config_home, *args, **kw)
-
-
-@pytest.fixture(scope="module")
-def api(server) -> Client:
-    return server.client("admin")
 
 
 def steps_done(total: int) -> list[str]:

@@ -25,7 +25,7 @@ from nick_jobs.cli.client_commands import (
     EXIT_USAGE,
 )
 from nick_jobs.client import Client, ClientError
-from tests.client.test_client import USERS, LiveServer, free_port, live_server
+from tests.client.test_client import LiveServer, free_port, live_server
 from tests.conftest import ROOT
 
 SCRIPT = Path(sys.executable).with_name("nick-jobs")
@@ -36,15 +36,6 @@ CLIENT_VARIABLES = ("NICK_JOBS_URL", "NICK_JOBS_TOKEN", "XDG_CONFIG_HOME", "APPD
 def server(tmp_path_factory) -> Iterator[LiveServer]:
     with live_server(tmp_path_factory.mktemp("cli")) as live:
         yield live
-
-
-@pytest.fixture(scope="module")
-def config_home(tmp_path_factory, server) -> Path:
-    """A config directory where ``nick-jobs login`` stored an admin token."""
-    home = tmp_path_factory.mktemp("config")
-    proc = run_cli(server, home, "login", "admin", stdin=USERS["admin"][0] + "\n")
-    assert proc.returncode == 0, proc.stderr
-    return home
 
 
 def cli_env(server: LiveServer, home: Path, **extra: str) -> dict[str, str]:
@@ -69,12 +60,6 @@ def run_cli(
 
 
 @pytest.fixture
-def cli(server, config_home):
-    """``cli(*args)``: run ``nick-jobs`` as the logged-in admin."""
-    return lambda *args, **kw: run_cli(server, config_home, *args, **kw)
-
-
-@pytest.fixture
 def cli_all(server, config_home):
     """``cli_all(args, args, ...)``: independent commands at once; their results in order."""
 
@@ -83,11 +68,6 @@ def cli_all(server, config_home):
             return list(pool.map(lambda args: run_cli(server, config_home, *args), commands))
 
     return run_all
-
-
-@pytest.fixture(scope="module")
-def api(server) -> Client:
-    return server.client("admin")
 
 
 def assert_fails(proc: subprocess.CompletedProcess, code: int, message: str) -> None:

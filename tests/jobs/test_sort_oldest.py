@@ -9,14 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from nick_jobs.jobs.model import Job
-
-
-def next_url(res) -> str | None:
-    link = res.headers.get("Link")
-    if link is None:
-        return None
-    assert link.endswith('>; rel="next"')
-    return link[1 : link.index(">")].replace("http://localhost:8080", "")
+from tests.conftest import next_url
 
 
 def every_page(app, url: str, login: str = "admin") -> tuple[list[str], list[str]]:

@@ -9,6 +9,7 @@ import pytest
 
 from nick_jobs.web.permissions import Permission
 from tests.actions_for_tests import echo
+from tests.conftest import next_url
 
 # Included by the apps of the paging tests: as many actions as a long installation has,
 # every third one open to any user.
@@ -31,14 +32,6 @@ def includeme(config) -> None:
 @pytest.fixture
 def long_list(app, make_app):
     return make_app(**{"nick_jobs.includes": f"tests.actions_for_tests {THIS_MODULE}"})
-
-
-def next_url(res) -> str | None:
-    link = res.headers.get("Link")
-    if link is None:
-        return None
-    assert link.endswith('>; rel="next"')
-    return link[1 : link.index(">")].replace("http://localhost:8080", "")
 
 
 def every_page(app, url: str, login: str = "admin") -> tuple[list[str], list[int]]:
