@@ -36,6 +36,8 @@ def includeme(config: Configurator) -> None:
     config.include("nick_jobs.web")
     # JSON logs, the SIGTERM drain and admission.
     config.include("nick_jobs.ops")
+    # The admin dashboard's pages (nick_jobs.dashboard = false turns it off).
+    config.include("nick_jobs.dashboard")
     # Modules of actions (or anything else) named in the ini, after the directives exist.
     for name in aslist(config.get_settings().get("nick_jobs.includes", "")):
         config.include(name)

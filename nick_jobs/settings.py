@@ -25,6 +25,7 @@ ENVIRONMENT_OVERRIDES = {
     "NICK_JOBS_BROKER_URL": "nick_jobs.broker_url",
     "NICK_JOBS_JWT_SECRET": "nick_jobs.jwt_secret",
     "NICK_JOBS_PUBLIC_URL": "nick_jobs.public_url",
+    "NICK_JOBS_CORS_ORIGINS": "nick_jobs.cors_origins",
 }
 
 log = logging.getLogger(__name__)
@@ -186,6 +187,12 @@ class Settings:
     # The URL every URL the API writes starts with (nick_jobs.web.urls), without a trailing
     # slash; "" takes the scheme, Host and SCRIPT_NAME of each request.
     public_url: str = ""
+    # Origins whose pages may call the API from a browser (nick_jobs.web.cors): exact
+    # origins such as https://cms.example.org, or "*" for any; empty, none may.
+    cors_origins: frozenset[str] = frozenset()
+    # The admin dashboard (nick_jobs.dashboard), and the path it is served under.
+    dashboard: bool = True
+    dashboard_path: str = "/dashboard"
 
     @property
     def is_production(self) -> bool:
@@ -299,6 +306,9 @@ def parse(settings: Mapping[str, Any]) -> Settings:
         publisher_threads=_int(settings, "nick_jobs.publisher_threads", 2),
         publisher_confirms=asbool(settings.get("nick_jobs.publisher_confirms", False)),
         public_url=_public_url(settings),
+        cors_origins=_cors_origins(settings),
+        dashboard=asbool(settings.get("nick_jobs.dashboard", True)),
+        dashboard_path=_dashboard_path(settings),
     )
 
 
@@ -334,6 +344,40 @@ def _public_url(settings: Mapping[str, Any]) -> str:
     ):
         raise ConfigurationError(f"{problem}, not {raw!r}")
     return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+def _cors_origins(settings: Mapping[str, Any]) -> frozenset[str]:
+    origins = set()
+    for raw in str(settings.get("nick_jobs.cors_origins", "") or "").replace(",", " ").split():
+        if raw == "*":
+            origins.add(raw)
+            continue
+        parts = urlsplit(raw)
+        # An Origin header is scheme://host[:port] and nothing else; a path or a trailing
+        # slash would never match one, so it is refused here rather than ignored.
+        if (
+            parts.scheme not in ("http", "https")
+            or not valid_host(parts.netloc)
+            or "@" in parts.netloc
+            or raw != f"{parts.scheme}://{parts.netloc}"
+        ):
+            raise ConfigurationError(
+                "nick_jobs.cors_origins (or NICK_JOBS_CORS_ORIGINS) takes origins such as "
+                f"https://cms.example.org (scheme, host and port only) or *, not {raw!r}"
+            )
+        origins.add(raw.lower())
+    return frozenset(origins)
+
+
+def _dashboard_path(settings: Mapping[str, Any]) -> str:
+    raw = str(settings.get("nick_jobs.dashboard_path", "/dashboard") or "").strip()
+    path = "/" + raw.strip("/")
+    if path == "/" or not _URL_PATH.match(path) or "@" in path:
+        raise ConfigurationError(
+            "nick_jobs.dashboard_path takes a path such as /dashboard (not / and not a "
+            f"path with @, which nick-jobs' own names use), not {raw!r}"
+        )
+    return path
 
 
 def _job_log_copy_rate(settings: Mapping[str, Any]) -> int:

@@ -11,7 +11,18 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "nick_jobs"
-FEATURES = {"db", "jobs", "web", "worker", "scheduling", "streams", "users", "ops", "cli"}
+FEATURES = {
+    "db",
+    "jobs",
+    "web",
+    "worker",
+    "scheduling",
+    "streams",
+    "users",
+    "ops",
+    "cli",
+    "dashboard",
+}
 # Modules that every feature may use, beside the feature packages.
 SHARED = {"__init__.py", "settings.py", "client.py"}
 

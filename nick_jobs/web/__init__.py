@@ -1,5 +1,6 @@
 """The HTTP side: resources and their ACLs, the security policy, permissions, the error
-catalogue and exception views, strict input, the URLs the API writes, and the views."""
+catalogue and exception views, strict input, the URLs the API writes, cross-origin
+requests, and the views."""
 
 from __future__ import annotations
 
@@ -15,4 +16,6 @@ def includeme(config) -> None:
     config.include("nick_jobs.web.strict")
     # A Host that can't be written into a URL gets 400 (unless nick_jobs.public_url is set).
     config.include("nick_jobs.web.urls")
+    # Pages of the origins in nick_jobs.cors_origins may call the API (none by default).
+    config.include("nick_jobs.web.cors")
     config.include("nick_jobs.web.views")
