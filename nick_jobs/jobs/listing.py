@@ -102,6 +102,11 @@ def decode_list_cursor(cursor: str, sort: Sort) -> int:
     return last_id
 
 
+# How deep b_start may go: past it, an offset makes the database read and drop that many
+# rows for every page, and a client is sent to the cursor.
+MAX_OFFSET = 10_000
+
+
 @dataclass(frozen=True)
 class Page:
     """A page of jobs: rows with ``id`` and the columns of
@@ -157,6 +162,7 @@ def _page_statement(
     after: bool,
     guarded: bool = False,
     oldest: bool = False,
+    offset: bool = False,
 ) -> sa.Select:
     if json_rows:
         # Each row as its JSON text, written by the database (serialize.job_json_sql).
@@ -174,7 +180,8 @@ def _page_statement(
         # Checked once for the statement (its subqueries are not correlated to the rows).
         query = query.where(identity_holds())
     order = Job.id.asc() if oldest else Job.id.desc()
-    return query.order_by(order).limit(sa.bindparam("b_limit"))
+    query = query.order_by(order).limit(sa.bindparam("b_limit"))
+    return query.offset(sa.bindparam("b_offset")) if offset else query
 
 
 @functools.cache
@@ -189,6 +196,7 @@ def list_jobs(
     base_url: str,
     size: int,
     cursor: str | None = None,
+    start: int = 0,
     sort: Sort = "newest",
     status: str | None = None,
     actor: str | None = None,
@@ -201,7 +209,21 @@ def list_jobs(
     """A page of jobs in the order ``sort``, after ``cursor`` (which must have been made
     for that order); with ``guard`` (the ``b_guard_*`` parameters of
     :func:`~nick_jobs.users.model.identity_holds`, PostgreSQL only), rows only while the
-    caller's identity holds, checked in the page's own statement."""
+    caller's identity holds, checked in the page's own statement.
+
+    ``start`` skips that many jobs first (plone.restapi's ``b_start``), up to
+    :data:`MAX_OFFSET`: the database still reads every job it skips, where a cursor
+    starts at its place in the index. The next page of either is given by a cursor."""
+    if start and cursor:
+        raise api_error(
+            Error.BAD_REQUEST, "Give b_start or cursor, not both: the cursor already says where."
+        )
+    if start > MAX_OFFSET:
+        raise api_error(
+            Error.BAD_REQUEST,
+            f"b_start goes up to {MAX_OFFSET}; page further with the cursor that the Link "
+            "header's next URL carries, which costs the same at any depth.",
+        )
     filters = (bool(status), bool(actor), bool(action), bool(q), bool(parent))
     params: dict[str, Any] = {
         "b_status": status,
@@ -215,6 +237,8 @@ def list_jobs(
     page_params = {**params, "b_limit": size + 1}
     if cursor:
         page_params["b_past"] = decode_list_cursor(cursor, sort)
+    if start:
+        page_params["b_offset"] = start
     json_rows = conn.dialect.name == "postgresql"
     if json_rows:
         page_params["b_base"] = base_url
@@ -222,7 +246,7 @@ def list_jobs(
     if guarded:
         page_params.update(guard)
     oldest = sort == "oldest"
-    statement = _page_statement(json_rows, *filters, bool(cursor), guarded, oldest)
+    statement = _page_statement(json_rows, *filters, bool(cursor), guarded, oldest, bool(start))
     rows = conn.execute(statement, page_params).all()
     has_next = len(rows) > size
     rows = rows[:size]
@@ -230,6 +254,7 @@ def list_jobs(
     total = None
     if want_total:
         total = conn.execute(_count_statement(*filters), params).scalar_one()
-    elif not cursor and not has_next:
-        total = len(rows)  # the whole result is on this page: the count is free
+    elif not cursor and not has_next and (rows or not start):
+        # The rest of the result is on this page: the count is free.
+        total = start + len(rows)
     return Page(rows, next_cursor, total, json_rows=json_rows, guard_held=guarded and bool(rows))

@@ -71,6 +71,8 @@ class ListQuerySchema(Schema):
     parent = fields.UUID()
     sort = fields.String(validate=validate.OneOf(["newest", "oldest"]))
     b_size = fields.Integer(validate=validate.Range(min=1))
+    # plone.restapi's offset paging, for clients written for Plone; listing.MAX_OFFSET bounds it.
+    b_start = fields.Integer(validate=validate.Range(min=0))
     cursor = fields.String(validate=validate.Length(max=200))
     count = fields.Boolean()
 

@@ -56,6 +56,7 @@ def list_view(context: JobContainer, request):
         base_url=base,
         size=size,
         cursor=query.get("cursor"),
+        start=query.get("b_start", 0),
         sort=query.get("sort", "newest"),
         status=query.get("status"),
         actor=actor,
@@ -69,7 +70,7 @@ def list_view(context: JobContainer, request):
         security.confirmed(request)
     headers: list[tuple[str, str]] = []
     if page.next_cursor:
-        params = {k: v for k, v in request.GET.items() if k != "cursor"}
+        params = {k: v for k, v in request.GET.items() if k not in ("cursor", "b_start")}
         params["cursor"] = page.next_cursor
         next_url = base + "?" + urlencode(params)
         headers.append(("Link", f'<{next_url}>; rel="next"'))
