@@ -18,14 +18,83 @@ from pyramid.settings import asbool
 
 from nick_jobs.web.hosts import valid_host
 
-# The environment wins over the ini file for the values that differ between
-# deployments, so one production.ini serves every host.
+# Every setting nick-jobs reads (docs/deployment.md#all-settings), besides sqlalchemy.url
+# and the declared schedules' nick_jobs.schedule.<id>.* (docs/scheduled-jobs.md).
+SETTINGS = (
+    "nick_jobs.environment",
+    "nick_jobs.public_url",
+    "nick_jobs.cors_origins",
+    "nick_jobs.broker_url",
+    "nick_jobs.queue",
+    "nick_jobs.broker_namespace",
+    "nick_jobs.publisher_threads",
+    "nick_jobs.publisher_confirms",
+    "nick_jobs.jwt_secret",
+    "nick_jobs.jwt_algorithms",
+    "nick_jobs.jwt_lifetime",
+    "nick_jobs.jwt_leeway",
+    "nick_jobs.max_authorization_header",
+    "nick_jobs.max_body_bytes",
+    "nick_jobs.login_rate_limit",
+    "nick_jobs.login_account_rate_limit",
+    "nick_jobs.login_address_rate_limit",
+    "nick_jobs.login_rate_window",
+    "nick_jobs.default_page_size",
+    "nick_jobs.max_page_size",
+    "nick_jobs.job_time_limit",
+    "nick_jobs.stream_max_per_process",
+    "nick_jobs.stream_max_per_user",
+    "nick_jobs.stream_max_lifetime",
+    "nick_jobs.stream_keepalive",
+    "nick_jobs.stream_poll_interval",
+    "nick_jobs.stream_retry_ms",
+    "nick_jobs.stream_ticket_ttl",
+    "nick_jobs.stream_max_queued_events",
+    "nick_jobs.abort_check_interval",
+    "nick_jobs.max_active_requests",
+    "nick_jobs.request_queue_timeout",
+    "nick_jobs.graceful_shutdown",
+    "nick_jobs.shutdown_grace",
+    "nick_jobs.includes",
+    "nick_jobs.auto_migrate",
+    "nick_jobs.bootstrap_admin",
+    "nick_jobs.embedded_worker_threads",
+    "nick_jobs.worker_threads",
+    "nick_jobs.worker_timeout_ms",
+    "nick_jobs.worker_grace",
+    "nick_jobs.heartbeat_interval",
+    "nick_jobs.lease",
+    "nick_jobs.sweep_interval",
+    "nick_jobs.resend_grace",
+    "nick_jobs.health_timeout",
+    "nick_jobs.metrics_access",
+    "nick_jobs.worker_metrics_port",
+    "nick_jobs.worker_metrics_host",
+    "nick_jobs.log_format",
+    "nick_jobs.job_log_copy_rate",
+    "nick_jobs.dashboard",
+    "nick_jobs.dashboard_path",
+    "nick_jobs.schedules",
+    "nick_jobs.prune_schedule",
+    "nick_jobs.ready_requires_scheduler",
+    "nick_jobs.scheduler.missed",
+    "nick_jobs.scheduler.embedded",
+    "nick_jobs.scheduler.interval",
+    "nick_jobs.scheduler.stale_after",
+    "nick_jobs.scheduler.grace",
+)
+
+
+def environment_name(setting: str) -> str:
+    """The environment variable that sets ``setting``: ``nick_jobs.lease`` →
+    ``NICK_JOBS_LEASE``, ``nick_jobs.scheduler.missed`` → ``NICK_JOBS_SCHEDULER_MISSED``."""
+    return setting.replace(".", "_").upper()
+
+
+# The environment wins over the ini file, so one production.ini serves every host.
 ENVIRONMENT_OVERRIDES = {
     "NICK_JOBS_DATABASE_URL": "sqlalchemy.url",
-    "NICK_JOBS_BROKER_URL": "nick_jobs.broker_url",
-    "NICK_JOBS_JWT_SECRET": "nick_jobs.jwt_secret",
-    "NICK_JOBS_PUBLIC_URL": "nick_jobs.public_url",
-    "NICK_JOBS_CORS_ORIGINS": "nick_jobs.cors_origins",
+    **{environment_name(setting): setting for setting in SETTINGS},
 }
 
 log = logging.getLogger(__name__)
