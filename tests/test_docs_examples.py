@@ -362,6 +362,8 @@ def world(tmp_path, monkeypatch) -> Iterator[World]:
             "nick_jobs.embedded_worker_threads": "0",
             # Only the built-in actions: the docs describe an installation as it ships.
             "nick_jobs.includes": "",
+            # Pages of this origin may call the API (docs/api.md#cors).
+            "nick_jobs.cors_origins": "https://cms.example.org",
         }
     )
     clock, uuids = Clock(), UUIDs()

@@ -25,8 +25,11 @@ from pyramid.tweens import INGRESS
 from nick_jobs.web.errors import Error, api_error
 
 ALLOW_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
-# Every request header the API reads, and those a browser doesn't send without asking.
-ALLOW_HEADERS = "Authorization, Content-Type, Idempotency-Key, Last-Event-ID, Prefer, Accept"
+# Every request header the API reads, and those clients send that a browser doesn't send
+# across origins without asking (Cache-Control: the JS client's streams say no-cache).
+ALLOW_HEADERS = (
+    "Authorization, Content-Type, Idempotency-Key, Last-Event-ID, Prefer, Accept, Cache-Control"
+)
 # The response headers a page's code needs: where a new job is, the next page, the total,
 # and how long to wait after a 429 or 503.
 EXPOSE_HEADERS = "Location, Link, X-Total-Count, Retry-After"

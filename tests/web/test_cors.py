@@ -123,6 +123,7 @@ def test_every_endpoint_answers_a_preflight_from_an_allowed_origin(api, resource
                 "Origin": ALLOWED,
                 "Access-Control-Request-Method": method,
                 "Access-Control-Request-Headers": "authorization, content-type, idempotency-key",
+                # The JS client's streams send Cache-Control: no-cache.
             },
             status=204,
         )
