@@ -524,6 +524,12 @@ class Client:
             for status in JOB_STATUSES
         }
 
+    def stats(self, minutes: int | None = None) -> dict[str, Any]:
+        """``GET /@jobs/@stats``: the jobs this user may see, counted by status and by
+        action, the oldest waiting job, and the jobs finished in each of the last
+        ``minutes`` minutes (the server's default, 60, when ``None``; 1 to 1440)."""
+        return self.request("GET", "/@jobs/@stats", query={"minutes": minutes}).data
+
     def get_job(self, uuid: str) -> dict[str, Any]:
         """``GET /@jobs/{uuid}``."""
         return self.request("GET", _job_path(uuid)).data

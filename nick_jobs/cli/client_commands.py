@@ -60,7 +60,7 @@ JOB_EXIT = {
 
 COMMANDS = ("login", "logout", "list", "get", "submit", "abort", "retry", "delete")
 COMMANDS += ("stop", "resume", "restart", "log", "history", "stream", "schedules")
-COMMANDS += ("actions", "health", "status")
+COMMANDS += ("actions", "health", "status", "stats")
 
 TOKENS_FILE = "tokens.json"
 
@@ -537,6 +537,139 @@ def _status_of_job(args: argparse.Namespace, job: dict[str, Any]) -> int:
         if percent is not None:
             text += f"  {percent:.1f}%"
         print(text)
+    return EXIT_OK
+
+
+# --- stats -----------------------------------------------------------------------------
+
+# A sparkline's marks, from the fewest jobs in a mark to the most; a mark with none is
+# a dot, so that one job is never mistaken for none.
+SPARKS = "▁▂▃▄▅▆▇█"
+NO_JOBS = "·"
+FINISHED_OUTCOMES = ("completed", "failed", "aborted")
+
+
+def duration_text(seconds: float) -> str:
+    """``1.5s``, ``4m 10s``, ``1h 05m``, ``2d 3h``: the two largest units."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    days, rest = divmod(whole, 86_400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs:02d}s"
+
+
+def spark_groups(values: Sequence[int], width: int) -> list[int]:
+    """``values`` summed into at most ``width`` marks of equal length, the last mark
+    ending with the last value (a first mark may hold fewer)."""
+    size = max(-(-len(values) // max(width, 1)), 1)
+    head = len(values) % size
+    groups = [sum(values[:head])] if head else []
+    groups += [sum(values[i : i + size]) for i in range(head, len(values), size)]
+    return groups
+
+
+def sparkline(values: Sequence[int], top: int) -> str:
+    """One mark per value, scaled so that ``top`` is the highest mark."""
+    marks = []
+    for value in values:
+        if value <= 0:
+            marks.append(NO_JOBS)
+        else:
+            marks.append(SPARKS[min(-(-value * len(SPARKS) // max(top, 1)) - 1, len(SPARKS) - 1)])
+    return "".join(marks)
+
+
+def _span(first: str | None, last: str | None) -> str:
+    """Two minutes as ``2026-11-23 10:41 to 11:40``, the date again only if it differs."""
+    start, end = _when(first)[:16], _when(last)[:16]
+    return f"{start} to {end[11:] if end[:10] == start[:10] else end}"
+
+
+def stats_lines(data: dict[str, Any], room: int) -> list[str]:
+    """The figures of ``GET /@jobs/@stats`` for people, ``room`` columns wide."""
+    counts = data.get("counts") or {}
+    lines = [f"{'STATUS':<10} JOBS"]
+    lines += [f"{status:<10} {count}" for status, count in counts.items()]
+    lines.append(f"{'total':<10} {data.get('total', sum(counts.values()))}")
+    by_action = data.get("by_action") or {}
+    if by_action:
+        statuses = list(counts) or list(JOB_STATUSES)
+        headers = ["ACTION", "TOTAL", *(status.upper() for status in statuses)]
+        rows = [
+            [name, str(figures.get("total", 0)), *(str(figures.get(s, 0)) for s in statuses)]
+            for name, figures in by_action.items()
+        ]
+        widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
+        lines.append("")
+        for row in [headers, *rows]:
+            lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+    lines.append("")
+    oldest = data.get("oldest_waiting")
+    if oldest:
+        lines.append(
+            f"oldest waiting: {duration_text(oldest.get('age') or 0.0)}  {oldest.get('uuid')}  "
+            f"{oldest.get('action')}  {oldest.get('actor')}  "
+            f"(since {_when(oldest.get('waiting_since'))})"
+        )
+    else:
+        lines.append("oldest waiting: none")
+    minutes = data.get("finished_per_minute") or []
+    if minutes:
+        label = max(len(outcome) for outcome in FINISHED_OUTCOMES)
+        series = {o: [int(m.get(o) or 0) for m in minutes] for o in FINISHED_OUTCOMES}
+        totals = {o: sum(values) for o, values in series.items()}
+        width = max(room - label - 2 - len(str(max(totals.values()))) - 2, 10)
+        grouped = {o: spark_groups(values, width) for o, values in series.items()}
+        top = max((max(values) for values in grouped.values()), default=0)
+        per = -(-len(minutes) // width) if len(minutes) > width else 1
+        each = "a minute" if per == 1 else f"per {per} minutes"
+        span = _span(minutes[0].get("minute"), minutes[-1].get("minute"))
+        lines.append("")
+        lines.append(f"finished, {span} UTC, one mark {each}, {SPARKS[-1]} = {top}:")
+        for outcome in FINISHED_OUTCOMES:
+            mark = sparkline(grouped[outcome], top)
+            lines.append(f"{outcome:<{label}}  {mark}  {totals[outcome]}")
+    return lines
+
+
+def stats_plain(data: dict[str, Any]) -> list[str]:
+    """Tab-separated lines: ``status``, ``total``, ``action``, ``oldest_waiting`` and
+    ``minute`` lines, each led by its kind."""
+    counts = data.get("counts") or {}
+    statuses = list(counts) or list(JOB_STATUSES)
+    lines = [f"status\t{status}\t{count}" for status, count in counts.items()]
+    lines.append(f"total\t{data.get('total', sum(counts.values()))}")
+    for name, figures in (data.get("by_action") or {}).items():
+        cells = [name, figures.get("total", 0), *(figures.get(s, 0) for s in statuses)]
+        lines.append("\t".join(["action", *map(str, cells)]))
+    oldest = data.get("oldest_waiting")
+    if oldest:
+        cells = [oldest.get(key) for key in ("uuid", "action", "actor", "age")]
+        lines.append("\t".join(["oldest_waiting", *map(str, cells)]))
+    else:
+        lines.append("oldest_waiting\t-")
+    for minute in data.get("finished_per_minute") or []:
+        cells = [_when(minute.get("minute")), *(minute.get(o, 0) for o in FINISHED_OUTCOMES)]
+        lines.append("\t".join(["minute", *map(str, cells)]))
+    return lines
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    data = make_client(args).stats(minutes=args.minutes)
+    if args.output == "json":
+        print_json(data)
+    elif args.output == "plain" or args.quiet:
+        for line in stats_plain(data):
+            print(line)
+    else:
+        for line in stats_lines(data, shutil.get_terminal_size((120, 24)).columns):
+            print(line)
     return EXIT_OK
 
 
@@ -1239,6 +1372,19 @@ def add_client_commands(subparsers: Any) -> None:
     status.add_argument("--action", help="count only the jobs of this action")
     status.add_argument("--actor", help="count only the jobs of this user")
 
+    stats = add(
+        "stats",
+        cmd_stats,
+        "show how many jobs are in each status and of each action, the oldest waiting job "
+        "and the jobs finished in each of the last minutes",
+    )
+    stats.add_argument(
+        "--minutes",
+        type=_window,
+        metavar="N",
+        help="how many minutes of finished jobs, 1 to 1440 (default: the server's, 60)",
+    )
+
     submit = _with_key_values(subparsers, lambda: add("submit", cmd_submit, "submit a job"))
     submit.add_argument("action", metavar="ACTION", help="see `nick-jobs actions`")
     _add_params_arguments(submit)
@@ -1383,4 +1529,14 @@ def _non_negative(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _window(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= 1440:
+        raise argparse.ArgumentTypeError("must be 1 to 1440")
     return value

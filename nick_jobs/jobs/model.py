@@ -79,6 +79,14 @@ class Job(Base):
             postgresql_where=sa.text("status IN ('created', 'running')"),
             sqlite_where=sa.text("status IN ('created', 'running')"),
         ),
+        # Jobs finished per minute (GET /@jobs/@stats): finished jobs only, so starts,
+        # heartbeats and progress never write to it.
+        sa.Index(
+            "ix_jobs_finished",
+            "finished",
+            postgresql_where=sa.text("finished IS NOT NULL"),
+            sqlite_where=sa.text("finished IS NOT NULL"),
+        ),
     )
 
 

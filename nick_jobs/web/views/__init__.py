@@ -31,6 +31,8 @@ def api_view(*, query: Iterable[str] = (), subpath: bool = False, **settings: An
 
 def includeme(config) -> None:
     config.include("nick_jobs.web.views.auth")
+    # GET /@jobs/@stats: a view name of the container, never a job's uuid.
+    config.include("nick_jobs.web.views.stats")
     # Reading jobs before changing them: a job's GET is then the first view tried.
     config.include("nick_jobs.web.views.jobs")
     config.include("nick_jobs.web.views.control")
