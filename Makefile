@@ -18,6 +18,11 @@ $(VENV)/.installed-test: $(BIN)/python setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet -e '.[testing]'
 	touch $@
 
+# The benchmarks run on PostgreSQL, Redis and RabbitMQ: the extras of all three.
+$(VENV)/.installed-bench: $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/pip install --quiet -e '.[server,postgresql,redis,rabbitmq]'
+	touch $@
+
 run: $(VENV)/.installed-run
 	mkdir -p var
 	$(BIN)/pserve development.ini
@@ -43,8 +48,8 @@ clean:
 # benchmarks/results.json and the results table of docs/benchmarks.md.
 .PHONY: bench bench-quick
 
-bench: $(VENV)/.installed-run
+bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/run.py
 
-bench-quick: $(VENV)/.installed-run
+bench-quick: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/run.py --quick

@@ -13,7 +13,22 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pyramid.config import Configurator
 
-__all__ = ["includeme", "main"]
+__all__ = ["__version__", "includeme", "main"]
+
+
+def __getattr__(name: str) -> str:
+    # ``__version__`` is read from the installed package's metadata (its one source is
+    # setup.cfg), on first use: looking it up costs more than importing this module.
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("nick-jobs")
+        except PackageNotFoundError:  # imported from a source tree that was never installed
+            found = "0+unknown"
+        globals()["__version__"] = found
+        return found
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def includeme(config: Configurator) -> None:

@@ -438,12 +438,28 @@ def _cmd_scheduler(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class _PrintVersion(argparse.Action):
+    """``--version``: argparse's own action, with the version looked up only when asked
+    (reading the package metadata would cost every other command its time)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        kwargs.setdefault("help", "print the version of nick-jobs and exit")
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> NoReturn:
+        import nick_jobs
+
+        print(f"nick-jobs {nick_jobs.__version__}")
+        parser.exit(EXIT_OK)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nick-jobs",
         description="Serve the API, migrate the database, run workers, manage users; and, "
         "as a client of a running server, submit, show and manage jobs.",
     )
+    parser.add_argument("--version", action=_PrintVersion)
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="{serve,migrate,worker,sweep,users}"
     )

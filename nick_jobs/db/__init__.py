@@ -14,6 +14,7 @@ from pyramid.tweens import EXCVIEW
 from sqlalchemy.orm import Session, sessionmaker
 
 from nick_jobs.db.meta import json_loads
+from nick_jobs.settings import ConfigurationError
 
 __all__ = [
     "get_engine",
@@ -108,7 +109,18 @@ def get_engine(url: str, **kwargs: Any) -> sa.Engine:
         kwargs.setdefault("connect_args", {"connect_timeout": CONNECT_TIMEOUT_S})
         # psycopg parses jsonb values with it.
         kwargs.setdefault("json_deserializer", json_loads)
-    engine = sa.create_engine(url, **kwargs)
+    try:
+        engine = sa.create_engine(url, **kwargs)
+    except ModuleNotFoundError as exc:
+        # The driver is loaded here. PostgreSQL's, psycopg, comes with an extra: the bare
+        # install runs SQLite alone.
+        if not url.startswith("postgresql") or exc.name not in ("psycopg", "psycopg2"):
+            raise
+        message = "a postgresql URL (sqlalchemy.url) needs the psycopg driver: "
+        if exc.name == "psycopg2":
+            # SQLAlchemy's default driver for a bare postgresql:// URL.
+            message += "write postgresql+psycopg://... and "
+        raise ConfigurationError(f"{message}pip install 'nick-jobs[postgresql]'") from exc
     if not kwargs.get("pool_pre_ping"):
         ping_when_idle(engine)
     return engine

@@ -2,32 +2,23 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import sqlalchemy as sa
 from alembic.config import Config
 
 from alembic import command
 
-# The migrations live beside the package in the source tree (the top-level alembic/).
-_CANDIDATES = (Path(__file__).resolve().parents[2] / "alembic", Path.cwd() / "alembic")
-
-
-def script_location() -> Path:
-    """The alembic/ folder: next to the package (checkout, editable install) or here."""
-    for candidate in _CANDIDATES:
-        if (candidate / "env.py").is_file():
-            return candidate
-    searched = ", ".join(str(c) for c in _CANDIDATES)
-    raise FileNotFoundError(
-        f"no alembic/ migrations folder found (looked in {searched}); run from the "
-        "nick-jobs checkout the package was installed from"
-    )
+# The migrations are package data, named as Alembic names a package resource: the folder
+# alembic/ inside the installed nick_jobs package. A wheel carries them there; in the
+# checkout (and an editable install of it) nick_jobs/alembic is the top-level alembic/
+# folder. `nick-jobs migrate` and the development start-up always run these, the ones of
+# the code that is installed, whatever an ini's [alembic] section says (that section is
+# for the `alembic` command itself).
+SCRIPT_LOCATION = "nick_jobs:alembic"
 
 
 def alembic_config(engine: sa.Engine) -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", str(script_location()))
+    cfg.set_main_option("script_location", SCRIPT_LOCATION)
     cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
     cfg.attributes["engine"] = engine
     return cfg

@@ -12,7 +12,6 @@ from enum import Enum, unique
 from typing import Any
 
 import marshmallow
-import psycopg
 import sqlalchemy.exc
 from pyramid.httpexceptions import (
     HTTPException,
@@ -202,10 +201,6 @@ def validation_failed(exc: marshmallow.ValidationError, request) -> HTTPExceptio
 @exception_view_config(sqlalchemy.exc.OperationalError)
 @exception_view_config(sqlalchemy.exc.InterfaceError)
 @exception_view_config(sqlalchemy.exc.TimeoutError)
-# Raised by the driver itself, unwrapped: on a connection the server closed, before a
-# statement is even sent.
-@exception_view_config(psycopg.OperationalError)
-@exception_view_config(psycopg.InterfaceError)
 def database_unavailable(exc: Exception, request) -> HTTPException:
     log.error("database unavailable during %s %s: %s", request.method, request.path, exc)
     response = api_error(
@@ -243,3 +238,12 @@ def unexpected(exc: Exception, request) -> HTTPException:
 
 def includeme(config) -> None:
     config.scan(__name__)
+    # psycopg's own errors, raised unwrapped on a connection the server closed before a
+    # statement is even sent. psycopg comes with the postgresql extra; without it there is
+    # no PostgreSQL connection to lose.
+    try:
+        import psycopg
+    except ModuleNotFoundError:
+        return
+    for error in (psycopg.OperationalError, psycopg.InterfaceError):
+        config.add_exception_view(database_unavailable, context=error)

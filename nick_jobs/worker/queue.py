@@ -14,13 +14,13 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, NoReturn
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
 
 from nick_jobs.jobs.actions import ActionRegistry
-from nick_jobs.settings import Settings
+from nick_jobs.settings import ConfigurationError, Settings
 from nick_jobs.worker.runner import JobRunner
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,10 @@ def make_broker(settings: Settings, namespace: str = "nick_jobs") -> dramatiq.Br
     if url.startswith("stub://"):
         return StubBroker()
     if url.startswith(("redis://", "rediss://")):
-        from dramatiq.brokers.redis import RedisBroker
+        try:
+            from dramatiq.brokers.redis import RedisBroker
+        except ModuleNotFoundError as exc:
+            _missing_client(exc, "redis", "redis")
 
         return RedisBroker(
             url=url,
@@ -49,7 +52,10 @@ def make_broker(settings: Settings, namespace: str = "nick_jobs") -> dramatiq.Br
             heartbeat_timeout=REDIS_HEARTBEAT_TIMEOUT_MS,
             maintenance_chance=REDIS_MAINTENANCE_CHANCE,
         )
-    from dramatiq.brokers.rabbitmq import RabbitmqBroker
+    try:
+        from dramatiq.brokers.rabbitmq import RabbitmqBroker
+    except ModuleNotFoundError as exc:
+        _missing_client(exc, "pika", "rabbitmq")
 
     # Without publisher confirms by default. The job's row, committed before its message
     # is sent, is the job; a message the broker loses (it crashed before writing it down,
@@ -60,6 +66,17 @@ def make_broker(settings: Settings, namespace: str = "nick_jobs") -> dramatiq.Br
     # (docs/benchmarks.md). With nick_jobs.publisher_confirms, send() returns only once
     # RabbitMQ has the message, and a message it refuses is logged at once.
     return RabbitmqBroker(url=url, confirm_delivery=settings.publisher_confirms)
+
+
+def _missing_client(exc: ModuleNotFoundError, client: str, extra: str) -> NoReturn:
+    """Dramatiq's broker could not import its client library: say which extra brings it
+    (the bare install runs the stub:// broker alone)."""
+    if exc.name != client:
+        raise exc
+    raise ConfigurationError(
+        f"a {extra} broker URL (nick_jobs.broker_url) needs the {client} library: "
+        f"pip install 'nick-jobs[{extra}]'"
+    ) from exc
 
 
 class Publishers:
