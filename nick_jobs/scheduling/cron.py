@@ -96,6 +96,13 @@ def next_fire(expression: str, tz_name: str, after: dt.datetime) -> dt.datetime:
     return next(_iterate(expression, tz_name, after, forward=True))
 
 
+def next_fires(expression: str, tz_name: str, after: dt.datetime, count: int) -> list[dt.datetime]:
+    """The first ``count`` times strictly after ``after`` at which the schedule fires, in
+    UTC: what the scheduler will do, daylight-saving changes included."""
+    times = _iterate(expression, tz_name, after, forward=True)
+    return [next(times) for _ in range(count)]
+
+
 def last_fire(expression: str, tz_name: str, at_or_before: dt.datetime) -> dt.datetime:
     """The latest time at or before ``at_or_before`` at which the schedule fired, in UTC."""
     start = at_or_before + dt.timedelta(microseconds=1)

@@ -36,6 +36,22 @@ _ADMIN = (Allow, role_principal(ADMINISTRATOR_ROLE), ALL_PERMISSIONS)
 # --- what clients send -----------------------------------------------------------------
 
 
+def check_schedule(value: str) -> None:
+    """A field validator: ``ValidationError`` unless ``value`` is a cron rule we run."""
+    try:
+        cron.normalize(value)
+    except cron.InvalidSchedule as exc:
+        raise ValidationError(str(exc)) from None
+
+
+def check_timezone(value: str) -> None:
+    """A field validator: ``ValidationError`` unless ``value`` is a known time zone."""
+    try:
+        cron.zone(value)
+    except cron.InvalidSchedule as exc:
+        raise ValidationError(str(exc)) from None
+
+
 class _Fields(Schema):
     title = fields.String(validate=validate.Length(max=500))
     description = fields.String(validate=validate.Length(max=10_000))
@@ -47,17 +63,11 @@ class _Fields(Schema):
 
     @validates("schedule")
     def _schedule(self, value: str, **kwargs: Any) -> None:
-        try:
-            cron.normalize(value)
-        except cron.InvalidSchedule as exc:
-            raise ValidationError(str(exc)) from None
+        check_schedule(value)
 
     @validates("timezone")
     def _timezone(self, value: str, **kwargs: Any) -> None:
-        try:
-            cron.zone(value)
-        except cron.InvalidSchedule as exc:
-            raise ValidationError(str(exc)) from None
+        check_timezone(value)
 
 
 class ScheduledJobCreateSchema(_Fields):
@@ -70,6 +80,29 @@ class ScheduledJobCreateSchema(_Fields):
 
 class ScheduledJobPatchSchema(_Fields):
     """``PATCH /@scheduled-jobs/{id}``: any of the fields; the id can't change."""
+
+
+#: How many firings ``GET /@scheduled-jobs/@preview`` gives at most, and by default.
+PREVIEW_MAX = 20
+PREVIEW_DEFAULT = 5
+
+
+class PreviewQuerySchema(Schema):
+    """``GET /@scheduled-jobs/@preview``: a rule and a zone, checked as a scheduled job's."""
+
+    schedule = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    timezone = fields.String(load_default="UTC", validate=validate.Length(min=1, max=64))
+    count = fields.Integer(
+        load_default=PREVIEW_DEFAULT, validate=validate.Range(min=1, max=PREVIEW_MAX)
+    )
+
+    @validates("schedule")
+    def _schedule(self, value: str, **kwargs: Any) -> None:
+        check_schedule(value)
+
+    @validates("timezone")
+    def _timezone(self, value: str, **kwargs: Any) -> None:
+        check_timezone(value)
 
 
 # --- JSON ------------------------------------------------------------------------------
@@ -156,6 +189,18 @@ def check_definition(registry, action: str, params: dict[str, Any]) -> dict[str,
     except marshmallow.ValidationError as exc:
         raise ValidationError({"params": exc.messages}) from None
     return params
+
+
+def preview(schedule: str, timezone: str, count: int) -> dict[str, Any]:
+    """The next ``count`` firings of ``schedule`` in ``timezone`` from now, as the
+    scheduler would make them (validated input: see :class:`PreviewQuerySchema`)."""
+    normalized = cron.normalize(schedule)
+    times = cron.next_fires(normalized, timezone, utcnow(), count)
+    return {
+        "schedule": normalized,
+        "timezone": timezone,
+        "next": [isoformat(time) for time in times],
+    }
 
 
 def upcoming(schedule: str, timezone: str, enabled: bool, now: dt.datetime) -> dt.datetime | None:

@@ -11,6 +11,7 @@ from nick_jobs.jobs.actions import get_registry
 from nick_jobs.scheduling import scheduled_jobs
 from nick_jobs.scheduling.model import ScheduledJob
 from nick_jobs.scheduling.scheduled_jobs import (
+    PreviewQuerySchema,
     ScheduledJobCreateSchema,
     ScheduledJobPatchSchema,
     scheduled_job_json,
@@ -82,6 +83,24 @@ def delete_view(context: ScheduledJobResource, request):
         raise _declared(context.row)
     scheduled_jobs.delete(request.dbsession, context.row)
     return HTTPNoContent()
+
+
+_PREVIEW_QUERY_SCHEMA = PreviewQuerySchema()
+
+
+@api_view(
+    context=ScheduledJobContainer,
+    name="@preview",
+    request_method="GET",
+    permission=MANAGE,
+    query=_PREVIEW_QUERY_SCHEMA.fields,
+)
+def preview_view(context: ScheduledJobContainer, request):
+    """The next firings of a cron rule, computed as the scheduler computes them, so a
+    form can show what a schedule means before it is saved."""
+    query = _PREVIEW_QUERY_SCHEMA.load(request.GET.mixed())
+    request.response.cache_control = "no-store"
+    return scheduled_jobs.preview(query["schedule"], query["timezone"], query["count"])
 
 
 @api_view(context=Root, name="@scheduled-job-actions", request_method="GET", permission=MANAGE)
