@@ -148,7 +148,7 @@ export interface LogEventData extends JobLogLine {
 }
 
 export interface CloseEventData {
-  reason: 'finished' | 'deleted' | 'lifetime' | 'shutdown';
+  reason: 'finished' | 'stopped' | 'deleted' | 'lifetime' | 'shutdown' | 'overflow';
   /** false: the stream is over; true: the iterator resumes it with Last-Event-ID. */
   reconnect: boolean;
 }
@@ -166,6 +166,8 @@ export interface StreamOptions {
   lastEventId?: string;
   /** Aborting it ends the iteration quietly. */
   signal?: AbortSignal;
+  /** Milliseconds to wait for each connection's answer (not the stream's life). */
+  timeout?: number | null;
   /** Failed attempts in a row before the iterator rejects; default 5. */
   reconnects?: number;
 }
@@ -262,84 +264,244 @@ export declare class NickJobsError extends Error {
   url?: string;
   /** Seconds from a `Retry-After` header (429, 503), or null. */
   retryAfter: number | null;
+  /**
+   * Why no answer came back: `'timeout'` (the call's timeout passed), `'network'` (the
+   * network or the server is down; in a page, also a cross-origin request the browser
+   * refused), or null (an answer came: see `status`).
+   */
+  code: 'timeout' | 'network' | null;
   /** `body.error.type` when present. */
   readonly type: string | null;
 }
 
 export interface ClientOptions {
-  /** The service's base URL; default http://localhost:8080. */
+  /**
+   * The service's base URL; default http://localhost:8080. In a page it may be a path
+   * (`''` for the page's origin, `'/api'`), read against `globalThis.location`; outside
+   * a page a relative apiPath is a TypeError.
+   */
   apiPath?: string;
   /** A fetch implementation; default the global fetch. */
   fetch?: typeof fetch;
+  /** Milliseconds each call may take until its answer is read; default none. */
+  timeout?: number | null;
 }
 
-export interface RequestOptions {
+/** What every method takes besides its own arguments. */
+export interface CallOptions {
+  /** Aborting it rejects the call with the signal's reason (an `AbortError`). */
+  signal?: AbortSignal;
+  /**
+   * Milliseconds until the call rejects with a NickJobsError whose `code` is 'timeout';
+   * default the client's `timeout`. null, 0 or Infinity: none.
+   */
+  timeout?: number | null;
+}
+
+export interface RequestOptions extends CallOptions {
   token?: string;
   query?: Record<string, string | number | boolean | null | undefined>;
   data?: unknown;
   headers?: Record<string, string>;
 }
 
+/** `GET /@jobs/@stats`, for a dashboard. */
+export interface JobStats {
+  '@id': string;
+  /** When the figures were made. */
+  generated: string;
+  /** The minutes `finished_per_minute` covers. */
+  window: number;
+  total: number;
+  counts: Partial<Record<JobStatus, number>> & Record<string, number>;
+  by_action: Record<string, Record<string, number>>;
+  /** The job that has waited longest for a worker, or null. */
+  oldest_waiting: {
+    '@id': string;
+    uuid: string;
+    action: string;
+    actor: string;
+    attempt: number;
+    created: string;
+    waiting_since: string;
+    /** Seconds it has waited. */
+    age: number;
+  } | null;
+  finished_per_minute: Array<{ minute: string; [status: string]: string | number }>;
+}
+
+export interface StatsQuery {
+  /** The window of `finished_per_minute`, 1 to 1440; default 60. */
+  minutes?: number;
+}
+
+export interface SchedulePreviewQuery {
+  /** A 5-field cron expression. */
+  schedule: string;
+  /** An IANA time zone; default UTC. */
+  timezone?: string;
+  /** How many firings. */
+  count?: number;
+}
+
+export interface SchedulePreview {
+  schedule: string;
+  timezone: string;
+  /** The next firings, as UTC dates. */
+  next: string[];
+}
+
+/** `query` of a followed log: `level` and `cursor` of `GET /@jobs/{id}/log`. */
+export interface LogStreamQuery {
+  level?: LogLevel;
+  cursor?: string;
+}
+
+export interface StreamUrlOptions extends CallOptions {
+  token: string;
+  /** The URL starts the stream after this event (`last_event_id`). */
+  lastEventId?: string;
+}
+
+/** What `eventSource` needs of an EventSource: the browser's, or one for Node. */
+export interface EventSourceLike extends EventTarget {
+  readonly readyState: number;
+  readonly url: string;
+  close(): void;
+}
+
+export interface EventSourceConstructor {
+  new (url: string): EventSourceLike;
+  readonly CLOSED?: number;
+}
+
+export type StreamKind = 'job' | 'jobs' | 'log';
+
+export interface EventSourceOptions extends CallOptions {
+  /** A token, or a function giving the current one (called for each ticket). */
+  token: string | (() => string | Promise<string>);
+  /** 'job' (`/@jobs/{id}/stream`, the default), 'jobs' (`/@jobs/stream`) or 'log' (`/@jobs/{id}/log?follow=true`). */
+  kind?: StreamKind;
+  /** The job, for 'job' and 'log'. */
+  params?: JobId;
+  /** For 'log': `level`, `cursor`. */
+  query?: LogStreamQuery;
+  /** Start after this event. */
+  lastEventId?: string;
+  /** Each event, `data` decoded from JSON; `id` is the EventSource's `lastEventId`. */
+  onEvent?: (event: JobStreamEvent) => void;
+  /** Each time an EventSource opens. */
+  onOpen?: () => void;
+  /** The error it gave up on (also `done`'s rejection). */
+  onError?: (error: NickJobsError | Error) => void;
+  /** Default `globalThis.EventSource`. */
+  EventSource?: EventSourceConstructor;
+  /** Failed openings in a row before it gives up; default 5. */
+  reconnects?: number;
+  /** Aborting it closes the stream (`done` resolves). */
+  signal?: AbortSignal;
+}
+
+/**
+ * One stream read through EventSources, each opened with a fresh ticket: again after a
+ * `close` that says `reconnect: true`, or when an EventSource's own reconnection is
+ * refused (its ticket expired), each time after the last event it had.
+ */
+export declare class JobEventSource {
+  /** The id of the last event received, or null. */
+  readonly lastEventId: string | null;
+  readonly closed: boolean;
+  /** The EventSource open (or opening) now; null between two. */
+  readonly source: EventSourceLike | null;
+  /**
+   * Resolves when the stream is over (a `close` with `reconnect: false`, `close()`, the
+   * signal); rejects with the error it gave up on (401, 404, ...).
+   */
+  readonly done: Promise<void>;
+  close(): void;
+}
+
 export declare class Client {
   constructor(options?: ClientOptions);
   static initialize(options?: ClientOptions): Client;
+  /** As given, without trailing slashes. */
   readonly apiPath: string;
+  /** The client's timeout in milliseconds, or null. */
+  readonly timeout: number | null;
 
   request<T = unknown>(method: string, path: string, options?: RequestOptions): Promise<Result<T>>;
+  /** The absolute URL of a path under apiPath (or of a URL the server wrote), with `query`. */
+  url(path: string, query?: RequestOptions['query']): URL;
 
-  login(args: { data: { login: string; password: string } }): Promise<Result<{ token: string }>>;
-  loginRenew(args: { token: string }): Promise<Result<{ token: string }>>;
-  logout(args: { token: string }): Promise<Result<null>>;
+  login(args: CallOptions & { data: { login: string; password: string } }): Promise<Result<{ token: string }>>;
+  loginRenew(args: CallOptions & { token: string }): Promise<Result<{ token: string }>>;
+  logout(args: CallOptions & { token: string }): Promise<Result<null>>;
 
-  getJobs(args: { token: string; query?: JobsQuery; url?: string }): Promise<JobsPage>;
-  iterJobs(args: { token: string; query?: JobsQuery; limit?: number }): AsyncGenerator<Job, void>;
-  getJob(args: { token: string; params: JobId }): Promise<Result<Job>>;
-  createJob(args: {
+  getJobs(args: CallOptions & { token: string; query?: JobsQuery; url?: string }): Promise<JobsPage>;
+  iterJobs(args: CallOptions & { token: string; query?: JobsQuery; limit?: number }): AsyncGenerator<Job, void>;
+  getJob(args: CallOptions & { token: string; params: JobId }): Promise<Result<Job>>;
+  createJob(args: CallOptions & {
     token: string;
     data: NewJob;
     headers?: Record<string, string>;
   }): Promise<Result<Job>>;
-  deleteJob(args: { token: string; params: JobId }): Promise<Result<null>>;
-  abortJob(args: { token: string; params: JobId }): Promise<Result<null>>;
-  retryJob(args: { token: string; params: JobId }): Promise<Result<null>>;
-  stopJob(args: { token: string; params: JobId }): Promise<Result<null>>;
-  resumeJob(args: { token: string; params: JobId }): Promise<Result<null>>;
-  restartJob(args: { token: string; params: JobId }): Promise<Result<Job>>;
-  getJobLog(args: {
+  deleteJob(args: CallOptions & { token: string; params: JobId }): Promise<Result<null>>;
+  abortJob(args: CallOptions & { token: string; params: JobId }): Promise<Result<null>>;
+  retryJob(args: CallOptions & { token: string; params: JobId }): Promise<Result<null>>;
+  stopJob(args: CallOptions & { token: string; params: JobId }): Promise<Result<null>>;
+  resumeJob(args: CallOptions & { token: string; params: JobId }): Promise<Result<null>>;
+  restartJob(args: CallOptions & { token: string; params: JobId }): Promise<Result<Job>>;
+  getJobLog(args: CallOptions & {
     token: string;
     params?: JobId;
     query?: JobLogQuery;
     url?: string;
   }): Promise<JobLogPage>;
-  iterJobLog(args: {
+  iterJobLog(args: CallOptions & {
     token: string;
     params: JobId;
     query?: JobLogQuery;
   }): AsyncGenerator<JobLogLine, void>;
-  getJobHistory(args: { token: string; params: JobId }): Promise<Result<JobHistoryEvent[]>>;
-  getJobActions(args: {
+  getJobHistory(args: CallOptions & { token: string; params: JobId }): Promise<Result<JobHistoryEvent[]>>;
+  getJobActions(args: CallOptions & {
     token: string;
     query?: JobActionsQuery;
     url?: string;
   }): Promise<Result<JobAction[]> & { next: string | null }>;
 
-  getScheduledJobs(args: { token: string }): Promise<Result<ScheduledJob[]>>;
-  getScheduledJob(args: { token: string; params: { id: string } }): Promise<Result<ScheduledJob>>;
-  createScheduledJob(args: { token: string; data: NewScheduledJob }): Promise<Result<ScheduledJob>>;
+  getScheduledJobs(args: CallOptions & { token: string }): Promise<Result<ScheduledJob[]>>;
+  getScheduledJob(args: CallOptions & { token: string; params: { id: string } }): Promise<Result<ScheduledJob>>;
+  createScheduledJob(args: CallOptions & { token: string; data: NewScheduledJob }): Promise<Result<ScheduledJob>>;
   /** Resolves to the changed scheduled job, or to null with `Prefer: return=minimal`. */
-  updateScheduledJob(args: {
+  updateScheduledJob(args: CallOptions & {
     token: string;
     params: { id: string };
     data: ScheduledJobChanges;
     headers?: Record<string, string>;
   }): Promise<Result<ScheduledJob | null>>;
-  deleteScheduledJob(args: { token: string; params: { id: string } }): Promise<Result<null>>;
-  getScheduledJobActions(args: { token: string }): Promise<Result<JobAction[]>>;
+  deleteScheduledJob(args: CallOptions & { token: string; params: { id: string } }): Promise<Result<null>>;
+  getScheduledJobActions(args: CallOptions & { token: string }): Promise<Result<JobAction[]>>;
+
+  getStats(args: CallOptions & { token: string; query?: StatsQuery }): Promise<Result<JobStats>>;
+  previewSchedule(
+    args: CallOptions & { token: string; query: SchedulePreviewQuery },
+  ): Promise<Result<SchedulePreview>>;
 
   streamJob(args: StreamOptions & { params: JobId }): AsyncGenerator<JobStreamEvent, void>;
   streamJobs(
     args: StreamOptions,
   ): AsyncGenerator<Extract<JobStreamEvent, { event: 'status' | 'close' }>, void>;
+
+  /** `GET /@jobs/{id}/stream`'s URL with a fresh ticket, for `new EventSource(url)`. */
+  streamUrl(args: StreamUrlOptions & { params: JobId }): Promise<string>;
+  /** `GET /@jobs/stream`'s URL with a fresh ticket. */
+  jobsStreamUrl(args: StreamUrlOptions): Promise<string>;
+  /** `GET /@jobs/{id}/log?follow=true`'s URL with a fresh ticket. */
+  logStreamUrl(
+    args: StreamUrlOptions & { params: JobId; query?: LogStreamQuery },
+  ): Promise<string>;
+  /** An EventSource on a stream, opened again with a fresh ticket whenever it must be. */
+  eventSource(args: EventSourceOptions): JobEventSource;
 }
 
 export default Client;

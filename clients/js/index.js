@@ -7,13 +7,18 @@
  *   const { data } = await cli.login({ data: { login: 'admin', password: 'admin' } });
  *   const jobs = await cli.getJobs({ token: data.token, query: { status: 'running' } });
  *
+ * In a page, `apiPath` may be a path (`''`, `'/api'`), read against the page's location.
+ *
  * Every method resolves to `{ data, status, headers }`; `getJobs` and `getJobLog` add
  * `next` for paging. A failure rejects with a `NickJobsError` carrying `status` (0 when
- * no answer came back) and `body`, the server's JSON error body.
+ * no answer came back) and `body`, the server's JSON error body. Every method takes a
+ * `signal` (AbortSignal) and a `timeout` (ms; the client's own `timeout` by default).
  *
  * `streamJob` and `streamJobs` are async iterators over a job's Server-Sent Events, read
  * with fetch (so they can send the Authorization header, which EventSource can't), and
- * resumed with Last-Event-ID when the connection drops.
+ * resumed with Last-Event-ID when the connection drops. For a page's `EventSource`,
+ * `streamUrl`, `jobsStreamUrl` and `logStreamUrl` give a stream's URL with a ticket, and
+ * `eventSource` keeps one open across expired tickets.
  */
 
 export const DEFAULT_API_PATH = 'http://localhost:8080';
@@ -21,9 +26,13 @@ export const DEFAULT_API_PATH = 'http://localhost:8080';
 export class NickJobsError extends Error {
   /**
    * @param {string} message
-   * @param {{status?: number, body?: any, method?: string, url?: string, cause?: unknown}} [details]
+   * @param {{status?: number, body?: any, method?: string, url?: string, cause?: unknown,
+   *   retryAfter?: number | null, code?: 'timeout' | 'network' | null}} [details]
    */
-  constructor(message, { status = 0, body = null, method, url, cause, retryAfter = null } = {}) {
+  constructor(
+    message,
+    { status = 0, body = null, method, url, cause, retryAfter = null, code = null } = {},
+  ) {
     super(message, cause === undefined ? undefined : { cause });
     this.name = 'NickJobsError';
     this.status = status;
@@ -32,12 +41,116 @@ export class NickJobsError extends Error {
     this.url = url;
     /** Seconds from a `Retry-After` header (429, 503), or null. */
     this.retryAfter = retryAfter;
+    /** Why no answer came back: 'timeout', 'network' (or CORS, in a page), else null. */
+    this.code = code;
   }
 
   /** The error's `type` ("Not found", "Invalid state", ...) when the server sent one. */
   get type() {
     return this.body?.error?.type ?? null;
   }
+}
+
+// A URL with a scheme ("http://...", also "localhost:8080", which is not one that works).
+const ABSOLUTE = /^[a-z][a-z\d+.-]*:/i;
+
+/** The page's URL (window or worker), or null outside one (Node). */
+function pageLocation() {
+  const href = globalThis.location?.href;
+  return typeof href === 'string' && href ? href : null;
+}
+
+function relativeApiPath(apiPath) {
+  return new TypeError(
+    `apiPath ${JSON.stringify(apiPath)} is relative, and there is no page location ` +
+      '(globalThis.location) to resolve it against: outside a browser, give an absolute ' +
+      "URL such as 'http://localhost:8080'",
+  );
+}
+
+function checkTimeout(value, name = 'timeout') {
+  if (value === undefined || value === null) return value;
+  if (typeof value !== 'number' || Number.isNaN(value) || value < 0) {
+    throw new TypeError(`${name} is a number of milliseconds (0 or Infinity: none), not ${value}`);
+  }
+  return value;
+}
+
+function timedOut(method, href, ms) {
+  return new NickJobsError(`${method} ${href} timed out after ${ms} ms`, {
+    method,
+    url: href,
+    code: 'timeout',
+  });
+}
+
+/**
+ * A fetch that failed without an answer. In a page, a cross-origin request the browser
+ * refused (CORS) fails the same way as a network failure, with nothing to tell them apart.
+ */
+function networkError(cause, method, href) {
+  const detail = cause?.cause?.code ?? cause?.cause?.message ?? cause?.message ?? String(cause);
+  let message = `can't reach ${href} (${method}: ${detail}): the network or the server may be down`;
+  const page = pageLocation();
+  if (page) {
+    const origin = new URL(page).origin;
+    if (new URL(href).origin !== origin) {
+      message +=
+        ', or the browser refused the cross-origin request (CORS): the server must allow ' +
+        `the origin ${origin}`;
+    }
+  }
+  return new NickJobsError(message, { method, url: href, cause, code: 'network' });
+}
+
+/**
+ * The signal one call hands to fetch: aborted with the caller's `signal`, or with the
+ * timeout's NickJobsError after `ms`. `run(promise)` settles as the promise does, or
+ * rejects at once when either comes, even with a fetch that ignores signals.
+ */
+class Deadline {
+  constructor(signal, ms, onTimeout) {
+    this.outer = signal ?? null;
+    const limited = typeof ms === 'number' && ms > 0 && Number.isFinite(ms);
+    if (!limited && !signal) return;
+    const controller = new AbortController();
+    this.signal = controller.signal;
+    this.stopped = new Promise((_, reject) => {
+      this.reject = reject;
+    });
+    this.stopped.catch(() => {});
+    const stop = (reason) => {
+      controller.abort(reason);
+      this.reject(reason);
+    };
+    if (limited) this.timer = setTimeout(() => stop(onTimeout()), ms);
+    if (signal) {
+      this.forward = () => stop(signal.reason);
+      if (signal.aborted) this.forward();
+      else signal.addEventListener('abort', this.forward, { once: true });
+    }
+  }
+
+  run(promise) {
+    if (!this.stopped) return promise;
+    promise.catch(() => {}); // it may reject after the race is lost
+    return Promise.race([promise, this.stopped]);
+  }
+
+  /** The answer came: no more timeout (the caller's signal still aborts). */
+  settle() {
+    clearTimeout(this.timer);
+  }
+
+  release() {
+    clearTimeout(this.timer);
+    if (this.forward) this.outer.removeEventListener('abort', this.forward);
+  }
+}
+
+/** The `signal` and `timeout` of a method's options, for `request`. */
+function callOptions(options) {
+  return { signal: options?.signal, timeout: options?.timeout };
 }
 
 function nextLink(header) {
@@ -171,11 +284,35 @@ function decodeData(text) {
 }
 
 export class Client {
+  #relative;
+
   /**
-   * @param {{apiPath?: string, fetch?: typeof fetch}} [options]
+   * @param {{apiPath?: string, fetch?: typeof fetch, timeout?: number}} [options]
    */
-  constructor({ apiPath = DEFAULT_API_PATH, fetch: fetchImpl } = {}) {
+  constructor({ apiPath = DEFAULT_API_PATH, fetch: fetchImpl, timeout } = {}) {
+    if (typeof apiPath !== 'string') {
+      throw new TypeError(`apiPath is a URL, or a path in a page ('/api'), not ${typeof apiPath}`);
+    }
     this.apiPath = apiPath.replace(/\/+$/, '');
+    this.#relative = !ABSOLUTE.test(this.apiPath);
+    if (this.#relative) {
+      if (!pageLocation()) throw relativeApiPath(apiPath);
+    } else {
+      let protocol = null;
+      try {
+        protocol = new URL(this.apiPath).protocol;
+      } catch {
+        // not a URL: said below
+      }
+      if (protocol !== 'http:' && protocol !== 'https:') {
+        throw new TypeError(
+          `apiPath ${JSON.stringify(apiPath)} is not an http(s) URL nor a path: ` +
+            "give one such as 'http://localhost:8080', or '/api' in a page",
+        );
+      }
+    }
+    /** Milliseconds a call may take (until its answer is read); null: no limit. */
+    this.timeout = checkTimeout(timeout) ?? null;
     this.fetch = fetchImpl ?? globalThis.fetch?.bind(globalThis);
     if (!this.fetch) throw new TypeError('no fetch: pass one as Client.initialize({ fetch })');
   }
@@ -187,10 +324,13 @@ export class Client {
 
   /**
    * One request. `path` is a path under apiPath, or a URL this server handed out
-   * (a `Link: rel="next"`), of which only the path and query are used.
+   * (a `Link: rel="next"`), of which only the path and query are used. `signal` aborts
+   * it (rejecting with the signal's reason); after `timeout` ms (default: the client's)
+   * it rejects with a NickJobsError whose `code` is 'timeout'.
    */
-  async request(method, path, { token, query, data, headers } = {}) {
+  async request(method, path, { token, query, data, headers, signal, timeout } = {}) {
     const url = this.url(path, query);
+    const href = url.href;
     const sent = { Accept: 'application/json', ...(headers ?? {}) };
     if (token) sent.Authorization = `Bearer ${token}`;
     let body;
@@ -198,17 +338,21 @@ export class Client {
       sent['Content-Type'] = 'application/json';
       body = JSON.stringify(data);
     }
+    const limit = this.timeoutFor(timeout);
+    const deadline = new Deadline(signal, limit, () => timedOut(method, href, limit));
     let response;
+    let text;
     try {
-      response = await this.fetch(url.href, { method, headers: sent, body });
+      response = await deadline.run(
+        this.fetch(href, { method, headers: sent, body, signal: deadline.signal }),
+      );
+      text = await deadline.run(response.text());
     } catch (cause) {
-      throw new NickJobsError(`can't reach ${this.apiPath}: ${cause?.cause?.code ?? cause?.message ?? cause}`, {
-        method,
-        url: url.href,
-        cause,
-      });
+      if (cause instanceof NickJobsError || signal?.aborted) throw cause;
+      throw networkError(cause, method, href);
+    } finally {
+      deadline.release();
     }
-    const text = await response.text();
     let parsed = null;
     if (text) {
       try {
@@ -217,19 +361,34 @@ export class Client {
         parsed = text;
       }
     }
-    if (!response.ok) throw this.failure(response, parsed, method, url.href);
+    if (!response.ok) throw this.failure(response, parsed, method, href);
     return { data: parsed, status: response.status, headers: response.headers };
+  }
+
+  /** A call's timeout in ms, or null: its own when given (null, 0: none), else the client's. */
+  timeoutFor(timeout) {
+    const ms = timeout === undefined ? this.timeout : checkTimeout(timeout);
+    return ms > 0 && Number.isFinite(ms) ? ms : null;
+  }
+
+  /** The absolute URL of `path` under apiPath; a relative apiPath is read against the page. */
+  resolve(path) {
+    if (!this.#relative) return new URL(this.apiPath + path);
+    const page = pageLocation();
+    if (!page) throw relativeApiPath(this.apiPath);
+    return new URL(this.apiPath + path, page);
   }
 
   url(path, query) {
     let url;
     if (/^https?:\/\//.test(path)) {
       const given = new URL(path);
-      url = new URL(this.apiPath);
+      url = this.resolve('');
       url.pathname = given.pathname;
       url.search = given.search;
+      url.hash = '';
     } else {
-      url = new URL(this.apiPath + path);
+      url = this.resolve(path);
     }
     for (const [key, value] of Object.entries(query ?? {})) {
       if (value !== undefined && value !== null) url.searchParams.append(key, String(value));
@@ -252,18 +411,18 @@ export class Client {
   // --- authentication -------------------------------------------------------------------
 
   /** `POST /@login`: resolves to `{ data: { token } }`. */
-  login({ data } = {}) {
-    return this.request('POST', '/@login', { data });
+  login(options = {}) {
+    return this.request('POST', '/@login', { data: options.data, ...callOptions(options) });
   }
 
   /** `POST /@login-renew`: a fresh token for a valid one. */
-  loginRenew({ token } = {}) {
-    return this.request('POST', '/@login-renew', { token });
+  loginRenew(options = {}) {
+    return this.request('POST', '/@login-renew', { token: options.token, ...callOptions(options) });
   }
 
   /** `POST /@logout`: revokes the token. */
-  logout({ token } = {}) {
-    return this.request('POST', '/@logout', { token });
+  logout(options = {}) {
+    return this.request('POST', '/@logout', { token: options.token, ...callOptions(options) });
   }
 
   // --- jobs ------------------------------------------------------------------------------
@@ -273,10 +432,12 @@ export class Client {
    * cursor and count. The result adds `next` (the next page's URL, or null) and `total`
    * (X-Total-Count, or null); pass `url: result.next` for the next page.
    */
-  async getJobs({ token, query, url } = {}) {
+  async getJobs(options = {}) {
+    const { token, query, url } = options;
+    const call = callOptions(options);
     const result = url
-      ? await this.request('GET', url, { token })
-      : await this.request('GET', '/@jobs', { token, query });
+      ? await this.request('GET', url, { token, ...call })
+      : await this.request('GET', '/@jobs', { token, query, ...call });
     const total = result.headers.get('X-Total-Count');
     return {
       ...result,
@@ -286,9 +447,11 @@ export class Client {
   }
 
   /** Every page of `GET /@jobs`, one job at a time, stopping after `limit` when given. */
-  async *iterJobs({ token, query, limit } = {}) {
+  async *iterJobs(options = {}) {
+    const { token, query, limit } = options;
+    const call = callOptions(options);
     let seen = 0;
-    let page = await this.getJobs({ token, query });
+    let page = await this.getJobs({ token, query, ...call });
     for (;;) {
       for (const job of page.data) {
         if (limit !== undefined && seen >= limit) return;
@@ -296,54 +459,68 @@ export class Client {
         yield job;
       }
       if (!page.next || (limit !== undefined && seen >= limit)) return;
-      page = await this.getJobs({ token, url: page.next });
+      page = await this.getJobs({ token, url: page.next, ...call });
     }
   }
 
   /** `GET /@jobs/{id}`. */
-  async getJob({ token, params } = {}) {
-    return this.request('GET', jobPath(params), { token });
+  async getJob(options = {}) {
+    return this.request('GET', jobPath(options.params), {
+      token: options.token,
+      ...callOptions(options),
+    });
   }
 
   /**
    * `POST /@jobs`. `data` is `{ params: { action, ... }, title?, description? }`;
    * `headers` may carry an `Idempotency-Key`.
    */
-  createJob({ token, data, headers } = {}) {
-    return this.request('POST', '/@jobs', { token, data, headers });
+  createJob(options = {}) {
+    const { token, data, headers } = options;
+    return this.request('POST', '/@jobs', { token, data, headers, ...callOptions(options) });
   }
 
   /** `DELETE /@jobs/{id}`: resolves to `{ data: null, status: 204 }`. */
-  async deleteJob({ token, params } = {}) {
-    return this.request('DELETE', jobPath(params), { token });
+  async deleteJob(options = {}) {
+    return this.request('DELETE', jobPath(options.params), {
+      token: options.token,
+      ...callOptions(options),
+    });
+  }
+
+  async jobAction(name, options) {
+    return this.request('POST', `${jobPath(options.params)}/${name}`, {
+      token: options.token,
+      ...callOptions(options),
+    });
   }
 
   /** `POST /@jobs/{id}/abort`. */
-  async abortJob({ token, params } = {}) {
-    return this.request('POST', `${jobPath(params)}/abort`, { token });
+  async abortJob(options = {}) {
+    return this.jobAction('abort', options);
   }
 
   /** `POST /@jobs/{id}/retry`. */
-  async retryJob({ token, params } = {}) {
-    return this.request('POST', `${jobPath(params)}/retry`, { token });
+  async retryJob(options = {}) {
+    return this.jobAction('retry', options);
   }
 
   /**
    * `POST /@jobs/{id}/stop`: asks a running job of a resumable action to stop. The answer
    * (204) comes at once; the job becomes `stopped` at its handler's next check.
    */
-  async stopJob({ token, params } = {}) {
-    return this.request('POST', `${jobPath(params)}/stop`, { token });
+  async stopJob(options = {}) {
+    return this.jobAction('stop', options);
   }
 
   /** `POST /@jobs/{id}/resume`: runs a stopped job again, from its checkpoint. */
-  async resumeJob({ token, params } = {}) {
-    return this.request('POST', `${jobPath(params)}/resume`, { token });
+  async resumeJob(options = {}) {
+    return this.jobAction('resume', options);
   }
 
   /** `POST /@jobs/{id}/restart`: a new job (201) made from a finished one, with `parent`. */
-  async restartJob({ token, params } = {}) {
-    return this.request('POST', `${jobPath(params)}/restart`, { token });
+  async restartJob(options = {}) {
+    return this.jobAction('restart', options);
   }
 
   /**
@@ -351,26 +528,42 @@ export class Client {
    * cursor. The result adds `next` (the next page's URL, or null); pass `url: result.next`
    * for the next page.
    */
-  async getJobLog({ token, params, query, url } = {}) {
+  async getJobLog(options = {}) {
+    const { token, params, query, url } = options;
+    const call = callOptions(options);
     const result = url
-      ? await this.request('GET', url, { token })
-      : await this.request('GET', `${jobPath(params)}/log`, { token, query });
+      ? await this.request('GET', url, { token, ...call })
+      : await this.request('GET', `${jobPath(params)}/log`, { token, query, ...call });
     return { ...result, next: nextLink(result.headers.get('Link')) };
   }
 
   /** Every page of `GET /@jobs/{id}/log`, one line at a time. */
-  async *iterJobLog({ token, params, query } = {}) {
-    let page = await this.getJobLog({ token, params, query });
+  async *iterJobLog(options = {}) {
+    const { token, params, query } = options;
+    const call = callOptions(options);
+    let page = await this.getJobLog({ token, params, query, ...call });
     for (;;) {
       yield* page.data;
       if (!page.next) return;
-      page = await this.getJobLog({ token, url: page.next });
+      page = await this.getJobLog({ token, url: page.next, ...call });
     }
   }
 
   /** `GET /@jobs/{id}/history`: what happened to the job, in time order. */
-  async getJobHistory({ token, params } = {}) {
-    return this.request('GET', `${jobPath(params)}/history`, { token });
+  async getJobHistory(options = {}) {
+    return this.request('GET', `${jobPath(options.params)}/history`, {
+      token: options.token,
+      ...callOptions(options),
+    });
+  }
+
+  /**
+   * `GET /@jobs/@stats`: counts of the jobs the user may see. `query` takes the
+   * endpoint's parameters, e.g. `{ minutes: 60 }`.
+   */
+  getStats(options = {}) {
+    const { token, query } = options;
+    return this.request('GET', '/@jobs/@stats', { token, query, ...callOptions(options) });
   }
 
   /**
@@ -378,28 +571,37 @@ export class Client {
    * (name, title or description), b_size and cursor. The result adds `next` (the next
    * page's URL, or null); pass `url: result.next` for the next page.
    */
-  async getJobActions({ token, query, url } = {}) {
+  async getJobActions(options = {}) {
+    const { token, query, url } = options;
+    const call = callOptions(options);
     const result = url
-      ? await this.request('GET', url, { token })
-      : await this.request('GET', '/@job-actions', { token, query });
+      ? await this.request('GET', url, { token, ...call })
+      : await this.request('GET', '/@job-actions', { token, query, ...call });
     return { ...result, next: nextLink(result.headers.get('Link')) };
   }
 
   // --- scheduled jobs --------------------------------------------------------------------
 
   /** `GET /@scheduled-jobs`: every scheduled job, sorted by id (administrators only). */
-  getScheduledJobs({ token } = {}) {
-    return this.request('GET', '/@scheduled-jobs', { token });
+  getScheduledJobs(options = {}) {
+    return this.request('GET', '/@scheduled-jobs', {
+      token: options.token,
+      ...callOptions(options),
+    });
   }
 
   /** `GET /@scheduled-jobs/{id}`. */
-  async getScheduledJob({ token, params } = {}) {
-    return this.request('GET', scheduledJobPath(params), { token });
+  async getScheduledJob(options = {}) {
+    return this.request('GET', scheduledJobPath(options.params), {
+      token: options.token,
+      ...callOptions(options),
+    });
   }
 
   /** `POST /@scheduled-jobs`: `data` is `{ id, action, schedule, params?, title?, ... }`. */
-  createScheduledJob({ token, data } = {}) {
-    return this.request('POST', '/@scheduled-jobs', { token, data });
+  createScheduledJob(options = {}) {
+    const { token, data } = options;
+    return this.request('POST', '/@scheduled-jobs', { token, data, ...callOptions(options) });
   }
 
   /**
@@ -407,22 +609,43 @@ export class Client {
    * scheduled job (`Prefer: return=representation`), so `data` of the result is that;
    * pass `headers: { Prefer: 'return=minimal' }` for a bare 204.
    */
-  async updateScheduledJob({ token, params, data, headers } = {}) {
+  async updateScheduledJob(options = {}) {
+    const { token, params, data, headers } = options;
     return this.request('PATCH', scheduledJobPath(params), {
       token,
       data,
       headers: { Prefer: 'return=representation', ...(headers ?? {}) },
+      ...callOptions(options),
     });
   }
 
   /** `DELETE /@scheduled-jobs/{id}`: 204; the jobs it created stay. */
-  async deleteScheduledJob({ token, params } = {}) {
-    return this.request('DELETE', scheduledJobPath(params), { token });
+  async deleteScheduledJob(options = {}) {
+    return this.request('DELETE', scheduledJobPath(options.params), {
+      token: options.token,
+      ...callOptions(options),
+    });
   }
 
   /** `GET /@scheduled-job-actions`: every action a scheduled job may run. */
-  getScheduledJobActions({ token } = {}) {
-    return this.request('GET', '/@scheduled-job-actions', { token });
+  getScheduledJobActions(options = {}) {
+    return this.request('GET', '/@scheduled-job-actions', {
+      token: options.token,
+      ...callOptions(options),
+    });
+  }
+
+  /**
+   * `GET /@scheduled-jobs/@preview`: when a schedule would fire next. `query` is
+   * `{ schedule, timezone?, count? }`; `data` is `{ schedule, timezone, next: [dates] }`.
+   */
+  previewSchedule(options = {}) {
+    const { token, query } = options;
+    return this.request('GET', '/@scheduled-jobs/@preview', {
+      token,
+      query,
+      ...callOptions(options),
+    });
   }
 
   // --- live jobs: Server-Sent Events --------------------------------------------------------
@@ -434,60 +657,74 @@ export class Client {
    * whose data says `reconnect: false` (the job finished or was deleted); a dropped
    * connection, or a `close` that says reconnect, is resumed with `Last-Event-ID`.
    * Aborting `signal` ends it quietly. `reconnects` failed attempts in a row reject.
+   * `timeout` bounds the wait for each connection's answer, not the stream.
    */
-  streamJob({ token, params, lastEventId, signal, reconnects = 5 } = {}) {
+  streamJob({ token, params, lastEventId, signal, timeout, reconnects = 5 } = {}) {
     const path = `${jobPath(params)}/stream`;
-    return this.events(path, { token, lastEventId, signal, reconnects });
+    return this.events(path, { token, lastEventId, signal, timeout, reconnects });
   }
 
   /**
    * `GET /@jobs/stream`: a `status` event for each change of every job the user may see,
    * from now on; resumed like `streamJob`.
    */
-  streamJobs({ token, lastEventId, signal, reconnects = 5 } = {}) {
-    return this.events('/@jobs/stream', { token, lastEventId, signal, reconnects });
+  streamJobs({ token, lastEventId, signal, timeout, reconnects = 5 } = {}) {
+    return this.events('/@jobs/stream', { token, lastEventId, signal, timeout, reconnects });
   }
 
-  async openStream(path, { token, lastEventId, signal }) {
+  /**
+   * Opens a stream: resolves to `{ response, release }` once its answer has come (the
+   * timeout ends there); `release()` when done with it.
+   */
+  async openStream(path, { token, lastEventId, signal, timeout }) {
     const url = this.url(path);
+    const href = url.href;
     const headers = { Accept: 'text/event-stream', 'Cache-Control': 'no-cache' };
     if (token) headers.Authorization = `Bearer ${token}`;
     if (lastEventId) headers['Last-Event-ID'] = lastEventId;
+    const limit = this.timeoutFor(timeout);
+    const deadline = new Deadline(signal, limit, () => timedOut('GET', href, limit));
     let response;
     try {
-      response = await this.fetch(url.href, { method: 'GET', headers, signal });
+      response = await deadline.run(
+        this.fetch(href, { method: 'GET', headers, signal: deadline.signal }),
+      );
     } catch (cause) {
-      if (signal?.aborted) throw cause;
-      throw new NickJobsError(`can't reach ${this.apiPath}: ${cause?.cause?.code ?? cause?.message ?? cause}`, {
-        method: 'GET',
-        url: url.href,
-        cause,
-      });
+      deadline.release();
+      if (cause instanceof NickJobsError || signal?.aborted) throw cause;
+      throw networkError(cause, 'GET', href);
     }
+    deadline.settle();
     const type = response.headers.get('Content-Type') ?? '';
     if (!response.ok || !type.startsWith('text/event-stream')) {
       const text = await response.text().catch(() => '');
+      deadline.release();
       const parsed = text ? decodeData(text) : null;
-      if (!response.ok) throw this.failure(response, parsed, 'GET', url.href);
+      if (!response.ok) throw this.failure(response, parsed, 'GET', href);
       throw new NickJobsError(`GET ${path} answered ${type || 'no content type'}, not text/event-stream`, {
         status: response.status,
         body: parsed,
         method: 'GET',
-        url: url.href,
+        url: href,
       });
     }
-    return response;
+    return { response, release: () => deadline.release() };
   }
 
-  async *events(path, { token, lastEventId, signal, reconnects }) {
+  async *events(path, { token, lastEventId, signal, timeout, reconnects }) {
     const parser = new SSEParser(lastEventId ?? '');
     const delay = (failures) =>
       Math.min((parser.retry ?? 200) * 2 ** Math.max(failures - 1, 0), 30000);
     let failures = 0;
     for (;;) {
-      let response;
+      let opened;
       try {
-        response = await this.openStream(path, { token, lastEventId: parser.lastEventId, signal });
+        opened = await this.openStream(path, {
+          token,
+          lastEventId: parser.lastEventId,
+          signal,
+          timeout,
+        });
       } catch (error) {
         if (signal?.aborted) return;
         const unavailable = error.status === 0 || [502, 503, 504].includes(error.status);
@@ -497,7 +734,7 @@ export class Client {
         continue;
       }
       parser.reset();
-      const reader = response.body.getReader();
+      const reader = opened.response.body.getReader();
       let received = false;
       let wait = null;
       try {
@@ -508,6 +745,8 @@ export class Client {
           for (const event of parser.feed(value)) {
             const data = decodeData(event.data);
             yield { event: event.event, data, id: event.id };
+            // Aborted while the caller held the event: not one more, even from this chunk.
+            if (signal?.aborted) return;
             if (event.event === 'close') {
               // A stream that reached its lifetime is resumed at once; a server that shuts
               // down needs the delay it asked for (retry:) to come back.
@@ -522,6 +761,7 @@ export class Client {
         // dropped: resume below
       } finally {
         reader.cancel().catch(() => {});
+        opened.release();
       }
       if (wait === -1) return;
       failures = received ? 0 : failures + 1;
@@ -534,6 +774,260 @@ export class Client {
       await sleep(wait ?? delay(failures), signal);
       if (signal?.aborted) return;
     }
+  }
+
+  // --- streams for EventSource: tickets ----------------------------------------------------
+
+  /**
+   * The URL of a job's stream (`GET /@jobs/{id}/stream`) with a fresh ticket
+   * (`POST /@stream-tickets`), for `new EventSource(url)`. The ticket is valid for the
+   * server's `stream_ticket_ttl` (60 s): open it at once. `lastEventId` makes the stream
+   * start after that event (`last_event_id`).
+   */
+  async streamUrl(options = {}) {
+    return this.ticketUrl(streamTarget('job', options.params), options);
+  }
+
+  /** The URL of the all-jobs stream (`GET /@jobs/stream`) with a fresh ticket. */
+  async jobsStreamUrl(options = {}) {
+    return this.ticketUrl(streamTarget('jobs'), options);
+  }
+
+  /**
+   * The URL of a job's followed log (`GET /@jobs/{id}/log?follow=true`) with a fresh
+   * ticket; `query` takes `level` and `cursor`.
+   */
+  async logStreamUrl(options = {}) {
+    return this.ticketUrl(streamTarget('log', options.params, options.query), options);
+  }
+
+  async ticketUrl({ path, query }, options) {
+    const { token, lastEventId } = options;
+    // Named from the API's root: the server binds it under its own path prefix.
+    const stream = path + (query.follow ? '?follow=true' : '');
+    const { data } = await this.request('POST', '/@stream-tickets', {
+      token,
+      data: { stream },
+      ...callOptions(options),
+    });
+    const extra = { ticket: data.ticket, last_event_id: lastEventId || undefined };
+    return this.url(path, { ...query, ...extra }).href;
+  }
+
+  /**
+   * An EventSource on a stream (`kind`: 'job', 'jobs' or 'log'), opened with a ticket and
+   * opened again with a fresh one whenever it ends but the stream goes on: after a close
+   * that asks to reconnect, or when its own reconnection was refused (the ticket had
+   * expired). Each time it resumes after the last event it had. See JobEventSource.
+   */
+  eventSource(options = {}) {
+    const { kind = 'job', params, query } = options;
+    const Impl = options.EventSource ?? globalThis.EventSource;
+    if (typeof Impl !== 'function') {
+      throw new TypeError('no EventSource here: pass one as eventSource({ EventSource })');
+    }
+    const target = streamTarget(kind, params, query);
+    return new JobEventSource(this, target, { ...options, EventSource: Impl });
+  }
+}
+
+/** Where a stream of `kind` is: its path and its own query. */
+function streamTarget(kind, params, query) {
+  if (kind === 'job') return { kind, path: `${jobPath(params)}/stream`, query: {} };
+  if (kind === 'jobs') return { kind, path: '/@jobs/stream', query: {} };
+  if (kind === 'log') {
+    return { kind, path: `${jobPath(params)}/log`, query: { ...(query ?? {}), follow: 'true' } };
+  }
+  throw new TypeError(`kind is 'job', 'jobs' or 'log', not ${JSON.stringify(kind)}`);
+}
+
+// The events the streams send; an EventSource has no catch-all listener for named events.
+const EVENT_NAMES = ['status', 'progress', 'log', 'close'];
+const REOPEN_MS = 1000;
+
+// A refusal that asking again won't change (not a busy or unreachable server).
+function refused(error) {
+  return (
+    error instanceof NickJobsError &&
+    error.status >= 400 &&
+    error.status < 500 &&
+    ![408, 429].includes(error.status)
+  );
+}
+
+/**
+ * What `client.eventSource()` returns: one stream read through EventSources, each opened
+ * with a fresh ticket. `onEvent({ event, data, id })` gets each event, `data` decoded from
+ * JSON. It ends (`done` resolves) after a `close` that says `reconnect: false`, or
+ * `close()`, or when `signal` aborts; it gives up (`onError(error)`, `done` rejects) on a
+ * refusal (an invalid token: 401; a job the user can't see: 404) or after `reconnects`
+ * failed openings in a row.
+ */
+export class JobEventSource {
+  #client;
+  #target;
+  #options;
+  #source = null;
+  #timer;
+  #failures = 0;
+  #settle;
+  #abort;
+
+  constructor(client, target, options) {
+    this.#client = client;
+    this.#target = target;
+    this.#options = options;
+    /** The id of the last event received: where a new EventSource starts again. */
+    this.lastEventId = options.lastEventId || null;
+    this.closed = false;
+    /** Resolves once the stream is over; rejects with the error it gave up on. */
+    this.done = new Promise((resolve, reject) => {
+      this.#settle = (error) => (error ? reject(error) : resolve());
+    });
+    this.done.catch(() => {}); // onError may be how it is heard
+    const { signal } = options;
+    if (signal) {
+      if (signal.aborted) {
+        this.close();
+        return;
+      }
+      this.#abort = () => this.close();
+      signal.addEventListener('abort', this.#abort, { once: true });
+    }
+    this.#start(() => this.#open());
+  }
+
+  /** The EventSource open (or opening) now; null between two. */
+  get source() {
+    return this.#source;
+  }
+
+  /** Ends it: `done` resolves. */
+  close() {
+    this.#finish(null);
+  }
+
+  // Runs a step nobody awaits: what it throws ends the stream (no unhandled rejection).
+  #start(step) {
+    step().catch((error) => this.#finish(error));
+  }
+
+  async #token() {
+    const { token } = this.#options;
+    return typeof token === 'function' ? token() : token;
+  }
+
+  async #open() {
+    this.#timer = undefined;
+    let url;
+    try {
+      url = await this.#client.ticketUrl(this.#target, {
+        token: await this.#token(),
+        lastEventId: this.lastEventId,
+        timeout: this.#options.timeout,
+      });
+    } catch (error) {
+      if (this.closed) return;
+      if (refused(error) || !(error instanceof NickJobsError)) return this.#finish(error);
+      this.#failures += 1;
+      if (this.#failures > (this.#options.reconnects ?? 5)) return this.#finish(error);
+      return this.#reopen(error.retryAfter !== null ? error.retryAfter * 1000 : this.#delay());
+    }
+    if (this.closed) return;
+    const Impl = this.#options.EventSource;
+    const source = new Impl(url);
+    this.#source = source;
+    let opened = false;
+    const current = () => this.#source === source && !this.closed;
+    source.addEventListener('open', () => {
+      if (!current()) return;
+      opened = true;
+      this.#failures = 0;
+      this.#options.onOpen?.();
+    });
+    source.addEventListener('error', () => {
+      // While CONNECTING the EventSource tries again by itself, with Last-Event-ID.
+      if (!current() || source.readyState !== (Impl.CLOSED ?? 2)) return;
+      this.#source = null;
+      source.close();
+      // An EventSource that was open and could not reconnect: its ticket had expired,
+      // most likely. Otherwise it never opened, and says nothing of why.
+      if (opened) this.#reopen(0);
+      else this.#start(() => this.#notOpened());
+    });
+    for (const name of EVENT_NAMES) {
+      source.addEventListener(name, (event) => {
+        if (current()) this.#receive(source, event);
+      });
+    }
+  }
+
+  #receive(source, event) {
+    if (event.lastEventId) this.lastEventId = event.lastEventId;
+    const data = decodeData(event.data);
+    try {
+      this.#options.onEvent?.({ event: event.type, data, id: event.lastEventId || null });
+    } finally {
+      // Even when onEvent throws (its error goes on to the EventSource's dispatcher).
+      if (event.type === 'close') this.#closeEvent(source, data);
+    }
+  }
+
+  #closeEvent(source, data) {
+    if (this.closed) return;
+    // Before the EventSource reconnects by itself to a finished stream, or with a ticket
+    // that may have expired.
+    source.close();
+    this.#source = null;
+    if (!data?.reconnect) this.#finish(null);
+    else this.#reopen(data.reason === 'lifetime' ? 0 : REOPEN_MS);
+  }
+
+  async #notOpened() {
+    this.#failures += 1;
+    // Ask with fetch, which hears the answer: a job that is gone or not the user's, or a
+    // token no longer valid, ends it.
+    try {
+      const token = await this.#token();
+      const { params, timeout } = this.#options;
+      if (this.#target.kind === 'jobs') {
+        await this.#client.request('GET', '/@jobs', { token, query: { b_size: 1 }, timeout });
+      } else {
+        await this.#client.getJob({ token, params, timeout });
+      }
+    } catch (error) {
+      if (this.closed) return;
+      if (refused(error)) return this.#finish(error);
+    }
+    if (this.closed) return;
+    if (this.#failures > (this.#options.reconnects ?? 5)) {
+      const href = this.#client.url(this.#target.path, this.#target.query).href;
+      const message =
+        `an EventSource on ${href} failed to open ${this.#failures} times in a row ` +
+        '(in a page, a cross-origin request the browser refused (CORS) fails this way too)';
+      return this.#finish(new NickJobsError(message, { method: 'GET', url: href }));
+    }
+    this.#reopen(this.#delay());
+  }
+
+  #delay() {
+    return Math.min(REOPEN_MS * 2 ** Math.max(this.#failures - 1, 0), 30000);
+  }
+
+  #reopen(ms) {
+    if (this.closed) return;
+    this.#timer = setTimeout(() => this.#start(() => this.#open()), ms);
+  }
+
+  #finish(error) {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.#timer);
+    this.#source?.close();
+    this.#source = null;
+    if (this.#abort) this.#options.signal.removeEventListener('abort', this.#abort);
+    this.#settle(error);
+    if (error) this.#options.onError?.(error);
   }
 }
 

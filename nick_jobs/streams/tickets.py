@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Mapping
 
 import jwt
 
@@ -18,10 +19,25 @@ from nick_jobs.settings import Settings
 from nick_jobs.users.tokens import InvalidToken
 
 AUDIENCE = "nick-jobs:stream"
-# The streams a ticket may open: the all-jobs stream and one job's stream.
-STREAM_PATH = re.compile(
-    r"^(?:/[^?#]*)?/@jobs(?:/[0-9a-fA-F-]{36})?/stream$",
-)
+_UUID = r"/[0-9a-fA-F-]{36}"
+# The streams a ticket may open: the all-jobs stream, one job's stream and one job's
+# followed log (``/@jobs/{uuid}/log``, only with ``follow=true``: see :func:`opens`).
+STREAM_PATH = re.compile(rf"^(?:/[^?#]*)?/@jobs(?:(?:{_UUID})?/stream|{_UUID}/log)$")
+
+
+def is_log(path: str) -> bool:
+    """Whether ``path`` (one :data:`STREAM_PATH` matches) is a job's log, which is a stream
+    only when followed."""
+    return path.endswith("/log")
+
+
+def opens(method: str, path: str, query: Mapping[str, str]) -> bool:
+    """Whether a request is one a ticket may open at all: a ``GET`` of a stream, a log
+    only with ``follow=true`` (without it the log is a plain JSON page, which no ticket
+    opens). Whether the ticket is for that very path is :func:`decode`'s to say."""
+    if method != "GET" or not STREAM_PATH.match(path):
+        return False
+    return not is_log(path) or query.get("follow") == "true"
 
 
 def issue(

@@ -188,7 +188,7 @@ class JWTSecurityPolicy:
         self, request, rider: Rider | None = None, params: dict[str, Any] | None = None
     ) -> tuple[Identity | None, sa.Row | None]:
         """A stream ticket in the URL (for EventSource), only on the stream it names."""
-        if request.method != "GET" or not request.path.endswith("/stream"):
+        if not tickets.opens(request.method, request.path, request.GET):
             return None, None
         ticket = request.GET.get("ticket")
         if not ticket:

@@ -446,3 +446,50 @@ describe('scheduled jobs', () => {
     );
   });
 });
+
+describe('dashboard figures', () => {
+  test('getStats counts the jobs the user may see, over a window of minutes', async () => {
+    await cli.createJob({ token: admin, data: { params: { action: 'dummy' } } });
+    const { data, status } = await cli.getStats({ token: admin, query: { minutes: 5 } });
+    assert.equal(status, 200);
+    assert.equal(data['@id'], `${server.url}/@jobs/@stats`);
+    assert.equal(data.window, 5);
+    const listed = await cli.getJobs({ token: admin, query: { count: true } });
+    assert.ok(data.total > 0);
+    assert.equal(data.total, listed.total);
+    assert.equal(
+      Object.values(data.counts).reduce((sum, n) => sum + n, 0),
+      data.total,
+    );
+    assert.equal(data.finished_per_minute.length, 5);
+    // Another user's figures are over their own jobs: alice has none.
+    assert.equal((await cli.getStats({ token: alice })).data.total, 0);
+    const invalid = await rejection(cli.getStats({ token: admin, query: { minutes: 0 } }));
+    assert.equal(invalid.status, 400);
+    assert.equal(invalid.type, 'Validation error');
+  });
+
+  test('previewSchedule gives the next firings of a rule in a zone', async () => {
+    const query = { schedule: '30 2 * * 0', timezone: 'Europe/Amsterdam', count: 3 };
+    const { data } = await cli.previewSchedule({ token: admin, query });
+    assert.equal(data.schedule, '30 2 * * 0');
+    assert.equal(data.timezone, 'Europe/Amsterdam');
+    assert.equal(data.next.length, 3);
+    const local = new Intl.DateTimeFormat('en-GB', {
+      timeZone: 'Europe/Amsterdam',
+      weekday: 'short',
+      hour: '2-digit',
+      minute: '2-digit',
+    });
+    for (const date of data.next) assert.equal(local.format(new Date(date)), 'Sun 02:30');
+    const times = data.next.map((date) => Date.parse(date));
+    assert.ok(times[0] > Date.now() && times[0] < times[1] && times[1] < times[2], data.next);
+    const invalid = await rejection(
+      cli.previewSchedule({ token: admin, query: { schedule: '0 2 * *' } }),
+    );
+    assert.equal(invalid.status, 400);
+    assert.ok(invalid.body.error.fields.schedule);
+    const forbidden = await rejection(cli.previewSchedule({ token: alice, query }));
+    assert.equal(forbidden.status, 403);
+  });
+});

@@ -50,9 +50,10 @@ async function waitUntilUp(url, proc, output, timeoutMs = 20000) {
 
 /**
  * A server for one test file. `settings` adds ini lines to [app:main], e.g.
- * `{ 'nick_jobs.stream_max_lifetime': '0.7' }`.
+ * `{ 'nick_jobs.stream_max_lifetime': '0.7' }`; `prefix` ('/api') serves the API under
+ * that path (waitress's url_prefix, the SCRIPT_NAME). `url` is the server's origin.
  */
-export async function startServer({ settings = {} } = {}) {
+export async function startServer({ settings = {}, prefix = '' } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'nick-jobs-js-'));
   const port = await freePort();
   const ini = join(dir, 'test.ini');
@@ -80,6 +81,7 @@ export async function startServer({ settings = {} } = {}) {
       `listen = 127.0.0.1:${port}`,
       // Each open event stream holds a waitress thread; plain requests need some too.
       'threads = 16',
+      ...(prefix ? [`url_prefix = ${prefix}`] : []),
       '',
     ].join('\n'),
   );
@@ -102,7 +104,7 @@ export async function startServer({ settings = {} } = {}) {
   proc.stderr.on('data', (chunk) => output.push(String(chunk)));
   const url = `http://127.0.0.1:${port}`;
   try {
-    await waitUntilUp(url, proc, output);
+    await waitUntilUp(url + prefix, proc, output);
   } catch (error) {
     proc.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });

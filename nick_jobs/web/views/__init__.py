@@ -42,3 +42,4 @@ def includeme(config) -> None:
     config.include("nick_jobs.web.views.scheduled_jobs")
     config.include("nick_jobs.web.views.health")
     config.include("nick_jobs.web.views.metrics")
+    config.include("nick_jobs.web.views.openapi")

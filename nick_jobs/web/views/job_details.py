@@ -60,13 +60,14 @@ _LOG_QUERY_SCHEMA = LogQuerySchema()
     name="log",
     request_method="GET",
     permission=Permission.VIEW_JOB,
-    query=(*_LOG_QUERY_SCHEMA.fields, "follow"),
+    query=(*_LOG_QUERY_SCHEMA.fields, "follow", *streams.STREAM_QUERY),
 )
 def log_view(context: JobResource, request):
     follow = follow_asked(request)
     settings = request.registry["nick_jobs.settings"]
     given = request.GET.mixed()
-    given.pop("follow", None)
+    for name in ("follow", *streams.STREAM_QUERY):
+        given.pop(name, None)
     query = _LOG_QUERY_SCHEMA.load(given)
     after = decode_cursor(query["cursor"]) if query.get("cursor") else 0
     if follow:

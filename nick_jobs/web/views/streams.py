@@ -14,7 +14,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import sqlalchemy as sa
 from pyramid.response import Response
@@ -36,6 +36,11 @@ _NEWEST_LINE = sa.select(sa.func.max(JobLog.id)).where(JobLog.job_uuid == sa.bin
 
 
 _NEWEST_CHANGE = sa.select(sa.func.max(Job.changed))
+
+# The query parameters every stream takes besides its own: a ticket, and the event to
+# resume after for a reader that can't send Last-Event-ID (an EventSource opened anew with
+# a fresh ticket).
+STREAM_QUERY = ("ticket", "last_event_id")
 
 # How often an idle stream asks the server whether its client is still there: a gone
 # client's slot is free again within about this (docs/streams.md#gone-clients).
@@ -150,14 +155,18 @@ def stream_slot(request) -> Iterator[str]:
 
 
 def _last_event_id(request, parse: Callable[[str], Any]) -> Any:
-    value = request.headers.get("Last-Event-ID")
+    # The header wins: an EventSource opened with ?last_event_id= sends the header, with
+    # the later id it has reached, when it reconnects by itself to the same URL.
+    name, value = "Last-Event-ID", request.headers.get("Last-Event-ID")
+    if not value:
+        name, value = "last_event_id", request.GET.get("last_event_id")
     if not value:
         return None
     try:
         return parse(value)
     except sse.BadEventId:
         raise api_error(
-            Error.BAD_REQUEST, "Last-Event-ID is not an event id this service wrote."
+            Error.BAD_REQUEST, f"{name} is not an event id this service wrote."
         ) from None
 
 
@@ -220,8 +229,9 @@ def job_stream(request, container: JobContainer, uuid: str, job: Any | None, log
 
 
 def log_stream(request, uuid: str, after: int, min_level: int, login: str) -> StreamBody:
-    """The stream of one job's log lines after line id ``after`` (``Last-Event-ID``, when
-    sent, instead), at or above ``min_level``; closed once the job has ended."""
+    """The stream of one job's log lines after line id ``after`` (``Last-Event-ID`` or
+    ``last_event_id``, when sent, instead), at or above ``min_level``; closed once the job
+    has ended."""
     hub = request.registry["nick_jobs.stream_hub"]
     resumed = _last_event_id(request, sse.parse_line_id)
     if resumed is not None:
@@ -236,7 +246,7 @@ def log_stream(request, uuid: str, after: int, min_level: int, login: str) -> St
     name="stream",
     request_method="GET",
     permission=Permission.VIEW_JOB,
-    query=("ticket",),
+    query=STREAM_QUERY,
 )
 def job_stream_view(context: JobResource, request):
     with stream_slot(request) as login:
@@ -249,7 +259,7 @@ def job_stream_view(context: JobResource, request):
     name="stream",
     request_method="GET",
     permission=Permission.VIEW_JOBS,
-    query=("ticket",),
+    query=STREAM_QUERY,
 )
 def jobs_stream_view(context: JobContainer, request):
     with stream_slot(request) as login:
@@ -282,23 +292,39 @@ def ticket_view(context: Root, request):
         raise api_error(Error.FORBIDDEN, "A ticket is asked for with a bearer token.")
     data = json_body(request)
     stream = data.get("stream") if isinstance(data, dict) else None
-    path = urlsplit(stream).path if isinstance(stream, str) else ""
-    if not tickets.STREAM_PATH.match(path):
-        raise api_error(
-            Error.BAD_REQUEST,
-            'Give the stream to open as {"stream": "/@jobs/<uuid>/stream"} or '
-            '{"stream": "/@jobs/stream"}.',
-        )
+    path = _ticket_path(request, context, stream)
     settings = request.registry["nick_jobs.settings"]
     ticket, expires = tickets.issue(
         settings, identity.login, identity.fingerprint, path, utcnow(), identity.issued
     )
     request.response.status = 201
+    query = "?follow=true&ticket=" if tickets.is_log(path) else "?ticket="
     return {
         "ticket": ticket,
         "expires": isoformat(expires),
-        "url": _ticket_url(request, path) + "?ticket=" + ticket,
+        "url": _ticket_url(request, path) + query + ticket,
     }
+
+
+def _ticket_path(request, root: Root, stream: Any) -> str:
+    """The path, as the server will see it, of the stream a ticket request names."""
+    try:
+        parts = urlsplit(stream) if isinstance(stream, str) else None
+    except ValueError:  # "http://[": not a URL
+        parts = None
+    path = parts.path if parts is not None else ""
+    if path.startswith("/@jobs/"):
+        # Named from the API's root, as a client that knows only its base URL names it:
+        # the server sees it under the root's own path (a SCRIPT_NAME, a host's folder).
+        path = request.resource_path(root).rstrip("/") + path
+    followed = parts is not None and parse_qs(parts.query).get("follow") == ["true"]
+    if not tickets.STREAM_PATH.match(path) or (tickets.is_log(path) and not followed):
+        raise api_error(
+            Error.BAD_REQUEST,
+            'Give the stream to open as {"stream": "/@jobs/<uuid>/stream"}, '
+            '{"stream": "/@jobs/stream"} or {"stream": "/@jobs/<uuid>/log?follow=true"}.',
+        )
+    return path
 
 
 def _ticket_url(request, path: str) -> str:
