@@ -1,12 +1,15 @@
-"""A TCP forwarder the tests switch off and on, to take a database or a broker away."""
+"""Ports for the tests: a free one, waiting for a process to listen, and a TCP forwarder
+the tests switch off and on, to take a database or a broker away."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import socket
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -14,6 +17,22 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_listening(
+    port: int, proc: subprocess.Popen, log: Path, what: str, timeout: float = 30
+) -> None:
+    """Return once ``proc`` listens on ``port``; fail with its log if it exits first or
+    does not listen within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{log.read_text()}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not listen on {port} in {timeout:g} s")
+        time.sleep(0.05)
 
 
 class Proxy:

@@ -52,14 +52,11 @@ def check_timezone(value: str) -> None:
         raise ValidationError(str(exc)) from None
 
 
-class _Fields(Schema):
-    title = fields.String(validate=validate.Length(max=500))
-    description = fields.String(validate=validate.Length(max=10_000))
-    action = fields.String(validate=validate.Length(min=1, max=100))
-    params = fields.Dict(keys=fields.String())
+class _Rule(Schema):
+    """A cron rule and the zone it is read in, checked as the scheduler reads them."""
+
     schedule = fields.String(validate=validate.Length(min=1, max=200))
     timezone = fields.String(validate=validate.Length(min=1, max=64))
-    enabled = StrictBoolean()
 
     @validates("schedule")
     def _schedule(self, value: str, **kwargs: Any) -> None:
@@ -68,6 +65,14 @@ class _Fields(Schema):
     @validates("timezone")
     def _timezone(self, value: str, **kwargs: Any) -> None:
         check_timezone(value)
+
+
+class _Fields(_Rule):
+    title = fields.String(validate=validate.Length(max=500))
+    description = fields.String(validate=validate.Length(max=10_000))
+    action = fields.String(validate=validate.Length(min=1, max=100))
+    params = fields.Dict(keys=fields.String())
+    enabled = StrictBoolean()
 
 
 class ScheduledJobCreateSchema(_Fields):
@@ -87,7 +92,7 @@ PREVIEW_MAX = 20
 PREVIEW_DEFAULT = 5
 
 
-class PreviewQuerySchema(Schema):
+class PreviewQuerySchema(_Rule):
     """``GET /@scheduled-jobs/@preview``: a rule and a zone, checked as a scheduled job's."""
 
     schedule = fields.String(required=True, validate=validate.Length(min=1, max=200))
@@ -95,14 +100,6 @@ class PreviewQuerySchema(Schema):
     count = fields.Integer(
         load_default=PREVIEW_DEFAULT, validate=validate.Range(min=1, max=PREVIEW_MAX)
     )
-
-    @validates("schedule")
-    def _schedule(self, value: str, **kwargs: Any) -> None:
-        check_schedule(value)
-
-    @validates("timezone")
-    def _timezone(self, value: str, **kwargs: Any) -> None:
-        check_timezone(value)
 
 
 # --- JSON ------------------------------------------------------------------------------

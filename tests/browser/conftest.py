@@ -67,11 +67,9 @@ import contextlib
 import functools
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -83,8 +81,9 @@ from typing import Any
 
 import pytest
 
-from tests.client.test_client import PSERVE, free_port, server_env
+from tests.client.test_client import PSERVE, server_env
 from tests.conftest import REQUIRE_SERVICES, ROOT, stop_process
+from tests.netutil import free_port, wait_listening
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -417,16 +416,7 @@ def start_live_server(directory: Path, **settings: str) -> Iterator[LiveServer]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"pserve exited with {process.returncode}:\n{log.read()}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"pserve did not answer on {port} in 60 s")
-            time.sleep(0.05)
+        wait_listening(port, process, log_path, "pserve", timeout=60)
         # The server made the tables (auto_migrate); the users come as an operator adds them.
         for login, (password, roles) in USERS.items():
             role_args = [arg for role in roles for arg in ("--role", role)]

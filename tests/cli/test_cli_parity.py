@@ -31,8 +31,9 @@ from nick_jobs.db import get_engine, migrations
 from nick_jobs.users.accounts import add_user
 from tests.cli.test_cli_stream import run_in_pty, steps_done
 from tests.cli.test_client_cli import SCRIPT, assert_fails, cli_env, run_cli
-from tests.client.test_client import USERS, LiveServer, free_port, live_server, server_env
+from tests.client.test_client import USERS, LiveServer, live_server, server_env
 from tests.conftest import ROOT, stop_process
+from tests.netutil import free_port
 
 SETTINGS = {"nick_jobs.stream_retry_ms": "100"}
 MISSING = "6f0c2b1e-3d4a-4b5c-8d6e-7f8091a2b3c4"

@@ -25,8 +25,9 @@ from nick_jobs.cli.client_commands import (
     EXIT_USAGE,
 )
 from nick_jobs.client import Client, ClientError
-from tests.client.test_client import LiveServer, free_port, live_server
+from tests.client.test_client import LiveServer, live_server
 from tests.conftest import ROOT
+from tests.netutil import free_port
 
 SCRIPT = Path(sys.executable).with_name("nick-jobs")
 CLIENT_VARIABLES = ("NICK_JOBS_URL", "NICK_JOBS_TOKEN", "XDG_CONFIG_HOME", "APPDATA")

@@ -21,6 +21,7 @@ from nick_jobs.db import get_engine, migrations
 from nick_jobs.settings import ENVIRONMENT_OVERRIDES
 from nick_jobs.users.accounts import add_user
 from tests.conftest import ROOT, stop_process
+from tests.netutil import free_port, wait_listening
 
 PSERVE = Path(sys.executable).with_name("pserve")
 USERS = {
@@ -30,12 +31,6 @@ USERS = {
     "carol": ("carol-password", []),
 }
 FINAL = ("completed", "failed", "aborted")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -99,16 +94,7 @@ def live_server(directory: Path, **settings: str) -> Iterator[LiveServer]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"pserve exited with {process.returncode}:\n{log.read()}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"pserve did not listen on {port} in 30 s")
-            time.sleep(0.05)
+        wait_listening(port, process, directory / "server.log", "pserve", timeout=30)
         yield LiveServer(url, ini, process)
     finally:
         stop_process(process)

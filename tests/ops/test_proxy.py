@@ -33,7 +33,7 @@ from tests.conftest import (
     stop_process,
     write_ini,
 )
-from tests.netutil import free_port
+from tests.netutil import free_port, wait_listening
 
 EXAMPLE = ROOT / "deploy" / "nginx.conf"
 PRODUCTION_INI = ROOT / "production.ini"
@@ -54,17 +54,6 @@ def nginx_binary() -> str:
     if REQUIRE_SERVICES:
         pytest.fail(message + " (NICK_JOBS_REQUIRE_SERVICES=1)")
     pytest.skip(message)
-
-
-def wait_listening(port: int, proc: subprocess.Popen, log: Path, what: str) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{log.read_text()}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        assert time.monotonic() < deadline, f"{what} did not listen on {port} in 30 s"
-        time.sleep(0.05)
 
 
 def server_section(port: int) -> str:

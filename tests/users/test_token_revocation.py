@@ -15,7 +15,6 @@ import hashlib
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -43,7 +42,7 @@ from tests.conftest import (
     stop_process,
     write_ini,
 )
-from tests.netutil import free_port
+from tests.netutil import free_port, wait_listening
 
 PSERVE = Path(sys.executable).with_name("pserve")
 ECHO = {"params": {"action": "echo", "message": "hi"}}
@@ -114,15 +113,7 @@ def server(backend, tmp_path_factory) -> Iterator[Server]:
         [str(PSERVE), str(ini)], cwd=ROOT, stdout=log, stderr=log, env=_env()
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"pserve exited with {process.returncode}:\n{log.read()}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            assert time.monotonic() < deadline, "pserve did not listen in 30 s"
-            time.sleep(0.05)
+        wait_listening(port, process, directory / "server.log", "pserve", timeout=30)
         yield Server(port, ini)
     finally:
         stop_process(process)

@@ -7,7 +7,7 @@ import { after, afterEach, before, describe, test } from 'node:test';
 
 import Client, { NickJobsError } from '../index.js';
 import { TestEventSource } from '../testing/eventsource.js';
-import { USERS, startServer } from '../testing/server.js';
+import { USERS, startServer, rejection } from '../testing/server.js';
 
 let server;
 
@@ -26,15 +26,6 @@ afterEach(() => {
 /** Acts as if the code ran in a page at `href`. */
 function inPage(href) {
   globalThis.location = new URL(href);
-}
-
-async function rejection(promise) {
-  try {
-    await promise;
-  } catch (error) {
-    return error;
-  }
-  assert.fail('expected the call to reject');
 }
 
 /**

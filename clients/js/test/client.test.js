@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
 import Client, { NickJobsError } from '../index.js';
-import { USERS, startServer } from '../testing/server.js';
+import { USERS, startServer, waitForStatus as waitForJob, rejection } from '../testing/server.js';
 
 let server;
 let cli;
@@ -11,24 +11,8 @@ let alice;
 
 const FINAL = ['completed', 'failed', 'aborted'];
 
-async function waitForStatus(id, wanted, timeoutMs = 15000) {
-  const deadline = Date.now() + timeoutMs;
-  let job;
-  while (Date.now() < deadline) {
-    ({ data: job } = await cli.getJob({ token: admin, params: { id } }));
-    if (wanted.includes(job.status)) return job;
-    await new Promise((ok) => setTimeout(ok, 50));
-  }
-  throw new Error(`job ${id} did not reach ${wanted} in ${timeoutMs} ms: ${JSON.stringify(job)}`);
-}
-
-async function rejection(promise) {
-  try {
-    await promise;
-  } catch (error) {
-    return error;
-  }
-  assert.fail('expected the call to reject');
+function waitForStatus(id, wanted, timeoutMs) {
+  return waitForJob(cli, admin, id, wanted, timeoutMs);
 }
 
 function longJob(title = 'Long') {

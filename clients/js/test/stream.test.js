@@ -5,7 +5,7 @@ import { after, before, describe, test } from 'node:test';
 
 import Client, { NickJobsError } from '../index.js';
 import { startRelay } from '../testing/relay.js';
-import { USERS, startServer } from '../testing/server.js';
+import { USERS, startServer, waitForStatus as waitForJob } from '../testing/server.js';
 
 let server;
 let cli;
@@ -21,15 +21,8 @@ after(async () => {
   await server?.stop();
 });
 
-async function waitForStatus(id, wanted, timeoutMs = 15000) {
-  const deadline = Date.now() + timeoutMs;
-  let job;
-  while (Date.now() < deadline) {
-    ({ data: job } = await cli.getJob({ token: admin, params: { id } }));
-    if (wanted.includes(job.status)) return job;
-    await new Promise((ok) => setTimeout(ok, 50));
-  }
-  throw new Error(`job ${id} did not reach ${wanted} in ${timeoutMs} ms`);
+function waitForStatus(id, wanted, timeoutMs) {
+  return waitForJob(cli, admin, id, wanted, timeoutMs);
 }
 
 async function submit(params) {

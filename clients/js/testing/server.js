@@ -125,3 +125,25 @@ export async function startServer({ settings = {}, prefix = '' } = {}) {
     },
   };
 }
+
+/** Polls the job until its status is one of `wanted`; fails at the deadline. */
+export async function waitForStatus(client, token, id, wanted, timeoutMs = 15000) {
+  const deadline = Date.now() + timeoutMs;
+  let job;
+  while (Date.now() < deadline) {
+    ({ data: job } = await client.getJob({ token, params: { id } }));
+    if (wanted.includes(job.status)) return job;
+    await new Promise((ok) => setTimeout(ok, 50));
+  }
+  throw new Error(`job ${id} did not reach ${wanted} in ${timeoutMs} ms: ${JSON.stringify(job)}`);
+}
+
+/** The error `promise` rejects with; fails the test when it resolves. */
+export async function rejection(promise) {
+  try {
+    await promise;
+  } catch (error) {
+    return error;
+  }
+  throw new Error('expected the call to reject');
+}
