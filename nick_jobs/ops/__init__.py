@@ -1,5 +1,5 @@
 """Running the service: log lines, the graceful drain on SIGTERM, admission of requests,
-Prometheus metrics, and what happens at start-up."""
+Prometheus metrics, what happens at start-up, and the ``pshell`` setup (shell.py)."""
 
 from __future__ import annotations
 
