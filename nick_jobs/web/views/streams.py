@@ -14,7 +14,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import sqlalchemy as sa
 from pyramid.response import Response
@@ -317,8 +317,8 @@ def _ticket_path(request, root: Root, stream: Any) -> str:
         # Named from the API's root, as a client that knows only its base URL names it:
         # the server sees it under the root's own path (a SCRIPT_NAME, a host's folder).
         path = request.resource_path(root).rstrip("/") + path
-    followed = parts is not None and parse_qs(parts.query).get("follow") == ["true"]
-    if not tickets.STREAM_PATH.match(path) or (tickets.is_log(path) and not followed):
+    query = dict(parse_qsl(parts.query)) if parts is not None else {}
+    if not tickets.opens("GET", path, query):
         raise api_error(
             Error.BAD_REQUEST,
             'Give the stream to open as {"stream": "/@jobs/<uuid>/stream"}, '
