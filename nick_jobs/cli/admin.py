@@ -137,6 +137,72 @@ def cmd_users_remove(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- tokens ----------------------------------------------------------------------------
+
+
+def cmd_tokens_create(args: argparse.Namespace) -> int:
+    from sqlalchemy.orm import Session
+
+    from nick_jobs.users import service_tokens
+
+    settings = _settings(args.config)
+    try:
+        lifetime = service_tokens.parse_lifetime(args.expires)
+    except ValueError as exc:
+        print(f"nick-jobs: --expires: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    with Session(_engine(args.config)) as session, session.begin():
+        try:
+            token, row = service_tokens.create(session, settings, args.login, args.name, lifetime)
+        except (LookupError, ValueError) as exc:
+            print(f"nick-jobs: {exc.args[0]}", file=sys.stderr)
+            return EXIT_ERROR
+        expires = row.expires.strftime("%Y-%m-%d %H:%M UTC")
+    # The token alone on standard output, for a script to keep; the rest for the reader.
+    print(token)
+    print(
+        f"service token {args.name!r} of {args.login}, valid until {expires}; it is shown "
+        "only now: keep it where the machine reads it",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+def cmd_tokens_list(args: argparse.Namespace) -> int:
+    from sqlalchemy.orm import Session
+
+    from nick_jobs.db.meta import utcnow
+    from nick_jobs.users import service_tokens
+
+    now = utcnow()
+    with Session(_engine(args.config)) as session:
+        rows = service_tokens.list_tokens(session, args.login)
+        print("LOGIN\tNAME\tCREATED\tEXPIRES\tSTATE")
+        for row in rows:
+            state = "revoked" if row.revoked else "valid"
+            if row.revoked is None and row.expires <= now:
+                state = "expired"
+            dates = (d.strftime("%Y-%m-%d %H:%M") for d in (row.created, row.expires))
+            print("\t".join((row.login, row.name, *dates, state)))
+    return EXIT_OK
+
+
+def cmd_tokens_revoke(args: argparse.Namespace) -> int:
+    from sqlalchemy.orm import Session
+
+    from nick_jobs.users import service_tokens
+
+    settings = _settings(args.config)
+    with Session(_engine(args.config)) as session, session.begin():
+        try:
+            service_tokens.revoke(session, settings, args.login, args.name)
+        except LookupError as exc:
+            print(f"nick-jobs: {exc.args[0]}", file=sys.stderr)
+            return EXIT_ERROR
+    print(f"revoked {args.login}'s service token {args.name!r}")
+    return EXIT_OK
+
+
 # --- worker ----------------------------------------------------------------------------
 
 
@@ -550,12 +616,33 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("config")
     rm.add_argument("login")
     rm.set_defaults(func=cmd_users_remove)
+    tokens = sub.add_parser(
+        "tokens", help="service tokens: long-lived, revocable tokens for machines"
+    )
+    tokens_sub = tokens.add_subparsers(dest="tokens_command", required=True)
+    create = tokens_sub.add_parser("create", help="make a service token of a user; prints it once")
+    create.add_argument("config")
+    create.add_argument("login", help="the user the token acts as (a machine's own user)")
+    create.add_argument("--name", required=True, help="what it is for, e.g. prometheus")
+    create.add_argument(
+        "--expires", default="365d", help="lifetime: a number and s, m, h, d or w (365d)"
+    )
+    create.set_defaults(func=cmd_tokens_create)
+    tokens_list = tokens_sub.add_parser("list", help="list service tokens, never their text")
+    tokens_list.add_argument("config")
+    tokens_list.add_argument("--login", help="only this user's")
+    tokens_list.set_defaults(func=cmd_tokens_list)
+    revoke = tokens_sub.add_parser("revoke", help="end a service token at once")
+    revoke.add_argument("config")
+    revoke.add_argument("login")
+    revoke.add_argument("name")
+    revoke.set_defaults(func=cmd_tokens_revoke)
     scheduler = sub.add_parser(
         "scheduler", help="fire scheduled jobs (run one or more next to the workers)"
     )
     scheduler.add_argument("config", help="the ini file, e.g. production.ini")
     scheduler.set_defaults(func=_cmd_scheduler)
-    sub.metavar = sub.metavar[:-1] + ",scheduler}"
+    sub.metavar = sub.metavar[:-1] + ",tokens,scheduler}"
     from nick_jobs.cli.client_commands import add_client_commands
 
     add_client_commands(sub)

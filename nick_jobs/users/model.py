@@ -1,4 +1,4 @@
-"""Users who may log in, and tokens revoked before they expire."""
+"""Users who may log in, tokens revoked before they expire, and service tokens."""
 
 from __future__ import annotations
 
@@ -31,6 +31,23 @@ class RevokedToken(Base):
 
     token_hash: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     expires: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class ServiceToken(Base):
+    """A named, long-lived token of a machine's user (``nick-jobs tokens``), listed by
+    what it is, never by its text, which is shown once when it is created."""
+
+    __tablename__ = "service_tokens"
+    __table_args__ = (sa.UniqueConstraint("login", "name", name="uq_service_tokens_login_name"),)
+
+    jti: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    login: Mapped[str] = mapped_column(sa.String(100))
+    name: Mapped[str] = mapped_column(sa.String(100))
+    # Its fingerprint (nick_jobs.users.tokens.fingerprint), what a revocation stores.
+    token_hash: Mapped[str] = mapped_column(sa.String(64))
+    created: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    expires: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    revoked: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 def identity_holds() -> sa.ColumnElement[bool]:

@@ -40,8 +40,10 @@ def issue(
     fullname: str,
     now: dt.datetime | None = None,
     jti: str | None = None,
+    lifetime_s: int | None = None,
 ) -> str:
-    """A new token for ``login``.
+    """A new token for ``login``, valid ``lifetime_s`` seconds (by default
+    ``nick_jobs.jwt_lifetime``; a service token's is its own).
 
     Every token carries a random ``jti``: two tokens issued to one user in the same
     second differ, and each is revoked alone (Nick ignores the extra claim).
@@ -61,7 +63,7 @@ def issue(
         "sub": login,
         "fullname": fullname,
         "iat": iat,
-        "exp": seconds + settings.jwt_lifetime_s,
+        "exp": seconds + (settings.jwt_lifetime_s if lifetime_s is None else lifetime_s),
         "jti": jti or secrets.token_urlsafe(16),
     }
     return jwt.encode(payload, settings.jwt_secret, algorithm=settings.jwt_algorithms[0])
