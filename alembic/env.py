@@ -24,6 +24,8 @@ def _engine() -> sa.Engine:
         from nick_jobs.settings import apply_environment
 
         url = apply_environment(get_appsettings(config.config_file_name))["sqlalchemy.url"]
+    if not url:
+        raise RuntimeError("no sqlalchemy.url: name the database in the ini or the environment")
     return get_engine(url)
 
 

@@ -4,8 +4,9 @@ connection (``request.dbconn``), and which requests run in a transaction."""
 from __future__ import annotations
 
 import re
+import sqlite3
 import time
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 import zope.sqlalchemy
@@ -52,7 +53,9 @@ def _sqlite_savepoint(conn: sa.Connection, _name: str) -> None:
     nested block (a submit with an Idempotency-Key) committed its job even when the
     request's transaction rolled back.
     """
-    if not conn.connection.dbapi_connection.in_transaction:
+    # Only ever registered on SQLite engines: the driver's connection is sqlite3's.
+    dbapi = cast(sqlite3.Connection, conn.connection.dbapi_connection)
+    if not dbapi.in_transaction:
         conn.exec_driver_sql("BEGIN")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import json.scanner
 from typing import Any
 
 import sqlalchemy as sa
@@ -59,13 +60,20 @@ class Base(DeclarativeBase):
     metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
 
+def table(model: type[Base]) -> sa.Table:
+    """A mapped class's table, for Core statements (``__table__`` is typed as any
+    ``FromClause``, which has no ``insert``, ``update`` or ``delete``)."""
+    return Base.metadata.tables[model.__tablename__]
+
+
 def utcnow() -> dt.datetime:
     """Now, in UTC, truncated to milliseconds (the precision the API shows)."""
     now = dt.datetime.now(dt.UTC)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
-_scan = json.scanner.make_scanner(json.JSONDecoder())
+# make_scanner is typed as the class it also is, which takes a decoder all the same.
+_scan = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
 
 
 def json_loads(data: str | bytes) -> Any:

@@ -5,20 +5,21 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from marshmallow import Schema, fields, validate
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from nick_jobs.db.meta import utcnow
+from nick_jobs.db.meta import table, utcnow
 from nick_jobs.jobs.actions import JobAction
 from nick_jobs.jobs.model import FINISHED_STATUSES, Job, JobHistory, JobLog, JobStatus
 from nick_jobs.jobs.schemas import StrictFloat, StrictInteger
 from nick_jobs.web.permissions import Permission
 from nick_jobs.worker.runner import JobContext, JobFailed
 
-jobs, history, logs = Job.__table__, JobHistory.__table__, JobLog.__table__
+jobs, history, logs = table(Job), table(JobHistory), table(JobLog)
 
 
 class DummyParams(Schema):
@@ -126,7 +127,7 @@ def retention_days(params: dict[str, Any]) -> dict[str, int]:
     return {status: params.get(f"{status}_days", params["days"]) for status in PRUNED_STATUSES}
 
 
-def _one_of(column: sa.ColumnElement, values: list[Any], dialect: str) -> sa.ColumnElement:
+def _one_of(column: sa.ColumnElement, values: Sequence[Any], dialect: str) -> sa.ColumnElement:
     """``column IN values``; on PostgreSQL as ``= ANY(array)``, one parameter instead of
     one per value: rendering and binding a thousand of them cost a batch more CPU than
     its deletes."""

@@ -39,7 +39,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from nick_jobs.db.after_commit import after_commit
-from nick_jobs.db.meta import utcnow
+from nick_jobs.db.meta import table, utcnow
 from nick_jobs.jobs.model import FINISHED_STATUSES, Job, JobHistory, JobLog, JobStatus
 from nick_jobs.ops import logging as state_log
 from nick_jobs.ops import metrics
@@ -47,8 +47,8 @@ from nick_jobs.users.model import identity_holds
 
 _log = logging.getLogger(__name__)
 
-jobs = Job.__table__
-history = JobHistory.__table__
+jobs = table(Job)
+history = table(JobHistory)
 
 CREATED, RUNNING, COMPLETED, FAILED, ABORTED = (
     JobStatus.CREATED.value,
@@ -173,7 +173,7 @@ def create(
     still holds that identity, checked in the same statement; :class:`GuardFailed` if not.
     """
     now = utcnow()
-    values = {
+    values: dict[str, Any] = {
         "uuid": str(uuidlib.uuid4()),
         "title": title,
         "description": description,
@@ -344,7 +344,7 @@ class _Unchanged:
 #: stored progress as it is.
 UNCHANGED: Any = _Unchanged()
 
-job_logs = JobLog.__table__
+job_logs = table(JobLog)
 # One row of parameters per line (executemany): built once, whatever the number of lines.
 _INSERT_LINES = job_logs.insert()
 
@@ -673,7 +673,7 @@ def delete(conn, uuid: str, by: str | None = None) -> None:
         status = _current_status(conn, uuid)
         raise TransitionRefused(status, "A running job can't be deleted; abort it first.")
     conn.execute(history.delete().where(history.c.job_uuid == uuid))
-    conn.execute(JobLog.__table__.delete().where(JobLog.job_uuid == uuid))
+    conn.execute(table(JobLog).delete().where(JobLog.job_uuid == uuid))
     _changed(conn, Change("deleted", uuid, row.action, row.actor, DELETED, by))
 
 
@@ -884,7 +884,8 @@ def stale_created(
     Their ``enqueued`` moves to ``now`` in the same conditional statement, so each is
     returned (to be sent again) once per grace period, however many sweepers ask.
     """
-    cutoff = now - dt.timedelta(seconds=grace_s)
+    grace_ago = now - dt.timedelta(seconds=grace_s)
+    cutoff: dt.datetime | None = grace_ago
     if waiting > 0:
         # When the newest of the sends that may still be queued went out. A delayed
         # retry's enqueued is its future delivery: its message is not in the queue yet.
@@ -896,9 +897,9 @@ def stale_created(
             .limit(1)
         ).scalar()
         # None: no more created jobs than queued messages, each may have its own.
-        cutoff = None if queued_since is None else min(cutoff, queued_since)
+        cutoff = None if queued_since is None else min(grace_ago, queued_since)
     # A job with no enqueued time (from before the column, or written by hand) is stale.
-    stale = jobs.c.enqueued.is_(None)
+    stale: sa.ColumnElement[bool] = jobs.c.enqueued.is_(None)
     if cutoff is not None:
         stale = sa.or_(jobs.c.enqueued < cutoff, stale)
     # Read first, so a round with nothing to do writes nothing (and locks nothing).

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
+from nick_jobs.db.meta import table
 from nick_jobs.jobs import serialize
 from nick_jobs.jobs.model import Job
 from nick_jobs.users.model import identity_holds
@@ -24,7 +25,7 @@ from nick_jobs.web.errors import Error, api_error
 
 # A page's rows, on a database that doesn't write their JSON: the id (for the cursor) and
 # the columns the serialiser reads, by name.
-_ROW_COLUMNS = (Job.id, *(Job.__table__.c[name] for name in serialize.COLUMNS))
+_ROW_COLUMNS = (Job.id, *(table(Job).c[name] for name in serialize.COLUMNS))
 
 
 # The orders of the job list (``sort=``), by id: newest first is the default.
@@ -174,7 +175,7 @@ def _page_statement(
         columns = _ROW_COLUMNS
     query = sa.select(*columns).where(*_conditions(status, actor, action, q, parent))
     if after:
-        past = sa.bindparam("b_past")
+        past: sa.BindParameter[int] = sa.bindparam("b_past")
         query = query.where(Job.id > past if oldest else Job.id < past)
     if guarded:
         # Checked once for the statement (its subqueries are not correlated to the rows).
@@ -243,11 +244,11 @@ def list_jobs(
     if json_rows:
         page_params["b_base"] = base_url
     guarded = guard is not None and json_rows
-    if guarded:
+    if guard is not None and guarded:
         page_params.update(guard)
     oldest = sort == "oldest"
     statement = _page_statement(json_rows, *filters, bool(cursor), guarded, oldest, bool(start))
-    rows = conn.execute(statement, page_params).all()
+    rows = list(conn.execute(statement, page_params).all())
     has_next = len(rows) > size
     rows = rows[:size]
     next_cursor = encode_list_cursor(rows[-1].id, sort) if has_next else None

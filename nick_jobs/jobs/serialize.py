@@ -18,6 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from nick_jobs.db.meta import table
 from nick_jobs.jobs.model import Job, JobStatus
 
 
@@ -134,11 +135,11 @@ def job_json(job: Mapping[str, Any] | Any, job_url: str) -> dict[str, Any]:
 # Python objects and encoding them again was most of a page's CPU. The expression is
 # made from FIELDS as job_json is; tests hold the two equal.
 
-_UTC = sa.literal_column("'UTC'")
-_ISO_UTC = sa.literal_column("""'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'""")
-_EMPTY = sa.literal_column("'{}'::jsonb")
-_JSON_NULL = sa.literal_column("'null'::jsonb")
-_EMPTY_TEXT = sa.literal_column("'\"\"'::jsonb")
+_UTC: sa.ColumnClause[Any] = sa.literal_column("'UTC'")
+_ISO_UTC: sa.ColumnClause[Any] = sa.literal_column("""'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'""")
+_EMPTY: sa.ColumnClause[Any] = sa.literal_column("'{}'::jsonb")
+_JSON_NULL: sa.ColumnClause[Any] = sa.literal_column("'null'::jsonb")
+_EMPTY_TEXT: sa.ColumnClause[Any] = sa.literal_column("'\"\"'::jsonb")
 
 
 def _iso_sql(column: Any) -> Any:
@@ -168,7 +169,7 @@ def job_json_sql(base_url: Any) -> sa.ColumnElement[str]:
     ``base_url`` is the container URL (a bind parameter): ``@id`` is it, ``/``, the uuid.
     PostgreSQL only.
     """
-    c = Job.__table__.c
+    c = table(Job).c
     fields = [
         ("@id", sa.func.concat(base_url, sa.literal_column("'/'"), c.uuid)),
         *((f.key, _SQL_WRITERS[f.written](c[f.column])) for f in FIELDS),

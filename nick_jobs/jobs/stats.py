@@ -23,11 +23,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from nick_jobs.db.meta import table
 from nick_jobs.jobs import lifecycle
 from nick_jobs.jobs.model import Job, JobStatus
 from nick_jobs.jobs.serialize import isoformat
 
-jobs = Job.__table__
+jobs = table(Job)
 
 #: Every status, in the order the API lists them: each is in ``counts`` and in each
 #: action's figures, 0 included, so a chart's series never come and go.
@@ -103,8 +104,8 @@ def _epoch_minute(dialect: str) -> sa.ColumnElement[int]:
         # Stored as naive UTC text; strftime('%s') reads it as UTC, in whole seconds.
         # Constants as literals: the GROUP BY repeats the expression, and bound
         # parameters would make the two differ.
-        seconds = sa.cast(sa.func.strftime(sa.literal_column("'%s'"), jobs.c.finished), sa.Integer)
-        return (seconds // sa.literal_column("60", sa.Integer)).label("minute")
+        stamp = sa.cast(sa.func.strftime(sa.literal_column("'%s'"), jobs.c.finished), sa.Integer)
+        return (stamp // sa.literal_column("60", sa.Integer)).label("minute")
     seconds = sa.extract("epoch", jobs.c.finished)
     minute = sa.func.floor(seconds / sa.literal_column("60"))
     return sa.cast(minute, sa.BigInteger).label("minute")

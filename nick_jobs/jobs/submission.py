@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from nick_jobs.db.after_commit import savepoint
+from nick_jobs.db.meta import table
 from nick_jobs.jobs import lifecycle
 from nick_jobs.jobs.actions import ActionRegistry, JobAction
 from nick_jobs.jobs.model import Job
@@ -79,7 +80,7 @@ def submit(
     job (``created`` is False) instead of making a second. ``guard``: see
     :func:`nick_jobs.jobs.lifecycle.create`.
     """
-    values = {
+    values: dict[str, Any] = {
         "action": submission.action.name,
         "params": submission.params,
         "actor": actor,
@@ -111,7 +112,7 @@ def _savepoint(conn: Session | sa.Connection) -> contextlib.AbstractContextManag
 
 def _existing(conn: Session | sa.Connection, actor: str, key: str) -> dict[str, Any] | None:
     row = (
-        conn.execute(sa.select(Job.__table__).where(Job.actor == actor, Job.idempotency_key == key))
+        conn.execute(sa.select(table(Job)).where(Job.actor == actor, Job.idempotency_key == key))
         .mappings()
         .one_or_none()
     )

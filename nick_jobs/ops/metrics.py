@@ -34,7 +34,7 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from nick_jobs.db.meta import utcnow
+from nick_jobs.db.meta import table, utcnow
 from nick_jobs.jobs.model import Job
 from nick_jobs.scheduling.model import ScheduledJob
 from nick_jobs.settings import ConfigurationError
@@ -44,8 +44,8 @@ if TYPE_CHECKING:  # the lifecycle imports this module
 
 log = logging.getLogger(__name__)
 
-jobs = Job.__table__
-scheduled = ScheduledJob.__table__
+jobs = table(Job)
+scheduled = table(ScheduledJob)
 
 ACCESS_OPEN, ACCESS_MANAGE = "open", "manage"
 

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from marshmallow import Schema, ValidationError, fields, validate, validates
 from pyramid.authorization import ALL_PERMISSIONS, ACLHelper, Allow, Authenticated, Everyone
 
-from nick_jobs.db.meta import utcnow
+from nick_jobs.db.meta import table, utcnow
 from nick_jobs.jobs.actions import get_registry
 from nick_jobs.jobs.schemas import StrictBoolean
 from nick_jobs.jobs.serialize import isoformat
@@ -216,6 +216,7 @@ def create(dbsession, registry, data: dict[str, Any], actor: str) -> ScheduledJo
     """Store a new scheduled job from validated ``data``; AlreadyExists on a taken id."""
     params = check_definition(registry, data["action"], data.get("params", {}))
     action = get_registry(registry).get(data["action"])
+    assert action is not None  # check_definition has refused an unknown action
     now = utcnow()
     schedule = cron.normalize(data["schedule"])
     timezone = data.get("timezone", "UTC")
@@ -280,7 +281,7 @@ def clear_skip(row: Any) -> None:
 def delete(dbsession, row: ScheduledJob) -> None:
     """Remove a scheduled job and its firing keys; the jobs it created stay."""
     dbsession.execute(
-        sa.delete(ScheduledFiring.__table__).where(ScheduledFiring.scheduled_job_id == row.id)
+        sa.delete(table(ScheduledFiring)).where(ScheduledFiring.scheduled_job_id == row.id)
     )
     dbsession.delete(row)
     dbsession.flush()

@@ -48,7 +48,7 @@ from pyramid.settings import asbool, aslist
 from sqlalchemy.exc import IntegrityError
 
 from nick_jobs.db.after_commit import savepoint, transaction
-from nick_jobs.db.meta import UTCDateTime, utcnow
+from nick_jobs.db.meta import UTCDateTime, table, utcnow
 from nick_jobs.jobs import lifecycle
 from nick_jobs.ops.metrics import SCHEDULED_FIRINGS_SKIPPED
 from nick_jobs.scheduling import cron
@@ -67,9 +67,9 @@ from nick_jobs.users.model import User
 
 log = logging.getLogger(__name__)
 
-scheduled = ScheduledJob.__table__
-firings = ScheduledFiring.__table__
-users = User.__table__
+scheduled = table(ScheduledJob)
+firings = table(ScheduledFiring)
+users = table(User)
 
 MISSED_POLICIES = ("catchup", "skip")
 # Who the jobs of declared schedules belong to, unless the declaration names a user. Not

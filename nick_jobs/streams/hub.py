@@ -29,14 +29,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from nick_jobs.db.meta import table
 from nick_jobs.jobs.model import FINISHED_STATUSES, Job, JobLog, JobStatus
 from nick_jobs.settings import StreamSettings
 from nick_jobs.streams.sse import JobCursor, progress_checksum
 
 log = logging.getLogger(__name__)
 
-jobs = Job.__table__
-job_logs = JobLog.__table__
+jobs = table(Job)
+job_logs = table(JobLog)
 
 # A job's log lines read per poll, over all subscribed jobs; a longer backlog continues
 # on the next poll (and the job's close waits for it).

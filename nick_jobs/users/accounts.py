@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -96,7 +97,10 @@ def _tokens_now() -> dt.datetime:
 
 
 def remove_user(dbsession: Session, login: str) -> bool:
-    return dbsession.execute(sa.delete(User).where(User.login == login)).rowcount == 1
+    result = cast(
+        sa.CursorResult[Any], dbsession.execute(sa.delete(User).where(User.login == login))
+    )
+    return result.rowcount == 1
 
 
 def authenticate(dbsession: Session, login: str, password: str) -> User | None:

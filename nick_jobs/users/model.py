@@ -7,7 +7,7 @@ import datetime as dt
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from nick_jobs.db.meta import Base, JSONType, UTCDateTime
+from nick_jobs.db.meta import Base, JSONType, UTCDateTime, table
 
 
 class User(Base):
@@ -59,7 +59,7 @@ def identity_holds() -> sa.ColumnElement[bool]:
     A statement's ``WHERE`` carrying it writes only for a caller who is still who they
     were, checked in the same statement as the write.
     """
-    users, revoked = User.__table__, RevokedToken.__table__
+    users, revoked = table(User), table(RevokedToken)
     tokens_after = users.c.tokens_after
     user = sa.select(users.c.login).where(
         users.c.login == sa.bindparam("b_guard_login", type_=users.c.login.type),

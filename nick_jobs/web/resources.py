@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from pyramid.authorization import ALL_PERMISSIONS, Allow, Authenticated
 from pyramid.httpexceptions import HTTPForbidden
 
+from nick_jobs.db.meta import table
 from nick_jobs.jobs.model import Job
 from nick_jobs.jobs.serialize import job_json_sql
 from nick_jobs.scheduling.model import SLUG, ScheduledJob
@@ -44,7 +45,7 @@ class Root:
 
 # The job a URL names, any actor's, read with the caller's identity in one query
 # (security.Rider): its whole row, for the views that read it.
-_JOB_ROW = Rider(sa.select(Job.__table__).where(Job.uuid == sa.bindparam("b_uuid")))
+_JOB_ROW = Rider(sa.select(table(Job)).where(Job.uuid == sa.bindparam("b_uuid")))
 # For GET /@jobs/{uuid} on PostgreSQL: the job's JSON text as the view answers it, written
 # by the database (as a page of jobs is), and of its columns only what traversal and the
 # ACL read. The view sends the text as it is; nothing is decoded to be encoded again.

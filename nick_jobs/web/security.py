@@ -17,6 +17,7 @@ from pyramid.tweens import EXCVIEW
 from pyramid_tm import is_tm_active
 from zope.interface import implementer
 
+from nick_jobs.db.meta import table
 from nick_jobs.streams import tickets
 from nick_jobs.users import tokens
 from nick_jobs.users.model import RevokedToken, User
@@ -62,7 +63,7 @@ class Rider:
         found = query.add_columns(sa.true().label(_RIDER_FOUND)).subquery()
         self.with_identity = (
             sa.select(found, *_IDENTITY_COLUMNS)
-            .select_from(User.__table__.outerjoin(found, sa.true()))
+            .select_from(table(User).outerjoin(found, sa.true()))
             .where(User.login == sa.bindparam("b_login"))
         )
 

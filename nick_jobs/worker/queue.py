@@ -183,7 +183,8 @@ class JobQueue:
         """How many messages wait in the job queue, not yet delivered to a worker (the
         delayed ones apart); None when the broker can't be asked."""
         queue_name = self.settings.queue_name
-        broker = self.broker
+        # Which broker it is decides which of its own methods count the queue.
+        broker: Any = self.broker
         try:
             if isinstance(broker, StubBroker):
                 return broker.queues[queue_name].qsize() if queue_name in broker.queues else 0

@@ -14,7 +14,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,7 +129,8 @@ class JobContext:
         if self._stop_requested:
             raise JobStopped(self.uuid)
         now = time.monotonic()
-        gone = self._report is not None and self._report.gone
+        report = self._report
+        gone = report is not None and report.gone
         if now - self._last_check < self.CHECK_INTERVAL_S and not gone:
             return
         self._last_check = now
@@ -146,8 +147,8 @@ class JobContext:
         if not current:
             self._aborted = True
             raise JobAborted(self.uuid)
-        if gone:
-            self._report.gone = False
+        if report is not None and gone:
+            report.gone = False
 
     def _reporter(self) -> reporting.Report:
         if self._report is None:
@@ -777,7 +778,8 @@ class JobRunner:
         progress, and its last log lines if it matched; False if it was aborted.
 
         A failure stores ``checkpoint`` too, when given (the handler's last one)."""
-        progress, lines = lifecycle.UNCHANGED, ()
+        progress: Any = lifecycle.UNCHANGED
+        lines: Sequence[dict[str, Any]] = ()
         if final is not None:
             lines = final.lines
             if final.progress is not None:
@@ -786,7 +788,8 @@ class JobRunner:
             return lifecycle.complete(conn, job, payload, progress, lines)
         if status == lifecycle.STOPPED:
             return lifecycle.stopped(conn, job, payload, progress, lines)
-        return lifecycle.fail(conn, job, *payload, progress, lines, checkpoint)
+        error_type, message = payload
+        return lifecycle.fail(conn, job, error_type, message, progress, lines, checkpoint)
 
     def _retry_at(self, job: lifecycle.StartedJob, error: tuple[str, str]) -> dt.datetime | None:
         """When the failed attempt runs again, or None when no automatic retry is left.

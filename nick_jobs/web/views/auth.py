@@ -11,7 +11,7 @@ from pyramid.httpexceptions import HTTPBadRequest, HTTPNoContent, HTTPUnsupporte
 from pyramid.security import NO_PERMISSION_REQUIRED
 from sqlalchemy.dialects import postgresql, sqlite
 
-from nick_jobs.db.meta import utcnow
+from nick_jobs.db.meta import table, utcnow
 from nick_jobs.jobs.schemas import LoginSchema
 from nick_jobs.users import tokens
 from nick_jobs.users.accounts import authenticate
@@ -100,9 +100,7 @@ def logout_view(context, request):
         # Idempotent: two logouts racing with one token are not a conflict.
         request.dbsession.execute(insert(RevokedToken).values(revoked).on_conflict_do_nothing())
     # Revocations are only needed until the token would expire anyway.
-    request.dbsession.execute(
-        RevokedToken.__table__.delete().where(RevokedToken.expires < utcnow())
-    )
+    request.dbsession.execute(table(RevokedToken).delete().where(RevokedToken.expires < utcnow()))
     return HTTPNoContent()
 
 

@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 import sqlalchemy as sa
 from marshmallow import Schema, fields, validate
 
+from nick_jobs.db.meta import table
 from nick_jobs.jobs.listing import decode_cursor, encode_cursor
 from nick_jobs.jobs.model import JobHistory, JobLog, JobStatus
 from nick_jobs.jobs.serialize import isoformat
@@ -23,8 +24,8 @@ from nick_jobs.web.views import api_view, streams
 from nick_jobs.web.views.jobs import follow_asked
 from nick_jobs.worker.reporting import LEVEL_NAMES, LEVELS, level_name
 
-_logs = JobLog.__table__
-_history = JobHistory.__table__
+_logs = table(JobLog)
+_history = table(JobHistory)
 
 # Oldest first, after the cursor, at or above a level: the (job_uuid, id) index serves it.
 _LOG_PAGE = (
@@ -180,7 +181,7 @@ def _earlier_attempt(event: str, data: dict[str, Any] | None) -> list[dict[str, 
 
 def _current_attempt(job: Any, recorded: set[tuple[str, int]]) -> list[dict[str, Any]]:
     """The current attempt's start and end, which only the job's row holds."""
-    events = []
+    events: list[tuple[Any, str, str, dict[str, Any]]] = []
     if job.started is not None:
         events.append((job.started, "started", "worker", {}))
     if job.finished is not None and (job.status, job.attempt) not in recorded:
