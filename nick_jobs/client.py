@@ -25,7 +25,9 @@ objects, resuming with ``Last-Event-ID`` when a connection drops.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import datetime as dt
 import http.client
 import json
 import re
@@ -50,6 +52,7 @@ __all__ = [
     "Response",
     "SSEParser",
     "ServerUnavailable",
+    "token_expiry",
 ]
 
 DEFAULT_URL = "http://localhost:8080"
@@ -101,6 +104,28 @@ class ClientError(Exception):
 
 class ServerUnavailable(ClientError):
     """The server could not be reached, or answered 502, 503 or 504."""
+
+
+def token_expiry(token: str) -> dt.datetime | None:
+    """When a JWT bearer token expires (its ``exp`` claim, in UTC), or ``None`` when the
+    token is not a JWT or carries no usable ``exp``.
+
+    The payload is read without checking the signature: only the server, which holds the
+    key, can tell whether the token is genuine. This only lets a client see that a token
+    has expired without sending it.
+    """
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    payload = parts[1]
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        exp = claims["exp"]
+        if isinstance(exp, bool) or not isinstance(exp, int | float):
+            return None
+        return dt.datetime.fromtimestamp(exp, dt.UTC)
+    except (ValueError, KeyError, TypeError, IndexError, OverflowError, OSError):
+        return None
 
 
 @dataclass(frozen=True)

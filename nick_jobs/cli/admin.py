@@ -520,7 +520,9 @@ class _PrintVersion(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from nick_jobs.cli.parser import Parser
+
+    parser = Parser(
         prog="nick-jobs",
         description="Serve the API, migrate the database, run workers, manage users; and, "
         "as a client of a running server, submit, show and manage jobs.",

@@ -4,10 +4,13 @@ They talk to a running service over HTTP with :mod:`nick_jobs.client`, and take 
 file. ``docs/cli.md`` describes them. :func:`add_client_commands` adds them to the
 ``nick-jobs`` parser.
 
-Exit statuses: 0 success, 1 any other error, 2 bad usage, 3 not logged in or not allowed,
-4 not found, 5 conflict (the job's state refuses it), 6 the server is down or unreachable;
-``stream``, ``submit --stream`` and ``get --watch`` exit 7, 8 or 9 when the job ends failed,
-aborted or stopped.
+The server is ``--server``, else ``$NICK_JOBS_URL``, else the current server (the one
+``login`` last logged in to, or ``server URL`` chose), else ``DEFAULT_URL``.
+
+Exit statuses: 0 success, 1 any other error, 2 bad usage, 3 not logged in (or the session
+expired) or not allowed, 4 not found, 5 conflict (the job's state refuses it), 6 the server
+is down or unreachable; ``stream``, ``submit --stream`` and ``get --watch`` exit 7, 8 or 9
+when the job ends failed, aborted or stopped.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from nick_jobs.cli.parser import Parser
 from nick_jobs.client import (
     DEFAULT_URL,
     JOB_STATUSES,
@@ -35,6 +40,7 @@ from nick_jobs.client import (
     Event,
     EventStream,
     ServerUnavailable,
+    token_expiry,
 )
 
 EXIT_OK = 0
@@ -60,9 +66,20 @@ JOB_EXIT = {
 
 COMMANDS = ("login", "logout", "list", "get", "submit", "abort", "retry", "delete")
 COMMANDS += ("stop", "resume", "restart", "log", "history", "stream", "schedules")
-COMMANDS += ("actions", "health", "status", "stats")
+COMMANDS += ("actions", "health", "status", "stats", "server", "completion")
 
 TOKENS_FILE = "tokens.json"
+# The client's settings beside the tokens: for now the current server.
+CONFIG_FILE = "config.json"
+URL_VARIABLE = "NICK_JOBS_URL"
+# Where ``args.server`` came from (``server_source``), as ``nick-jobs server`` tells it.
+SERVER_SOURCES = {
+    "argument": "given to login",
+    "option": "from --server",
+    "environment": f"from ${URL_VARIABLE}",
+    "current": "the current server",
+    "default": "the default: no server was chosen",
+}
 
 
 class UsageError(Exception):
@@ -94,31 +111,97 @@ def tokens_path() -> Path:
     return config_dir() / TOKENS_FILE
 
 
-def _read_tokens() -> dict[str, Any]:
+def config_path() -> Path:
+    return config_dir() / CONFIG_FILE
+
+
+def _read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(tokens_path().read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
 
 
-def _write_tokens(tokens: dict[str, Any]) -> Path:
-    """Write the tokens file readable by its owner only (0600, in a 0700 directory)."""
-    path = tokens_path()
+def _write_json(path: Path, data: dict[str, Any]) -> Path:
+    """Write ``path`` readable by its owner only (0600, in a 0700 directory)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{TOKENS_FILE}.{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump(tokens, f, indent=2)
+        json.dump(data, f, indent=2)
         f.write("\n")
     os.chmod(tmp, 0o600)  # in case the file existed with wider permissions
     os.replace(tmp, path)
     return path
 
 
+def _read_tokens() -> dict[str, Any]:
+    return _read_json(tokens_path())
+
+
+def _write_tokens(tokens: dict[str, Any]) -> Path:
+    return _write_json(tokens_path(), tokens)
+
+
+def current_server() -> str | None:
+    """The server ``login`` last logged in to (or ``server URL`` chose), if any."""
+    server = _read_json(config_path()).get("server")
+    return server if isinstance(server, str) and server else None
+
+
+def set_current_server(server: str) -> Path:
+    config = _read_json(config_path())
+    config["server"] = server
+    return _write_json(config_path(), config)
+
+
+def resolve_server(args: argparse.Namespace) -> None:
+    """Set ``args.server`` and ``args.server_source``: ``--server``, else the environment
+    variable, else the current server, else the default."""
+    if args.server:
+        args.server_source = "option"
+    elif os.environ.get(URL_VARIABLE):
+        args.server, args.server_source = os.environ[URL_VARIABLE], "environment"
+    elif server := current_server():
+        args.server, args.server_source = server, "current"
+    else:
+        args.server, args.server_source = DEFAULT_URL, "default"
+
+
 def stored_token(server: str) -> str | None:
     entry = _read_tokens().get(server)
     return entry.get("token") if isinstance(entry, dict) else None
+
+
+@dataclass(frozen=True)
+class StoredSession:
+    """The token ``login`` stored for a server, and when it expires (``None``: unknown)."""
+
+    server: str
+    login: str
+    token: str
+    expires: datetime | None
+
+    @property
+    def expired(self) -> bool:
+        return self.expires is not None and self.expires <= datetime.now(UTC)
+
+
+def stored_session(server: str) -> StoredSession | None:
+    entry = _read_tokens().get(server)
+    if not isinstance(entry, dict) or not isinstance(entry.get("token"), str):
+        return None
+    token = entry["token"]
+    return StoredSession(server, str(entry.get("login") or ""), token, token_expiry(token))
+
+
+def utc_text(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+class SessionExpired(Exception):
+    """The stored token has expired: the command stops before sending it."""
 
 
 def store_token(server: str, login: str, token: str) -> Path:
@@ -291,16 +374,66 @@ def show_job(args: argparse.Namespace, job: dict[str, Any]) -> None:
 # --- commands --------------------------------------------------------------------------
 
 
-def make_client(args: argparse.Namespace, *, with_token: bool = True) -> Client:
-    """A client for ``--server``; its ``url`` (normalised) keys the stored tokens."""
+def login_hint(args: argparse.Namespace, server: str) -> str:
+    """The command that logs in to ``server`` again: with the URL only when a bare
+    ``nick-jobs login`` would log in elsewhere."""
+    if args.server_source in {"option", "argument"}:
+        elsewhere = os.environ.get(URL_VARIABLE) or current_server() or DEFAULT_URL
+        if Client(elsewhere).url != server:
+            return f"nick-jobs login {server}"
+    return "nick-jobs login"
+
+
+def expired_message(args: argparse.Namespace, session: StoredSession) -> str:
+    assert session.expires is not None
+    return (
+        f"your session at {session.server} expired at {utc_text(session.expires)}; "
+        f"log in again: {login_hint(args, session.server)}"
+    )
+
+
+def make_client(
+    args: argparse.Namespace, *, with_token: bool = True, expired_ok: bool = False
+) -> Client:
+    """A client for the server; its ``url`` (normalised) keys the stored tokens.
+
+    The token is ``--token``, else ``$NICK_JOBS_TOKEN``, else the stored one. A stored
+    token that has expired is not sent: the command stops with :class:`SessionExpired`,
+    or with ``expired_ok`` goes on without a token (``args.expired_session`` says so).
+    ``args.session`` is the stored session in use, for the message of a refused token.
+    """
     client = Client(args.server, timeout=args.timeout)
-    if with_token:
-        client.token = args.token or os.environ.get("NICK_JOBS_TOKEN") or stored_token(client.url)
+    args.session = args.expired_session = None
+    if not with_token:
+        return client
+    client.token = args.token or os.environ.get("NICK_JOBS_TOKEN")
+    if client.token:
+        return client
+    session = stored_session(client.url)
+    if session is None:
+        return client
+    if session.expired:
+        if not expired_ok:
+            raise SessionExpired(expired_message(args, session))
+        args.expired_session = session
+    else:
+        client.token = session.token
+        args.session = session
     return client
 
 
 def cmd_login(args: argparse.Namespace) -> int:
-    login = args.login
+    url, login = args.url, args.login
+    # ``login [URL] [LOGIN]``: a word with a scheme is the server, any other the login.
+    if url is not None and "://" not in url:
+        if login is not None:
+            raise UsageError(f"not a URL: {url!r} (a URL starts with http:// or https://)")
+        url, login = None, url
+    if url is not None:
+        url = Client(url).url
+        if args.server_source == "option" and Client(args.server).url != url:
+            raise UsageError("give the server once: as the URL or with --server")
+        args.server, args.server_source = url, "argument"
     interactive = sys.stdin.isatty()
     if login is None:
         if not interactive:
@@ -315,27 +448,90 @@ def cmd_login(args: argparse.Namespace) -> int:
     client = make_client(args, with_token=False)
     token = client.login(login, password)
     path = store_token(client.url, login, token)
+    previous = current_server()
+    set_current_server(client.url)
     if args.output == "json":
         print_json({"token": token})
     elif not args.quiet:
         print(f"Logged in to {client.url} as {login}; the token is in {path}.")
+        if previous != client.url:
+            print(f"{client.url} is now the current server.")
     return EXIT_OK
 
 
 def cmd_logout(args: argparse.Namespace) -> int:
-    client = make_client(args)
-    if not client.token:
+    client = make_client(args, expired_ok=True)
+    expired = args.expired_session
+    if not client.token and expired is None:
         if not args.quiet:
             print(f"Not logged in to {client.url}.")
         return EXIT_OK
     try:
-        client.logout()
+        # An expired token needs no revoking: the server refuses it already.
+        if client.token:
+            client.logout()
     finally:
         # Forget the stored token even when the server can't be told: it is unusable here
         # from now on, and the server refuses it once it expires.
         forgotten = forget_token(client.url)
     if not args.quiet:
-        print(f"Logged out of {client.url}." + ("" if forgotten else " (no stored token)"))
+        if expired is not None and expired.expires is not None:
+            note = f" (the session had expired at {utc_text(expired.expires)})"
+        else:
+            note = "" if forgotten else " (no stored token)"
+        print(f"Logged out of {client.url}.{note}")
+    return EXIT_OK
+
+
+def session_state(session: StoredSession | None) -> tuple[str, str]:
+    """``(state, text)``: ``valid``, ``expired``, ``unknown`` (no readable expiry) or
+    ``none``, and how ``server`` and ``status`` say it."""
+    if session is None:
+        return "none", "not logged in"
+    if session.expires is None:
+        return "unknown", "its expiry can't be read from the token"
+    if session.expired:
+        return "expired", f"expired at {utc_text(session.expires)}"
+    return "valid", f"valid until {utc_text(session.expires)}"
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    if args.url:
+        set_current_server(Client(args.url).url)
+        # What the commands now talk to: --server and $NICK_JOBS_URL still come first.
+        if args.server_source != "option":
+            args.server = None
+            resolve_server(args)
+    url = Client(args.server).url
+    session = stored_session(url)
+    state, text = session_state(session)
+    info = {
+        "server": url,
+        "source": args.server_source,
+        "current": current_server(),
+        "login": session.login if session else None,
+        "session": state,
+        "expires": session.expires.isoformat() if session and session.expires else None,
+    }
+    if args.quiet:
+        print(url)
+    elif args.output == "json":
+        print_json(info)
+    else:
+        source = SERVER_SOURCES[args.server_source]
+        plain = args.output == "plain"
+        expires = info["expires"] or ""
+        pairs: list[tuple[str, Any]] = [
+            ("server", Rows([[url, args.server_source]]) if plain else f"{url}  ({source})"),
+        ]
+        if args.server_source != "current" and info["current"]:
+            pairs.append(("current", info["current"]))
+        pairs.append(("login", info["login"] or "-"))
+        pairs.append(("session", Rows([[state, expires]]) if plain else text))
+        if os.environ.get("NICK_JOBS_TOKEN") or args.token:
+            given = "--token" if args.token else "$NICK_JOBS_TOKEN"
+            pairs.append(("token", f"{given} is sent instead of the stored token"))
+        print_fields(pairs, plain=plain)
     return EXIT_OK
 
 
@@ -503,6 +699,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     client = make_client(args)
     if args.id:
         return _status_of_job(args, client.get_job(args.id))
+    if not args.quiet and not client.token:
+        # On stderr: stdout keeps only the counts, for the scripts that read them.
+        print(f"{client.url}: not logged in", file=sys.stderr)
+    elif not args.quiet and args.session is not None:
+        session = args.session
+        state = session_state(session)[1]
+        print(f"{client.url}: logged in as {session.login}, {state}", file=sys.stderr)
     counts = client.job_counts(action=args.action, actor=args.actor)
     if args.output == "json":
         print_json(counts)
@@ -1215,7 +1418,8 @@ def cmd_actions(args: argparse.Namespace) -> int:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    health = make_client(args).health()
+    # Health needs no token: an expired one is simply not sent.
+    health = make_client(args, expired_ok=True).health()
     if args.output == "json":
         print_json(health)
     elif not args.quiet:
@@ -1239,17 +1443,247 @@ def cmd_health(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- shell completion ------------------------------------------------------------------
+
+SHELLS = ("bash", "zsh", "fish")
+
+
+@dataclass
+class CommandSpec:
+    """What completes after one command path (``""``, ``"list"``, ``"schedules add"``)."""
+
+    path: str
+    subcommands: list[str]
+    options: list[str]
+    # The options that take a value, and the values of those that have ``choices``.
+    takes_value: list[str]
+    choices: dict[str, list[str]]
+    # The values of its positionals that have ``choices`` (``completion``'s shells).
+    positional_choices: list[str]
+
+
+def command_specs(parser: Parser, path: str = "") -> list[CommandSpec]:
+    """Every command path of ``parser``, its subcommands, options and choices."""
+    spec = CommandSpec(path, [], [], [], {}, [])
+    specs = [spec]
+    for action in parser.arguments:
+        if action.help == argparse.SUPPRESS and action.option_strings:
+            continue
+        if isinstance(action.choices, dict):  # the subcommands
+            for name, sub in action.choices.items():
+                spec.subcommands.append(name)
+                specs += command_specs(sub, f"{path} {name}".strip())
+            continue
+        choices = [str(c) for c in action.choices] if action.choices is not None else []
+        if not action.option_strings:
+            spec.positional_choices += choices
+            continue
+        spec.options += action.option_strings
+        if action.nargs != 0:
+            spec.takes_value += action.option_strings
+            for option in action.option_strings:
+                if choices:
+                    spec.choices[option] = choices
+    return specs
+
+
+def _words(words: Iterable[str]) -> str:
+    text = " ".join(words)
+    # Command names, options and choices are plain words: nothing in them needs quoting,
+    # which a quote would break.
+    if "'" in text or "\\" in text:
+        raise ValueError(f"can't quote {text!r} for a shell")
+    return f"'{text}'"
+
+
+def _shell_functions(specs: list[CommandSpec], *, fish: bool = False) -> list[str]:
+    """The lookup functions both completion scripts share: in sh syntax (bash and zsh) or
+    fish's. ``_nick_jobs_choices PATH OPTION`` (OPTION empty: the positionals)."""
+    tables: list[tuple[str, list[tuple[str, str]]]] = [
+        ("subcommands", [(s.path, _words(s.subcommands)) for s in specs if s.subcommands]),
+        ("options", [(s.path, _words(s.options)) for s in specs]),
+        (
+            "choices",
+            [(f"{s.path}|{o}", _words(c)) for s in specs for o, c in s.choices.items()]
+            + [(f"{s.path}|", _words(s.positional_choices)) for s in specs if s.positional_choices],
+        ),
+        ("takes_value", [(f"{s.path}|{o}", "") for s in specs for o in s.takes_value]),
+    ]
+    lines: list[str] = []
+    for name, rows in tables:
+        if fish:
+            key = '"$argv[1]"' if name in {"subcommands", "options"} else '"$argv[1]|$argv[2]"'
+            lines += [f"function __nick_jobs_{name}", f"    switch {key}"]
+            if name == "takes_value":
+                lines += [
+                    "        case " + " ".join(_words([k]) for k, _ in rows),
+                    "            return 0",
+                ]
+                lines += ["    end", "    return 1", "end", ""]
+                continue
+            for k, words in rows:
+                lines += [f"        case {_words([k])}", f"            echo {words}"]
+            lines += ["    end", "end", ""]
+            continue
+        key = '"$1"' if name in {"subcommands", "options"} else '"$1|$2"'
+        lines += [f"_nick_jobs_{name}() {{", f"    case {key} in"]
+        if name == "takes_value":
+            lines += ["        " + "|".join(_words([k]) for k, _ in rows) + ") return 0 ;;"]
+            lines += ["    esac", "    return 1", "}", ""]
+            continue
+        lines += [f"        {_words([k])}) echo {words} ;;" for k, words in rows]
+        lines += ["    esac", "}", ""]
+    return lines
+
+
+# How a shell finds the command path in the words before the cursor, and whether the
+# word under the cursor is an option's value: the same walk in each shell's syntax.
+BASH_COMPLETE = """_nick_jobs_complete() {
+    # $1: the word being completed; the words before it follow.
+    local cur="$1" prev="" cmdpath="" skip=0 word
+    shift
+    shift  # the command's own name
+    for word in "$@"; do
+        prev="$word"
+        if ((skip)); then
+            skip=0
+            continue
+        fi
+        case "$word" in
+            --*=*) continue ;;
+            -*)
+                _nick_jobs_takes_value "$cmdpath" "$word" && skip=1
+                continue
+                ;;
+        esac
+        case " $(_nick_jobs_subcommands "$cmdpath") " in
+            *" $word "*) cmdpath="${cmdpath:+$cmdpath }$word" ;;
+        esac
+    done
+    if ((skip)); then
+        _nick_jobs_candidates=$(_nick_jobs_choices "$cmdpath" "$prev")
+    elif [[ "$cur" == -* ]]; then
+        _nick_jobs_candidates=$(_nick_jobs_options "$cmdpath")
+    else
+        _nick_jobs_candidates=$(_nick_jobs_subcommands "$cmdpath")
+        _nick_jobs_candidates+=" $(_nick_jobs_choices "$cmdpath" '')"
+    fi
+}
+"""
+
+
+def completion_script(parser: argparse.ArgumentParser, shell: str) -> str:
+    specs = command_specs(parser)
+    head = [
+        f"# {shell} completion for nick-jobs, made by `nick-jobs completion {shell}`:",
+        "# see docs/cli.md for where to put it.",
+        "",
+    ]
+    if shell == "fish":
+        body = [*_shell_functions(specs, fish=True), FISH_COMPLETE]
+        return "\n".join(head + body)
+    body = [*_shell_functions(specs), BASH_COMPLETE]
+    if shell == "bash":
+        body.append(BASH_HOOK)
+    else:
+        head.insert(0, "#compdef nick-jobs")
+        body.append(ZSH_HOOK)
+    return "\n".join(head + body)
+
+
+BASH_HOOK = """_nick_jobs() {
+    local _nick_jobs_candidates=""
+    _nick_jobs_complete "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[@]:0:COMP_CWORD}"
+    COMPREPLY=($(compgen -W "$_nick_jobs_candidates" -- "${COMP_WORDS[COMP_CWORD]}"))
+}
+
+# Without a candidate (a URL, an ID, an ini file), bash completes file names.
+complete -o default -F _nick_jobs nick-jobs
+"""
+
+ZSH_HOOK = """_nick_jobs_zsh() {
+    local _nick_jobs_candidates=""
+    _nick_jobs_complete "${words[CURRENT]}" "${(@)words[1,CURRENT-1]}"
+    local -a candidates
+    candidates=(${=_nick_jobs_candidates})
+    if ((${#candidates})); then
+        compadd -- $candidates
+    else
+        _files
+    fi
+}
+
+if [[ "${funcstack[1]}" == _nick-jobs ]]; then
+    _nick_jobs_zsh "$@"
+else
+    compdef _nick_jobs_zsh nick-jobs
+fi
+"""
+
+FISH_COMPLETE = """function __nick_jobs_candidates
+    set -l words (commandline -opc)
+    set -l cur (commandline -ct)
+    set -l cmdpath ''
+    set -l prev ''
+    set -l skip 0
+    set -e words[1]  # the command's own name
+    for word in $words
+        set prev $word
+        if test $skip = 1
+            set skip 0
+            continue
+        end
+        switch $word
+            case '--*=*'
+                continue
+            case '-*'
+                __nick_jobs_takes_value "$cmdpath" $word; and set skip 1
+                continue
+        end
+        if contains -- $word (string split ' ' -- (__nick_jobs_subcommands "$cmdpath"))
+            set cmdpath (string trim -- "$cmdpath $word")
+        end
+    end
+    if test $skip = 1
+        string split -n ' ' -- (__nick_jobs_choices "$cmdpath" $prev)
+    else if string match -q -- '-*' $cur
+        string split -n ' ' -- (__nick_jobs_options "$cmdpath")
+    else
+        set -l candidates (__nick_jobs_subcommands "$cmdpath") (__nick_jobs_choices "$cmdpath" '')
+        string split -n ' ' -- $candidates
+    end
+end
+
+function __nick_jobs_has_candidates
+    set -l candidates (__nick_jobs_candidates)
+    test (count $candidates) -gt 0
+end
+
+# Without a candidate (a URL, an ID, an ini file), fish completes file names.
+complete -c nick-jobs -n __nick_jobs_has_candidates -f -a '(__nick_jobs_candidates)'
+"""
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    from nick_jobs.cli.admin import build_parser
+
+    sys.stdout.write(completion_script(build_parser(), args.shell))
+    return EXIT_OK
+
+
 def run(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """Turn the expected failures into one line on stderr and an exit status."""
 
     def wrapper(args: argparse.Namespace) -> int:
         try:
+            if hasattr(args, "server"):
+                resolve_server(args)
             return command(args)
+        except SessionExpired as exc:
+            fail(str(exc))
+            return EXIT_AUTH
         except ClientError as exc:
-            message = exc.message
-            if exc.status == 401 and args.command != "login":
-                message += f" (log in with: nick-jobs login -s {args.server})"
-            fail(message)
+            fail(_client_error_message(args, exc))
             return exit_code(exc)
         except (UsageError, ValueError) as exc:
             fail(str(exc))
@@ -1280,17 +1714,33 @@ def run(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Name
     return guarded
 
 
+def _client_error_message(args: argparse.Namespace, exc: ClientError) -> str:
+    message = exc.message
+    if exc.status != 401 or args.command == "login":
+        return message
+    session: StoredSession | None = getattr(args, "session", None)
+    if session is None:
+        return message + f" (log in with: nick-jobs login -s {args.server})"
+    if session.expired:  # it expired on the way
+        return expired_message(args, session)
+    until = f", valid until {utc_text(session.expires)}," if session.expires else ""
+    return message + (
+        f" (your session at {session.server}{until} was refused: the server revoked it or "
+        f"no longer accepts it; log in again: {login_hint(args, session.server)})"
+    )
+
+
 # --- argument parsing ------------------------------------------------------------------
 
 
 def _common_options() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     group = common.add_argument_group("server and output")
     group.add_argument(
         "--server",
         "-s",
-        default=os.environ.get("NICK_JOBS_URL") or DEFAULT_URL,
-        help="the service's URL (default: $NICK_JOBS_URL or %(default)s)",
+        help=f"the service's URL (default: ${URL_VARIABLE}, else the current server that "
+        f"`login` or `server URL` chose, else {DEFAULT_URL})",
     )
     group.add_argument(
         "--token",
@@ -1311,22 +1761,6 @@ def _common_options() -> argparse.ArgumentParser:
     return common
 
 
-class _KeyValueParser(argparse.ArgumentParser):
-    """``submit``'s parser: ``key=value`` words may come after options too.
-
-    argparse takes a ``nargs="*"`` positional in one run, so ``submit dummy --title T a=1``
-    would leave ``a=1`` unrecognized; here such leftovers join ``params``, in order.
-    """
-
-    def parse_known_args(self, args=None, namespace=None):
-        namespace, extras = super().parse_known_args(args, namespace)
-        pairs = [word for word in extras if "=" in word and not word.startswith("-")]
-        if pairs:
-            namespace.params = [*(getattr(namespace, "params", None) or []), *pairs]
-            extras = [word for word in extras if word not in pairs]
-        return namespace, extras
-
-
 # ``subparsers`` below: what ArgumentParser.add_subparsers() returns, a class argparse
 # keeps private, hence typed as Any.
 def add_client_commands(subparsers: Any) -> None:
@@ -1340,9 +1774,29 @@ def add_client_commands(subparsers: Any) -> None:
         parser.set_defaults(func=run(command))
         return parser
 
-    login = add("login", cmd_login, "log in to a nick-jobs server and store the token")
-    login.add_argument("login", nargs="?", help="asked for on a terminal when omitted")
-    add("logout", cmd_logout, "revoke the stored token and forget it")
+    login = add(
+        "login",
+        cmd_login,
+        "log in to a nick-jobs server, store the token and make it the current server",
+    )
+    login.add_argument(
+        "url",
+        nargs="?",
+        metavar="URL",
+        help="the server, as http://... or https://... (default: as --server says)",
+    )
+    login.add_argument(
+        "login", nargs="?", metavar="LOGIN", help="asked for on a terminal when omitted"
+    )
+    add("logout", cmd_logout, "revoke the stored token and forget it; the server stays current")
+    server = add(
+        "server",
+        cmd_server,
+        "show the server the commands talk to, and whether its stored session is valid",
+    )
+    server.add_argument(
+        "url", nargs="?", metavar="URL", help="make this the current server (without logging in)"
+    )
 
     lst = add("list", cmd_list, "list jobs, newest first (--sort oldest: oldest first)")
     lst.add_argument("--status", choices=JOB_STATUSES)
@@ -1385,7 +1839,8 @@ def add_client_commands(subparsers: Any) -> None:
         help="how many minutes of finished jobs, 1 to 1440 (default: the server's, 60)",
     )
 
-    submit = _with_key_values(subparsers, lambda: add("submit", cmd_submit, "submit a job"))
+    submit = add("submit", cmd_submit, "submit a job")
+    submit.key_values = True
     submit.add_argument("action", metavar="ACTION", help="see `nick-jobs actions`")
     _add_params_arguments(submit)
     submit.add_argument("--title")
@@ -1449,10 +1904,8 @@ def add_client_commands(subparsers: Any) -> None:
         ("add", cmd_schedules_add, "add a scheduled job", True),
         ("update", cmd_schedules_update, "change a scheduled job", False),
     ):
-        parser = _with_key_values(
-            schedule_commands,
-            lambda name=name, command=command, help=help: add_schedule_command(name, command, help),
-        )
+        parser = add_schedule_command(name, command, help)
+        parser.key_values = True
         parser.add_argument(
             "id",
             metavar="ID",
@@ -1491,23 +1944,19 @@ def add_client_commands(subparsers: Any) -> None:
     )
     add("health", cmd_health, "check that the server answers")
 
+    completion = subparsers.add_parser(
+        "completion",
+        help="print a shell completion script",
+        description="Print a completion script for bash, zsh or fish: see docs/cli.md for "
+        "where it goes (in bash: source <(nick-jobs completion bash)).",
+    )
+    completion.add_argument("shell", choices=SHELLS)
+    completion.set_defaults(func=cmd_completion)
+
     # The parser lists its subcommands in a fixed metavar; name these there too.
     metavar = subparsers.metavar
     if isinstance(metavar, str) and metavar.startswith("{") and metavar.endswith("}"):
         subparsers.metavar = metavar[:-1] + "," + ",".join(COMMANDS) + "}"
-
-
-def _with_key_values(
-    subparsers: Any, make: Callable[[], argparse.ArgumentParser]
-) -> argparse.ArgumentParser:
-    """``make()`` a parser whose ``key=value`` words may come after options too."""
-    # add_parser builds its parsers with the subparsers' class; these need their own.
-    parser_class = subparsers._parser_class
-    subparsers._parser_class = _KeyValueParser
-    try:
-        return make()
-    finally:
-        subparsers._parser_class = parser_class
 
 
 def _add_params_arguments(parser: argparse.ArgumentParser, help: str | None = None) -> None:
