@@ -463,7 +463,13 @@ class Client:
         if url is not None:
             response = self.request("GET", url)
         else:
-            query = {"status": status, "action": action, "actor": actor, "q": q, "parent": parent}
+            query: dict[str, Any] = {
+                "status": status,
+                "action": action,
+                "actor": actor,
+                "q": q,
+                "parent": parent,
+            }
             query["sort"] = sort
             query["b_size"] = page_size
             query["count"] = "true" if count else None
@@ -535,7 +541,13 @@ class Client:
         One request, ``GET /@jobs?b_size=1&count=true``, read from ``X-Total-Count``; a
         server that sends no count has its pages followed instead.
         """
-        filters = {"status": status, "action": action, "actor": actor, "q": q, "parent": parent}
+        filters: dict[str, Any] = {
+            "status": status,
+            "action": action,
+            "actor": actor,
+            "q": q,
+            "parent": parent,
+        }
         total = self.list_page(**filters, page_size=1, count=True).total
         if total is None:
             total = sum(1 for _ in self.iter_jobs(**filters, page_size=1000))

@@ -18,6 +18,8 @@ import time
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from nick_jobs.cli.parser import Parser
+
 log = logging.getLogger("nick_jobs.cli.admin")
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -519,9 +521,7 @@ class _PrintVersion(argparse.Action):
         parser.exit(EXIT_OK)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from nick_jobs.cli.parser import Parser
-
+def build_parser() -> Parser:
     parser = Parser(
         prog="nick-jobs",
         description="Serve the API, migrate the database, run workers, manage users; and, "
@@ -648,6 +648,8 @@ def build_parser() -> argparse.ArgumentParser:
     from nick_jobs.cli.client_commands import add_client_commands
 
     add_client_commands(sub)
+    # `nick-jobs completion` writes its script from the whole parser.
+    parser.set_defaults(root_parser=parser)
     return parser
 
 

@@ -64,8 +64,8 @@ JOB_EXIT = {
     "stopped": EXIT_JOB_STOPPED,
 }
 
-COMMANDS = ("login", "logout", "list", "get", "submit", "abort", "retry", "delete")
-COMMANDS += ("stop", "resume", "restart", "log", "history", "stream", "schedules")
+COMMANDS: tuple[str, ...] = ("login", "logout", "list", "get", "submit", "abort", "retry")
+COMMANDS += ("delete", "stop", "resume", "restart", "log", "history", "stream", "schedules")
 COMMANDS += ("actions", "health", "status", "stats", "server", "completion")
 
 TOKENS_FILE = "tokens.json"
@@ -1572,7 +1572,7 @@ BASH_COMPLETE = """_nick_jobs_complete() {
 """
 
 
-def completion_script(parser: argparse.ArgumentParser, shell: str) -> str:
+def completion_script(parser: Parser, shell: str) -> str:
     specs = command_specs(parser)
     head = [
         f"# {shell} completion for nick-jobs, made by `nick-jobs completion {shell}`:",
@@ -1665,9 +1665,8 @@ complete -c nick-jobs -n __nick_jobs_has_candidates -f -a '(__nick_jobs_candidat
 
 
 def cmd_completion(args: argparse.Namespace) -> int:
-    from nick_jobs.cli.admin import build_parser
-
-    sys.stdout.write(completion_script(build_parser(), args.shell))
+    # The whole command line's parser, which the root parser puts in every namespace.
+    sys.stdout.write(completion_script(args.root_parser, args.shell))
     return EXIT_OK
 
 

@@ -65,10 +65,10 @@ class Parser(argparse.ArgumentParser):
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:
-        namespace, extras = super().parse_known_args(args, namespace)
+        parsed, extras = super().parse_known_args(args, namespace)
         if self.key_values:
             pairs = [word for word in extras if "=" in word and not word.startswith("-")]
             if pairs:
-                namespace.params = [*(getattr(namespace, "params", None) or []), *pairs]
+                parsed.params = [*(getattr(parsed, "params", None) or []), *pairs]
                 extras = [word for word in extras if word not in pairs]
-        return namespace, extras
+        return parsed, extras
