@@ -215,7 +215,7 @@ class StreamHub:
                     if not subs:
                         del self._jobs[sub.uuid]
             else:
-                self._feeds.discard(sub)  # type: ignore[arg-type]
+                self._feeds.discard(sub)
 
     @property
     def open_streams(self) -> int:
