@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format worker migrate clean
+.PHONY: run test fuzz lint format worker migrate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,11 +30,20 @@ run: $(VENV)/.installed-run
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/pytest
+
+# The fuzz tests alone, with many examples per operation (docs/reliability.md#fuzzing);
+# `make test` runs them with a few. NICK_JOBS_FUZZ_EXAMPLES=N make fuzz runs N.
+NICK_JOBS_FUZZ_EXAMPLES ?= 1000
+
+fuzz: $(VENV)/.installed-test
+	NICK_JOBS_FUZZ_EXAMPLES=$(NICK_JOBS_FUZZ_EXAMPLES) $(BIN)/pytest tests/web/test_fuzz.py
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(VENV)/.installed-test
 	$(BIN)/ruff check --fix .

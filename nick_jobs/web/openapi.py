@@ -13,6 +13,9 @@
 * **``POST /@jobs``'s params** are a ``oneOf`` of every registered action's params,
   discriminated by ``action``: each is the JSON Schema ``GET /@job-actions`` publishes,
   so a host's own actions appear.
+* **Event streams** describe one event each (``*StreamEvent``), its ``data`` JSON of the
+  kind's schema; **links** lead from a created job (or scheduled job) to what may be done
+  with it next, for clients and tools that chain requests.
 
 What a registration can't tell (a summary, the success statuses, the errors a view
 raises itself) is in :data:`OPERATIONS`, one entry per ``(method, path template)``.
@@ -384,6 +387,10 @@ class Reply:
     description: str
     content: Mapping[str, str | dict[str, Any] | None] = field(default_factory=dict)
     headers: tuple[str, ...] = ()
+    #: OpenAPI links: what a client may do next with what this response answered, by
+    #: name: ``(method, path template)`` of the operation, and each path parameter's
+    #: runtime expression.
+    links: Mapping[str, tuple[str, str, Mapping[str, str]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -427,18 +434,73 @@ _STREAM_EVENTS = (
 )
 
 
-def _stream(kinds: Iterable[str]) -> dict[str, Any]:
-    """The ``text/event-stream`` media type of a stream sending events of ``kinds``."""
+#: The schema of one event of each kind of stream, by component name (``*Event``).
+STREAM_EVENTS: dict[str, dict[str, Any]] = {}
+
+
+def _stream(name: str, kinds: Iterable[str]) -> dict[str, Any]:
+    """The ``text/event-stream`` media type of a stream sending events of ``kinds``.
+
+    Its ``schema`` is one event's (the component ``name``), as OpenAPI 3.1 tools read
+    the ``schema`` of an event stream (3.2 names it ``itemSchema``): an event as a client
+    parses it, ``event``, ``id``, ``retry`` and ``data``, whose JSON is the kind's schema
+    (``contentSchema``). ``x-events`` maps each kind to that schema too.
+    """
+    kinds = tuple(kinds)
     schemas = {"status": "Job", "progress": "ProgressEvent", "log": "LogEvent"}
     schemas["close"] = "CloseEvent"
-    return {
-        "schema": {"type": "string", "description": "Server-sent events."},
-        "x-events": {kind: _ref(schemas[kind]) for kind in kinds},
+    STREAM_EVENTS[name] = {
+        "type": "object",
+        "description": "One server-sent event: its kind, its id (to resume after with "
+        "`Last-Event-ID`) and its JSON `data`, of the kind's schema.",
+        "properties": {
+            "event": {"type": "string", "enum": list(kinds)},
+            "id": {"type": "string"},
+            "retry": {"type": "integer", "minimum": 0},
+            "data": {"type": "string", "contentMediaType": JSON},
+        },
+        "required": ["event", "data"],
+        "oneOf": [
+            {
+                "properties": {
+                    "event": {"const": kind},
+                    "data": {"contentMediaType": JSON, "contentSchema": _ref(schemas[kind])},
+                }
+            }
+            for kind in kinds
+        ],
     }
+    return {"schema": _ref(name), "x-events": {kind: _ref(schemas[kind]) for kind in kinds}}
 
 
-_JOB_STREAM = _stream(("status", "progress", "log", "close"))
+_JOB_STREAM = _stream("JobStreamEvent", ("status", "progress", "log", "close"))
 _NO_CONTENT = Reply("Done; no body.")
+# What a client does next with a job it created: its uuid names it in every job URL.
+_JOB_UUID = {"uuid": "$response.body#/uuid"}
+_JOB_LINKS = {
+    name: (method, path, _JOB_UUID)
+    for name, method, path in (
+        ("GetJob", "GET", "/@jobs/{uuid}"),
+        ("AbortJob", "POST", "/@jobs/{uuid}/abort"),
+        ("RetryJob", "POST", "/@jobs/{uuid}/retry"),
+        ("StopJob", "POST", "/@jobs/{uuid}/stop"),
+        ("ResumeJob", "POST", "/@jobs/{uuid}/resume"),
+        ("RestartJob", "POST", "/@jobs/{uuid}/restart"),
+        ("ReadJobLog", "GET", "/@jobs/{uuid}/log"),
+        ("ReadJobHistory", "GET", "/@jobs/{uuid}/history"),
+        ("WatchJob", "GET", "/@jobs/{uuid}/stream"),
+        ("DeleteJob", "DELETE", "/@jobs/{uuid}"),
+    )
+}
+_SCHEDULED_JOB_ID = {"id": "$response.body#/id"}
+_SCHEDULED_JOB_LINKS = {
+    name: (method, "/@scheduled-jobs/{id}", _SCHEDULED_JOB_ID)
+    for name, method in (
+        ("GetScheduledJob", "GET"),
+        ("ChangeScheduledJob", "PATCH"),
+        ("DeleteScheduledJob", "DELETE"),
+    )
+}
 
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/@login"): Operation(
@@ -482,12 +544,16 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Jobs",
         {
             201: Reply(
-                "The job, created.", {JSON: "Job", EVENT_STREAM: _JOB_STREAM}, ("Location",)
+                "The job, created.",
+                {JSON: "Job", EVENT_STREAM: _JOB_STREAM},
+                ("Location",),
+                _JOB_LINKS,
             ),
             200: Reply(
                 "The job an earlier request with the same `Idempotency-Key` created.",
                 {JSON: "Job", EVENT_STREAM: _JOB_STREAM},
                 ("Location",),
+                _JOB_LINKS,
             ),
         },
         (Error.INVALID_HEADER, Error.TOO_MANY_STREAMS),
@@ -538,6 +604,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                 "The new job, with the same params; its `parent` is this one.",
                 {JSON: "Job", EVENT_STREAM: _JOB_STREAM},
                 ("Location",),
+                _JOB_LINKS,
             )
         },
         (Error.UNKNOWN_ACTION, Error.INVALID_STATE, Error.TOO_MANY_STREAMS),
@@ -549,7 +616,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             200: Reply(
                 "A page of the lines the job wrote, oldest first; with `?follow=true`, "
                 "the stream of its lines (`log`, then `close` once the job has ended).",
-                {JSON: _many("LogLine"), EVENT_STREAM: _stream(("log", "close"))},
+                {JSON: _many("LogLine"), EVENT_STREAM: _stream("LogStreamEvent", ("log", "close"))},
                 ("Link",),
             )
         },
@@ -580,7 +647,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/@jobs/stream"): Operation(
         "Watch every job",
         "Streams",
-        {200: Reply(_STREAM_EVENTS, {EVENT_STREAM: _stream(("status", "close"))})},
+        {
+            200: Reply(
+                _STREAM_EVENTS, {EVENT_STREAM: _stream("JobsStreamEvent", ("status", "close"))}
+            )
+        },
         (Error.TOO_MANY_STREAMS,),
         headers=("Last-Event-ID",),
         description="A `status` event for each change of a job the caller may see.",
@@ -618,7 +689,14 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/@scheduled-jobs"): Operation(
         "Add a scheduled job",
         "Scheduled jobs",
-        {201: Reply("The scheduled job, created.", {JSON: "ScheduledJob"}, ("Location",))},
+        {
+            201: Reply(
+                "The scheduled job, created.",
+                {JSON: "ScheduledJob"},
+                ("Location",),
+                _SCHEDULED_JOB_LINKS,
+            )
+        },
         (Error.CONFLICT,),
         body="ScheduledJobCreate",
     ),
@@ -884,12 +962,19 @@ def _errors_of(view: View, operation: Operation, path: str) -> list[Error]:
     return [*errors, *operation.errors]
 
 
+def _converter(plugin: MarshmallowPlugin) -> Any:
+    """The plugin's converter, which it has once the spec it was given to is made."""
+    if plugin.converter is None:
+        raise RuntimeError("the MarshmallowPlugin is not attached to a spec yet")
+    return plugin.converter
+
+
 def _query_parameters(
     view: View, operation: Operation, plugin: MarshmallowPlugin
 ) -> list[dict[str, Any]]:
     typed = {}
     if operation.query is not None:
-        for parameter in plugin.converter.schema2parameters(operation.query, location="query"):
+        for parameter in _converter(plugin).schema2parameters(operation.query, location="query"):
             typed[parameter["name"]] = parameter
     parameters = []
     for name in sorted(view.query):
@@ -915,7 +1000,7 @@ def _operation(
     }
     if operation.description:
         out["description"] = operation.description
-    parameters = [_PATH_PARAMETERS[name] for name in re.findall(r"{(\w+)}", path)]
+    parameters: list[Any] = [_PATH_PARAMETERS[name] for name in re.findall(r"{(\w+)}", path)]
     if path == view.path:  # a sub-path takes no query string of its view's
         parameters += _query_parameters(view, operation, plugin)
     # By name: apispec makes each a $ref to its component.
@@ -944,6 +1029,11 @@ def _operation(
         if reply.headers:
             response["headers"] = {
                 name: {"$ref": f"#/components/headers/{name}"} for name in reply.headers
+            }
+        if reply.links:
+            response["links"] = {
+                name: {"operationId": _operation_id(method, target), "parameters": dict(values)}
+                for name, (method, target, values) in reply.links.items()
             }
         responses[str(status)] = response
     errors = _errors_of(view, operation, path)
@@ -1021,10 +1111,12 @@ def generate(registry: Any) -> dict[str, Any]:
         spec.components.parameter(name, "header", header)
     for name, schema in COMPONENTS.items():
         spec.components.schema(name, schema=schema)
+    for name, event in STREAM_EVENTS.items():
+        spec.components.schema(name, copy.deepcopy(event))
     params, mapping = _action_params(registry)
-    for name, schema in params.items():
-        spec.components.schema(name, schema)
-    submission = plugin.converter.schema2jsonschema(JobCreateSchema)
+    for name, action_schema in params.items():
+        spec.components.schema(name, action_schema)
+    submission = _converter(plugin).schema2jsonschema(JobCreateSchema)
     submission["properties"]["params"] = {
         "oneOf": [{"$ref": ref} for ref in mapping.values()],
         "discriminator": {"propertyName": "action", "mapping": mapping},
