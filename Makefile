@@ -9,7 +9,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Re-install only when the package metadata changes.
+# Re-install only when the package metadata changes. The server's install carries the
+# client's package (clients/python/nick_jobs_client, setup.cfg's package_dir), so these
+# never install clients/python as well: the two distributions share those files.
 $(VENV)/.installed-run: $(BIN)/python setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet -e '.[server]'
 	touch $@
@@ -50,7 +52,7 @@ format: $(VENV)/.installed-test
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) var *.egg-info
+	rm -rf $(VENV) var *.egg-info clients/python/*.egg-info
 
 # Benchmarks (docs/benchmarks.md): every figure beside its baseline, run side by side.
 # They start PostgreSQL, Redis and RabbitMQ when they are down, and write

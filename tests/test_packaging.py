@@ -1,10 +1,12 @@
 """The package as a new user gets it: ``python -m build``, then the wheel installed bare in
 a fresh virtualenv, away from the checkout.
 
-The wheel holds nick_jobs alone (its migrations and the dashboard's files among its
-data), the source distribution holds no benchmarks or tests, and the installed commands
-work: ``nick-jobs --version``, ``nick-jobs migrate`` on a SQLite ini, ``nick-jobs users``,
-and ``pserve`` with the embedded worker running a ``dummy`` job over HTTP. The bare install
+The wheel holds nick_jobs (its migrations and the dashboard's files among its data) and
+the client's package, nick_jobs_client, which it carries from clients/python; the source
+distribution holds no benchmarks or tests, and the installed commands work:
+``nick-jobs --version``, ``nick-jobs --help`` with the client's commands and the server's,
+``nick-jobs migrate`` on a SQLite ini, ``nick-jobs users``, and ``pserve`` with the
+embedded worker running a ``dummy`` job over HTTP. The bare install
 has no PostgreSQL driver and no broker client, and says which extra a setting needs.
 
 Slow (about half a minute): one build, one virtualenv, one ``pip install`` for the module.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import configparser
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -28,6 +31,7 @@ import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
+from nick_jobs_client.cli.commands import COMMANDS
 from tests.conftest import ROOT, stop_process
 from tests.netutil import free_port
 
@@ -45,6 +49,8 @@ VERSION = setup_cfg_version()
 DIST_INFO = f"nick_jobs-{VERSION}.dist-info"
 SDIST_ROOT = f"nick_jobs-{VERSION}"
 STATIC = ROOT / "nick_jobs" / "dashboard" / "static"
+CLIENT_PACKAGE = ROOT / "clients" / "python" / "nick_jobs_client"
+SERVER_COMMANDS = {"serve", "migrate", "worker", "sweep", "users", "tokens", "scheduler"}
 ADMIN_PASSWORD = "packaged-admin-pw"
 
 
@@ -125,16 +131,22 @@ def workdir(tmp_path) -> Path:
 # --- the distributions -------------------------------------------------------------------
 
 
-def test_the_wheel_holds_the_package_alone_with_its_data(wheel):
+def test_the_wheel_holds_the_package_and_the_client_with_their_data(wheel):
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
         contents = {name: zf.read(name) for name in names}
-    assert {n.split("/")[0] for n in names} == {"nick_jobs", DIST_INFO}
+    assert {n.split("/")[0] for n in names} == {"nick_jobs", "nick_jobs_client", DIST_INFO}
     assert not [n for n in names if n.startswith(("benchmarks/", "tests/", "alembic/"))]
+    assert not [n for n in names if n.startswith("clients/")]
     # Every module of the checkout, the migrations among them (nick_jobs/alembic is the
     # top-level alembic/ folder).
     modules = {f"nick_jobs/{rel}" for rel in files_under(ROOT / "nick_jobs") if rel.endswith(".py")}
     assert modules <= names
+    # The client's package, each file with its bytes in clients/python.
+    client = files_under(CLIENT_PACKAGE)
+    assert "py.typed" in client
+    for rel, path in client.items():
+        assert contents[f"nick_jobs_client/{rel}"] == path.read_bytes(), rel
     migrations = {
         f"nick_jobs/alembic/versions/{p.name}" for p in ROOT.glob("alembic/versions/*.py")
     }
@@ -147,6 +159,12 @@ def test_the_wheel_holds_the_package_alone_with_its_data(wheel):
     metadata = contents[f"{DIST_INFO}/METADATA"].decode()
     assert f"\nVersion: {VERSION}\n" in metadata
     assert "\nLicense: MIT\n" in metadata
+    # It carries the client rather than requiring it: no index need hold nick-jobs-client.
+    assert "Requires-Dist: nick-jobs-client" not in metadata
+    entry_points = configparser.ConfigParser()
+    entry_points.read_string(contents[f"{DIST_INFO}/entry_points.txt"].decode())
+    assert entry_points["console_scripts"]["nick-jobs"] == "nick_jobs_client.cli:main"
+    assert entry_points["nick_jobs.commands"]["server"] == "nick_jobs.cli.admin:add_server_commands"
     # The bare install has neither the PostgreSQL driver nor a broker client.
     required = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
     bare = [line for line in required if "extra ==" not in line]
@@ -168,7 +186,12 @@ def test_the_sdist_holds_the_product_without_benchmarks_or_tests(sdist):
     with tarfile.open(sdist) as tar:
         members = {m.name.removeprefix(f"{SDIST_ROOT}/"): m for m in tar.getmembers()}
     assert {n.split("/")[0] for n in members} >= {"nick_jobs", "LICENSE", "CHANGELOG.md"}
-    assert not [n for n in members if n.split("/")[0] in ("benchmarks", "tests", "clients")]
+    assert not [n for n in members if n.split("/")[0] in ("benchmarks", "tests")]
+    # Of clients/, the Python client's package alone, which the wheel carries.
+    clients = {n for n in members if n.startswith("clients/") and members[n].isreg()}
+    assert clients == {
+        f"clients/python/nick_jobs_client/{rel}" for rel in files_under(CLIENT_PACKAGE)
+    }
     assert members["nick_jobs/alembic/env.py"].isreg()
     assert members["nick_jobs/py.typed"].isreg()
     for rel in files_under(STATIC) if STATIC.is_dir() else {}:
@@ -182,6 +205,22 @@ def test_the_installed_package_tells_its_version(venv, workdir):
     proc = checked(venv / "nick-jobs", "--version", cwd=workdir)
     assert proc.stdout == f"nick-jobs {VERSION}\n"
     code = "import nick_jobs; print(nick_jobs.__file__); print(nick_jobs.__version__)"
+    where, version = checked(venv / "python", "-c", code, cwd=workdir).stdout.split()
+    assert version == VERSION
+    assert Path(where).is_relative_to(venv.parent)
+
+
+def listed_commands(help_text: str) -> set[str]:
+    """The commands ``--help`` names in its usage: ``{login,logout,...}``."""
+    match = re.search(r"\{([a-z,-]+)\}", help_text)
+    assert match, help_text
+    return set(match.group(1).split(","))
+
+
+def test_the_installed_command_has_the_client_commands_and_the_servers(venv, workdir):
+    proc = checked(venv / "nick-jobs", "--help", cwd=workdir)
+    assert listed_commands(proc.stdout) == set(COMMANDS) | SERVER_COMMANDS
+    code = "import nick_jobs_client as c; print(c.__file__); print(c.__version__)"
     where, version = checked(venv / "python", "-c", code, cwd=workdir).stdout.split()
     assert version == VERSION
     assert Path(where).is_relative_to(venv.parent)

@@ -1,2 +1,2 @@
-"""The ``nick-jobs`` command: its server-side commands (``admin``) and its client
-commands (``client_commands``)."""
+"""The server's commands of ``nick-jobs`` (``admin``). The command itself, and its client
+commands, are the client's: :mod:`nick_jobs_client.cli`."""

@@ -1,7 +1,10 @@
-"""The ``nick-jobs`` command: ``serve``, ``migrate``, ``worker``, ``sweep`` and ``users``.
+"""The server's commands of ``nick-jobs``: ``serve``, ``migrate``, ``worker``, ``sweep``,
+``scheduler``, ``users`` and ``tokens``.
 
-Every subcommand takes the ini file first; the ``NICK_JOBS_*`` environment overrides
-apply, as they do for the server.
+The ``nick-jobs`` command itself is the client's (:mod:`nick_jobs_client.cli`): this
+distribution adds these commands to it through the ``nick_jobs.commands`` entry point
+(:func:`add_server_commands`). Every one of them takes the ini file first; the
+``NICK_JOBS_*`` environment overrides apply, as they do for the server.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from nick_jobs.cli.parser import Parser
+import nick_jobs_client.cli as client_cli
+from nick_jobs_client.cli.parser import Parser
 
 log = logging.getLogger("nick_jobs.cli.admin")
 
@@ -506,33 +510,29 @@ def _cmd_scheduler(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-class _PrintVersion(argparse.Action):
-    """``--version``: argparse's own action, with the version looked up only when asked
-    (reading the package metadata would cost every other command its time)."""
+def _configured(
+    command: Callable[[argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    """A bad setting in the ini file or the environment: one line and the usage status."""
 
-    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
-        kwargs.setdefault("help", "print the version of nick-jobs and exit")
-        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+    def run(args: argparse.Namespace) -> int:
+        from nick_jobs.settings import ConfigurationError
 
-    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> NoReturn:
-        import nick_jobs
+        try:
+            return command(args)
+        except ConfigurationError as exc:
+            print(f"nick-jobs: {exc}", file=sys.stderr)
+            return EXIT_USAGE
 
-        print(f"nick-jobs {nick_jobs.__version__}")
-        parser.exit(EXIT_OK)
+    return run
 
 
-def build_parser() -> Parser:
-    parser = Parser(
-        prog="nick-jobs",
-        description="Serve the API, migrate the database, run workers, manage users; and, "
-        "as a client of a running server, submit, show and manage jobs.",
-    )
-    parser.add_argument("--version", action=_PrintVersion)
-    sub = parser.add_subparsers(
-        dest="command", required=True, metavar="{serve,migrate,worker,sweep,users}"
-    )
-
-    serve = sub.add_parser(
+# ``subparsers``: what ArgumentParser.add_subparsers() returns, a class argparse keeps
+# private, hence typed as Any.
+def add_server_commands(subparsers: Any) -> None:
+    """Add the server's commands to the ``nick-jobs`` parser's ``subparsers``: the
+    ``nick_jobs.commands`` entry point of this distribution."""
+    serve = subparsers.add_parser(
         "serve",
         help="serve the API, as pserve does",
         description="Serve the API and its embedded parts as `pserve CONFIG` does: the "
@@ -548,14 +548,14 @@ def build_parser() -> Parser:
     serve.add_argument(
         "--reload", action="store_true", help="restart when a source file changes (development)"
     )
-    serve.set_defaults(func=cmd_serve)
+    serve.set_defaults(func=_configured(cmd_serve))
 
-    migrate = sub.add_parser("migrate", help="upgrade the database schema")
+    migrate = subparsers.add_parser("migrate", help="upgrade the database schema")
     migrate.add_argument("config", help="the ini file, e.g. production.ini")
     migrate.add_argument("--revision", default="head")
-    migrate.set_defaults(func=cmd_migrate)
+    migrate.set_defaults(func=_configured(cmd_migrate))
 
-    worker = sub.add_parser(
+    worker = subparsers.add_parser(
         "worker",
         help="run one worker process that executes jobs",
         description="Run one worker process in the foreground: it executes jobs and runs "
@@ -577,9 +577,9 @@ def build_parser() -> Parser:
     worker.add_argument("--processes", "-p", type=int, help=argparse.SUPPRESS)
     # Accepted and ignored: every worker process now runs in the foreground.
     worker.add_argument("--no-supervise", action="store_true", help=argparse.SUPPRESS)
-    worker.set_defaults(func=cmd_worker)
+    worker.set_defaults(func=_configured(cmd_worker))
 
-    sweep = sub.add_parser(
+    sweep = subparsers.add_parser(
         "sweep", help="rescue jobs that lost their worker, re-send lost messages"
     )
     sweep.add_argument("config")
@@ -587,9 +587,9 @@ def build_parser() -> Parser:
     sweep.add_argument(
         "--interval", type=float, help="seconds between rounds; default: nick_jobs.sweep_interval"
     )
-    sweep.set_defaults(func=cmd_sweep)
+    sweep.set_defaults(func=_configured(cmd_sweep))
 
-    users = sub.add_parser("users", help="manage the users who can log in")
+    users = subparsers.add_parser("users", help="manage the users who can log in")
     users_sub = users.add_subparsers(dest="users_command", required=True)
     add = users_sub.add_parser("add", help="add a user")
     add.add_argument("config")
@@ -597,7 +597,7 @@ def build_parser() -> Parser:
     add.add_argument("--password", help="read from the terminal (or stdin) when omitted")
     add.add_argument("--fullname")
     add.add_argument("--role", action="append", default=[], help="e.g. Administrator; may repeat")
-    add.set_defaults(func=cmd_users_add)
+    add.set_defaults(func=_configured(cmd_users_add))
     update = users_sub.add_parser(
         "update", help="change a user; a new password or roles end their tokens"
     )
@@ -610,15 +610,15 @@ def build_parser() -> Parser:
     roles = update.add_mutually_exclusive_group()
     roles.add_argument("--role", action="append", help="the user's roles from now on; may repeat")
     roles.add_argument("--no-roles", action="store_true", help="take every role away")
-    update.set_defaults(func=cmd_users_update)
+    update.set_defaults(func=_configured(cmd_users_update))
     lst = users_sub.add_parser("list", help="list users")
     lst.add_argument("config")
-    lst.set_defaults(func=cmd_users_list)
+    lst.set_defaults(func=_configured(cmd_users_list))
     rm = users_sub.add_parser("remove", help="remove a user")
     rm.add_argument("config")
     rm.add_argument("login")
-    rm.set_defaults(func=cmd_users_remove)
-    tokens = sub.add_parser(
+    rm.set_defaults(func=_configured(cmd_users_remove))
+    tokens = subparsers.add_parser(
         "tokens", help="service tokens: long-lived, revocable tokens for machines"
     )
     tokens_sub = tokens.add_subparsers(dest="tokens_command", required=True)
@@ -629,39 +629,33 @@ def build_parser() -> Parser:
     create.add_argument(
         "--expires", default="365d", help="lifetime: a number and s, m, h, d or w (365d)"
     )
-    create.set_defaults(func=cmd_tokens_create)
+    create.set_defaults(func=_configured(cmd_tokens_create))
     tokens_list = tokens_sub.add_parser("list", help="list service tokens, never their text")
     tokens_list.add_argument("config")
     tokens_list.add_argument("--login", help="only this user's")
-    tokens_list.set_defaults(func=cmd_tokens_list)
+    tokens_list.set_defaults(func=_configured(cmd_tokens_list))
     revoke = tokens_sub.add_parser("revoke", help="end a service token at once")
     revoke.add_argument("config")
     revoke.add_argument("login")
     revoke.add_argument("name")
-    revoke.set_defaults(func=cmd_tokens_revoke)
-    scheduler = sub.add_parser(
+    revoke.set_defaults(func=_configured(cmd_tokens_revoke))
+    scheduler = subparsers.add_parser(
         "scheduler", help="fire scheduled jobs (run one or more next to the workers)"
     )
     scheduler.add_argument("config", help="the ini file, e.g. production.ini")
-    scheduler.set_defaults(func=_cmd_scheduler)
-    sub.metavar = sub.metavar[:-1] + ",tokens,scheduler}"
-    from nick_jobs.cli.client_commands import add_client_commands
+    scheduler.set_defaults(func=_configured(_cmd_scheduler))
 
-    add_client_commands(sub)
-    # `nick-jobs completion` writes its script from the whole parser.
-    parser.set_defaults(root_parser=parser)
-    return parser
+
+def build_parser() -> Parser:
+    """The whole ``nick-jobs`` parser: the client's commands and the server's (and those
+    of any other distribution), as the console script builds it."""
+    return client_cli.build_parser([add_server_commands])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from nick_jobs.settings import ConfigurationError
-
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except ConfigurationError as exc:
-        print(f"nick-jobs: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    """``nick-jobs`` with the server's commands, whether or not the installed metadata
+    names them (``python -m nick_jobs.cli`` from a checkout)."""
+    return client_cli.main(argv, [add_server_commands])
 
 
 if __name__ == "__main__":

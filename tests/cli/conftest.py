@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nick_jobs.client import Client
+from nick_jobs_client import Client
 from tests.cli.test_client_cli import run_cli
 from tests.client.test_client import USERS
 

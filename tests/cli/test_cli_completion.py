@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from nick_jobs.cli.admin import build_parser
-from nick_jobs.cli.client_commands import COMMANDS, EXIT_USAGE, command_specs
-from nick_jobs.client import JOB_STATUSES, LOG_LEVELS
+from nick_jobs_client import JOB_STATUSES, LOG_LEVELS
+from nick_jobs_client.cli.commands import COMMANDS, EXIT_USAGE
+from nick_jobs_client.cli.completion import command_specs
 from tests.cli.test_client_cli import SCRIPT
 from tests.conftest import ROOT
 

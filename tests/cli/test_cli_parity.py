@@ -19,16 +19,16 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session
 
-from nick_jobs.cli.client_commands import (
+from nick_jobs.db import get_engine, migrations
+from nick_jobs.users.accounts import add_user
+from nick_jobs_client import JOB_STATUSES, Client, ClientError
+from nick_jobs_client.cli.commands import (
     EXIT_CONFLICT,
     EXIT_JOB_FAILED,
     EXIT_JOB_STOPPED,
     EXIT_NOT_FOUND,
     EXIT_USAGE,
 )
-from nick_jobs.client import JOB_STATUSES, Client, ClientError
-from nick_jobs.db import get_engine, migrations
-from nick_jobs.users.accounts import add_user
 from tests.cli.test_cli_stream import run_in_pty, steps_done
 from tests.cli.test_client_cli import SCRIPT, assert_fails, cli_env, run_cli
 from tests.client.test_client import USERS, LiveServer, live_server, server_env

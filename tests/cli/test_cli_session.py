@@ -19,8 +19,9 @@ from typing import Any
 import jwt
 import pytest
 
-from nick_jobs.cli.client_commands import EXIT_AUTH, EXIT_UNAVAILABLE, EXIT_USAGE, utc_text
-from nick_jobs.client import DEFAULT_URL, JOB_STATUSES, Client, ClientError, token_expiry
+from nick_jobs_client import DEFAULT_URL, JOB_STATUSES, Client, ClientError, token_expiry
+from nick_jobs_client.cli.commands import EXIT_AUTH, EXIT_UNAVAILABLE, EXIT_USAGE
+from nick_jobs_client.cli.sessions import utc_text
 from tests.cli.test_client_cli import CLIENT_VARIABLES, SCRIPT, assert_fails
 from tests.client.test_client import USERS, LiveServer, live_server
 from tests.conftest import ROOT

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from nick_jobs.cli.client_commands import (
+from nick_jobs_client import JOB_STATUSES, Client, ClientError
+from nick_jobs_client.cli.commands import (
     EXIT_AUTH,
     EXIT_USAGE,
     NO_JOBS,
@@ -19,7 +20,6 @@ from nick_jobs.cli.client_commands import (
     spark_groups,
     sparkline,
 )
-from nick_jobs.client import JOB_STATUSES, Client, ClientError
 from tests.cli.test_client_cli import assert_fails, run_cli
 from tests.client.test_client import LiveServer, live_server
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from nick_jobs.cli.client_commands import (
+from nick_jobs_client.cli.commands import (
     EXIT_JOB_ABORTED,
     EXIT_JOB_FAILED,
     EXIT_JOB_STOPPED,

@@ -17,14 +17,14 @@ from typing import Any
 
 import pytest
 
-from nick_jobs.cli.client_commands import (
+from nick_jobs_client import Client, ClientError
+from nick_jobs_client.cli.commands import (
     EXIT_AUTH,
     EXIT_CONFLICT,
     EXIT_NOT_FOUND,
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
 )
-from nick_jobs.client import Client, ClientError
 from tests.client.test_client import LiveServer, live_server
 from tests.conftest import ROOT
 from tests.netutil import free_port
@@ -640,7 +640,7 @@ def test_a_reader_that_went_away_ends_the_command_quietly(server, config_home, a
 
 
 def test_a_schedule_disabled_by_a_refused_firing_says_so():
-    from nick_jobs.cli.client_commands import schedule_fields, schedule_row
+    from nick_jobs_client.cli.commands import schedule_fields, schedule_row
 
     refused = {
         "id": "alices-prune",

@@ -1,4 +1,4 @@
-"""``nick_jobs.client`` against a live server: ``pserve`` in a subprocess, over real HTTP."""
+"""``nick_jobs_client`` against a live server: ``pserve`` in a subprocess, over real HTTP."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session
 
-from nick_jobs.client import Client, ClientError, ServerUnavailable
 from nick_jobs.db import get_engine, migrations
 from nick_jobs.settings import ENVIRONMENT_OVERRIDES
 from nick_jobs.users.accounts import add_user
+from nick_jobs_client import Client, ClientError, ServerUnavailable
 from tests.conftest import ROOT, stop_process
 from tests.netutil import free_port, wait_listening
 

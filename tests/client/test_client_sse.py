@@ -1,4 +1,4 @@
-"""The client's ``text/event-stream`` parser (``nick_jobs.client.SSEParser``), on raw bytes.
+"""The client's ``text/event-stream`` parser (``nick_jobs_client.SSEParser``), on raw bytes.
 
 The streams are fed in every possible split, so each case holds whatever the network
 does to the chunks: a line, a UTF-8 character or a CRLF cut in two.
@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from nick_jobs.client import Event, SSEParser
+from nick_jobs_client import Event, SSEParser
 
 
 def parse(*chunks: bytes, parser: SSEParser | None = None) -> list[Event]:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from nick_jobs.client import Client, ClientError, Event, EventStream, ServerUnavailable
+from nick_jobs_client import Client, ClientError, Event, EventStream, ServerUnavailable
 from tests.client.test_client import LiveServer, live_server
 
 RETRY_MS = 100  # the servers' reconnection delay (retry:), short for quick tests

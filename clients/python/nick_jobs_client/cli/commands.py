@@ -1,7 +1,7 @@
 """The client subcommands of ``nick-jobs``: ``login``, ``list``, ``submit`` and the rest.
 
-They talk to a running service over HTTP with :mod:`nick_jobs.client`, and take no ini
-file. ``docs/cli.md`` describes them. :func:`add_client_commands` adds them to the
+They talk to a running service over HTTP with :mod:`nick_jobs_client.client`, and take no
+ini file. ``docs/cli.md`` describes them. :func:`add_client_commands` adds them to the
 ``nick-jobs`` parser.
 
 The server is ``--server``, else ``$NICK_JOBS_URL``, else the current server (the one
@@ -25,13 +25,25 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from nick_jobs.cli.parser import Parser
-from nick_jobs.client import (
+from nick_jobs_client.cli.completion import SHELLS, completion_script
+from nick_jobs_client.cli.parser import Parser
+from nick_jobs_client.cli.sessions import (
+    URL_VARIABLE,
+    SessionExpired,
+    StoredSession,
+    current_server,
+    forget_token,
+    resolve_server,
+    set_current_server,
+    store_token,
+    stored_session,
+    utc_text,
+)
+from nick_jobs_client.client import (
     DEFAULT_URL,
     JOB_STATUSES,
     LOG_LEVELS,
@@ -40,7 +52,6 @@ from nick_jobs.client import (
     Event,
     EventStream,
     ServerUnavailable,
-    token_expiry,
 )
 
 EXIT_OK = 0
@@ -68,10 +79,6 @@ COMMANDS: tuple[str, ...] = ("login", "logout", "list", "get", "submit", "abort"
 COMMANDS += ("delete", "stop", "resume", "restart", "log", "history", "stream", "schedules")
 COMMANDS += ("actions", "health", "status", "stats", "server", "completion")
 
-TOKENS_FILE = "tokens.json"
-# The client's settings beside the tokens: for now the current server.
-CONFIG_FILE = "config.json"
-URL_VARIABLE = "NICK_JOBS_URL"
 # Where ``args.server`` came from (``server_source``), as ``nick-jobs server`` tells it.
 SERVER_SOURCES = {
     "argument": "given to login",
@@ -96,126 +103,6 @@ def exit_code(exc: ClientError) -> int:
 
 def fail(message: str) -> None:
     print(f"nick-jobs: {' '.join(str(message).split())}", file=sys.stderr)
-
-
-# --- where the token lives -------------------------------------------------------------
-
-
-def config_dir() -> Path:
-    """``$XDG_CONFIG_HOME/nick-jobs``, by default ``~/.config/nick-jobs``."""
-    base = os.environ.get("XDG_CONFIG_HOME") or os.environ.get("APPDATA")
-    return Path(base or Path.home() / ".config") / "nick-jobs"
-
-
-def tokens_path() -> Path:
-    return config_dir() / TOKENS_FILE
-
-
-def config_path() -> Path:
-    return config_dir() / CONFIG_FILE
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> Path:
-    """Write ``path`` readable by its owner only (0600, in a 0700 directory)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.chmod(tmp, 0o600)  # in case the file existed with wider permissions
-    os.replace(tmp, path)
-    return path
-
-
-def _read_tokens() -> dict[str, Any]:
-    return _read_json(tokens_path())
-
-
-def _write_tokens(tokens: dict[str, Any]) -> Path:
-    return _write_json(tokens_path(), tokens)
-
-
-def current_server() -> str | None:
-    """The server ``login`` last logged in to (or ``server URL`` chose), if any."""
-    server = _read_json(config_path()).get("server")
-    return server if isinstance(server, str) and server else None
-
-
-def set_current_server(server: str) -> Path:
-    config = _read_json(config_path())
-    config["server"] = server
-    return _write_json(config_path(), config)
-
-
-def resolve_server(args: argparse.Namespace) -> None:
-    """Set ``args.server`` and ``args.server_source``: ``--server``, else the environment
-    variable, else the current server, else the default."""
-    if args.server:
-        args.server_source = "option"
-    elif os.environ.get(URL_VARIABLE):
-        args.server, args.server_source = os.environ[URL_VARIABLE], "environment"
-    elif server := current_server():
-        args.server, args.server_source = server, "current"
-    else:
-        args.server, args.server_source = DEFAULT_URL, "default"
-
-
-def stored_token(server: str) -> str | None:
-    entry = _read_tokens().get(server)
-    return entry.get("token") if isinstance(entry, dict) else None
-
-
-@dataclass(frozen=True)
-class StoredSession:
-    """The token ``login`` stored for a server, and when it expires (``None``: unknown)."""
-
-    server: str
-    login: str
-    token: str
-    expires: datetime | None
-
-    @property
-    def expired(self) -> bool:
-        return self.expires is not None and self.expires <= datetime.now(UTC)
-
-
-def stored_session(server: str) -> StoredSession | None:
-    entry = _read_tokens().get(server)
-    if not isinstance(entry, dict) or not isinstance(entry.get("token"), str):
-        return None
-    token = entry["token"]
-    return StoredSession(server, str(entry.get("login") or ""), token, token_expiry(token))
-
-
-def utc_text(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-class SessionExpired(Exception):
-    """The stored token has expired: the command stops before sending it."""
-
-
-def store_token(server: str, login: str, token: str) -> Path:
-    tokens = _read_tokens()
-    tokens[server] = {"login": login, "token": token}
-    return _write_tokens(tokens)
-
-
-def forget_token(server: str) -> bool:
-    tokens = _read_tokens()
-    if tokens.pop(server, None) is None:
-        return False
-    _write_tokens(tokens)
-    return True
 
 
 # --- output ----------------------------------------------------------------------------
@@ -251,7 +138,7 @@ def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
         print("  ".join([*cells, tail]).rstrip())
 
 
-class Rows(list):
+class Rows(list[Any]):
     """A field whose value is several rows of cells: one line each, its cells aligned in a
     table and tab-separated in plain output, where each line repeats the field's name."""
 
@@ -1443,227 +1330,6 @@ def cmd_health(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# --- shell completion ------------------------------------------------------------------
-
-SHELLS = ("bash", "zsh", "fish")
-
-
-@dataclass
-class CommandSpec:
-    """What completes after one command path (``""``, ``"list"``, ``"schedules add"``)."""
-
-    path: str
-    subcommands: list[str]
-    options: list[str]
-    # The options that take a value, and the values of those that have ``choices``.
-    takes_value: list[str]
-    choices: dict[str, list[str]]
-    # The values of its positionals that have ``choices`` (``completion``'s shells).
-    positional_choices: list[str]
-
-
-def command_specs(parser: Parser, path: str = "") -> list[CommandSpec]:
-    """Every command path of ``parser``, its subcommands, options and choices."""
-    spec = CommandSpec(path, [], [], [], {}, [])
-    specs = [spec]
-    for action in parser.arguments:
-        if action.help == argparse.SUPPRESS and action.option_strings:
-            continue
-        if isinstance(action.choices, dict):  # the subcommands
-            for name, sub in action.choices.items():
-                spec.subcommands.append(name)
-                specs += command_specs(sub, f"{path} {name}".strip())
-            continue
-        choices = [str(c) for c in action.choices] if action.choices is not None else []
-        if not action.option_strings:
-            spec.positional_choices += choices
-            continue
-        spec.options += action.option_strings
-        if action.nargs != 0:
-            spec.takes_value += action.option_strings
-            for option in action.option_strings:
-                if choices:
-                    spec.choices[option] = choices
-    return specs
-
-
-def _words(words: Iterable[str]) -> str:
-    text = " ".join(words)
-    # Command names, options and choices are plain words: nothing in them needs quoting,
-    # which a quote would break.
-    if "'" in text or "\\" in text:
-        raise ValueError(f"can't quote {text!r} for a shell")
-    return f"'{text}'"
-
-
-def _shell_functions(specs: list[CommandSpec], *, fish: bool = False) -> list[str]:
-    """The lookup functions both completion scripts share: in sh syntax (bash and zsh) or
-    fish's. ``_nick_jobs_choices PATH OPTION`` (OPTION empty: the positionals)."""
-    tables: list[tuple[str, list[tuple[str, str]]]] = [
-        ("subcommands", [(s.path, _words(s.subcommands)) for s in specs if s.subcommands]),
-        ("options", [(s.path, _words(s.options)) for s in specs]),
-        (
-            "choices",
-            [(f"{s.path}|{o}", _words(c)) for s in specs for o, c in s.choices.items()]
-            + [(f"{s.path}|", _words(s.positional_choices)) for s in specs if s.positional_choices],
-        ),
-        ("takes_value", [(f"{s.path}|{o}", "") for s in specs for o in s.takes_value]),
-    ]
-    lines: list[str] = []
-    for name, rows in tables:
-        if fish:
-            key = '"$argv[1]"' if name in {"subcommands", "options"} else '"$argv[1]|$argv[2]"'
-            lines += [f"function __nick_jobs_{name}", f"    switch {key}"]
-            if name == "takes_value":
-                lines += [
-                    "        case " + " ".join(_words([k]) for k, _ in rows),
-                    "            return 0",
-                ]
-                lines += ["    end", "    return 1", "end", ""]
-                continue
-            for k, words in rows:
-                lines += [f"        case {_words([k])}", f"            echo {words}"]
-            lines += ["    end", "end", ""]
-            continue
-        key = '"$1"' if name in {"subcommands", "options"} else '"$1|$2"'
-        lines += [f"_nick_jobs_{name}() {{", f"    case {key} in"]
-        if name == "takes_value":
-            lines += ["        " + "|".join(_words([k]) for k, _ in rows) + ") return 0 ;;"]
-            lines += ["    esac", "    return 1", "}", ""]
-            continue
-        lines += [f"        {_words([k])}) echo {words} ;;" for k, words in rows]
-        lines += ["    esac", "}", ""]
-    return lines
-
-
-# How a shell finds the command path in the words before the cursor, and whether the
-# word under the cursor is an option's value: the same walk in each shell's syntax.
-BASH_COMPLETE = """_nick_jobs_complete() {
-    # $1: the word being completed; the words before it follow.
-    local cur="$1" prev="" cmdpath="" skip=0 word
-    shift
-    shift  # the command's own name
-    for word in "$@"; do
-        prev="$word"
-        if ((skip)); then
-            skip=0
-            continue
-        fi
-        case "$word" in
-            --*=*) continue ;;
-            -*)
-                _nick_jobs_takes_value "$cmdpath" "$word" && skip=1
-                continue
-                ;;
-        esac
-        case " $(_nick_jobs_subcommands "$cmdpath") " in
-            *" $word "*) cmdpath="${cmdpath:+$cmdpath }$word" ;;
-        esac
-    done
-    if ((skip)); then
-        _nick_jobs_candidates=$(_nick_jobs_choices "$cmdpath" "$prev")
-    elif [[ "$cur" == -* ]]; then
-        _nick_jobs_candidates=$(_nick_jobs_options "$cmdpath")
-    else
-        _nick_jobs_candidates=$(_nick_jobs_subcommands "$cmdpath")
-        _nick_jobs_candidates+=" $(_nick_jobs_choices "$cmdpath" '')"
-    fi
-}
-"""
-
-
-def completion_script(parser: Parser, shell: str) -> str:
-    specs = command_specs(parser)
-    head = [
-        f"# {shell} completion for nick-jobs, made by `nick-jobs completion {shell}`:",
-        "# see docs/cli.md for where to put it.",
-        "",
-    ]
-    if shell == "fish":
-        body = [*_shell_functions(specs, fish=True), FISH_COMPLETE]
-        return "\n".join(head + body)
-    body = [*_shell_functions(specs), BASH_COMPLETE]
-    if shell == "bash":
-        body.append(BASH_HOOK)
-    else:
-        head.insert(0, "#compdef nick-jobs")
-        body.append(ZSH_HOOK)
-    return "\n".join(head + body)
-
-
-BASH_HOOK = """_nick_jobs() {
-    local _nick_jobs_candidates=""
-    _nick_jobs_complete "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[@]:0:COMP_CWORD}"
-    COMPREPLY=($(compgen -W "$_nick_jobs_candidates" -- "${COMP_WORDS[COMP_CWORD]}"))
-}
-
-# Without a candidate (a URL, an ID, an ini file), bash completes file names.
-complete -o default -F _nick_jobs nick-jobs
-"""
-
-ZSH_HOOK = """_nick_jobs_zsh() {
-    local _nick_jobs_candidates=""
-    _nick_jobs_complete "${words[CURRENT]}" "${(@)words[1,CURRENT-1]}"
-    local -a candidates
-    candidates=(${=_nick_jobs_candidates})
-    if ((${#candidates})); then
-        compadd -- $candidates
-    else
-        _files
-    fi
-}
-
-if [[ "${funcstack[1]}" == _nick-jobs ]]; then
-    _nick_jobs_zsh "$@"
-else
-    compdef _nick_jobs_zsh nick-jobs
-fi
-"""
-
-FISH_COMPLETE = """function __nick_jobs_candidates
-    set -l words (commandline -opc)
-    set -l cur (commandline -ct)
-    set -l cmdpath ''
-    set -l prev ''
-    set -l skip 0
-    set -e words[1]  # the command's own name
-    for word in $words
-        set prev $word
-        if test $skip = 1
-            set skip 0
-            continue
-        end
-        switch $word
-            case '--*=*'
-                continue
-            case '-*'
-                __nick_jobs_takes_value "$cmdpath" $word; and set skip 1
-                continue
-        end
-        if contains -- $word (string split ' ' -- (__nick_jobs_subcommands "$cmdpath"))
-            set cmdpath (string trim -- "$cmdpath $word")
-        end
-    end
-    if test $skip = 1
-        string split -n ' ' -- (__nick_jobs_choices "$cmdpath" $prev)
-    else if string match -q -- '-*' $cur
-        string split -n ' ' -- (__nick_jobs_options "$cmdpath")
-    else
-        set -l candidates (__nick_jobs_subcommands "$cmdpath") (__nick_jobs_choices "$cmdpath" '')
-        string split -n ' ' -- $candidates
-    end
-end
-
-function __nick_jobs_has_candidates
-    set -l candidates (__nick_jobs_candidates)
-    test (count $candidates) -gt 0
-end
-
-# Without a candidate (a URL, an ID, an ini file), fish completes file names.
-complete -c nick-jobs -n __nick_jobs_has_candidates -f -a '(__nick_jobs_candidates)'
-"""
-
-
 def cmd_completion(args: argparse.Namespace) -> int:
     # The whole command line's parser, which the root parser puts in every namespace.
     sys.stdout.write(completion_script(args.root_parser, args.shell))
@@ -1766,8 +1432,10 @@ def add_client_commands(subparsers: Any) -> None:
     """Add the client subcommands to the ``nick-jobs`` parser's ``subparsers``."""
     common = _common_options()
 
-    def add(name: str, command: Callable[[argparse.Namespace], int], help: str, **kw: Any):
-        parser = subparsers.add_parser(
+    def add(
+        name: str, command: Callable[[argparse.Namespace], int], help: str, **kw: Any
+    ) -> Parser:
+        parser: Parser = subparsers.add_parser(
             name, help=help, description=help[0].upper() + help[1:] + ".", parents=[common], **kw
         )
         parser.set_defaults(func=run(command))
@@ -1888,8 +1556,10 @@ def add_client_commands(subparsers: Any) -> None:
         dest="schedules_command", required=True, metavar="{list,get,add,update,remove}"
     )
 
-    def add_schedule_command(name: str, command: Callable[..., int], help: str, **kw: Any):
-        parser = schedule_commands.add_parser(
+    def add_schedule_command(
+        name: str, command: Callable[..., int], help: str, **kw: Any
+    ) -> Parser:
+        parser: Parser = schedule_commands.add_parser(
             name, help=help, description=help[0].upper() + help[1:] + ".", parents=[common], **kw
         )
         parser.set_defaults(func=run(command))
@@ -1951,11 +1621,6 @@ def add_client_commands(subparsers: Any) -> None:
     )
     completion.add_argument("shell", choices=SHELLS)
     completion.set_defaults(func=cmd_completion)
-
-    # The parser lists its subcommands in a fixed metavar; name these there too.
-    metavar = subparsers.metavar
-    if isinstance(metavar, str) and metavar.startswith("{") and metavar.endswith("}"):
-        subparsers.metavar = metavar[:-1] + "," + ",".join(COMMANDS) + "}"
 
 
 def _add_params_arguments(parser: argparse.ArgumentParser, help: str | None = None) -> None:

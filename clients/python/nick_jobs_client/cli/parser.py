@@ -26,7 +26,7 @@ class _RecordingGroup:
         self._arguments = arguments
 
     def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
-        action = self._group.add_argument(*args, **kwargs)
+        action: argparse.Action = self._group.add_argument(*args, **kwargs)
         self._arguments.append(action)
         return action
 
