@@ -6,12 +6,13 @@ Use it standalone (``pserve development.ini``) or inside a Pyramid app with
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 # Pyramid is imported where it is used, so `import nick_jobs.client` (and the client
 # commands of the console script) don't pay for loading the web framework.
 if TYPE_CHECKING:
     from pyramid.config import Configurator
+    from pyramid.router import Router
 
 __all__ = ["__version__", "includeme", "main"]
 
@@ -62,7 +63,7 @@ def includeme(config: Configurator) -> None:
     config.add_subscriber(on_application_created, ApplicationCreated)
 
 
-def main(global_config, **settings):
+def main(global_config: dict[str, str], **settings: Any) -> Router:
     """The WSGI application ``pserve`` serves (``egg:nick-jobs``)."""
     from pyramid.config import Configurator
 

@@ -11,12 +11,15 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from pyramid.settings import asbool
 
 from nick_jobs.web.hosts import valid_host
+
+if TYPE_CHECKING:
+    from pyramid.config import Configurator
 
 # Every setting nick-jobs reads (docs/deployment.md#all-settings), besides sqlalchemy.url
 # and the declared schedules' nick_jobs.schedule.<id>.* (docs/scheduled-jobs.md).
@@ -123,7 +126,7 @@ class ConfigurationError(Exception):
 
 def apply_environment(
     settings: Mapping[str, Any], environ: Mapping[str, str] | None = None
-) -> dict:
+) -> dict[str, Any]:
     """Return a copy of ``settings`` with the ``NICK_JOBS_*`` environment overrides applied."""
     environ = os.environ if environ is None else environ
     merged = dict(settings)
@@ -465,7 +468,13 @@ def _abort_check_interval(settings: Mapping[str, Any]) -> float:
     return interval
 
 
-def includeme(config) -> None:
+def registry_settings(registry: Mapping[str, Any]) -> Settings:
+    """The settings :func:`includeme` keeps on the Pyramid ``registry`` (``nick_jobs.settings``)."""
+    settings: Settings = registry["nick_jobs.settings"]
+    return settings
+
+
+def includeme(config: Configurator) -> None:
     """Parse the settings once and keep them on the registry as ``nick_jobs.settings``."""
     merged = apply_environment(config.get_settings())
     config.add_settings(merged)

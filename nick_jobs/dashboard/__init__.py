@@ -27,8 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 from pyramid.events import NewResponse
 from pyramid.httpexceptions import HTTPFound, HTTPNotFound
+from pyramid.request import Request
+from pyramid.response import Response
 from pyramid.security import NO_PERMISSION_REQUIRED
 from pyramid.static import static_view
+
+from nick_jobs.settings import registry_settings
 
 if TYPE_CHECKING:
     from pyramid.config import Configurator
@@ -82,7 +86,7 @@ class DashboardFiles:
         # static_view, which refuses ``..`` and the like before it opens anything.
         self.files = static_view(str(root), cache_max_age=None, use_subpath=True)
 
-    def __call__(self, context: Any, request) -> Any:
+    def __call__(self, context: Any, request: Request) -> Response:
         name = request.subpath[-1] if request.subpath else "index.html"
         content_type = CONTENT_TYPES.get(os.path.splitext(name)[1].lower())
         if content_type is None or name.startswith("."):
@@ -100,9 +104,9 @@ class DashboardFiles:
         return response
 
 
-def config_view(context: Any, request) -> Any:
+def config_view(context: Any, request: Request) -> Response:
     """Where the API is, relative to the page: the page learns it without a build step."""
-    settings = request.registry["nick_jobs.settings"]
+    settings = registry_settings(request.registry)
     response = request.response
     response.content_type = "application/json"
     response.cache_control = "no-cache"
@@ -110,7 +114,7 @@ def config_view(context: Any, request) -> Any:
     return response
 
 
-def redirect_view(context: Any, request) -> Any:
+def redirect_view(context: Any, request: Request) -> HTTPFound:
     """``{path}`` → ``{path}/``, so the page's relative URLs resolve inside the dashboard."""
     location = request.path_url + "/"
     if request.query_string:
@@ -129,7 +133,7 @@ def add_security_headers(event: NewResponse) -> None:
 
 
 def includeme(config: Configurator) -> None:
-    settings = config.registry["nick_jobs.settings"]
+    settings = registry_settings(config.registry)
     if not settings.dashboard:
         return
     path = settings.dashboard_path.strip("/")

@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
-from typing import Any, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
 
 import sqlalchemy as sa
 import zope.sqlalchemy
@@ -15,7 +16,13 @@ from pyramid.tweens import EXCVIEW
 from sqlalchemy.orm import Session, sessionmaker
 
 from nick_jobs.db.meta import json_loads
-from nick_jobs.settings import ConfigurationError
+from nick_jobs.settings import ConfigurationError, registry_settings
+
+if TYPE_CHECKING:
+    from pyramid.config import Configurator
+    from pyramid.registry import Registry
+    from pyramid.request import Request
+    from pyramid.response import Response
 
 __all__ = [
     "get_engine",
@@ -150,8 +157,8 @@ def get_tm_session(
     return session
 
 
-def includeme(config) -> None:
-    settings = config.registry["nick_jobs.settings"]
+def includeme(config: Configurator) -> None:
+    settings = registry_settings(config.registry)
     # An explicit manager per request: touching a session outside a request's
     # transaction is an error instead of a silent implicit transaction.
     config.add_settings(
@@ -179,7 +186,7 @@ def includeme(config) -> None:
     session_factory = get_session_factory(engine)
     config.registry["dbsession_factory"] = session_factory
 
-    def dbsession(request):
+    def dbsession(request: Request) -> Session:
         return get_tm_session(session_factory, request.tm, request=request)
 
     config.add_request_method(dbsession, reify=True)
@@ -194,8 +201,9 @@ def includeme(config) -> None:
     )
 
 
-def _open_read_connection(request) -> sa.Connection:
-    conn = request.registry["nick_jobs.read_engine"].connect()
+def _open_read_connection(request: Request) -> sa.Connection:
+    engine: sa.Engine = request.registry["nick_jobs.read_engine"]
+    conn = engine.connect()
     # A request that never reaches the release tween (one made outside the router)
     # still gives it back when it is finished.
     request.add_finished_callback(release_read_connection)
@@ -205,7 +213,7 @@ def _open_read_connection(request) -> sa.Connection:
 _READ_CONNECTIONS = RequestLocalCache(_open_read_connection)
 
 
-def read_connection(request) -> sa.Connection:
+def read_connection(request: Request) -> sa.Connection:
     """The request's autocommit connection for its reads (identity, lookups, listings),
     checked out of the read engine's pool when first asked for (``request.dbconn``).
 
@@ -231,7 +239,7 @@ _READ_ONLY = re.compile(r"/@jobs(/[0-9a-fA-F-]{36})?\Z")
 _SUBMIT = "/@jobs"
 
 
-def needs_transaction(request) -> bool:
+def needs_transaction(request: Request) -> bool:
     """pyramid_tm's activation hook: whether the request runs in a transaction.
 
     Every request does but these, on nick-jobs' own root:
@@ -254,11 +262,14 @@ def needs_transaction(request) -> bool:
     if method == "POST" and request.path_info == _SUBMIT:
         if "Idempotency-Key" in request.headers:
             return True  # its lookup and insert commit together
-        return request.registry["nick_jobs.read_engine"].dialect.name != "postgresql"
+        read_engine: sa.Engine = request.registry["nick_jobs.read_engine"]
+        return read_engine.dialect.name != "postgresql"
     return True
 
 
-def release_read_connection_tween_factory(handler, registry):
+def release_read_connection_tween_factory(
+    handler: Callable[[Request], Response], registry: Registry
+) -> Callable[[Request], Response]:
     """Give the request's read connection back once its response is made.
 
     The response (an error view's too) is complete here, and what still runs for the
@@ -268,7 +279,7 @@ def release_read_connection_tween_factory(handler, registry):
     got 503s after waiting 5 s for a connection.
     """
 
-    def release_read_connection_tween(request):
+    def release_read_connection_tween(request: Request) -> Response:
         response = handler(request)
         release_read_connection(request)
         return response
@@ -276,7 +287,7 @@ def release_read_connection_tween_factory(handler, registry):
     return release_read_connection_tween
 
 
-def release_read_connection(request) -> None:
+def release_read_connection(request: Request) -> None:
     """Give the request's read connection back to the pool, if it has one (once)."""
     conn = _READ_CONNECTIONS.clear(request)
     if conn is not RequestLocalCache.NO_VALUE:

@@ -24,10 +24,9 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +137,7 @@ class _SessionHooks:
 
     def __init__(self, session: Session) -> None:
         self.session = session
-        self.pending: dict[Any, list[Hook]] = {}
+        self.pending: dict[SessionTransaction | None, list[Hook]] = {}
 
     @classmethod
     def of(cls, session: Session) -> _SessionHooks:
@@ -168,13 +167,13 @@ class _SessionHooks:
             hooks._committed(session)
 
     @classmethod
-    def _on_end(cls, session: Session, transaction) -> None:
+    def _on_end(cls, session: Session, transaction: SessionTransaction) -> None:
         hooks = session.info.get(cls.KEY)
         if hooks is not None:
             hooks._ended(session, transaction)
 
     @staticmethod
-    def _current(session: Session):
+    def _current(session: Session) -> SessionTransaction | None:
         return session.get_nested_transaction() or session.get_transaction()
 
     def add(self, hook: Hook) -> None:
@@ -194,7 +193,7 @@ class _SessionHooks:
         for hook in hooks:
             run(hook)
 
-    def _ended(self, session: Session, transaction) -> None:
+    def _ended(self, session: Session, transaction: SessionTransaction) -> None:
         # Committed hooks were taken by _committed; what is left was rolled back (or the
         # session was closed without a commit).
         self.pending.pop(transaction, None)

@@ -13,20 +13,30 @@ streams; ``/healthz`` is always answered.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
+from nick_jobs.settings import registry_settings
 from nick_jobs.web.errors import Error, api_error
+
+if TYPE_CHECKING:
+    from pyramid.config import Configurator
+    from pyramid.request import Request
+    from pyramid.response import Response
 
 ALWAYS_ADMITTED = frozenset({"/healthz"})
 
 
-def admission_tween_factory(handler, registry):
-    settings = registry["nick_jobs.settings"]
+def admission_tween_factory(
+    handler: Callable[[Request], Response], registry: Mapping[str, Any]
+) -> Callable[[Request], Response]:
+    settings = registry_settings(registry)
     if not settings.max_active_requests:
         return handler
     slots = threading.BoundedSemaphore(settings.max_active_requests)
     timeout = settings.request_queue_timeout_s
 
-    def admission_tween(request):
+    def admission_tween(request: Request) -> Response:
         if request.path_info in ALWAYS_ADMITTED:
             return handler(request)
         if not slots.acquire(timeout=timeout):
@@ -41,7 +51,7 @@ def admission_tween_factory(handler, registry):
     return admission_tween
 
 
-def includeme(config) -> None:
+def includeme(config: Configurator) -> None:
     config.add_tween(
         "nick_jobs.ops.admission.admission_tween_factory",
         under="nick_jobs.ops.shutdown.drain_tween_factory",

@@ -27,9 +27,13 @@ import datetime as dt
 import json
 import logging
 import re
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from nick_jobs.settings import ConfigurationError
+
+if TYPE_CHECKING:
+    from pyramid.config import Configurator
 
 TEXT, JSON = "text", "json"
 STATE_LOGGER = "nick_jobs.state"
@@ -106,7 +110,7 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
-def parse_format(settings) -> str:
+def parse_format(settings: Mapping[str, Any]) -> str:
     value = str(settings.get("nick_jobs.log_format", TEXT)).strip() or TEXT
     if value not in (TEXT, JSON):
         raise ConfigurationError(f"nick_jobs.log_format must be text or json, not {value!r}")
@@ -120,6 +124,6 @@ def use_json(logger: logging.Logger | None = None) -> None:
             handler.setFormatter(JSONFormatter())
 
 
-def includeme(config) -> None:
+def includeme(config: Configurator) -> None:
     if parse_format(config.get_settings()) == JSON:
         use_json()

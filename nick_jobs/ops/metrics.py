@@ -40,7 +40,10 @@ from nick_jobs.scheduling.model import ScheduledJob
 from nick_jobs.settings import ConfigurationError
 
 if TYPE_CHECKING:  # the lifecycle imports this module
+    from pyramid.config import Configurator
+
     from nick_jobs.jobs.lifecycle import Change
+    from nick_jobs.worker.sweeper import SweepResult
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +148,7 @@ _FINISHED = ("completed", "failed", "aborted")
 _RESCUES = {"rescued": "retried", "lost": "failed"}
 
 
-def record_sweep(result) -> None:
+def record_sweep(result: SweepResult) -> None:
     """Count what a sweeper round sent again (a :class:`nick_jobs.worker.sweeper.SweepResult`)."""
     if result.resent:
         RESENT.inc(result.resent)
@@ -236,6 +239,6 @@ class DatabaseCollector(Collector):
         yield skipped
 
 
-def install(config) -> None:
+def install(config: Configurator) -> None:
     """Keep the metrics settings on the registry (``nick_jobs.ops.metrics``)."""
     config.registry["nick_jobs.ops.metrics"] = parse_settings(config.get_settings())

@@ -24,6 +24,7 @@ from transaction.interfaces import NoTransaction
 from nick_jobs.jobs import lifecycle, submission
 from nick_jobs.jobs.actions import get_registry
 from nick_jobs.jobs.model import Job
+from nick_jobs.settings import registry_settings
 
 
 def setup(env: dict[str, Any]) -> Iterator[None]:
@@ -40,7 +41,7 @@ def setup(env: dict[str, Any]) -> Iterator[None]:
     env.update(
         tm=request.tm,
         dbsession=request.dbsession,
-        settings=registry["nick_jobs.settings"],
+        settings=registry_settings(registry),
         lifecycle=lifecycle,
         Job=Job,
         sa=sa,

@@ -33,10 +33,17 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
+from nick_jobs.settings import registry_settings
 from nick_jobs.web.errors import Error, api_error
+
+if TYPE_CHECKING:
+    from pyramid.config import Configurator
+    from pyramid.events import ApplicationCreated
+    from pyramid.request import Request
+    from pyramid.response import Response
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +74,7 @@ class Drain:
     def inflight(self) -> int:
         return self._inflight
 
-    def wait_idle(self, registry: Any, deadline: float) -> bool:
+    def wait_idle(self, registry: Mapping[str, Any], deadline: float) -> bool:
         """Wait until no request runs and no stream is open; False at the deadline."""
         limits = registry["nick_jobs.stream_limits"]
         while self._inflight > 0 or limits.open > 0:
@@ -84,7 +91,10 @@ class Drain:
         return not started or self._done.wait(timeout_s)
 
     def start(
-        self, registry: Any, grace_s: float, stop_server: Callable[[], None] | None = None
+        self,
+        registry: Mapping[str, Any],
+        grace_s: float,
+        stop_server: Callable[[], None] | None = None,
     ) -> None:
         """Begin draining (once) on a thread of its own; the signal handler returns.
         ``stop_server`` runs once drained; None for a server that stops by itself."""
@@ -100,7 +110,12 @@ class Drain:
             )
         self._started.start()
 
-    def _drain(self, registry: Any, grace_s: float, stop_server) -> None:
+    def _drain(
+        self,
+        registry: Mapping[str, Any],
+        grace_s: float,
+        stop_server: Callable[[], None] | None,
+    ) -> None:
         deadline = time.monotonic() + grace_s
         registry["nick_jobs.stream_hub"].shutdown()
         if not self.wait_idle(registry, deadline):
@@ -125,10 +140,12 @@ def _stop_pserve() -> None:
     _thread.interrupt_main(signal.SIGTERM)
 
 
-def drain_tween_factory(handler, registry):
+def drain_tween_factory(
+    handler: Callable[[Request], Response], registry: Mapping[str, Any]
+) -> Callable[[Request], Response]:
     drain: Drain = registry["nick_jobs.drain"]
 
-    def drain_tween(request):
+    def drain_tween(request: Request) -> Response:
         if drain.draining and request.path_info not in ALWAYS_ANSWERED:
             error = api_error(Error.SERVICE_UNAVAILABLE, "This server is shutting down.")
             error.headers["Retry-After"] = "1"
@@ -143,7 +160,7 @@ def drain_tween_factory(handler, registry):
     return drain_tween
 
 
-def install_signal_handler(registry: Any, grace_s: float) -> bool:
+def install_signal_handler(registry: Mapping[str, Any], grace_s: float) -> bool:
     """SIGTERM drains this app; False when not possible here (not the main thread) or
     when the process handles SIGTERM already (its handler is not this module's)."""
     if threading.current_thread() is not threading.main_thread():
@@ -172,7 +189,7 @@ def install_signal_handler(registry: Any, grace_s: float) -> bool:
     return True
 
 
-def begin_drain(registry: Any) -> bool:
+def begin_drain(registry: Mapping[str, Any]) -> bool:
     """Start draining the app of ``registry`` now, as SIGTERM does under ``pserve``, but
     leave stopping the server to the server: for one whose own SIGTERM handler stops it
     once its requests are done (gunicorn; see ``deploy/gunicorn.conf.py``).
@@ -181,7 +198,7 @@ def begin_drain(registry: Any) -> bool:
     signal handler. Calling it again does nothing more. False when
     ``nick_jobs.graceful_shutdown`` is off: nothing starts.
     """
-    settings = registry["nick_jobs.settings"]
+    settings = registry_settings(registry)
     if not settings.graceful_shutdown:
         return False
     drain: Drain = registry["nick_jobs.drain"]
@@ -191,24 +208,25 @@ def begin_drain(registry: Any) -> bool:
     return True
 
 
-def wait_drained(registry: Any, timeout_s: float | None = None) -> bool:
+def wait_drained(registry: Mapping[str, Any], timeout_s: float | None = None) -> bool:
     """Wait until a drain started by :func:`begin_drain` (or SIGTERM) is done: streams
     closed, requests finished or given up on, the embedded worker stopped. True at once
     when no drain has started; False after ``timeout_s`` seconds (by default the
     ``nick_jobs.shutdown_grace`` and 10 more for the embedded worker's stop)."""
     if timeout_s is None:
-        timeout_s = registry["nick_jobs.settings"].shutdown_grace_s + 10
-    return registry["nick_jobs.drain"].wait(timeout_s)
+        timeout_s = registry_settings(registry).shutdown_grace_s + 10
+    drain: Drain = registry["nick_jobs.drain"]
+    return drain.wait(timeout_s)
 
 
-def on_application_created(event) -> None:
+def on_application_created(event: ApplicationCreated) -> None:
     registry = event.app.registry
-    settings = registry["nick_jobs.settings"]
+    settings = registry_settings(registry)
     if settings.graceful_shutdown:
         install_signal_handler(registry, settings.shutdown_grace_s)
 
 
-def includeme(config) -> None:
+def includeme(config: Configurator) -> None:
     from pyramid.events import ApplicationCreated
 
     config.registry["nick_jobs.drain"] = Drain()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -11,10 +12,14 @@ from sqlalchemy.orm import Session
 from nick_jobs.db import migrations
 from nick_jobs.jobs import lifecycle
 from nick_jobs.scheduling import scheduler
+from nick_jobs.settings import registry_settings
 from nick_jobs.users.accounts import add_user
 from nick_jobs.users.model import User
 from nick_jobs.web.permissions import ADMINISTRATOR_ROLE
 from nick_jobs.worker.sweeper import EmbeddedSweeperMiddleware, Sweeper
+
+if TYPE_CHECKING:
+    from pyramid.events import ApplicationCreated
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +32,9 @@ def ensure_bootstrap_admin(engine: sa.Engine) -> None:
             log.warning("created the development user admin/admin")
 
 
-def on_application_created(event) -> None:
+def on_application_created(event: ApplicationCreated) -> None:
     registry = event.app.registry
-    settings = registry["nick_jobs.settings"]
+    settings = registry_settings(registry)
     engine = registry["nick_jobs.engine"]
     if settings.auto_migrate:
         migrations.upgrade(engine)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
+from collections.abc import Iterator
 
 from croniter import CroniterBadDateError, CroniterError, croniter
 
@@ -77,7 +78,9 @@ def _repeated(local: dt.datetime) -> bool:
     return local.fold == 1 and local.replace(fold=0).utcoffset() != local.utcoffset()
 
 
-def _iterate(expression: str, tz_name: str, start: dt.datetime, forward: bool):
+def _iterate(
+    expression: str, tz_name: str, start: dt.datetime, forward: bool
+) -> Iterator[dt.datetime]:
     tz = zone(tz_name)
     it = croniter(expression, start.astimezone(tz))
     both = _fires_in_both_copies(expression)

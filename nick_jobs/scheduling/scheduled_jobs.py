@@ -13,13 +13,14 @@ its action. Only administrators (``Manage Site``) see or change scheduled jobs.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import marshmallow
 import sqlalchemy as sa
 from marshmallow import Schema, ValidationError, fields, validate, validates
 from pyramid.authorization import ALL_PERMISSIONS, ACLHelper, Allow, Authenticated, Everyone
+from sqlalchemy.orm import Session
 
 from nick_jobs.db.meta import table, utcnow
 from nick_jobs.jobs.actions import get_registry
@@ -159,7 +160,7 @@ def owner_may_submit(login: str, roles: Iterable[str], permission: str) -> bool:
     return bool(ACLHelper().permits(context, principals, permission))
 
 
-def required_permission(registry, action: str) -> str:
+def required_permission(registry: Mapping[str, Any], action: str) -> str:
     """The permission submitting ``action`` needs; ``Manage Site`` for an unknown action."""
     found = get_registry(registry).get(action)
     return found.permission if found is not None else Permission.MANAGE_SITE.value
@@ -168,7 +169,9 @@ def required_permission(registry, action: str) -> str:
 # --- checks shared by the API, the ini file and the directive --------------------------
 
 
-def check_definition(registry, action: str, params: dict[str, Any]) -> dict[str, Any]:
+def check_definition(
+    registry: Mapping[str, Any], action: str, params: dict[str, Any]
+) -> dict[str, Any]:
     """Raise ``ValidationError`` unless ``action`` exists and takes ``params``.
 
     Returns the params as given (they are stored as sent, and loaded again when the
@@ -212,7 +215,9 @@ class AlreadyExists(Exception):
     pass
 
 
-def create(dbsession, registry, data: dict[str, Any], actor: str) -> ScheduledJob:
+def create(
+    dbsession: Session, registry: Mapping[str, Any], data: dict[str, Any], actor: str
+) -> ScheduledJob:
     """Store a new scheduled job from validated ``data``; AlreadyExists on a taken id."""
     params = check_definition(registry, data["action"], data.get("params", {}))
     action = get_registry(registry).get(data["action"])
@@ -243,7 +248,7 @@ def create(dbsession, registry, data: dict[str, Any], actor: str) -> ScheduledJo
     return row
 
 
-def update(registry, row: ScheduledJob, data: dict[str, Any]) -> ScheduledJob:
+def update(registry: Mapping[str, Any], row: ScheduledJob, data: dict[str, Any]) -> ScheduledJob:
     """Apply validated PATCH ``data`` to ``row``.
 
     A change of schedule, time zone or ``enabled`` moves ``next_run`` to the first slot
@@ -278,7 +283,7 @@ def clear_skip(row: Any) -> None:
     row.skipped_slot = row.skipped_at = row.skip_reason = row.skip_message = None
 
 
-def delete(dbsession, row: ScheduledJob) -> None:
+def delete(dbsession: Session, row: ScheduledJob) -> None:
     """Remove a scheduled job and its firing keys; the jobs it created stay."""
     dbsession.execute(
         sa.delete(table(ScheduledFiring)).where(ScheduledFiring.scheduled_job_id == row.id)

@@ -40,7 +40,7 @@ import socket
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import marshmallow
 import sqlalchemy as sa
@@ -61,9 +61,13 @@ from nick_jobs.scheduling.scheduled_jobs import (
     required_permission,
     upcoming,
 )
-from nick_jobs.settings import ConfigurationError
+from nick_jobs.settings import ConfigurationError, Settings, registry_settings
 from nick_jobs.users.accounts import SYSTEM_LOGIN
 from nick_jobs.users.model import User
+
+if TYPE_CHECKING:
+    from pyramid.config import Configurator
+    from pyramid.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +136,7 @@ def _strict_bool(settings: Mapping[str, Any], key: str, default: bool) -> bool:
     raise ConfigurationError(f"{key} must be true or false, not {raw!r}")
 
 
-def parse_settings(settings: Mapping[str, Any], base) -> SchedulerSettings:
+def parse_settings(settings: Mapping[str, Any], base: Settings) -> SchedulerSettings:
     """The ``nick_jobs.scheduler.*`` settings; ``base`` is the parsed :class:`Settings`."""
     missed = settings.get("nick_jobs.scheduler.missed", "catchup").strip()
     if missed not in MISSED_POLICIES:
@@ -169,8 +173,9 @@ def parse_settings(settings: Mapping[str, Any], base) -> SchedulerSettings:
     )
 
 
-def get_settings(registry) -> SchedulerSettings:
-    return registry["nick_jobs.scheduler.settings"]
+def get_settings(registry: Registry) -> SchedulerSettings:
+    settings: SchedulerSettings = registry["nick_jobs.scheduler.settings"]
+    return settings
 
 
 # --- declared schedules ----------------------------------------------------------------
@@ -192,7 +197,7 @@ class Declaration:
 
 
 def add_scheduled_job(
-    config,
+    config: Configurator,
     id: str,
     action: str,
     schedule: str,
@@ -265,7 +270,7 @@ def declarations_from_settings(settings: Mapping[str, Any]) -> list[Declaration]
     return out
 
 
-def declarations(registry) -> dict[str, Declaration]:
+def declarations(registry: Registry) -> dict[str, Declaration]:
     """Every declared schedule: the default prune, then add-ons', then the ini file's."""
     out: dict[str, Declaration] = {}
     prune = get_settings(registry).prune_schedule
@@ -283,7 +288,7 @@ def declarations(registry) -> dict[str, Declaration]:
     return out
 
 
-def _checked(registry, declaration: Declaration) -> dict[str, Any]:
+def _checked(registry: Registry, declaration: Declaration) -> dict[str, Any]:
     """The column values of ``declaration``, or ConfigurationError saying what is wrong."""
     where = f"scheduled job {declaration.id!r} ({declaration.source})"
     if not isinstance(declaration.id, str) or not SLUG.match(declaration.id):
@@ -310,7 +315,7 @@ def _checked(registry, declaration: Declaration) -> dict[str, Any]:
     }
 
 
-def sync_declared(registry, now: dt.datetime | None = None) -> None:
+def sync_declared(registry: Registry, now: dt.datetime | None = None) -> None:
     """Write the declared schedules to the table; remove those no longer declared.
 
     Run at every start-up, by every process: the statements are conditional, so API
@@ -450,7 +455,7 @@ class Scheduler:
 
     def __init__(
         self,
-        registry,
+        registry: Registry,
         clock: Callable[[], dt.datetime] = utcnow,
         *,
         missed: str | None = None,
@@ -459,7 +464,7 @@ class Scheduler:
     ) -> None:
         settings = get_settings(registry)
         self.registry = registry
-        self.engine = registry["nick_jobs.engine"]
+        self.engine: sa.Engine = registry["nick_jobs.engine"]
         self.queue = registry["nick_jobs.queue"]
         self.clock = clock
         self.missed = missed or settings.missed
@@ -701,7 +706,7 @@ class Scheduler:
 # --- start-up and the command ----------------------------------------------------------
 
 
-def on_start(registry) -> Scheduler | None:
+def on_start(registry: Registry) -> Scheduler | None:
     """At application start: write the declared schedules, start the embedded scheduler.
 
     A database that is down doesn't stop the start (the API answers 503 until it is
@@ -722,9 +727,9 @@ def on_start(registry) -> Scheduler | None:
     return scheduler
 
 
-def includeme(config) -> None:
+def includeme(config: Configurator) -> None:
     config.registry["nick_jobs.scheduler.settings"] = parse_settings(
-        config.get_settings(), config.registry["nick_jobs.settings"]
+        config.get_settings(), registry_settings(config.registry)
     )
     config.registry["nick_jobs.declared_schedules"] = {}
     config.add_directive("add_scheduled_job", add_scheduled_job, action_wrap=False)

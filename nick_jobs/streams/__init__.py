@@ -7,12 +7,18 @@ header (:mod:`.tickets`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 
-def includeme(config) -> None:
+if TYPE_CHECKING:
+    from pyramid.config import Configurator
+
+
+def includeme(config: Configurator) -> None:
+    from nick_jobs.settings import registry_settings
     from nick_jobs.streams.hub import StreamHub
     from nick_jobs.streams.limits import StreamLimits
 
-    settings = config.registry["nick_jobs.settings"]
+    settings = registry_settings(config.registry)
     registry = config.registry
     registry["nick_jobs.stream_limits"] = StreamLimits(
         settings.streams.max_per_process, settings.streams.max_per_user

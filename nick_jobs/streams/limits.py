@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
 
 
 class StreamLimits:
@@ -47,7 +52,7 @@ class OpenStreamsCollector:
     def __init__(self, limits: StreamLimits) -> None:
         self.limits = limits
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         from prometheus_client.core import GaugeMetricFamily
 
         gauge = GaugeMetricFamily(

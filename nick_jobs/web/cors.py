@@ -76,7 +76,7 @@ def cors_tween_factory(
                     "Access-Control-Allow-Methods": ALLOW_METHODS,
                     "Access-Control-Allow-Headers": ALLOW_HEADERS,
                     "Access-Control-Max-Age": str(MAX_AGE_S),
-                }
+                }.items()
             )
             _vary(response, "Origin", "Access-Control-Request-Method")
             return response

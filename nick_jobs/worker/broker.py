@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from nick_jobs.jobs.actions import get_registry, load_entry_points
 from nick_jobs.ops import metrics
+from nick_jobs.settings import registry_settings
 from nick_jobs.worker.queue import JobQueue
 from nick_jobs.worker.runner import JobRunner
 
+if TYPE_CHECKING:
+    from pyramid.config import Configurator
 
-def includeme(config) -> None:
-    settings = config.registry["nick_jobs.settings"]
+
+def includeme(config: Configurator) -> None:
+    settings = registry_settings(config.registry)
     actions = get_registry(config.registry)
     runner = JobRunner(
         config.registry["nick_jobs.engine"],

@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, cast
 
 import dramatiq
+from dramatiq.broker import MessageProxy
 
 # Public: dramatiq.middleware lists raise_thread_exception in its __all__, for middleware
 # such as its TimeLimit and this one.
-from dramatiq.middleware import raise_thread_exception
+from dramatiq.middleware import raise_thread_exception as _raise_thread_exception
+
+# Dramatiq leaves it unannotated; its documented signature is (thread_id, exception).
+raise_thread_exception = cast(Callable[[int, type[BaseException]], None], _raise_thread_exception)
 
 
 class Interrupts(dramatiq.Middleware):
@@ -64,7 +69,14 @@ class Interrupts(dramatiq.Middleware):
                 raise_thread_exception(ident, exception)
         return bool(idents)
 
-    def after_process_message(self, broker, message, *, result=None, exception=None) -> None:
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
         # A handler always leaves through handler()'s exit; this makes sure no thread
         # that has moved on to another message is ever reached with this one's interrupt.
         with self._lock:

@@ -14,7 +14,7 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
@@ -46,7 +46,8 @@ def make_broker(settings: Settings, namespace: str = "nick_jobs") -> dramatiq.Br
         except ModuleNotFoundError as exc:
             _missing_client(exc, "redis", "redis")
 
-        return RedisBroker(
+        # Dramatiq leaves RedisBroker's constructor unannotated.
+        return RedisBroker(  # type: ignore[no-untyped-call]
             url=url,
             namespace=namespace,
             heartbeat_timeout=REDIS_HEARTBEAT_TIMEOUT_MS,
@@ -79,6 +80,9 @@ def _missing_client(exc: ModuleNotFoundError, client: str, extra: str) -> NoRetu
     ) from exc
 
 
+_T = TypeVar("_T")
+
+
 class Publishers:
     """A few threads that send every message of the process, each on its own connection.
 
@@ -97,7 +101,7 @@ class Publishers:
         self._pool: ThreadPoolExecutor | None = None
         self._pid = 0
 
-    def run(self, send: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def run(self, send: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         return self._executor().submit(send, *args, **kwargs).result()
 
     def _executor(self) -> ThreadPoolExecutor:
@@ -123,7 +127,11 @@ class JobQueue:
     """Owns the broker and the job actor of one application."""
 
     def __init__(
-        self, settings: Settings, actions: ActionRegistry, runner: JobRunner, broker=None
+        self,
+        settings: Settings,
+        actions: ActionRegistry,
+        runner: JobRunner,
+        broker: dramatiq.Broker | None = None,
     ) -> None:
         self.settings = settings
         self.actions = actions
@@ -188,10 +196,13 @@ class JobQueue:
         try:
             if isinstance(broker, StubBroker):
                 return broker.queues[queue_name].qsize() if queue_name in broker.queues else 0
+            counts: tuple[int, ...]
             if self.publishers is not None:
-                return self.publishers.run(broker.get_queue_message_counts, queue_name)[0]
+                counts = self.publishers.run(broker.get_queue_message_counts, queue_name)
+                return counts[0]
             if hasattr(broker, "get_queue_message_counts"):
-                return broker.get_queue_message_counts(queue_name)[0]
+                counts = broker.get_queue_message_counts(queue_name)
+                return counts[0]
             # Redis: the queue is a list of the ids of the messages not yet delivered.
             return int(broker.client.llen(f"{broker.namespace}:{queue_name}"))
         except Exception:

@@ -96,7 +96,8 @@ def _fraction(step: dict[str, Any]) -> float:
         return 1.0
     done, total = step["done"], step["total"]
     if step["status"] == "running" and total and done is not None:
-        return max(0.0, min(1.0, done / total))
+        fraction: float = done / total
+        return max(0.0, min(1.0, fraction))
     return 0.0
 
 
@@ -106,7 +107,7 @@ def progress_json(steps: list[dict[str, Any]], message: str) -> dict[str, Any]:
     return {"percent": round(percent, 2), "message": message, "steps": steps}
 
 
-def _update(fenced_on_running: bool, with_progress: bool):
+def _update(fenced_on_running: bool, with_progress: bool) -> sa.Update:
     where = [jobs.c.uuid == sa.bindparam("b_uuid"), jobs.c.attempt == sa.bindparam("b_attempt")]
     if fenced_on_running:
         where.append(jobs.c.status == RUNNING)

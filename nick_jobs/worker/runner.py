@@ -14,7 +14,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -275,12 +275,11 @@ def _stopped_outcome(checkpoint: Any) -> tuple[str, Any]:
 def _as_result(value: Any) -> dict[str, Any]:
     if value is None:
         return {}
-    if not isinstance(value, dict):
-        value = {"value": value}
+    result: dict[str, Any] = value if isinstance(value, dict) else {"value": value}
     # Refuse what the API could not serialise later; NaN and Infinity are not JSON (and
     # PostgreSQL's jsonb rejects them at the UPDATE, which would leave the job running).
-    json.dumps(value, allow_nan=False)
-    return value
+    json.dumps(result, allow_nan=False)
+    return result
 
 
 class _ThreadConnections:
@@ -310,7 +309,7 @@ class _ThreadConnections:
                 conn.close()
 
     @contextlib.contextmanager
-    def use(self):
+    def use(self) -> Iterator[sa.Connection]:
         try:
             yield self.get()
         except sa.exc.DBAPIError:
@@ -318,7 +317,7 @@ class _ThreadConnections:
             raise
 
     @contextlib.contextmanager
-    def transaction(self, needed: bool = True):
+    def transaction(self, needed: bool = True) -> Iterator[sa.Connection]:
         """The thread's connection inside one explicit ``BEGIN`` … ``COMMIT`` when
         ``needed`` (several statements that commit together); else autocommit, where a
         single statement is its own transaction without those two round trips."""
@@ -767,7 +766,7 @@ class JobRunner:
 
     @staticmethod
     def _store(
-        conn,
+        conn: sa.Connection | Session,
         job: lifecycle.StartedJob,
         status: str,
         payload: Any,

@@ -22,10 +22,13 @@ work is done once; on SQLite the embedded process is the only one.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import dramatiq
 import sqlalchemy as sa
@@ -36,6 +39,7 @@ from nick_jobs.db.meta import utcnow
 from nick_jobs.jobs import lifecycle
 from nick_jobs.jobs.actions import get_registry
 from nick_jobs.ops import metrics
+from nick_jobs.settings import registry_settings
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +103,8 @@ class _CountingSend:
 class Sweeper:
     """Rescues lost jobs and re-sends lost messages, for the app of ``registry``."""
 
-    def __init__(self, registry) -> None:
-        self.settings = registry["nick_jobs.settings"]
+    def __init__(self, registry: Mapping[str, Any]) -> None:
+        self.settings = registry_settings(registry)
         self.engine: sa.Engine = registry["nick_jobs.engine"]
         self.queue = registry["nick_jobs.queue"]
         self.actions = get_registry(registry)
@@ -122,7 +126,7 @@ class Sweeper:
         failed = self._unreachable_at
         return failed is not None and time.monotonic() - failed < lease
 
-    def run_once(self, now=None) -> SweepResult:
+    def run_once(self, now: dt.datetime | None = None) -> SweepResult:
         """One round; ``now`` (an aware UTC datetime) is for tests."""
         now = now or utcnow()
         settings = self.settings
@@ -199,8 +203,8 @@ class EmbeddedSweeperMiddleware(dramatiq.Middleware):
     def __init__(self, sweeper: Sweeper) -> None:
         self.sweeper = sweeper
 
-    def after_worker_boot(self, broker, worker) -> None:
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self.sweeper.start()
 
-    def before_worker_shutdown(self, broker, worker) -> None:
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self.sweeper.stop()

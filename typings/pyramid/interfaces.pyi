@@ -1,0 +1,4 @@
+from zope.interface.interface import InterfaceClass
+
+IRootFactory: InterfaceClass
+ISecurityPolicy: InterfaceClass

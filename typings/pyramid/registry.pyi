@@ -1,0 +1,16 @@
+from typing import Any
+
+class Introspector:
+    def get_category(
+        self, category_name: str, default: Any = None, sort_key: Any = None
+    ) -> list[dict[str, Any]]: ...
+
+# A zope component registry that is also a dict: applications keep their own objects in
+# it by key.
+class Registry(dict[str, Any]):
+    settings: dict[str, Any]
+    def __init__(self, package_name: str = ..., *args: Any, **kw: Any) -> None: ...
+    introspector: Introspector
+    def queryUtility(self, provided: Any, name: str = "", default: Any = None) -> Any: ...
+    def getUtility(self, provided: Any, name: str = "") -> Any: ...
+    def notify(self, *events: object) -> None: ...

@@ -1,0 +1,9 @@
+from collections.abc import Callable
+from typing import Any
+
+class JSON:
+    def __init__(
+        self, serializer: Callable[..., str] = ..., adapters: Any = (), **kw: Any
+    ) -> None: ...
+    def add_adapter(self, type_or_iface: Any, adapter: Callable[[Any, Any], Any]) -> None: ...
+    def __call__(self, info: Any) -> Callable[[Any, dict[str, Any]], str]: ...

@@ -1,0 +1,3 @@
+from webob import Response as _WebobResponse
+
+class Response(_WebobResponse): ...

@@ -1,0 +1,7 @@
+from typing import Any
+
+truthy: frozenset[str]
+falsey: frozenset[str]
+
+def asbool(s: object) -> bool: ...
+def aslist(value: Any, flatten: bool = True) -> list[str]: ...

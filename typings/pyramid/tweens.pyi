@@ -1,0 +1,3 @@
+INGRESS: str
+MAIN: str
+EXCVIEW: str

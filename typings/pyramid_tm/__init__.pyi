@@ -1,0 +1,3 @@
+from typing import Any
+
+def is_tm_active(request: Any) -> bool: ...

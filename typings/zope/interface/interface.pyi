@@ -1,0 +1,3 @@
+# What ``class IFoo(Interface)`` makes: an object, not a Python type.
+class InterfaceClass:
+    __name__: str
