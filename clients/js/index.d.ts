@@ -445,6 +445,11 @@ export declare class Client {
     data: NewJob;
     headers?: Record<string, string>;
   }): Promise<Result<Job>>;
+  createJobs(args: CallOptions & {
+    token: string;
+    data: NewJob[];
+    headers?: Record<string, string>;
+  }): Promise<Result<Job[]>>;
   deleteJob(args: CallOptions & { token: string; params: JobId }): Promise<Result<null>>;
   abortJob(args: CallOptions & { token: string; params: JobId }): Promise<Result<null>>;
   retryJob(args: CallOptions & { token: string; params: JobId }): Promise<Result<null>>;

@@ -480,6 +480,17 @@ export class Client {
     return this.request('POST', '/@jobs', { token, data, headers, ...callOptions(options) });
   }
 
+  /**
+   * `POST /@jobs` with an array: a bulk submit of 1 to 1,000 jobs, all created or none.
+   * `data` is an array of `createJob` bodies; resolves to the jobs in the same order.
+   * `headers` may carry an `Idempotency-Key` (job i is stored under `<key>#<i>`).
+   */
+  createJobs(options = {}) {
+    const { token, data, headers } = options;
+    if (!Array.isArray(data)) throw new TypeError('createJobs takes data: an array of jobs');
+    return this.request('POST', '/@jobs', { token, data, headers, ...callOptions(options) });
+  }
+
   /** `DELETE /@jobs/{id}`: resolves to `{ data: null, status: 204 }`. */
   async deleteJob(options = {}) {
     return this.request('DELETE', jobPath(options.params), {

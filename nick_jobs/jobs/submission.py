@@ -26,6 +26,14 @@ from nick_jobs.jobs.schemas import JobCreateSchema
 _CREATE_SCHEMA = JobCreateSchema()
 
 MAX_IDEMPOTENCY_KEY = 200
+#: The most jobs one bulk submit takes.
+MAX_BULK = 1000
+# A bulk submit's job i is stored with the key "<key>#<i>" (the column holds 200).
+MAX_BULK_IDEMPOTENCY_KEY = MAX_IDEMPOTENCY_KEY - len(f"#{MAX_BULK - 1}")
+
+
+class KeyReused(Exception):
+    """An Idempotency-Key already used for a different bulk submit."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,89 @@ def prepare(actions: ActionRegistry, data: Any) -> Submission:
         loaded.get("title") or action.title or name,
         loaded.get("description") or action.description,
     )
+
+
+def prepare_many(actions: ActionRegistry, data: list[Any]) -> list[Submission]:
+    """Check every body of a bulk submit; raises ``marshmallow.ValidationError`` with
+    the errors of each faulty body under its index (``{"3": {"params": …}}``)."""
+    if not 0 < len(data) <= MAX_BULK:
+        raise marshmallow.ValidationError(
+            [f"A bulk submit takes 1 to {MAX_BULK} jobs; this one has {len(data)}."]
+        )
+    prepared: list[Submission] = []
+    errors: dict[int, Any] = {}
+    for index, body in enumerate(data):
+        try:
+            prepared.append(prepare(actions, body))
+        except marshmallow.ValidationError as exc:
+            errors[index] = exc.messages
+    if errors:
+        raise marshmallow.ValidationError(errors)
+    return prepared
+
+
+def submit_many(
+    conn: Session | sa.Connection,
+    submissions: list[Submission],
+    actor: str,
+    *,
+    idempotency_key: str | None = None,
+    send: lifecycle.Send | None = None,
+) -> tuple[list[dict[str, Any]], bool]:
+    """Store every job of a bulk submit in the caller's transaction; return
+    ``(jobs, created)`` in the order submitted.
+
+    With an ``idempotency_key`` (job i is stored with ``<key>#<i>``), a repeated bulk
+    submit by the same actor returns the jobs of the first (``created`` is False).
+    """
+    keys: list[str | None] = [None] * len(submissions)
+    if idempotency_key is not None:
+        keys = [f"{idempotency_key}#{index}" for index in range(len(submissions))]
+        existing = _existing_many(conn, actor, keys)
+        if existing is not None:
+            return existing, False
+    new_jobs = [
+        {
+            "action": item.action.name,
+            "params": item.params,
+            "title": item.title,
+            "description": item.description,
+            "idempotency_key": key,
+        }
+        for item, key in zip(submissions, keys, strict=True)
+    ]
+    if idempotency_key is None:
+        return lifecycle.create_many(conn, new_jobs, actor=actor, send=send), True
+    try:
+        with _savepoint(conn):
+            created = lifecycle.create_many(conn, new_jobs, actor=actor, send=send)
+    except IntegrityError:
+        # The same bulk submit, racing: the first one's jobs are the answer.
+        existing = _existing_many(conn, actor, keys)
+        if existing is None:
+            raise
+        return existing, False
+    return created, True
+
+
+def _existing_many(
+    conn: Session | sa.Connection, actor: str, keys: list[str | None]
+) -> list[dict[str, Any]] | None:
+    """The jobs stored under ``keys`` in their order, or None when there are none."""
+    rows = (
+        conn.execute(sa.select(table(Job)).where(Job.actor == actor, Job.idempotency_key.in_(keys)))
+        .mappings()
+        .all()
+    )
+    if not rows:
+        return None
+    by_key = {row["idempotency_key"]: dict(row) for row in rows}
+    if len(by_key) != len(keys):
+        raise KeyReused(
+            f"This Idempotency-Key was used for a bulk submit of another number of jobs "
+            f"({len(by_key)} of these {len(keys)} match)."
+        )
+    return [by_key[key] for key in keys]
 
 
 def submit(

@@ -75,6 +75,22 @@ def _check_string(text: str) -> None:
 
 def json_body(request) -> dict[str, Any]:
     """The body as a dict, or a 413/415/400 error with the JSON error body."""
+    data = json_value(request)
+    if not isinstance(data, dict):
+        raise api_error(Error.INVALID_JSON, "The body must be a JSON object.")
+    return data
+
+
+def json_object_or_array(request) -> dict[str, Any] | list[Any]:
+    """The body as a dict or a list (a bulk request), or a 413/415/400 error."""
+    data = json_value(request)
+    if not isinstance(data, dict | list):
+        raise api_error(Error.INVALID_JSON, "The body must be a JSON object or array.")
+    return data
+
+
+def json_value(request) -> Any:
+    """The body as JSON, or a 413/415/400 error with the JSON error body."""
     limit = request.registry["nick_jobs.settings"].max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise api_error(Error.REQUEST_TOO_LARGE, f"The body exceeds the limit of {limit} bytes.")
@@ -108,6 +124,4 @@ def json_body(request) -> dict[str, Any]:
     except RecursionError:
         # Valid JSON nested deeper than the parser can follow: still the client's fault.
         raise api_error(Error.INVALID_JSON, "The body is nested too deeply.") from None
-    if not isinstance(data, dict):
-        raise api_error(Error.INVALID_JSON, "The body must be a JSON object.")
     return data

@@ -47,7 +47,7 @@ from pyramid.security import NO_PERMISSION_REQUIRED
 from nick_jobs.jobs.actions import get_registry, json_schema
 from nick_jobs.jobs.model import JobStatus
 from nick_jobs.jobs.schemas import ActionsQuerySchema, JobCreateSchema, ListQuerySchema, LoginSchema
-from nick_jobs.jobs.submission import MAX_IDEMPOTENCY_KEY
+from nick_jobs.jobs.submission import MAX_BULK, MAX_IDEMPOTENCY_KEY
 from nick_jobs.scheduling.model import SLUG
 from nick_jobs.scheduling.scheduled_jobs import (
     PreviewQuerySchema,
@@ -401,8 +401,8 @@ class Operation:
     #: Errors the view raises itself, besides those every view of its kind may answer.
     errors: tuple[Error, ...] = ()
     description: str = ""
-    #: The component name of the JSON body it reads; JOB_SUBMISSION for ``POST /@jobs``.
-    body: str | None = None
+    #: The JSON body it reads: a component's name, or a schema.
+    body: str | dict[str, Any] | None = None
     #: The marshmallow schema that types its query parameters.
     query: type[Schema] | None = None
     #: For a view open to anyone that still reads a token when there is one.
@@ -422,6 +422,12 @@ def _ref(name: str) -> dict[str, Any]:
 
 
 JOB_SUBMISSION = "JobSubmission"
+_BULK_SUBMISSION = {
+    "type": "array",
+    "items": _ref(JOB_SUBMISSION),
+    "minItems": 1,
+    "maxItems": MAX_BULK,
+}
 _STREAM_EVENTS = (
     "An event stream (`text/event-stream`, see docs/streams.md). Each event has an `id` "
     "to resume after (`Last-Event-ID`) and JSON `data`, by its kind:\n\n"
@@ -544,22 +550,27 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Jobs",
         {
             201: Reply(
-                "The job, created.",
-                {JSON: "Job", EVENT_STREAM: _JOB_STREAM},
+                "The job, created (the jobs, for an array).",
+                {JSON: {"oneOf": [_ref("Job"), _many("Job")]}, EVENT_STREAM: _JOB_STREAM},
                 ("Location",),
                 _JOB_LINKS,
             ),
             200: Reply(
-                "The job an earlier request with the same `Idempotency-Key` created.",
-                {JSON: "Job", EVENT_STREAM: _JOB_STREAM},
+                "The job (the jobs) an earlier request with the same `Idempotency-Key` created.",
+                {JSON: {"oneOf": [_ref("Job"), _many("Job")]}, EVENT_STREAM: _JOB_STREAM},
                 ("Location",),
                 _JOB_LINKS,
             ),
         },
-        (Error.INVALID_HEADER, Error.TOO_MANY_STREAMS),
+        (Error.INVALID_HEADER, Error.CONFLICT, Error.TOO_MANY_STREAMS),
         "The params are checked against the action's schema now: a bad submit is a 400, "
-        "never a failed job. With `?follow=true` the answer is the new job's event stream.",
-        body=JOB_SUBMISSION,
+        "never a failed job. With `?follow=true` the answer is the new job's event stream.\n\n"
+        f"An array of 1 to {MAX_BULK} submissions is a bulk submit: all are created, in one "
+        "transaction, or none (a 400 lists the errors under each body's index, a 403 names "
+        "the first job the caller may not submit). The answer is the array of jobs, in the "
+        "order sent. With an `Idempotency-Key`, job i is stored under `<key>#<i>`; a key "
+        "used before for another number of jobs is a 409.",
+        body={"oneOf": [_ref(JOB_SUBMISSION), _BULK_SUBMISSION]},
         headers=("Idempotency-Key",),
     ),
     ("GET", "/@jobs/{uuid}"): Operation(
@@ -1010,7 +1021,7 @@ def _operation(
     if operation.body:
         out["requestBody"] = {
             "required": True,
-            "content": {JSON: {"schema": _ref(operation.body)}},
+            "content": {JSON: _media(operation.body)},
         }
     if view.permission in (None, NO_PERMISSION_REQUIRED):
         out["security"] = [{}, {BEARER: []}] if operation.token_optional else [{}]

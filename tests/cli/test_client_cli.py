@@ -181,8 +181,73 @@ def test_submit_usage_errors(cli_all):
     )
     assert_fails(bad_pair, EXIT_USAGE, "parameters are key=value, not 'steps'")
     assert_fails(no_file, EXIT_USAGE, "can't read /nonexistent.json: No such file or directory")
-    assert no_action.returncode == EXIT_USAGE
-    assert "the following arguments are required: ACTION" in no_action.stderr
+    assert_fails(
+        no_action, EXIT_USAGE, "submit takes an ACTION (see `nick-jobs actions`), or --from FILE"
+    )
+
+
+def _jobs_file(path, *lines: str):
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_submit_from_a_file_submits_every_line_at_once(cli, api, tmp_path):
+    jobs = _jobs_file(
+        tmp_path / "jobs.jsonl",
+        '{"params": {"action": "dummy", "result": {"n": 1}}, "title": "Line one"}',
+        "",
+        '{"params": {"action": "dummy", "result": {"n": 3}}, "title": "Line three"}',
+    )
+    proc = cli("submit", "--from", jobs, "-o", "json")
+    assert proc.returncode == 0, proc.stderr
+    submitted = json.loads(proc.stdout)
+    assert [job["title"] for job in submitted] == ["Line one", "Line three"]
+    for job, n in zip(submitted, (1, 3), strict=True):
+        assert api.wait_for_job(job["uuid"], timeout=15)["result"] == {"n": n}
+    # From stdin, and quiet: the uuids, one a line.
+    proc = cli("submit", "--from", "-", "-q", stdin=jobs.read_text())
+    assert proc.returncode == 0, proc.stderr
+    uuids = proc.stdout.split()
+    assert [api.get_job(uuid)["title"] for uuid in uuids] == ["Line one", "Line three"]
+
+
+def test_submit_from_a_file_with_a_key_is_safe_to_run_again(cli, tmp_path):
+    jobs = _jobs_file(tmp_path / "jobs.jsonl", *['{"params": {"action": "dummy"}}'] * 2)
+    key = f"file-{time.time_ns()}"
+    first = cli("submit", "--from", jobs, "--idempotency-key", key, "-q")
+    again = cli("submit", "--from", jobs, "--idempotency-key", key, "-q")
+    assert first.returncode == again.returncode == 0, (first.stderr, again.stderr)
+    assert first.stdout == again.stdout
+    assert len(first.stdout.split()) == 2
+
+
+def test_submit_from_a_file_names_the_faulty_lines_and_submits_nothing(cli, api, tmp_path):
+    before = api.count_jobs()
+    jobs = _jobs_file(
+        tmp_path / "jobs.jsonl",
+        '{"params": {"action": "dummy"}}',
+        '{"params": {"action": "dummy", "steps": -1}}',
+        '{"params": {"action": "nope"}}',
+    )
+    proc = cli("submit", "--from", jobs)
+    assert_fails(
+        proc,
+        1,
+        f"nothing of the file was submitted: {jobs}:2: params.steps: Must be greater than or "
+        f"equal to 0 and less than or equal to 1000000; {jobs}:3: params.action: Unknown "
+        "action 'nope'",
+    )
+    assert api.count_jobs() == before
+    not_json = _jobs_file(tmp_path / "bad.jsonl", '{"params": {"action": "dummy"}}', "{oops")
+    assert_fails(
+        cli("submit", "--from", not_json),
+        EXIT_USAGE,
+        f"{not_json}:2: not JSON: Expecting property name enclosed in double quotes: "
+        "line 1 column 2 (char 1)",
+    )
+    both = cli("submit", "dummy", "--from", jobs)
+    assert_fails(both, EXIT_USAGE, "--from takes the jobs from the file: give no ACTION or params")
+    assert api.count_jobs() == before
 
 
 def test_submit_invalid_params_shows_the_fields(cli):

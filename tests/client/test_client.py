@@ -182,6 +182,27 @@ def test_idempotency_key_returns_the_first_job(admin):
     assert again["params"] == {"action": "dummy"}
 
 
+def test_submit_jobs_creates_them_all_in_order_or_none(admin):
+    bodies = [
+        {"params": {"action": "dummy", "result": {"n": n}}, "title": f"Bulk {n}"} for n in (1, 2)
+    ]
+    jobs = admin.submit_jobs(bodies, idempotency_key="client-bulk-1")
+    assert [job["title"] for job in jobs] == ["Bulk 1", "Bulk 2"]
+    assert [admin.wait_for_job(job["uuid"], timeout=15)["result"] for job in jobs] == [
+        {"n": 1},
+        {"n": 2},
+    ]
+    again = admin.submit_jobs(bodies, idempotency_key="client-bulk-1")
+    assert [job["uuid"] for job in again] == [job["uuid"] for job in jobs]
+    before = admin.count_jobs()
+    with pytest.raises(ClientError) as info:
+        admin.submit_jobs([*bodies, {"params": {"action": "dummy", "steps": -1}}])
+    assert info.value.status == 400
+    assert list(info.value.error["fields"]) == ["2"]
+    assert "2.params.steps: Must be" in str(info.value)
+    assert admin.count_jobs() == before
+
+
 def test_invalid_params_raise_400_with_the_fields_in_the_message(admin):
     with pytest.raises(ClientError) as info:
         admin.submit_job("dummy", {"steps": -1, "colour": "blue"})

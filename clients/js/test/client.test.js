@@ -96,6 +96,23 @@ describe('jobs', () => {
     assert.equal(again.data.uuid, first.data.uuid);
   });
 
+  test('createJobs submits an array, all or none', async () => {
+    const data = [1, 2, 3].map((n) => ({ title: `Bulk ${n}`, params: { action: 'dummy', result: { n } } }));
+    const created = await cli.createJobs({ token: admin, data });
+    assert.equal(created.status, 201);
+    assert.deepEqual(created.data.map((job) => job.title), ['Bulk 1', 'Bulk 2', 'Bulk 3']);
+    for (const [index, job] of created.data.entries()) {
+      const done = await waitForStatus(job.uuid, FINAL);
+      assert.deepEqual(done.result, { n: index + 1 });
+    }
+    const error = await rejection(
+      cli.createJobs({ token: admin, data: [data[0], { params: { action: 'dummy', steps: -1 } }] }),
+    );
+    assert.equal(error.status, 400);
+    assert.deepEqual(Object.keys(error.body.error.fields), ['1']);
+    assert.throws(() => cli.createJobs({ token: admin, data: data[0] }), TypeError);
+  });
+
   test('invalid params reject with 400 and the fields', async () => {
     const error = await rejection(
       cli.createJob({ token: admin, data: { params: { action: 'dummy', steps: -1 } } }),

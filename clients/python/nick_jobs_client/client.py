@@ -34,7 +34,7 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import quote, urlencode, urlsplit
@@ -271,12 +271,12 @@ class SSEParser:
         self._event, self._data, self._id = "", [], None
 
 
-def _fields_summary(fields: Any, prefix: str = "") -> list[str]:
+def fields_summary(fields: Any, prefix: str = "") -> list[str]:
     """Flatten ``{"params": {"steps": ["Must be ..."]}}`` into ``["params.steps: Must be ..."]``."""
     if isinstance(fields, dict):
         out: list[str] = []
         for key, value in fields.items():
-            out += _fields_summary(value, f"{prefix}.{key}" if prefix else str(key))
+            out += fields_summary(value, f"{prefix}.{key}" if prefix else str(key))
         return out
     if isinstance(fields, list) and all(isinstance(item, str) for item in fields):
         return [f"{prefix}: {' '.join(fields).rstrip('.')}"]
@@ -290,7 +290,7 @@ def error_message(status: int, reason: str, body: Any) -> str:
         return f"HTTP {status} {reason}".strip()
     message = str(error["message"])
     if error.get("fields"):
-        message += " (" + "; ".join(_fields_summary(error["fields"])) + ")"
+        message += " (" + "; ".join(fields_summary(error["fields"])) + ")"
     return message
 
 
@@ -597,6 +597,29 @@ class Client:
             "dict[str, Any]",
             self.request(
                 "POST", "/@jobs", json_body=body, headers=headers, idempotent=bool(idempotency_key)
+            ).data,
+        )
+
+    def submit_jobs(
+        self, jobs: Sequence[Mapping[str, Any]], *, idempotency_key: str | None = None
+    ) -> list[dict[str, Any]]:
+        """``POST /@jobs`` with an array: a bulk submit of 1 to 1,000 jobs, all created or
+        none; return them in the order given.
+
+        Each job is a body as the API takes it: ``{"params": {"action": …, …},
+        "title"?, "description"?}``. A 400 lists the faulty bodies by index
+        (``ClientError.body["error"]["fields"]``). With an ``idempotency_key`` the submit
+        is safe to repeat, as :meth:`submit_job`'s.
+        """
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return cast(
+            "list[dict[str, Any]]",
+            self.request(
+                "POST",
+                "/@jobs",
+                json_body=list(jobs),
+                headers=headers,
+                idempotent=bool(idempotency_key),
             ).data,
         )
 

@@ -17,12 +17,12 @@ from nick_jobs.jobs.listing import list_jobs
 from nick_jobs.jobs.schemas import ListQuerySchema
 from nick_jobs.jobs.serialize import job_json
 from nick_jobs.web import security
-from nick_jobs.web.body import json_body
+from nick_jobs.web.body import json_object_or_array
 from nick_jobs.web.errors import Error, api_error
 from nick_jobs.web.permissions import Permission
 from nick_jobs.web.resources import JobContainer, JobResource
 from nick_jobs.web.views import api_view, streams
-from nick_jobs.web.views.submit import submit_job
+from nick_jobs.web.views.submit import submit_job, submit_jobs
 
 # Schemas are stateless once built; building one per request costs more than loading.
 _LIST_QUERY_SCHEMA = ListQuerySchema()
@@ -113,9 +113,15 @@ _FOLLOW_VALUES = {"true": True, "1": True, "yes": True, "false": False, "0": Fal
 )
 def create_view(context: JobContainer, request):
     follow = follow_asked(request)
-    data = json_body(request)
+    data = json_object_or_array(request)
     # The URL before the job: a Host that can't be written in it is refused with nothing made.
     base = context.url()
+    if isinstance(data, list):
+        if follow:
+            raise api_error(Error.BAD_REQUEST, "follow=true takes one job, not an array.")
+        jobs, created = submit_jobs(request, context, data)
+        request.response.status = 201 if created else 200
+        return [job_json(job, f"{base}/{job['uuid']}") for job in jobs]
     # The stream's slot is taken before the job exists: a refused stream (503) must not
     # leave behind a job the client doesn't know it created.
     with streams.stream_slot(request) if follow else contextlib.nullcontext() as login:

@@ -7,6 +7,7 @@ from typing import Any
 
 from pyramid_tm import is_tm_active
 
+from nick_jobs.db.after_commit import transaction
 from nick_jobs.jobs import lifecycle, submission
 from nick_jobs.jobs.actions import get_registry
 from nick_jobs.web import security
@@ -38,6 +39,40 @@ def submit_job(request, context, data: Any) -> tuple[dict[str, Any], bool]:
         raise security.identity_changed() from None
     security.confirmed(request)
     return job
+
+
+def submit_jobs(request, context, data: list[Any]) -> tuple[list[dict[str, Any]], bool]:
+    """Check and store every job of a bulk submit, all or none; return ``(jobs, created)``."""
+    prepared = submission.prepare_many(get_registry(request.registry), data)
+    for index, item in enumerate(prepared):
+        if not request.has_permission(item.action.permission, context):
+            raise api_error(
+                Error.FORBIDDEN,
+                f"You are not allowed to submit {item.action.name!r} jobs (job {index}); "
+                "none was submitted.",
+            )
+    key = idempotency_key(request)
+    if key is not None and len(key) > submission.MAX_BULK_IDEMPOTENCY_KEY:
+        raise api_error(
+            Error.INVALID_HEADER,
+            f"A bulk submit's Idempotency-Key takes 1 to {submission.MAX_BULK_IDEMPOTENCY_KEY} "
+            "characters.",
+        )
+    send = request.registry["nick_jobs.queue"].send
+    actor = request.authenticated_userid
+    try:
+        if is_tm_active(request):
+            return submission.submit_many(
+                request.dbsession, prepared, actor, idempotency_key=key, send=send
+            )
+        # PostgreSQL runs a plain submit in no transaction (nick_jobs.db.needs_transaction);
+        # these jobs need one of their own. A provisional identity is checked first, as
+        # a guarded insert of many rows would cost more than the one query.
+        security.confirm(request)
+        with transaction(request.dbconn) as conn:
+            return submission.submit_many(conn, prepared, actor, idempotency_key=key, send=send)
+    except submission.KeyReused as exc:
+        raise api_error(Error.CONFLICT, str(exc)) from None
 
 
 def idempotency_key(request) -> str | None:

@@ -52,6 +52,7 @@ from nick_jobs_client.client import (
     Event,
     EventStream,
     ServerUnavailable,
+    fields_summary,
 )
 
 EXIT_OK = 0
@@ -798,7 +799,15 @@ def parse_params(
     return params
 
 
+#: The most jobs the API takes in one bulk submit; a longer file is sent in parts.
+BULK_LIMIT = 1000
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
+    if args.from_file is not None:
+        return submit_from_file(args)
+    if args.action is None:
+        raise UsageError("submit takes an ACTION (see `nick-jobs actions`), or --from FILE")
     params = parse_params(args.params, args.params_file)
     client = make_client(args)
     options = {
@@ -810,6 +819,81 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return follow_job(args, client, client.submit_and_stream(args.action, params, **options))
     show_job(args, client.submit_job(args.action, params, **options))
     return EXIT_OK
+
+
+def read_jobs_file(name: str) -> list[tuple[int, dict[str, Any]]]:
+    """The job bodies of a JSON Lines file (``-``: stdin), with their line numbers."""
+    text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
+    jobs: list[tuple[int, dict[str, Any]]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            body = json.loads(line)
+        except ValueError as exc:
+            raise UsageError(f"{name}:{number}: not JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise UsageError(
+                f'{name}:{number}: a job is a JSON object, e.g. {{"params": {{"action": "dummy"}}}}'
+            )
+        jobs.append((number, body))
+    if not jobs:
+        raise UsageError(f"{name}: no jobs in it")
+    return jobs
+
+
+def submit_from_file(args: argparse.Namespace) -> int:
+    """``submit --from FILE``: every line a job, sent as bulk submits of up to
+    :data:`BULK_LIMIT` jobs, each all or nothing."""
+    if args.action is not None or args.params or args.params_file:
+        raise UsageError("--from takes the jobs from the file: give no ACTION or params")
+    if args.stream or args.title or args.description:
+        raise UsageError("--from takes no --stream, --title or --description")
+    lines = read_jobs_file(args.from_file)
+    client = make_client(args)
+    parts = [lines[start : start + BULK_LIMIT] for start in range(0, len(lines), BULK_LIMIT)]
+    submitted: list[dict[str, Any]] = []
+    for number, part in enumerate(parts):
+        key = args.idempotency_key
+        if key and len(parts) > 1:
+            key = f"{key}.{number}"
+        try:
+            submitted += client.submit_jobs([body for _, body in part], idempotency_key=key)
+        except ClientError as exc:
+            show_jobs(args, submitted)
+            where = f"lines {part[0][0]}-{part[-1][0]}" if len(parts) > 1 else "the file"
+            fail(f"nothing of {where} was submitted: {_bulk_error(args, exc, part)}")
+            return exit_code(exc)
+    show_jobs(args, submitted)
+    return EXIT_OK
+
+
+def _bulk_error(
+    args: argparse.Namespace, exc: ClientError, part: list[tuple[int, dict[str, Any]]]
+) -> str:
+    """The API's error, its faulty bodies named by the file's line numbers."""
+    error = exc.body.get("error") if isinstance(exc.body, dict) else None
+    fields = error.get("fields") if isinstance(error, dict) else None
+    if not isinstance(fields, dict) or not all(str(key).isdigit() for key in fields):
+        return _client_error_message(args, exc)
+    return "; ".join(
+        f"{args.from_file}:{part[int(index)][0]}: " + ", ".join(fields_summary(errors))
+        for index, errors in sorted(fields.items(), key=lambda item: int(item[0]))
+    )
+
+
+def show_jobs(args: argparse.Namespace, jobs: list[dict[str, Any]]) -> None:
+    """Several jobs: a table, their uuids (``--quiet``) or a JSON array."""
+    if args.quiet:
+        for job in jobs:
+            print(job["uuid"])
+    elif args.output == "json":
+        print_json(jobs)
+    elif args.output == "plain":
+        for job in jobs:
+            print("\t".join(_one_line(cell) for cell in job_row(job)))
+    elif jobs:
+        print_table(JOB_HEADERS, [job_row(job) for job in jobs])
 
 
 def _each_job(verb: str, call: Callable[[Client, str], None]) -> Callable[..., int]:
@@ -1506,9 +1590,9 @@ def add_client_commands(subparsers: Any) -> None:
         help="how many minutes of finished jobs, 1 to 1440 (default: the server's, 60)",
     )
 
-    submit = add("submit", cmd_submit, "submit a job")
+    submit = add("submit", cmd_submit, "submit a job, or the jobs of a file")
     submit.key_values = True
-    submit.add_argument("action", metavar="ACTION", help="see `nick-jobs actions`")
+    submit.add_argument("action", nargs="?", metavar="ACTION", help="see `nick-jobs actions`")
     _add_params_arguments(submit)
     submit.add_argument("--title")
     submit.add_argument("--description")
@@ -1516,6 +1600,14 @@ def add_client_commands(subparsers: Any) -> None:
         "--idempotency-key",
         metavar="KEY",
         help="submitting again with the same key returns the first job",
+    )
+    submit.add_argument(
+        "--from",
+        dest="from_file",
+        metavar="FILE",
+        help="submit the jobs of a JSON Lines file (- for stdin), one API body a line, "
+        'e.g. {"params": {"action": "dummy"}, "title": "…"}: all of a file (of each '
+        f"{BULK_LIMIT} lines) or none; with --idempotency-key, safe to run again",
     )
     submit.add_argument(
         "--stream",
