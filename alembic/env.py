@@ -13,7 +13,7 @@ target_metadata = Base.metadata
 
 
 def _engine() -> sa.Engine:
-    engine = config.attributes.get("engine")
+    engine: sa.Engine | None = config.attributes.get("engine")
     if engine is not None:
         return engine
     url = config.get_main_option("sqlalchemy.url")

@@ -4,8 +4,10 @@
     gunicorn --paste production.ini -c deploy/gunicorn.conf.py
 
 ``--paste`` loads the ``[app:main]`` of the ini file and its logging sections; gunicorn
-reads no ``[server:main]``: what waitress takes from there is set here instead. Anything
-on the command line (``-w 4``, ``-b 127.0.0.1:8081``) wins over this file.
+reads no ``[server:main]``: what waitress takes from there is set here instead, and
+``NICK_JOBS_LISTEN`` and ``NICK_JOBS_THREADS`` set ``bind`` and ``threads`` as they set
+waitress's ``listen`` and ``threads``. Anything on the command line (``-w 4``,
+``-b 127.0.0.1:8081``) wins over this file.
 
 Every worker is a whole API process: its own interpreter, database pools, event streams
 and limits (``nick_jobs.stream_max_per_process``, ``nick_jobs.max_active_requests``).
@@ -21,11 +23,29 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 from typing import Any
 
+
+def _from_environment() -> dict[str, str]:
+    """NICK_JOBS_LISTEN and NICK_JOBS_THREADS, as ``pserve production.ini`` takes them
+    (nick_jobs/ops/serve.py), over this file's bind and threads; a bad value stops the
+    start with one line naming the variable."""
+    from nick_jobs.ops.serve import server_settings
+    from nick_jobs.settings import ConfigurationError
+
+    try:
+        return server_settings({"listen": "0.0.0.0:8080", "threads": "256"})
+    except ConfigurationError as exc:
+        print(f"nick-jobs: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+_server = _from_environment()
 # As production.ini's listen: a proxy on this host or a load balancer connects to it,
-# never clients themselves (docs/deployment.md#behind-a-proxy).
-bind = ["0.0.0.0:8080"]
+# never clients themselves (docs/deployment.md#behind-a-proxy). NICK_JOBS_LISTEN's
+# addresses instead when it is set; its `*` (every interface) is IPv4's 0.0.0.0 here.
+bind = [address.replace("*:", "0.0.0.0:", 1) for address in _server["listen"].split()]
 # One per core: one Python process runs Python on one core at a time (its GIL).
 workers = 2
 # Threads, not processes, per worker: each open event stream holds a thread for its whole
@@ -33,8 +53,9 @@ workers = 2
 worker_class = "gthread"
 # 256 leave plenty for plain requests beside the 100 streams of
 # nick_jobs.stream_max_per_process; nick_jobs.max_active_requests bounds the requests
-# that use the database at once. Idle threads cost little memory.
-threads = 256
+# that use the database at once. Idle threads cost little memory. NICK_JOBS_THREADS
+# instead when it is set.
+threads = int(_server["threads"])
 # Connections a worker holds at once, kept-alive and streams included; past it, the
 # worker stops accepting until one closes (waitress's connection_limit).
 worker_connections = 512

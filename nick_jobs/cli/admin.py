@@ -19,17 +19,26 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import nick_jobs_client.cli as client_cli
 from nick_jobs_client.cli.parser import Parser
+
+if TYPE_CHECKING:
+    # Imported where they are used: the client's commands start without the server's
+    # modules.
+    import sqlalchemy as sa
+    from pyramid.registry import Registry
+
+    from nick_jobs.ops.metrics import MetricsSettings
+    from nick_jobs.settings import Settings
 
 log = logging.getLogger("nick_jobs.cli.admin")
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 
-def _settings(config_uri: str):
+def _settings(config_uri: str) -> Settings:
     from pyramid.paster import get_appsettings
 
     from nick_jobs.settings import apply_environment, parse
@@ -39,7 +48,7 @@ def _settings(config_uri: str):
     return parse(apply_environment(get_appsettings(config_uri)))
 
 
-def _engine(config_uri: str):
+def _engine(config_uri: str) -> sa.Engine:
     from nick_jobs.db import get_engine
 
     return get_engine(_settings(config_uri).database_url)
@@ -212,7 +221,7 @@ def cmd_tokens_revoke(args: argparse.Namespace) -> int:
 # --- worker ----------------------------------------------------------------------------
 
 
-def _refuse_embedded_broker(settings) -> bool:
+def _refuse_embedded_broker(settings: Settings) -> bool:
     if not settings.embedded_broker:
         return False
     print(
@@ -223,7 +232,7 @@ def _refuse_embedded_broker(settings) -> bool:
     return True
 
 
-def _hand_back_unfinished(registry) -> int:
+def _hand_back_unfinished(registry: Registry) -> int:
     """Give back the jobs this process still runs: a new ``created`` attempt each, sent again
     once committed.
 
@@ -245,7 +254,7 @@ def _hand_back_unfinished(registry) -> int:
     return handed
 
 
-def _metrics_settings(config_uri: str):
+def _metrics_settings(config_uri: str) -> MetricsSettings:
     from pyramid.paster import get_appsettings
 
     from nick_jobs.ops.metrics import parse_settings
@@ -290,6 +299,7 @@ def run_worker_process(config_uri: str, threads: int, metrics_port: int = 0) -> 
     import dramatiq
     from pyramid.paster import get_app
 
+    from nick_jobs.settings import registry_settings
     from nick_jobs.worker.sweeper import Sweeper
 
     signals = _StopSignals()
@@ -300,7 +310,7 @@ def run_worker_process(config_uri: str, threads: int, metrics_port: int = 0) -> 
     _setup_logging(config_uri)
     app = get_app(config_uri)
     registry = app.registry
-    settings = registry["nick_jobs.settings"]
+    settings = registry_settings(registry)
     broker = registry["nick_jobs.queue"].broker
     if metrics_port:
         from nick_jobs.ops.metrics import serve

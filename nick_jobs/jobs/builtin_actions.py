@@ -78,7 +78,8 @@ def dummy(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
         ctx.sleep(params["sleep"])
     if "fail" in params:
         raise JobFailed(params["fail"])
-    return params.get("result", {})
+    result: dict[str, Any] = params.get("result", {})
+    return result
 
 
 # The finished statuses, in the order the params and the result list them.
@@ -127,7 +128,9 @@ def retention_days(params: dict[str, Any]) -> dict[str, int]:
     return {status: params.get(f"{status}_days", params["days"]) for status in PRUNED_STATUSES}
 
 
-def _one_of(column: sa.ColumnElement, values: Sequence[Any], dialect: str) -> sa.ColumnElement:
+def _one_of(
+    column: sa.ColumnElement[Any], values: Sequence[Any], dialect: str
+) -> sa.ColumnElement[bool]:
     """``column IN values``; on PostgreSQL as ``= ANY(array)``, one parameter instead of
     one per value: rendering and binding a thousand of them cost a batch more CPU than
     its deletes."""

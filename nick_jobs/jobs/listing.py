@@ -164,7 +164,7 @@ def _page_statement(
     guarded: bool = False,
     oldest: bool = False,
     offset: bool = False,
-) -> sa.Select:
+) -> sa.Select[*tuple[Any, ...]]:
     if json_rows:
         # Each row as its JSON text, written by the database (serialize.job_json_sql).
         columns: tuple[Any, ...] = (
@@ -186,7 +186,9 @@ def _page_statement(
 
 
 @functools.cache
-def _count_statement(status: bool, actor: bool, action: bool, q: bool, parent: bool) -> sa.Select:
+def _count_statement(
+    status: bool, actor: bool, action: bool, q: bool, parent: bool
+) -> sa.Select[int]:
     conditions = _conditions(status, actor, action, q, parent)
     return sa.select(sa.func.count()).select_from(Job).where(*conditions)
 

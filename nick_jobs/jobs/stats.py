@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVarTuple
 
 import sqlalchemy as sa
 
@@ -86,12 +86,15 @@ class JobStats:
         return sum(self.counts.values())
 
 
-def _where_actor(query: sa.Select, actor: bool) -> sa.Select:
+_Ts = TypeVarTuple("_Ts")
+
+
+def _where_actor(query: sa.Select[*_Ts], actor: bool) -> sa.Select[*_Ts]:
     return query.where(jobs.c.actor == sa.bindparam("b_actor")) if actor else query
 
 
 @functools.cache
-def _counts_statement(actor: bool) -> sa.Select:
+def _counts_statement(actor: bool) -> sa.Select[Any, Any, int]:
     count = sa.func.count().label("n")
     query = sa.select(jobs.c.action, jobs.c.status, count).group_by(jobs.c.action, jobs.c.status)
     return _where_actor(query, actor)
@@ -112,7 +115,7 @@ def _epoch_minute(dialect: str) -> sa.ColumnElement[int]:
 
 
 @functools.cache
-def _per_minute_statement(dialect: str, actor: bool) -> sa.Select:
+def _per_minute_statement(dialect: str, actor: bool) -> sa.Select[int, Any, int]:
     minute = _epoch_minute(dialect)
     query = (
         sa.select(minute, jobs.c.status, sa.func.count().label("n"))
@@ -141,7 +144,7 @@ _WAITING_SINCE = sa.case(
 
 
 @functools.cache
-def _oldest_waiting_statement(actor: bool) -> sa.Select:
+def _oldest_waiting_statement(actor: bool) -> sa.Select[*tuple[Any, ...]]:
     query = (
         sa.select(
             jobs.c.uuid,

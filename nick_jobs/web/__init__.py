@@ -4,8 +4,10 @@ requests, and the views."""
 
 from __future__ import annotations
 
+from pyramid.config import Configurator
 
-def includeme(config) -> None:
+
+def includeme(config: Configurator) -> None:
     # Bearer JWTs and ACLs.
     config.include("nick_jobs.web.security")
     # Root → @jobs → job.

@@ -15,6 +15,8 @@ import math
 import re
 from typing import Any
 
+from pyramid.request import Request
+
 from nick_jobs.web.errors import Error, api_error
 
 # An escape puts a surrogate or NUL in a parsed string, or an odd charset (utf-7) puts a
@@ -73,7 +75,7 @@ def _check_string(text: str) -> None:
     )
 
 
-def json_body(request) -> dict[str, Any]:
+def json_body(request: Request) -> dict[str, Any]:
     """The body as a dict, or a 413/415/400 error with the JSON error body."""
     data = json_value(request)
     if not isinstance(data, dict):
@@ -81,7 +83,7 @@ def json_body(request) -> dict[str, Any]:
     return data
 
 
-def json_object_or_array(request) -> dict[str, Any] | list[Any]:
+def json_object_or_array(request: Request) -> dict[str, Any] | list[Any]:
     """The body as a dict or a list (a bulk request), or a 413/415/400 error."""
     data = json_value(request)
     if not isinstance(data, dict | list):
@@ -89,7 +91,7 @@ def json_object_or_array(request) -> dict[str, Any] | list[Any]:
     return data
 
 
-def json_value(request) -> Any:
+def json_value(request: Request) -> Any:
     """The body as JSON, or a 413/415/400 error with the JSON error body."""
     limit = request.registry["nick_jobs.settings"].max_body_bytes
     if request.content_length is not None and request.content_length > limit:

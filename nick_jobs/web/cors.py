@@ -18,10 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from pyramid.config import Configurator
+from pyramid.registry import Registry
 from pyramid.request import Request
 from pyramid.response import Response
 from pyramid.tweens import INGRESS
 
+from nick_jobs.settings import registry_settings
 from nick_jobs.web.errors import Error, api_error
 
 ALLOW_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
@@ -51,9 +54,9 @@ def _vary(response: Response, *names: str) -> None:
 
 
 def cors_tween_factory(
-    handler: Callable[[Request], Response], registry
+    handler: Callable[[Request], Response], registry: Registry
 ) -> Callable[[Request], Response]:
-    origins = registry["nick_jobs.settings"].cors_origins
+    origins = registry_settings(registry).cors_origins
 
     def cors_tween(request: Request) -> Response:
         origin = request.headers.get("Origin")
@@ -92,8 +95,8 @@ def cors_tween_factory(
     return cors_tween
 
 
-def includeme(config) -> None:
-    if config.registry["nick_jobs.settings"].cors_origins:
+def includeme(config: Configurator) -> None:
+    if registry_settings(config.registry).cors_origins:
         # Above every other tween: a preflight costs no admission slot and no database
         # connection, and a 503 from the drain or admission still reaches the page.
         config.add_tween("nick_jobs.web.cors.cors_tween_factory", under=INGRESS)

@@ -13,6 +13,7 @@ from typing import Any
 
 import marshmallow
 import sqlalchemy.exc
+from pyramid.config import Configurator
 from pyramid.httpexceptions import (
     HTTPException,
     HTTPForbidden,
@@ -21,6 +22,7 @@ from pyramid.httpexceptions import (
     HTTPUnauthorized,
     status_map,
 )
+from pyramid.request import Request
 from pyramid.security import forget
 from pyramid.view import exception_view_config, forbidden_view_config, notfound_view_config
 
@@ -125,7 +127,7 @@ def _is_json_error(response: Any) -> bool:
 
 
 @notfound_view_config()
-def not_found(exc: HTTPNotFound, request) -> HTTPException:
+def not_found(exc: HTTPNotFound, request: Request) -> HTTPException:
     if _is_json_error(exc):
         return exc
     # Pyramid reports a view that exists for another method as a predicate mismatch,
@@ -141,13 +143,15 @@ def not_found(exc: HTTPNotFound, request) -> HTTPException:
     return api_error(Error.NOT_FOUND, "The resource you requested does not exist.")
 
 
-def allowed_methods(request) -> tuple[str, ...]:
+def allowed_methods(request: Request) -> tuple[str, ...]:
     """The methods the views for ``request``'s context and view name take (a 405's
     ``Allow``), read once per kind of context and name from the registered views."""
     context, name = getattr(request, "context", None), getattr(request, "view_name", "")
     if context is None:
         return ()
-    cache = request.registry.setdefault("nick_jobs.allowed_methods", {})
+    cache: dict[tuple[type, str], tuple[str, ...]] = request.registry.setdefault(
+        "nick_jobs.allowed_methods", {}
+    )
     key = (type(context), name)
     if key not in cache:
         methods: set[str] = set()
@@ -173,7 +177,7 @@ def _is_context_of(owner: Any, context: Any) -> bool:
 
 
 @forbidden_view_config()
-def forbidden(exc: HTTPForbidden, request) -> HTTPException:
+def forbidden(exc: HTTPForbidden, request: Request) -> HTTPException:
     if _is_json_error(exc):
         return exc  # a view's own 403, with its specific message
     if request.authenticated_userid is None:
@@ -184,24 +188,38 @@ def forbidden(exc: HTTPForbidden, request) -> HTTPException:
     return api_error(Error.FORBIDDEN, "You are not authorized to access this resource.")
 
 
+def authenticated_login(request: Request) -> str:
+    """The caller's login, for a view whose permission only a user holds (nick-jobs' ACLs
+    grant none to an anonymous caller) and that records who acted.
+
+    Should a host application's policy grant it to anyone, an anonymous caller is refused
+    as one denied the permission (a 401), not recorded as no one.
+    """
+    login = request.authenticated_userid
+    if login is None:
+        raise HTTPForbidden()
+    return login
+
+
 @exception_view_config(HTTPUnauthorized)
-def unauthorized(exc: HTTPUnauthorized, request) -> HTTPException:
+def unauthorized(exc: HTTPUnauthorized, request: Request) -> HTTPException:
     response = exc if _is_json_error(exc) else api_error(Error.UNAUTHORIZED, exc.detail or "")
     response.headers.extend(forget(request))
     return response
 
 
 @exception_view_config(marshmallow.ValidationError)
-def validation_failed(exc: marshmallow.ValidationError, request) -> HTTPException:
-    return api_error(
-        Error.VALIDATION, "The request has invalid fields.", fields=exc.normalized_messages()
-    )
+def validation_failed(exc: marshmallow.ValidationError, request: Request) -> HTTPException:
+    # marshmallow leaves normalized_messages unannotated: a dict of field names to
+    # their messages (or nested dicts of them).
+    fields = exc.normalized_messages()  # type: ignore[no-untyped-call]
+    return api_error(Error.VALIDATION, "The request has invalid fields.", fields=fields)
 
 
 @exception_view_config(sqlalchemy.exc.OperationalError)
 @exception_view_config(sqlalchemy.exc.InterfaceError)
 @exception_view_config(sqlalchemy.exc.TimeoutError)
-def database_unavailable(exc: Exception, request) -> HTTPException:
+def database_unavailable(exc: Exception, request: Request) -> HTTPException:
     log.error("database unavailable during %s %s: %s", request.method, request.path, exc)
     response = api_error(
         Error.SERVICE_UNAVAILABLE, "The database is not reachable; try again shortly."
@@ -211,7 +229,7 @@ def database_unavailable(exc: Exception, request) -> HTTPException:
 
 
 @exception_view_config(sqlalchemy.exc.DBAPIError)
-def database_error(exc: sqlalchemy.exc.DBAPIError, request) -> HTTPException:
+def database_error(exc: sqlalchemy.exc.DBAPIError, request: Request) -> HTTPException:
     # Whatever class the driver gave it, an error that cost the connection (the server
     # restarting, a network cut) is the database being away; any other is ours.
     if exc.connection_invalidated:
@@ -220,7 +238,7 @@ def database_error(exc: sqlalchemy.exc.DBAPIError, request) -> HTTPException:
 
 
 @exception_view_config(HTTPException)
-def http_exception(exc: HTTPException, request) -> HTTPException:
+def http_exception(exc: HTTPException, request: Request) -> HTTPException:
     if _is_json_error(exc):
         return exc
     if isinstance(exc, HTTPMethodNotAllowed):
@@ -231,12 +249,12 @@ def http_exception(exc: HTTPException, request) -> HTTPException:
 
 
 @exception_view_config(Exception)
-def unexpected(exc: Exception, request) -> HTTPException:
+def unexpected(exc: Exception, request: Request) -> HTTPException:
     log.exception("unexpected error during %s %s", request.method, request.path)
     return api_error(Error.INTERNAL, "Something went wrong on our side.")
 
 
-def includeme(config) -> None:
+def includeme(config: Configurator) -> None:
     config.scan(__name__)
     # psycopg's own errors, raised unwrapped on a connection the server closed before a
     # statement is even sent. psycopg comes with the postgresql extra; without it there is

@@ -21,7 +21,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qsl
 
+from pyramid.config import Configurator
+from pyramid.registry import Registry
 from pyramid.renderers import JSON
+from pyramid.request import Request
+from pyramid.response import Response
 from pyramid.tweens import INGRESS
 
 from nick_jobs.web.errors import Error, api_error
@@ -62,8 +66,10 @@ def url_problem(environ: dict[str, Any]) -> tuple[int, str] | None:
     return None
 
 
-def malformed_url_tween_factory(handler: Callable, registry: Any) -> Callable:
-    def malformed_url_tween(request):
+def malformed_url_tween_factory(
+    handler: Callable[[Request], Response], registry: Registry
+) -> Callable[[Request], Response]:
+    def malformed_url_tween(request: Request) -> Response:
         problem = url_problem(request.environ)
         if problem is None:
             return handler(request)
@@ -76,14 +82,14 @@ def malformed_url_tween_factory(handler: Callable, registry: Any) -> Callable:
 # --- query parameters and sub-paths, per view ------------------------------------------------
 
 
-def unknown_parameters(request, accepted: frozenset[str]) -> list[str]:
+def unknown_parameters(request: Request, accepted: frozenset[str]) -> list[str]:
     """The names in the query string that ``accepted`` does not hold, in their order."""
     if not request.environ.get("QUERY_STRING"):
         return []
     return list(dict.fromkeys(name for name in request.GET if name not in accepted))
 
 
-def check_query(request, accepted: Iterable[str]) -> None:
+def check_query(request: Request, accepted: Iterable[str]) -> None:
     """Refuse a query parameter not in ``accepted`` with the validation error's 400."""
     unknown = unknown_parameters(request, frozenset(accepted))
     if unknown:
@@ -94,7 +100,11 @@ def check_query(request, accepted: Iterable[str]) -> None:
         )
 
 
-def request_checks(view: Callable, info: Any) -> Callable:
+# A view as the view derivers wrap it: called with the context and the request.
+_View = Callable[[Any, Request], Response]
+
+
+def request_checks(view: _View, info: Any) -> _View:
     """View deriver: the view's declared query parameters and sub-path, checked after its
     permission (a client without access learns nothing from a 400)."""
     accepted = info.options.get(QUERY_OPTION)
@@ -103,7 +113,7 @@ def request_checks(view: Callable, info: Any) -> Callable:
         return view  # not a nick-jobs view: the host's own
     accepted = frozenset(accepted or ())
 
-    def checked_view(context, request):
+    def checked_view(context: Any, request: Request) -> Response:
         if request.subpath and not takes_subpath:
             raise api_error(Error.NOT_FOUND, "The resource you requested does not exist.")
         if request.environ.get("QUERY_STRING"):
@@ -143,7 +153,7 @@ def dumps(value: Any, **kw: Any) -> str:
         return json.dumps(finite(value), **kw)
 
 
-def includeme(config) -> None:
+def includeme(config: Configurator) -> None:
     # Above every other tween of nick-jobs: from the drain tween down, they read the path.
     config.add_tween(
         "nick_jobs.web.strict.malformed_url_tween_factory",

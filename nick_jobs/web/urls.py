@@ -11,8 +11,16 @@ runs, so nothing a client sends in it ends up in a header or a body. A proxy's t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from pyramid.config import Configurator
+from pyramid.httpexceptions import HTTPException
+from pyramid.registry import Registry
+from pyramid.request import Request
+from pyramid.response import Response
+
+from nick_jobs.settings import registry_settings
 from nick_jobs.web.errors import Error, api_error
 from nick_jobs.web.hosts import valid_host
 
@@ -27,17 +35,17 @@ URL_WRITING_NAMES = frozenset(
 )
 
 
-def bad_host() -> Any:
+def bad_host() -> HTTPException:
     return api_error(
         Error.BAD_REQUEST,
         "The Host header is not a valid host[:port]: the URLs in the answer are made of it.",
     )
 
 
-def application_url(request) -> str:
+def application_url(request: Request) -> str:
     """The URL of nick-jobs' root, without a trailing slash: ``nick_jobs.public_url`` when
     set, otherwise the request's application URL once its ``Host`` is known to be valid."""
-    public = request.registry["nick_jobs.settings"].public_url
+    public = registry_settings(request.registry).public_url
     if public:
         return public
     host = request.environ.get("HTTP_HOST")
@@ -46,24 +54,26 @@ def application_url(request) -> str:
     return request.application_url
 
 
-def resource_url(request, resource: Any, *elements: str) -> str:
+def resource_url(request: Request, resource: Any, *elements: str) -> str:
     """``request.resource_url(resource, *elements)`` on :func:`application_url`."""
     return request.resource_url(resource, *elements, app_url=application_url(request))
 
 
-def host_tween_factory(handler, registry):
+def host_tween_factory(
+    handler: Callable[[Request], Response], registry: Registry
+) -> Callable[[Request], Response]:
     """Answers ``400`` to a request of nick-jobs whose ``Host`` it could not write into a
     URL. Under nick-jobs' own root every request is nick-jobs'; under a host application's
     root, those through one of :data:`URL_WRITING_NAMES`, so the host's own keep their
     behaviour."""
-    if registry["nick_jobs.settings"].public_url:
+    if registry_settings(registry).public_url:
         return handler  # the request's Host is never written
     from pyramid.interfaces import IRootFactory
 
     # nick-jobs' own root, as web.resources' includeme registered it.
     everything = registry.queryUtility(IRootFactory) is registry.get(ROOT_FACTORY)
 
-    def host_tween(request):
+    def host_tween(request: Request) -> Response:
         # No Host at all (HTTP/1.0) is fine: the URL then uses the server's own name.
         host = request.environ.get("HTTP_HOST")
         if host is None or valid_host(host):
@@ -76,7 +86,7 @@ def host_tween_factory(handler, registry):
     return host_tween
 
 
-def includeme(config) -> None:
+def includeme(config: Configurator) -> None:
     # Over admission: a request refused here never waits for a slot.
     config.add_tween(
         "nick_jobs.web.urls.host_tween_factory",

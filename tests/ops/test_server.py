@@ -1,4 +1,5 @@
-"""What ``pserve`` runs with the shipped ini files: stock waitress, one process; and the
+"""What ``pserve`` runs with the shipped ini files: waitress, through nick-jobs' server
+factory (which lets NICK_JOBS_LISTEN and NICK_JOBS_THREADS win), one process; and the
 systemd template that runs several ``pserve`` processes on ports of their own
 (deploy/systemd/nick-jobs@.service). Several processes on one port: tests/ops/test_gunicorn.py.
 """
@@ -42,9 +43,9 @@ def app(environ, start_response):
 
 
 @pytest.mark.parametrize("name", ["production.ini", "development.ini"])
-def test_the_shipped_ini_files_serve_with_stock_waitress_and_its_own_settings(name: str) -> None:
+def test_the_shipped_ini_files_serve_with_waitress_and_its_own_settings(name: str) -> None:
     settings = server_sections(name)["server:main"]
-    assert settings.pop("use") == "egg:waitress#main"
+    assert settings.pop("use") == "egg:nick-jobs#main"
     # waitress refuses a setting it does not know: every one left is waitress's own.
     settings["listen"] = "127.0.0.1:0"
     server = create_server(app, **settings)

@@ -24,13 +24,17 @@ from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
+from pyramid.config import Configurator
 from pyramid.httpexceptions import HTTPNotFound
+from pyramid.registry import Registry
+from pyramid.request import Request
 from pyramid.response import Response
 from pyramid.security import NO_PERMISSION_REQUIRED
 
 from nick_jobs.db.meta import utcnow
 from nick_jobs.jobs.serialize import isoformat
 from nick_jobs.scheduling import scheduler
+from nick_jobs.settings import registry_settings
 from nick_jobs.web.errors import Error, error_body
 from nick_jobs.web.resources import Root
 from nick_jobs.web.views import api_view
@@ -51,13 +55,13 @@ class Down(Exception):
         self.details = details
 
 
-def check_database(registry, timeout: float) -> None:
+def check_database(registry: Registry, timeout: float) -> None:
     with registry["nick_jobs.read_engine"].connect() as conn:
         conn.execute(sa.text("SELECT 1")).scalar_one()
 
 
-def check_broker(registry, timeout: float) -> None:
-    url = registry["nick_jobs.settings"].broker_url
+def check_broker(registry: Registry, timeout: float) -> None:
+    url = registry_settings(registry).broker_url
     if url.startswith("stub://"):
         return  # in memory, in this process: up for as long as the process is
     if url.startswith(("redis://", "rediss://")):
@@ -80,7 +84,7 @@ def check_broker(registry, timeout: float) -> None:
     pika.BlockingConnection(params).close()
 
 
-def check_scheduler(registry, timeout: float) -> dict[str, Any]:
+def check_scheduler(registry: Registry, timeout: float) -> dict[str, Any]:
     """Did any scheduler tick within ``nick_jobs.scheduler.stale_after`` seconds?
 
     Read from the database, so every API node gives the same answer wherever the
@@ -99,12 +103,12 @@ def check_scheduler(registry, timeout: float) -> dict[str, Any]:
     return details
 
 
-def requires_scheduler(registry) -> bool:
+def requires_scheduler(registry: Registry) -> bool:
     """``nick_jobs.ready_requires_scheduler``: may a scheduler that is down make ready 503?"""
     return scheduler.get_settings(registry).ready_requires
 
 
-def _run(check: Check, registry, timeout: float) -> dict[str, Any]:
+def _run(check: Check, registry: Registry, timeout: float) -> dict[str, Any]:
     """Run ``check`` in a daemon thread: a hung socket can't hold the request past ``timeout``."""
     outcome: dict[str, Any] = {}
 
@@ -125,15 +129,15 @@ def _run(check: Check, registry, timeout: float) -> dict[str, Any]:
     return {"thread": thread, "outcome": outcome, "started": started}
 
 
-def is_required(registry, name: str) -> bool:
+def is_required(registry: Registry, name: str) -> bool:
     """Whether the check ``name`` failing makes ``/healthz/ready`` answer 503."""
     required = registry.get(REQUIRED, {}).get(name, True)
     return bool(required(registry) if callable(required) else required)
 
 
-def readiness(registry) -> tuple[bool, dict[str, dict[str, Any]]]:
+def readiness(registry: Registry) -> tuple[bool, dict[str, dict[str, Any]]]:
     """Run every check at once; return (every required check ok, the report of each)."""
-    timeout = registry["nick_jobs.settings"].health_timeout_s
+    timeout = registry_settings(registry).health_timeout_s
     running = {name: _run(check, registry, timeout) for name, check in registry[CHECKS].items()}
     deadline = time.monotonic() + timeout
     report: dict[str, dict[str, Any]] = {}
@@ -194,7 +198,7 @@ def _not_ready_message(checks: dict[str, dict[str, Any]]) -> str:
     permission=NO_PERMISSION_REQUIRED,
     subpath=True,  # /healthz/ready
 )
-def healthz_view(context, request):
+def healthz_view(context: Root, request: Request) -> Response | dict[str, Any]:
     if not request.subpath:
         return Response("ok", content_type="text/plain", cache_control="no-store")
     if tuple(request.subpath) != ("ready",):
@@ -209,7 +213,7 @@ def healthz_view(context, request):
 
 
 def add_health_check(
-    config, name: str, check: Check, required: bool | Callable[[Any], bool] = True
+    config: Configurator, name: str, check: Check, required: bool | Callable[[Any], bool] = True
 ) -> None:
     """Directive: ``config.add_health_check("search", check)`` adds to ``/healthz/ready``.
 
@@ -223,7 +227,7 @@ def add_health_check(
     config.action(("nick_jobs.health_check", name), register)
 
 
-def includeme(config) -> None:
+def includeme(config: Configurator) -> None:
     config.registry[CHECKS] = {
         "database": check_database,
         "broker": check_broker,

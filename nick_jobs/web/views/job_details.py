@@ -11,11 +11,15 @@ from urllib.parse import urlencode
 
 import sqlalchemy as sa
 from marshmallow import Schema, fields, validate
+from pyramid.config import Configurator
+from pyramid.request import Request
+from pyramid.response import Response
 
 from nick_jobs.db.meta import table
 from nick_jobs.jobs.listing import decode_cursor, encode_cursor
 from nick_jobs.jobs.model import JobHistory, JobLog, JobStatus
 from nick_jobs.jobs.serialize import isoformat
+from nick_jobs.settings import registry_settings
 from nick_jobs.web import urls
 from nick_jobs.web.errors import Error, api_error
 from nick_jobs.web.permissions import Permission
@@ -63,9 +67,9 @@ _LOG_QUERY_SCHEMA = LogQuerySchema()
     permission=Permission.VIEW_JOB,
     query=(*_LOG_QUERY_SCHEMA.fields, "follow", *streams.STREAM_QUERY),
 )
-def log_view(context: JobResource, request):
+def log_view(context: JobResource, request: Request) -> Response | list[dict[str, Any]]:
     follow = follow_asked(request)
-    settings = request.registry["nick_jobs.settings"]
+    settings = registry_settings(request.registry)
     given = request.GET.mixed()
     for name in ("follow", *streams.STREAM_QUERY):
         given.pop(name, None)
@@ -204,7 +208,7 @@ def _current_attempt(job: Any, recorded: set[tuple[str, int]]) -> list[dict[str,
 
 
 @api_view(context=JobResource, name="history", request_method="GET", permission=Permission.VIEW_JOB)
-def history_view(context: JobResource, request):
+def history_view(context: JobResource, request: Request) -> list[dict[str, Any]]:
     job = context.job
     rows = request.dbconn.execute(_HISTORY, {"b_uuid": job.uuid}).all()
     # (time, attempt, rank, order, event): times are kept to the millisecond, so among
@@ -228,5 +232,5 @@ def history_view(context: JobResource, request):
     return [{"time": isoformat(time), **event} for time, *_, event in timeline]
 
 
-def includeme(config) -> None:
+def includeme(config: Configurator) -> None:
     config.scan(__name__)

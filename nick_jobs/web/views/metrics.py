@@ -7,7 +7,9 @@ process's own counters (see :mod:`nick_jobs.ops.metrics`).
 from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from pyramid.config import Configurator
 from pyramid.httpexceptions import HTTPForbidden
+from pyramid.request import Request
 from pyramid.response import Response
 from pyramid.security import NO_PERMISSION_REQUIRED
 
@@ -27,7 +29,7 @@ DATABASE_REGISTRY = "nick_jobs.metrics_registry"
     # Checked below: the setting decides, and an open endpoint must not ask for a login.
     permission=NO_PERMISSION_REQUIRED,
 )
-def metrics_view(context, request):
+def metrics_view(context: Root, request: Request) -> Response:
     if request.registry["nick_jobs.ops.metrics"].access == ACCESS_MANAGE and not (
         request.has_permission(Permission.MANAGE_SITE.value, context)
     ):
@@ -37,7 +39,7 @@ def metrics_view(context, request):
     return Response(body=text, content_type=CONTENT_TYPE_LATEST, cache_control="no-store")
 
 
-def includeme(config) -> None:
+def includeme(config: Configurator) -> None:
     # One registry per app for the database figures: several apps in one process (tests,
     # a host app) each read their own database; the process counters are shared.
     registry = CollectorRegistry(auto_describe=False)

@@ -6,6 +6,8 @@ once per application, with an ``ETag`` a client revalidates it by (``304``).
 
 from __future__ import annotations
 
+from pyramid.config import Configurator
+from pyramid.request import Request
 from pyramid.response import Response
 from pyramid.security import NO_PERMISSION_REQUIRED
 
@@ -18,7 +20,7 @@ MAX_AGE_S = 300
 
 
 @api_view(context=Root, name="@openapi", request_method="GET", permission=NO_PERMISSION_REQUIRED)
-def openapi_view(context: Root, request) -> Response:
+def openapi_view(context: Root, request: Request) -> Response:
     body, etag = openapi.served(request.registry)
     # JSON is UTF-8 by definition: no charset, as the API's other answers.
     response = Response(body=body, content_type="application/json", conditional_response=True)
@@ -27,5 +29,5 @@ def openapi_view(context: Root, request) -> Response:
     return response
 
 
-def includeme(config) -> None:
+def includeme(config: Configurator) -> None:
     config.scan(__name__)

@@ -5,7 +5,11 @@ Every view needs ``Manage Site``, as Nick guards its site administration.
 
 from __future__ import annotations
 
-from pyramid.httpexceptions import HTTPNoContent
+from typing import Any
+
+from pyramid.config import Configurator
+from pyramid.httpexceptions import HTTPException, HTTPNoContent
+from pyramid.request import Request
 
 from nick_jobs.jobs.actions import get_registry
 from nick_jobs.scheduling import scheduled_jobs
@@ -18,7 +22,7 @@ from nick_jobs.scheduling.scheduled_jobs import (
 )
 from nick_jobs.web import urls
 from nick_jobs.web.body import json_body
-from nick_jobs.web.errors import Error, api_error
+from nick_jobs.web.errors import Error, api_error, authenticated_login
 from nick_jobs.web.permissions import Permission
 from nick_jobs.web.resources import Root, ScheduledJobContainer, ScheduledJobResource
 from nick_jobs.web.views import api_view
@@ -26,11 +30,11 @@ from nick_jobs.web.views import api_view
 MANAGE = Permission.MANAGE_SITE
 
 
-def _url(request, container: ScheduledJobContainer, id_: str) -> str:
+def _url(request: Request, container: ScheduledJobContainer, id_: str) -> str:
     return urls.resource_url(request, container, id_)
 
 
-def _declared(row: ScheduledJob):
+def _declared(row: ScheduledJob) -> HTTPException:
     return api_error(
         Error.DECLARED_SCHEDULED_JOB,
         f"The scheduled job {row.id!r} is declared in the configuration; change it there.",
@@ -38,17 +42,17 @@ def _declared(row: ScheduledJob):
 
 
 @api_view(context=ScheduledJobContainer, request_method="GET", permission=MANAGE)
-def list_view(context: ScheduledJobContainer, request):
+def list_view(context: ScheduledJobContainer, request: Request) -> list[dict[str, Any]]:
     rows = request.dbsession.query(ScheduledJob).order_by(ScheduledJob.id).all()
     return [scheduled_job_json(row, _url(request, context, row.id)) for row in rows]
 
 
 @api_view(context=ScheduledJobContainer, request_method="POST", permission=MANAGE)
-def create_view(context: ScheduledJobContainer, request):
+def create_view(context: ScheduledJobContainer, request: Request) -> dict[str, Any]:
     data = ScheduledJobCreateSchema().load(json_body(request))
     try:
         row = scheduled_jobs.create(
-            request.dbsession, request.registry, data, actor=request.authenticated_userid
+            request.dbsession, request.registry, data, actor=authenticated_login(request)
         )
     except scheduled_jobs.AlreadyExists:
         raise api_error(
@@ -61,12 +65,12 @@ def create_view(context: ScheduledJobContainer, request):
 
 
 @api_view(context=ScheduledJobResource, request_method="GET", permission=MANAGE)
-def get_view(context: ScheduledJobResource, request):
+def get_view(context: ScheduledJobResource, request: Request) -> dict[str, Any]:
     return scheduled_job_json(context.row, _url(request, context.__parent__, context.row.id))
 
 
 @api_view(context=ScheduledJobResource, request_method="PATCH", permission=MANAGE)
-def patch_view(context: ScheduledJobResource, request):
+def patch_view(context: ScheduledJobResource, request: Request) -> dict[str, Any] | HTTPNoContent:
     data = ScheduledJobPatchSchema().load(json_body(request))
     if context.row.declared:
         raise _declared(context.row)
@@ -78,7 +82,7 @@ def patch_view(context: ScheduledJobResource, request):
 
 
 @api_view(context=ScheduledJobResource, request_method="DELETE", permission=MANAGE)
-def delete_view(context: ScheduledJobResource, request):
+def delete_view(context: ScheduledJobResource, request: Request) -> HTTPNoContent:
     if context.row.declared:
         raise _declared(context.row)
     scheduled_jobs.delete(request.dbsession, context.row)
@@ -95,7 +99,7 @@ _PREVIEW_QUERY_SCHEMA = PreviewQuerySchema()
     permission=MANAGE,
     query=_PREVIEW_QUERY_SCHEMA.fields,
 )
-def preview_view(context: ScheduledJobContainer, request):
+def preview_view(context: ScheduledJobContainer, request: Request) -> dict[str, Any]:
     """The next firings of a cron rule, computed as the scheduler computes them, so a
     form can show what a schedule means before it is saved."""
     query = _PREVIEW_QUERY_SCHEMA.load(request.GET.mixed())
@@ -104,9 +108,9 @@ def preview_view(context: ScheduledJobContainer, request):
 
 
 @api_view(context=Root, name="@scheduled-job-actions", request_method="GET", permission=MANAGE)
-def actions_view(context, request):
+def actions_view(context: Root, request: Request) -> list[dict[str, Any]]:
     return [action.describe() for action in get_registry(request.registry)]
 
 
-def includeme(config) -> None:
+def includeme(config: Configurator) -> None:
     config.scan(__name__)

@@ -6,7 +6,11 @@ for a view name without looking a job up (``resources.JobContainer.__getitem__``
 
 from __future__ import annotations
 
+from typing import Any
+
 from marshmallow import Schema, fields, validate
+from pyramid.config import Configurator
+from pyramid.request import Request
 
 from nick_jobs.jobs import stats
 from nick_jobs.web.permissions import Permission
@@ -30,7 +34,7 @@ _STATS_QUERY_SCHEMA = StatsQuerySchema()
     permission=Permission.VIEW_JOBS,
     query=_STATS_QUERY_SCHEMA.fields,
 )
-def stats_view(context: JobContainer, request):
+def stats_view(context: JobContainer, request: Request) -> dict[str, Any]:
     query = _STATS_QUERY_SCHEMA.load(request.GET.mixed())
     # As the list: an administrator's figures are over every job, anyone else's over
     # their own.
@@ -41,5 +45,5 @@ def stats_view(context: JobContainer, request):
     return stats.stats_json(figures, context.url())
 
 
-def includeme(config) -> None:
+def includeme(config: Configurator) -> None:
     config.scan(__name__)

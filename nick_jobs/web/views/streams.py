@@ -17,16 +17,20 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import sqlalchemy as sa
+from pyramid.config import Configurator
+from pyramid.request import Request
 from pyramid.response import Response
 
 from nick_jobs.db.meta import utcnow
 from nick_jobs.jobs.model import FINISHED_STATUSES, Job, JobLog
 from nick_jobs.jobs.serialize import isoformat, job_json
+from nick_jobs.settings import registry_settings
 from nick_jobs.streams import sse, tickets
-from nick_jobs.streams.hub import Subscription
+from nick_jobs.streams.hub import StreamHub, Subscription
+from nick_jobs.streams.limits import StreamLimits
 from nick_jobs.web import urls
 from nick_jobs.web.body import json_body
-from nick_jobs.web.errors import Error, api_error
+from nick_jobs.web.errors import Error, api_error, authenticated_login
 from nick_jobs.web.permissions import Permission
 from nick_jobs.web.resources import JobContainer, JobResource, Root
 from nick_jobs.web.views import api_view
@@ -58,15 +62,15 @@ class StreamBody:
 
     def __init__(
         self,
-        request,
+        request: Request,
         render: Callable[[str, Any, str | None], bytes],
         subscribe: Callable[[], Subscription],
         first: list[bytes],
         login: str,
     ) -> None:
-        self.settings = request.registry["nick_jobs.settings"].streams
-        self.hub = request.registry["nick_jobs.stream_hub"]
-        self.limits = request.registry["nick_jobs.stream_limits"]
+        self.settings = registry_settings(request.registry).streams
+        self.hub = _hub(request)
+        self.limits = _limits(request)
         self.render = render
         self.subscribe = subscribe
         self.first = first
@@ -133,15 +137,25 @@ def event_stream(body: StreamBody, status: int = 200) -> Response:
     return response
 
 
+def _hub(request: Request) -> StreamHub:
+    hub: StreamHub = request.registry["nick_jobs.stream_hub"]
+    return hub
+
+
+def _limits(request: Request) -> StreamLimits:
+    limits: StreamLimits = request.registry["nick_jobs.stream_limits"]
+    return limits
+
+
 @contextlib.contextmanager
-def stream_slot(request) -> Iterator[str]:
+def stream_slot(request: Request) -> Iterator[str]:
     """A stream slot for the caller (their login), or the 503 that says to come back later.
 
     The slot passes to the :class:`StreamBody` made inside the block, which gives it back
     when the stream ends; an error before that gives it back here.
     """
-    login = request.authenticated_userid
-    limits = request.registry["nick_jobs.stream_limits"]
+    login = authenticated_login(request)
+    limits = _limits(request)
     refused = limits.acquire(login)
     if refused is not None:
         error = api_error(Error.TOO_MANY_STREAMS, refused + "; try again shortly.")
@@ -154,7 +168,7 @@ def stream_slot(request) -> Iterator[str]:
         raise
 
 
-def _last_event_id(request, parse: Callable[[str], Any]) -> Any:
+def _last_event_id(request: Request, parse: Callable[[str], Any]) -> Any:
     # The header wins: an EventSource opened with ?last_event_id= sends the header, with
     # the later id it has reached, when it reconnects by itself to the same URL.
     name, value = "Last-Event-ID", request.headers.get("Last-Event-ID")
@@ -204,10 +218,12 @@ def progress_json(job: Any, job_url: str) -> dict[str, Any]:
     return {"@id": job_url, "uuid": job.uuid, "attempt": job.attempt, "progress": job.progress}
 
 
-def job_stream(request, container: JobContainer, uuid: str, job: Any | None, login: str):
+def job_stream(
+    request: Request, container: JobContainer, uuid: str, job: Any | None, login: str
+) -> StreamBody:
     """The stream of one job; ``job`` is its row when known now (GET), None right after
     a submit (the hub sends its first status once the transaction has committed)."""
-    hub = request.registry["nick_jobs.stream_hub"]
+    hub = _hub(request)
     render = job_renderer(f"{container.url()}/{uuid}")
     cursor = _last_event_id(request, sse.JobCursor.parse) if job is not None else None
     first: list[bytes] = []
@@ -228,11 +244,11 @@ def job_stream(request, container: JobContainer, uuid: str, job: Any | None, log
     return StreamBody(request, render, lambda: hub.subscribe_job(uuid, cursor), first, login)
 
 
-def log_stream(request, uuid: str, after: int, min_level: int, login: str) -> StreamBody:
+def log_stream(request: Request, uuid: str, after: int, min_level: int, login: str) -> StreamBody:
     """The stream of one job's log lines after line id ``after`` (``Last-Event-ID`` or
     ``last_event_id``, when sent, instead), at or above ``min_level``; closed once the job
     has ended."""
-    hub = request.registry["nick_jobs.stream_hub"]
+    hub = _hub(request)
     resumed = _last_event_id(request, sse.parse_line_id)
     if resumed is not None:
         after = resumed
@@ -248,7 +264,7 @@ def log_stream(request, uuid: str, after: int, min_level: int, login: str) -> St
     permission=Permission.VIEW_JOB,
     query=STREAM_QUERY,
 )
-def job_stream_view(context: JobResource, request):
+def job_stream_view(context: JobResource, request: Request) -> Response:
     with stream_slot(request) as login:
         body = job_stream(request, context.__parent__, context.job.uuid, context.job, login)
     return event_stream(body)
@@ -261,7 +277,7 @@ def job_stream_view(context: JobResource, request):
     permission=Permission.VIEW_JOBS,
     query=STREAM_QUERY,
 )
-def jobs_stream_view(context: JobContainer, request):
+def jobs_stream_view(context: JobContainer, request: Request) -> Response:
     with stream_slot(request) as login:
         after = _last_event_id(request, sse.parse_feed_id)
         if after is None:
@@ -278,7 +294,7 @@ def jobs_stream_view(context: JobContainer, request):
             data = job_json(payload, base + payload.uuid) if name == "status" else payload
             return sse.frame(name, data, event_id)
 
-        hub = request.registry["nick_jobs.stream_hub"]
+        hub = _hub(request)
         body = StreamBody(request, render, lambda: hub.subscribe_feed(after, allowed), [], login)
     return event_stream(body)
 
@@ -286,14 +302,14 @@ def jobs_stream_view(context: JobContainer, request):
 @api_view(
     context=Root, name="@stream-tickets", request_method="POST", permission=Permission.VIEW_JOBS
 )
-def ticket_view(context: Root, request):
+def ticket_view(context: Root, request: Request) -> dict[str, str | None]:
     identity = request.identity
     if not identity.token:
         raise api_error(Error.FORBIDDEN, "A ticket is asked for with a bearer token.")
     data = json_body(request)
     stream = data.get("stream") if isinstance(data, dict) else None
     path = _ticket_path(request, context, stream)
-    settings = request.registry["nick_jobs.settings"]
+    settings = registry_settings(request.registry)
     ticket, expires = tickets.issue(
         settings, identity.login, identity.fingerprint, path, utcnow(), identity.issued
     )
@@ -306,7 +322,7 @@ def ticket_view(context: Root, request):
     }
 
 
-def _ticket_path(request, root: Root, stream: Any) -> str:
+def _ticket_path(request: Request, root: Root, stream: Any) -> str:
     """The path, as the server will see it, of the stream a ticket request names."""
     try:
         parts = urlsplit(stream) if isinstance(stream, str) else None
@@ -327,7 +343,7 @@ def _ticket_path(request, root: Root, stream: Any) -> str:
     return path
 
 
-def _ticket_url(request, path: str) -> str:
+def _ticket_url(request: Request, path: str) -> str:
     # The ticket names the path as the server sees it (SCRIPT_NAME included); the public
     # URL stands for the scheme, host and SCRIPT_NAME together.
     script_name = request.script_name
@@ -336,5 +352,5 @@ def _ticket_url(request, path: str) -> str:
     return urls.application_url(request) + path
 
 
-def includeme(config) -> None:
+def includeme(config: Configurator) -> None:
     config.scan(__name__)
