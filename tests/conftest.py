@@ -233,6 +233,7 @@ def reset_database(engine: sa.Engine) -> None:
 
     with engine.begin() as conn:
         tables = ("scheduled_firings", "scheduled_jobs", "job_logs", "job_history", "jobs")
+        tables += ("remote_actions", "remote_action_versions")
         for table in (*tables, "service_tokens", "revoked_tokens", "users"):
             conn.execute(sa.text(f"DELETE FROM {table}"))  # noqa: S608 - fixed table names
         conn.execute(

@@ -65,18 +65,27 @@ class JobAction:
         ``max_backoff``, and the wait is drawn between ``base`` and ``2 * base`` (never
         past ``max_backoff``), so jobs that failed together do not all come back together.
         """
-        base = min(self.max_backoff, self.min_backoff * 2.0 ** min(retry - 1, 64))
-        return min(self.max_backoff, base * (1.0 + rand()))
+        return backoff_seconds(self.min_backoff, self.max_backoff, retry, rand)
 
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "kind": "python",
             "title": self.title or self.name,
             "description": self.description,
             "permission": self.permission,
             "resumable": self.resumable,
             "params": json_schema(self.schema),
         }
+
+
+def backoff_seconds(
+    min_backoff: float, max_backoff: float, retry: int, rand: Callable[[], float] = random.random
+) -> float:
+    """The wait before automatic retry number ``retry``, as :meth:`JobAction.backoff`
+    describes it (remote actions' retries wait the same way)."""
+    base = min(max_backoff, min_backoff * 2.0 ** min(retry - 1, 64))
+    return min(max_backoff, base * (1.0 + rand()))
 
 
 class ActionRegistry:

@@ -162,11 +162,13 @@ def create(
     title: str,
     description: str,
     idempotency_key: str | None = None,
+    action_version: int | None = None,
     guard: dict[str, Any] | None = None,
     send: Send | None = None,
 ) -> dict[str, Any]:
     """Insert a new ``created`` job and return its row as a dict; its message goes out
-    through ``send`` once it has committed.
+    through ``send`` once it has committed. ``action_version``: the remote action's
+    version (:mod:`nick_jobs.jobs.remote_actions`), whose job no message is sent for.
 
     With ``guard`` (on PostgreSQL: the ``b_guard_*`` parameters of
     :func:`~nick_jobs.users.model.identity_holds`), the job is inserted only if the caller
@@ -191,6 +193,7 @@ def create(
         "heartbeat": None,
         # The message goes out right after this commits; a sweeper re-sends it if not.
         "enqueued": now,
+        "action_version": action_version,
     }
     params = {f"b_{key}": value for key, value in values.items()}
     if _dialect(conn) == "postgresql":
@@ -211,7 +214,8 @@ def create(
             raise ValueError("a guarded create needs PostgreSQL")
         values["id"] = conn.execute(_CREATE, params).scalar_one()
         _record(conn, values["uuid"], "created", actor, 1, now)
-    _changed(conn, Change("created", values["uuid"], action, actor, CREATED, delay=0.0), send)
+    delay = _first_delay(action_version)
+    _changed(conn, Change("created", values["uuid"], action, actor, CREATED, delay=delay), send)
     return values
 
 
@@ -245,6 +249,7 @@ def create_many(
             "idempotency_key": job.get("idempotency_key"),
             "heartbeat": None,
             "enqueued": now,
+            "action_version": job.get("action_version"),
         }
         for job in new_jobs
     ]
@@ -273,7 +278,15 @@ def create_many(
         ],
     )
     changes = [
-        Change("created", row["uuid"], row["action"], actor, CREATED, delay=0.0) for row in rows
+        Change(
+            "created",
+            row["uuid"],
+            row["action"],
+            actor,
+            CREATED,
+            delay=_first_delay(row["action_version"]),
+        )
+        for row in rows
     ]
     after_commit(conn, functools.partial(_effects_of_many, changes, send))
     return rows
@@ -293,7 +306,7 @@ def _dialect(conn) -> str:
 _CREATE_COLUMNS = [
     *("uuid", "title", "description", "action", "params", "actor", "status", "created"),
     *("started", "finished", "result", "error", "attempt", "idempotency_key", "heartbeat"),
-    "enqueued",
+    *("enqueued", "action_version"),
 ]
 _CREATE = (
     jobs.insert()
@@ -684,6 +697,7 @@ def retry(conn, uuid: str, by: str, send: Send | None = None) -> int:
             jobs.c.error,
             jobs.c.action,
             jobs.c.actor,
+            jobs.c.action_version,
         ).where(jobs.c.uuid == uuid)
     ).one_or_none()
     if old is None or old.status not in RETRYABLE:
@@ -727,7 +741,8 @@ def retry(conn, uuid: str, by: str, send: Send | None = None) -> int:
             "error": old.error,
         },
     )
-    _changed(conn, Change("retried", uuid, old.action, old.actor, CREATED, by, delay=0.0), send)
+    delay = _first_delay(old.action_version)
+    _changed(conn, Change("retried", uuid, old.action, old.actor, CREATED, by, delay=delay), send)
     return old.attempt + 1
 
 
@@ -933,6 +948,17 @@ def rescue_lost(
     return out
 
 
+def _first_delay(action_version: int | None) -> float | None:
+    """The ``delay`` of a change that makes a job ``created``: its message at once, or
+    none for a remote action's job, which a consumer claims (see :data:`_MESSAGED`)."""
+    return 0.0 if action_version is None else None
+
+
+# The jobs that go to the broker: a remote action's job (it has the action's version)
+# waits to be claimed by a consumer instead.
+_MESSAGED = jobs.c.action_version.is_(None)
+
+
 def stale_created(
     conn,
     grace_s: float,
@@ -960,7 +986,7 @@ def stale_created(
         # retry's enqueued is its future delivery: its message is not in the queue yet.
         queued_since = conn.execute(
             sa.select(jobs.c.enqueued)
-            .where(jobs.c.status == CREATED, jobs.c.enqueued <= now)
+            .where(jobs.c.status == CREATED, _MESSAGED, jobs.c.enqueued <= now)
             .order_by(jobs.c.enqueued.desc())
             .offset(waiting - 1)
             .limit(1)
@@ -971,6 +997,7 @@ def stale_created(
     stale: sa.ColumnElement[bool] = jobs.c.enqueued.is_(None)
     if cutoff is not None:
         stale = sa.or_(jobs.c.enqueued < cutoff, stale)
+    stale = sa.and_(_MESSAGED, stale)
     # Read first, so a round with nothing to do writes nothing (and locks nothing).
     ids = (
         conn.execute(
@@ -1005,7 +1032,7 @@ def send_waiting(conn, send: Send, now: dt.datetime | None = None) -> int:
     """
     waiting = conn.execute(
         sa.select(jobs.c.uuid, jobs.c.action, jobs.c.next_run)
-        .where(jobs.c.status == CREATED)
+        .where(jobs.c.status == CREATED, _MESSAGED)
         .order_by(jobs.c.id)
     ).all()
     now = now or utcnow()
@@ -1265,7 +1292,7 @@ def resume(
                 enqueued=now,
                 next_run=None,
             )
-            .returning(jobs.c.attempt, jobs.c.action, jobs.c.actor)
+            .returning(jobs.c.attempt, jobs.c.action, jobs.c.actor, jobs.c.action_version)
         ).one_or_none()
     if row is None:
         raise _resume_refused(conn, uuid, failed)
@@ -1278,7 +1305,8 @@ def resume(
         "error": previous.error if previous.status == FAILED else None,
     }
     _record(conn, uuid, "resumed", by, row.attempt, now, previous_attempt=replaced)
-    _changed(conn, Change("resumed", uuid, row.action, row.actor, CREATED, by, delay=0.0), send)
+    delay = _first_delay(row.action_version)
+    _changed(conn, Change("resumed", uuid, row.action, row.actor, CREATED, by, delay=delay), send)
     return row.attempt, row.action
 
 
@@ -1303,7 +1331,12 @@ def restart(conn, uuid: str, by: str, send: Send | None = None) -> dict[str, Any
     submitted by ``by``, with ``parent`` naming the old job, which does not change."""
     old = conn.execute(
         sa.select(
-            jobs.c.status, jobs.c.action, jobs.c.params, jobs.c.title, jobs.c.description
+            jobs.c.status,
+            jobs.c.action,
+            jobs.c.params,
+            jobs.c.title,
+            jobs.c.description,
+            jobs.c.action_version,
         ).where(jobs.c.uuid == uuid)
     ).one_or_none()
     if old is None or old.status not in RESTARTABLE:
@@ -1316,6 +1349,8 @@ def restart(conn, uuid: str, by: str, send: Send | None = None) -> dict[str, Any
         actor=by,
         title=old.title,
         description=old.description,
+        # A remote action's job is made again under the version the old one had.
+        action_version=old.action_version,
         send=send,
     )
     # Through create, so the new row gets whatever a submitted job gets; then its parent.

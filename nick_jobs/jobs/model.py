@@ -65,6 +65,9 @@ class Job(Base):
     # Set by the database (migration 0005) on insert and on every change of status or
     # attempt: the streams' change feed reads "changed > cursor". Never written here.
     changed: Mapped[int] = mapped_column(BigIntId, server_default="0", index=True)
+    # The version of the remote action (declared as data, RemoteAction) the job was
+    # submitted under; NULL for a Python action's job, which a Dramatiq worker runs.
+    action_version: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
 
     __table_args__ = (
         sa.Index("ix_jobs_actor_id", "actor", "id"),
@@ -129,3 +132,30 @@ class JobLog(Base):
 jobs_changed_counter = sa.Table(
     "jobs_changed_counter", Base.metadata, sa.Column("value", BigIntId, nullable=False)
 )
+
+
+class RemoteAction(Base):
+    """An action declared as data (``PUT /@job-actions/{name}``, ``nick-jobs actions
+    apply``): no Python handler; its jobs are run by consumers over HTTP."""
+
+    __tablename__ = "remote_actions"
+
+    name: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
+    # Bumped by each change that alters the definition; 1 for a new action.
+    version: Mapped[int] = mapped_column(sa.Integer)
+    # Everything but name and version, as PUT takes it with its defaults filled in.
+    definition: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    updated: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    updated_by: Mapped[str] = mapped_column(sa.String(100))
+
+
+class RemoteActionVersion(Base):
+    """Every version a remote action had, the current one included."""
+
+    __tablename__ = "remote_action_versions"
+
+    name: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
+    version: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    definition: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(sa.String(100))

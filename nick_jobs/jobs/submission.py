@@ -18,8 +18,9 @@ from sqlalchemy.orm import Session
 from nick_jobs.db.after_commit import savepoint
 from nick_jobs.db.meta import table
 from nick_jobs.jobs import lifecycle
-from nick_jobs.jobs.actions import ActionRegistry, JobAction
+from nick_jobs.jobs.actions import ActionRegistry
 from nick_jobs.jobs.model import Job
+from nick_jobs.jobs.remote_actions import Action, Actions, RemoteJobAction
 from nick_jobs.jobs.schemas import JobCreateSchema
 
 # Schemas are stateless once built; building one per request costs more than loading.
@@ -40,13 +41,18 @@ class KeyReused(Exception):
 class Submission:
     """A job as submitted, checked against its action and not stored yet."""
 
-    action: JobAction
+    action: Action
     params: dict[str, Any]  # as stored: the params sent, with "action"
     title: str
     description: str
 
+    @property
+    def action_version(self) -> int | None:
+        """The remote action's version it is submitted under; None for a Python action."""
+        return self.action.version if isinstance(self.action, RemoteJobAction) else None
 
-def prepare(actions: ActionRegistry, data: Any) -> Submission:
+
+def prepare(actions: ActionRegistry | Actions, data: Any) -> Submission:
     """Check a submitted body (``{"params": {"action": …}, "title"?, "description"?}``)
     against its action; raises ``marshmallow.ValidationError`` with the fields at fault.
 
@@ -72,7 +78,7 @@ def prepare(actions: ActionRegistry, data: Any) -> Submission:
     )
 
 
-def prepare_many(actions: ActionRegistry, data: list[Any]) -> list[Submission]:
+def prepare_many(actions: ActionRegistry | Actions, data: list[Any]) -> list[Submission]:
     """Check every body of a bulk submit; raises ``marshmallow.ValidationError`` with
     the errors of each faulty body under its index (``{"3": {"params": …}}``)."""
     if not 0 < len(data) <= MAX_BULK:
@@ -118,6 +124,7 @@ def submit_many(
             "title": item.title,
             "description": item.description,
             "idempotency_key": key,
+            "action_version": item.action_version,
         }
         for item, key in zip(submissions, keys, strict=True)
     ]
@@ -178,6 +185,7 @@ def submit(
         "title": submission.title,
         "description": submission.description,
         "idempotency_key": idempotency_key,
+        "action_version": submission.action_version,
     }
     if idempotency_key is None:
         return lifecycle.create(conn, **values, guard=guard, send=send), True

@@ -46,6 +46,7 @@ from pyramid.security import NO_PERMISSION_REQUIRED
 
 from nick_jobs.jobs.actions import get_registry, json_schema
 from nick_jobs.jobs.model import JobStatus
+from nick_jobs.jobs.remote_actions import KIND_PYTHON, KIND_REMOTE, NAME, DefinitionSchema
 from nick_jobs.jobs.schemas import ActionsQuerySchema, JobCreateSchema, ListQuerySchema, LoginSchema
 from nick_jobs.jobs.submission import MAX_BULK, MAX_IDEMPOTENCY_KEY
 from nick_jobs.scheduling.model import SLUG
@@ -56,6 +57,8 @@ from nick_jobs.scheduling.scheduled_jobs import (
 )
 from nick_jobs.web.errors import Error
 from nick_jobs.web.resources import (
+    ActionContainer,
+    ActionResource,
     JobContainer,
     JobResource,
     Root,
@@ -81,8 +84,17 @@ PATH_TEMPLATES: dict[type, str] = {
     JobResource: "/@jobs/{uuid}",
     ScheduledJobContainer: "/@scheduled-jobs",
     ScheduledJobResource: "/@scheduled-jobs/{id}",
+    ActionContainer: "/@job-actions",
+    ActionResource: "/@job-actions/{name}",
 }
 _PATH_PARAMETERS: dict[str, dict[str, Any]] = {
+    "name": {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "description": "The action's name.",
+        "schema": {"type": "string", "pattern": NAME},
+    },
     "uuid": {
         "name": "uuid",
         "in": "path",
@@ -99,7 +111,7 @@ _PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     },
 }
 # Resources whose URL names one thing that may not exist (or not be the caller's): 404.
-_ONE_OF_MANY = (JobResource, ScheduledJobResource)
+_ONE_OF_MANY = (JobResource, ScheduledJobResource, ActionResource)
 
 # Query parameters several views take that no query schema holds.
 _SHARED_QUERY: dict[str, dict[str, Any]] = {
@@ -222,6 +234,28 @@ class JobActionSchema(Schema):
     params = fields.Dict(
         required=True, metadata={"description": "A JSON Schema of the action's params."}
     )
+    kind = fields.String(
+        required=True,
+        validate=validate.OneOf([KIND_PYTHON, KIND_REMOTE]),
+        metadata={
+            "description": "`python`: run by the service's workers; `remote`: declared as "
+            "data, run by consumers over HTTP."
+        },
+    )
+    # A remote action's: the rest of its definition (docs/remote-workers.md).
+    version = fields.Integer(metadata={"description": "A remote action's current version."})
+    result = fields.Dict(allow_none=True, metadata={"description": "Its result's JSON Schema."})
+    labels = fields.Dict(keys=fields.String(), values=fields.String())
+    max_retries = fields.Integer()
+    min_backoff = fields.Float()
+    max_backoff = fields.Float()
+    lease = fields.Integer()
+    claim_window = fields.Integer()
+
+
+class JobActionVersionSchema(JobActionSchema):
+    created = fields.DateTime(required=True, metadata={"description": "When it was made."})
+    created_by = fields.String(required=True, metadata={"description": "Who made it."})
 
 
 class TokenSchema(Schema):
@@ -356,6 +390,8 @@ COMPONENTS: dict[str, type[Schema]] = {
     "LogLine": LogLineSchema,
     "HistoryEvent": HistoryEventSchema,
     "JobAction": JobActionSchema,
+    "JobActionVersion": JobActionVersionSchema,
+    "RemoteActionDefinition": DefinitionSchema,
     "Login": LoginSchema,
     "Token": TokenSchema,
     "TicketRequest": TicketRequestSchema,
@@ -686,6 +722,47 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         },
         (Error.INVALID_CURSOR,),
         query=ActionsQuerySchema,
+    ),
+    ("GET", "/@job-actions/{name}"): Operation(
+        "Get a job action",
+        "Job actions",
+        {200: Reply("The action, Python or remote.", {JSON: "JobAction"})},
+        description="An action the caller may not submit is a 404, as the list leaves it out.",
+    ),
+    ("PUT", "/@job-actions/{name}"): Operation(
+        "Declare a remote action",
+        "Job actions",
+        {
+            201: Reply("The remote action, made (version 1).", {JSON: "JobAction"}, ("Location",)),
+            200: Reply(
+                "The remote action: a new version when the change altered it, the same "
+                "version when it did not.",
+                {JSON: "JobAction"},
+            ),
+        },
+        (Error.CONFLICT,),
+        "Makes or changes a remote action (docs/remote-workers.md). What the body leaves "
+        "out takes its default. With `version`, the change is refused (409) unless the "
+        "action is at that version, so that two editors don't overwrite each other. A "
+        "Python action's name is a 409.",
+        body="RemoteActionDefinition",
+    ),
+    ("DELETE", "/@job-actions/{name}"): Operation(
+        "Delete a remote action",
+        "Job actions",
+        {204: _NO_CONTENT},
+        (Error.CONFLICT,),
+        "Its versions are kept, as its jobs name them. A Python action is a 409.",
+    ),
+    ("GET", "/@job-actions/{name}/versions"): Operation(
+        "List a remote action's versions",
+        "Job actions",
+        {
+            200: Reply(
+                "Every version, newest first (the current one included); none for a Python action.",
+                {JSON: _many("JobActionVersion")},
+            )
+        },
     ),
     ("GET", "/@scheduled-job-actions"): Operation(
         "List actions to schedule",

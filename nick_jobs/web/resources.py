@@ -7,6 +7,7 @@ registered on these resource types, not on URLs.
 
 from __future__ import annotations
 
+import re
 import uuid as uuidlib
 
 import sqlalchemy as sa
@@ -14,7 +15,9 @@ from pyramid.authorization import ALL_PERMISSIONS, Allow, Authenticated
 from pyramid.httpexceptions import HTTPForbidden
 
 from nick_jobs.db.meta import table
+from nick_jobs.jobs.actions import get_registry
 from nick_jobs.jobs.model import Job
+from nick_jobs.jobs.remote_actions import NAME, Action, Actions
 from nick_jobs.jobs.serialize import job_json_sql
 from nick_jobs.scheduling.model import SLUG, ScheduledJob
 from nick_jobs.web import urls
@@ -40,6 +43,8 @@ class Root:
             return JobContainer(self.request, parent=self)
         if key == "@scheduled-jobs":
             return ScheduledJobContainer(self.request, parent=self)
+        if key == "@job-actions":
+            return ActionContainer(self.request, parent=self)
         raise KeyError(key)
 
 
@@ -178,6 +183,44 @@ class ScheduledJobResource:
 
     def __acl__(self):
         return [_ADMIN]
+
+
+# --- root → @job-actions → one action
+
+
+class ActionContainer:
+    """The actions, Python and remote (:mod:`nick_jobs.jobs.remote_actions`)."""
+
+    __name__ = "@job-actions"
+
+    def __init__(self, request, parent) -> None:
+        self.request = request
+        self.__parent__ = parent
+
+    def __acl__(self):
+        return [_ADMIN, _USERS]
+
+    def actions(self) -> Actions:
+        return Actions(get_registry(self.request.registry), self.request.dbconn)
+
+    def __getitem__(self, key: str) -> ActionResource:
+        if not _ACTION_NAME.match(key):
+            raise KeyError(key)
+        # Found or not: PUT makes one under a name that has none.
+        return ActionResource(key, self.actions().get(key), parent=self)
+
+
+_ACTION_NAME = re.compile(NAME)
+
+
+class ActionResource:
+    """One action by name, or none yet (``action`` is None) for a ``PUT`` to make; its
+    ACL is the container's, and who may read it is who may submit it (the views)."""
+
+    def __init__(self, name: str, action: Action | None, parent: ActionContainer) -> None:
+        self.action = action
+        self.__name__ = name
+        self.__parent__ = parent
 
 
 def includeme(config) -> None:

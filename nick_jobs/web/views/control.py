@@ -9,17 +9,24 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
+from pyramid.config import Configurator
 from pyramid.httpexceptions import HTTPNoContent
+from pyramid.request import Request
+from pyramid.response import Response
 
 from nick_jobs.jobs import lifecycle
-from nick_jobs.jobs.actions import get_registry
 from nick_jobs.jobs.serialize import job_json
-from nick_jobs.web.errors import Error, api_error
+from nick_jobs.web.errors import Error, api_error, authenticated_login
 from nick_jobs.web.permissions import Permission
 from nick_jobs.web.resources import JobResource
 from nick_jobs.web.views import api_view, streams
 from nick_jobs.web.views.jobs import follow_asked, job_url
+from nick_jobs.web.views.submit import known_actions
+
+if TYPE_CHECKING:
+    from nick_jobs.worker.queue import JobQueue
 
 
 @contextlib.contextmanager
@@ -33,13 +40,14 @@ def _answering_refusals() -> Iterator[None]:
         raise api_error(Error.INVALID_STATE, str(exc), status=exc.status) from None
 
 
-def _send(request) -> lifecycle.Send:
+def _send(request: Request) -> lifecycle.Send:
     """How the job's message goes out once the request's change has committed."""
-    return request.registry["nick_jobs.queue"].send
+    queue: JobQueue = request.registry["nick_jobs.queue"]
+    return queue.send
 
 
 @api_view(context=JobResource, request_method="DELETE", permission=Permission.MANAGE_JOB)
-def delete_view(context: JobResource, request):
+def delete_view(context: JobResource, request: Request) -> HTTPNoContent:
     with _answering_refusals():
         lifecycle.delete(request.dbsession, context.job.uuid, by=request.authenticated_userid)
     return HTTPNoContent()
@@ -48,30 +56,30 @@ def delete_view(context: JobResource, request):
 @api_view(
     context=JobResource, name="abort", request_method="POST", permission=Permission.MANAGE_JOB
 )
-def abort_view(context: JobResource, request):
+def abort_view(context: JobResource, request: Request) -> HTTPNoContent:
     with _answering_refusals():
-        lifecycle.abort(request.dbsession, context.job.uuid, by=request.authenticated_userid)
+        lifecycle.abort(request.dbsession, context.job.uuid, by=authenticated_login(request))
     return HTTPNoContent()
 
 
 @api_view(
     context=JobResource, name="retry", request_method="POST", permission=Permission.MANAGE_JOB
 )
-def retry_view(context: JobResource, request):
+def retry_view(context: JobResource, request: Request) -> HTTPNoContent:
     with _answering_refusals():
         lifecycle.retry(
             request.dbsession,
             context.job.uuid,
-            by=request.authenticated_userid,
+            by=authenticated_login(request),
             send=_send(request),
         )
     return HTTPNoContent()
 
 
 @api_view(context=JobResource, name="stop", request_method="POST", permission=Permission.MANAGE_JOB)
-def stop_view(context: JobResource, request):
+def stop_view(context: JobResource, request: Request) -> HTTPNoContent:
     job = context.job
-    action = get_registry(request.registry).get(job.action)
+    action = known_actions(request).get(job.action)
     if action is None or not action.resumable:
         raise api_error(
             Error.NOT_RESUMABLE,
@@ -79,18 +87,18 @@ def stop_view(context: JobResource, request):
             status=job.status,
         )
     with _answering_refusals():
-        lifecycle.request_stop(request.dbsession, job.uuid, by=request.authenticated_userid)
+        lifecycle.request_stop(request.dbsession, job.uuid, by=authenticated_login(request))
     return HTTPNoContent()
 
 
 @api_view(
     context=JobResource, name="resume", request_method="POST", permission=Permission.MANAGE_JOB
 )
-def resume_view(context: JobResource, request):
+def resume_view(context: JobResource, request: Request) -> HTTPNoContent:
     job = context.job
     # A failed job resumes from its checkpoint only if its action can resume at all; a
     # stopped one was stopped because it could.
-    action = get_registry(request.registry).get(job.action)
+    action = known_actions(request).get(job.action)
     resumable = action is not None and action.resumable
     if job.status == lifecycle.FAILED and not resumable:
         raise api_error(
@@ -102,7 +110,7 @@ def resume_view(context: JobResource, request):
         lifecycle.resume(
             request.dbsession,
             job.uuid,
-            by=request.authenticated_userid,
+            by=authenticated_login(request),
             send=_send(request),
             failed=resumable,
         )
@@ -116,11 +124,11 @@ def resume_view(context: JobResource, request):
     permission=Permission.MANAGE_JOB,
     query=("follow",),
 )
-def restart_view(context: JobResource, request):
+def restart_view(context: JobResource, request: Request) -> Response | dict[str, Any]:
     follow = follow_asked(request)
     old = context.job
     container = context.__parent__
-    action = get_registry(request.registry).get(old.action)
+    action = known_actions(request).get(old.action)
     if action is None:
         raise api_error(
             Error.UNKNOWN_ACTION,
@@ -135,7 +143,7 @@ def restart_view(context: JobResource, request):
     with streams.stream_slot(request) if follow else contextlib.nullcontext() as login:
         with _answering_refusals():
             job = lifecycle.restart(
-                request.dbsession, old.uuid, by=request.authenticated_userid, send=_send(request)
+                request.dbsession, old.uuid, by=authenticated_login(request), send=_send(request)
             )
         url = job_url(container, job["uuid"])
         if login is not None:
@@ -149,5 +157,5 @@ def restart_view(context: JobResource, request):
     return job_json(job, url)
 
 
-def includeme(config) -> None:
+def includeme(config: Configurator) -> None:
     config.scan(__name__)

@@ -10,13 +10,14 @@ from pyramid_tm import is_tm_active
 from nick_jobs.db.after_commit import transaction
 from nick_jobs.jobs import lifecycle, submission
 from nick_jobs.jobs.actions import get_registry
+from nick_jobs.jobs.remote_actions import Actions
 from nick_jobs.web import security
 from nick_jobs.web.errors import Error, api_error
 
 
 def submit_job(request, context, data: Any) -> tuple[dict[str, Any], bool]:
     """Check and store the job ``data`` describes; return ``(job, created)``."""
-    prepared = submission.prepare(get_registry(request.registry), data)
+    prepared = submission.prepare(known_actions(request), data)
     name = prepared.action.name
     if not request.has_permission(prepared.action.permission, context):
         raise api_error(Error.FORBIDDEN, f"You are not allowed to submit {name!r} jobs.")
@@ -43,7 +44,7 @@ def submit_job(request, context, data: Any) -> tuple[dict[str, Any], bool]:
 
 def submit_jobs(request, context, data: list[Any]) -> tuple[list[dict[str, Any]], bool]:
     """Check and store every job of a bulk submit, all or none; return ``(jobs, created)``."""
-    prepared = submission.prepare_many(get_registry(request.registry), data)
+    prepared = submission.prepare_many(known_actions(request), data)
     for index, item in enumerate(prepared):
         if not request.has_permission(item.action.permission, context):
             raise api_error(
@@ -73,6 +74,12 @@ def submit_jobs(request, context, data: list[Any]) -> tuple[list[dict[str, Any]]
             return submission.submit_many(conn, prepared, actor, idempotency_key=key, send=send)
     except submission.KeyReused as exc:
         raise api_error(Error.CONFLICT, str(exc)) from None
+
+
+def known_actions(request) -> Actions:
+    """The Python actions, then the remote ones (read on the request's own connection,
+    and only for a name that is not a Python action's)."""
+    return Actions(get_registry(request.registry), request.dbconn)
 
 
 def idempotency_key(request) -> str | None:
