@@ -54,6 +54,8 @@ SETTINGS = (
     "nick_jobs.stream_ticket_ttl",
     "nick_jobs.stream_max_queued_events",
     "nick_jobs.abort_check_interval",
+    "nick_jobs.claim_max_wait",
+    "nick_jobs.claim_max_waiting",
     "nick_jobs.max_active_requests",
     "nick_jobs.request_queue_timeout",
     "nick_jobs.graceful_shutdown",
@@ -243,6 +245,10 @@ class Settings:
     # How often a worker process looks for aborts and stop requests of the jobs it runs
     # (one query for all of them): how late an abort may reach a handler.
     abort_check_interval_s: float = 0.5
+    # A consumer's claim waits at most this long for a job (its ``wait`` is cut to it),
+    # and at most this many wait at once in one API process (more get a 503).
+    claim_max_wait_s: float = 30.0
+    claim_max_waiting: int = 16
     # Lines a second of each job's log copied to the process log (nick_jobs.worker.reporting.
     # LogCopy); the job's own log keeps them all. 0: every line.
     job_log_copy_rate: int = 10
@@ -372,6 +378,8 @@ def parse(settings: Mapping[str, Any]) -> Settings:
         graceful_shutdown=asbool(settings.get("nick_jobs.graceful_shutdown", True)),
         shutdown_grace_s=_float(settings, "nick_jobs.shutdown_grace", 20.0),
         abort_check_interval_s=_abort_check_interval(settings),
+        claim_max_wait_s=_non_negative(settings, "nick_jobs.claim_max_wait", 30.0),
+        claim_max_waiting=int(_non_negative(settings, "nick_jobs.claim_max_waiting", 16)),
         job_log_copy_rate=_job_log_copy_rate(settings),
         max_active_requests=_int(settings, "nick_jobs.max_active_requests", 16),
         request_queue_timeout_s=_float(settings, "nick_jobs.request_queue_timeout", 30.0),
@@ -459,6 +467,13 @@ def _job_log_copy_rate(settings: Mapping[str, Any]) -> int:
             f"nick_jobs.job_log_copy_rate takes 0 (every line) or more lines a second, not {rate}"
         )
     return rate
+
+
+def _non_negative(settings: Mapping[str, Any], key: str, default: float) -> float:
+    value = _float(settings, key, default)
+    if value < 0:
+        raise ConfigurationError(f"{key} must be 0 or more, not {value:g}")
+    return value
 
 
 def _abort_check_interval(settings: Mapping[str, Any]) -> float:

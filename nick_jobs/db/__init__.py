@@ -237,6 +237,7 @@ def read_connection(request: Request) -> sa.Connection:
 TM_ACTIVATE_HOOK = "nick_jobs.db.needs_transaction"
 _READ_ONLY = re.compile(r"/@jobs(/[0-9a-fA-F-]{36})?\Z")
 _SUBMIT = "/@jobs"
+_CLAIM = "/@jobs/@claim"
 
 
 def needs_transaction(request: Request) -> bool:
@@ -259,6 +260,9 @@ def needs_transaction(request: Request) -> bool:
     method = request.method
     if method in ("GET", "HEAD"):
         return not _READ_ONLY.match(request.path_info)
+    if method == "POST" and request.path_info == _CLAIM:
+        # A claim opens a transaction of its own for each look, none while it waits.
+        return False
     if method == "POST" and request.path_info == _SUBMIT:
         if "Idempotency-Key" in request.headers:
             return True  # its lookup and insert commit together

@@ -30,6 +30,7 @@ import dataclasses
 import datetime as dt
 import functools
 import logging
+import secrets
 import uuid as uuidlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -782,6 +783,8 @@ class LostJob:
     attempt: int
     heartbeat: dt.datetime | None
     started: dt.datetime | None
+    # A remote action's job: its consumer let its lease run out.
+    remote: bool = False
 
 
 def _previous_attempt(
@@ -821,22 +824,32 @@ def lost_jobs(
     A row without a heartbeat (started before heartbeats existed) counts from its start.
     """
     cutoff = now - dt.timedelta(seconds=lease_s)
+    stale = sa.or_(
+        jobs.c.heartbeat < cutoff,
+        sa.and_(
+            jobs.c.heartbeat.is_(None),
+            sa.or_(jobs.c.started.is_(None), jobs.c.started < cutoff),
+        ),
+    )
+    # A remote job's lease is its action's, renewed by each check-in of its consumer.
+    lapsed = sa.and_(jobs.c.action_version.is_not(None), jobs.c.lease_expires < now)
+    remote = jobs.c.action_version.is_not(None)
     rows = conn.execute(
-        sa.select(jobs.c.uuid, jobs.c.action, jobs.c.attempt, jobs.c.heartbeat, jobs.c.started)
-        .where(
-            jobs.c.status == RUNNING,
-            sa.or_(
-                jobs.c.heartbeat < cutoff,
-                sa.and_(
-                    jobs.c.heartbeat.is_(None),
-                    sa.or_(jobs.c.started.is_(None), jobs.c.started < cutoff),
-                ),
-            ),
+        sa.select(
+            jobs.c.uuid,
+            jobs.c.action,
+            jobs.c.attempt,
+            jobs.c.heartbeat,
+            jobs.c.started,
+            remote.label("remote"),
         )
+        .where(jobs.c.status == RUNNING, sa.or_(sa.and_(_MESSAGED, stale), lapsed))
         .order_by(jobs.c.heartbeat)
         .limit(limit)
     ).all()
-    return [LostJob(r.uuid, r.action, r.attempt, r.heartbeat, r.started) for r in rows]
+    return [
+        LostJob(r.uuid, r.action, r.attempt, r.heartbeat, r.started, bool(r.remote)) for r in rows
+    ]
 
 
 def _lost_fence(job: LostJob):
@@ -871,6 +884,10 @@ def rescue(
         "message": f"The worker running this job stopped responding (no heartbeat for "
         f"{lease_s:g} s).",
     }
+    if job.remote:
+        error["message"] = (
+            "The consumer holding this job did not check in before its lease ran out."
+        )
     details = (("error", error["type"]),)
     if not retry:
         row = conn.execute(
@@ -902,7 +919,8 @@ def rescue(
         now,
         previous_attempt=_previous_attempt(job.attempt, job.started, now, error),
     )
-    change = Change("rescued", job.uuid, job.action, row.actor, CREATED, SWEEPER, delay=0.0)
+    delay = None if job.remote else 0.0  # a remote job waits for a consumer's claim
+    change = Change("rescued", job.uuid, job.action, row.actor, CREATED, SWEEPER, delay=delay)
     _changed(conn, _with_details(change, details), send)
     return True
 
@@ -1357,3 +1375,202 @@ def restart(conn, uuid: str, by: str, send: Send | None = None) -> dict[str, Any
     conn.execute(jobs.update().where(jobs.c.id == job["id"]).values(parent=uuid))
     job["parent"] = uuid
     return job
+
+
+# --- remote jobs: claimed, checked in and finished by consumers over HTTP -------------
+#
+# A consumer claims created jobs of remote actions (nick_jobs.jobs.remote_actions) and
+# holds each with a lease it renews by checking in. Finishing is the Python worker's
+# complete/fail/stopped, once the lease is found to be the job's; a lease not renewed in
+# time is rescued by the sweeper as a lost worker's job is (lost_jobs).
+
+#: How many created jobs a claim looks at for each one it may take: those whose claim
+#: window keeps them for other consumers are passed over.
+CLAIM_SCAN = 4
+
+
+@dataclass(frozen=True)
+class RemoteAction:
+    """What a claim needs of a remote action (nick_jobs.jobs.remote_actions)."""
+
+    name: str
+    lease: int
+    claim_window: int
+
+
+class LeaseRefused(Exception):
+    """The lease is not the running job's (wrong, expired and rescued, or the job ended)."""
+
+    def __init__(self, status: str | None) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+def claim(
+    conn,
+    actions: Sequence[RemoteAction],
+    consumer: str,
+    claims: dict[str, str],
+    limit: int,
+    now: dt.datetime | None = None,
+) -> list[dict[str, Any]]:
+    """``created → running`` for up to ``limit`` created jobs of ``actions``, oldest
+    first, each with a new lease held by ``consumer``; returns their rows.
+
+    Each job is taken by one conditional UPDATE (on PostgreSQL the candidates are read
+    ``FOR UPDATE SKIP LOCKED``), so concurrent consumers never get the same job. A job
+    submitted with ``claims`` goes only to a consumer presenting them all, for its
+    action's ``claim_window`` seconds after it was created.
+    """
+    now = now or utcnow()
+    by_name = {action.name: action for action in actions}
+    if not by_name or limit < 1:
+        return []
+    query = (
+        sa.select(jobs.c.id, jobs.c.action, jobs.c.params, jobs.c.created)
+        .where(
+            jobs.c.status == CREATED,
+            jobs.c.action.in_(list(by_name)),
+            jobs.c.action_version.is_not(None),
+            sa.or_(jobs.c.next_run.is_(None), jobs.c.next_run <= now),
+        )
+        .order_by(jobs.c.id)
+        .limit(limit * CLAIM_SCAN)
+    )
+    if _dialect(conn) == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    claimed: list[dict[str, Any]] = []
+    for row in conn.execute(query).all():
+        if len(claimed) == limit:
+            break
+        action = by_name[row.action]
+        if not _claims_allow(row.params, row.created, action.claim_window, claims, now):
+            continue
+        taken = (
+            conn.execute(
+                jobs.update()
+                .where(jobs.c.id == row.id, jobs.c.status == CREATED)
+                .values(
+                    status=RUNNING,
+                    started=now,
+                    heartbeat=now,
+                    next_run=None,
+                    worker=consumer,
+                    lease_id=secrets.token_urlsafe(18),
+                    lease_expires=now + dt.timedelta(seconds=action.lease),
+                    checkin_data=sa.null(),
+                )
+                .returning(*jobs.c)
+            )
+            .mappings()
+            .one_or_none()
+        )
+        if taken is None:
+            continue  # another consumer's, on SQLite where nothing was skipped
+        job = dict(taken)
+        claimed.append(job)
+        queued_since = job["created"] if job["attempt"] == 1 else job["enqueued"]
+        change = Change(
+            "started", job["uuid"], job["action"], job["actor"], RUNNING, consumer,
+            lag=_seconds(queued_since, now),
+        )  # fmt: skip
+        _changed(conn, change)
+    return claimed
+
+
+def _claims_allow(
+    params: Any, created: dt.datetime, window_s: int, offered: dict[str, str], now: dt.datetime
+) -> bool:
+    wanted = params.get("claims") if isinstance(params, dict) else None
+    if not wanted or now >= created + dt.timedelta(seconds=window_s):
+        return True
+    return all(offered.get(key) == value for key, value in wanted.items())
+
+
+def leased(conn, uuid: str, lease_id: str) -> StartedJob:
+    """The running job ``uuid`` whose lease is ``lease_id``, locked for the rest of the
+    transaction; :class:`LeaseRefused` with its status otherwise."""
+    query = sa.select(
+        jobs.c.status,
+        jobs.c.lease_id,
+        jobs.c.action,
+        jobs.c.params,
+        jobs.c.actor,
+        jobs.c.attempt,
+        jobs.c.started,
+        jobs.c.checkpoint,
+    ).where(jobs.c.uuid == uuid)
+    if _dialect(conn) == "postgresql":
+        query = query.with_for_update()
+    row = conn.execute(query).one_or_none()
+    if row is None or row.status != RUNNING or row.lease_id != lease_id:
+        raise LeaseRefused(row.status if row is not None else None)
+    return StartedJob(
+        uuid, row.action, row.params or {}, row.actor, row.attempt, row.started, row.checkpoint
+    )
+
+
+def stop_requested(conn, job: StartedJob) -> bool:
+    """Whether the running attempt ``job`` was asked to stop (:func:`request_stop`)."""
+    return conn.execute(
+        sa.select(
+            sa.exists().where(
+                history.c.job_uuid == job.uuid,
+                history.c.attempt == job.attempt,
+                history.c.event == STOP_REQUESTED,
+            )
+        )
+    ).scalar_one()
+
+
+def checkin(
+    conn,
+    job: StartedJob,
+    lease_s: int,
+    progress: Any = UNCHANGED,
+    lines: Sequence[dict[str, Any]] = (),
+    data: Any = UNCHANGED,
+    now: dt.datetime | None = None,
+) -> dt.datetime:
+    """Renew the lease of ``job`` (found by :func:`leased` in this transaction) for
+    ``lease_s`` seconds from now, storing its progress, log lines and check-in data;
+    returns when the lease now runs out."""
+    now = now or utcnow()
+    expires = now + dt.timedelta(seconds=lease_s)
+    values: dict[str, Any] = {"heartbeat": now, "lease_expires": expires}
+    if progress is not UNCHANGED:
+        values["progress"] = progress
+    if data is not UNCHANGED:
+        values["checkin_data"] = data
+    conn.execute(jobs.update().where(*_running(job)).values(values))
+    insert_lines(conn, lines)
+    return expires
+
+
+def release(conn, job: StartedJob, by: str, now: dt.datetime | None = None) -> bool:
+    """``running → created`` as a new attempt: a consumer hands back a job it won't
+    finish (it shuts down). No message: another consumer claims it."""
+    now = now or utcnow()
+    row = conn.execute(
+        jobs.update()
+        .where(*_running(job))
+        .values({**_as_new_attempt(job.attempt, now), "worker": None, "lease_id": None})
+        .returning(jobs.c.actor)
+    ).one_or_none()
+    if row is None:
+        return False
+    _record(
+        conn,
+        job.uuid,
+        "handed back",
+        by,
+        job.attempt + 1,
+        now,
+        previous_attempt=_previous_attempt(job.attempt, job.started, now, WORKER_STOPPED),
+    )
+    _changed(conn, Change("handed back", job.uuid, job.action, row.actor, CREATED, by))
+    return True
+
+
+def _running(job: StartedJob) -> tuple[sa.ColumnElement[bool], ...]:
+    return (jobs.c.uuid == job.uuid, jobs.c.status == RUNNING, jobs.c.attempt == job.attempt)

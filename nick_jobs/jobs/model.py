@@ -68,6 +68,12 @@ class Job(Base):
     # The version of the remote action (declared as data, RemoteAction) the job was
     # submitted under; NULL for a Python action's job, which a Dramatiq worker runs.
     action_version: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    # A remote job's claim: the consumer's login (``worker``), the lease it must present
+    # and when the lease runs out unless it checks in; what it sent with its last check-in.
+    worker: Mapped[str | None] = mapped_column(sa.String(100), nullable=True)
+    lease_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    lease_expires: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    checkin_data: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
 
     __table_args__ = (
         sa.Index("ix_jobs_actor_id", "actor", "id"),

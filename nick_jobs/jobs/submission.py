@@ -65,6 +65,11 @@ def prepare(actions: ActionRegistry | Actions, data: Any) -> Submission:
     action = actions.get(name)
     if action is None:
         raise marshmallow.ValidationError({"params": {"action": [f"Unknown action {name!r}."]}})
+    # A remote job's claims (beside action, not the action's params): who may claim it
+    # during its action's claim window.
+    envelope = {"action": name}
+    if isinstance(action, RemoteJobAction) and "claims" in params:
+        envelope["claims"] = _claims(params.pop("claims"))
     try:
         action.load_params(params)
     except marshmallow.ValidationError as exc:
@@ -72,10 +77,22 @@ def prepare(actions: ActionRegistry | Actions, data: Any) -> Submission:
         raise marshmallow.ValidationError({"params": exc.messages}) from None
     return Submission(
         action,
-        {"action": name, **params},
+        {**envelope, **params},
         loaded.get("title") or action.title or name,
         loaded.get("description") or action.description,
     )
+
+
+def _claims(value: Any) -> Any:
+    valid = isinstance(value, dict) and all(
+        isinstance(key, str) and isinstance(item, str) and len(key) <= 100 and len(item) <= 200
+        for key, item in value.items()
+    )
+    if not valid or len(value) > 50:
+        raise marshmallow.ValidationError(
+            {"params": {"claims": ["Claims are an object of up to 50 strings."]}}
+        )
+    return value
 
 
 def prepare_many(actions: ActionRegistry | Actions, data: list[Any]) -> list[Submission]:

@@ -56,6 +56,7 @@ class Error(Enum):
     CONFLICT = (409, "Conflict")
     INVALID_STATE = (409, "Invalid state")
     NOT_RESUMABLE = (409, "Not resumable")
+    LEASE_REFUSED = (409, "Lease refused")
     UNKNOWN_ACTION = (409, "Unknown action")
     DECLARED_SCHEDULED_JOB = (409, "Declared scheduled job")
     REQUEST_TOO_LARGE = (413, "Request too large")

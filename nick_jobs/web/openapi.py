@@ -66,6 +66,14 @@ from nick_jobs.web.resources import (
     ScheduledJobResource,
 )
 from nick_jobs.web.strict import QUERY_OPTION, SUBPATH_OPTION
+from nick_jobs.web.views.consumers import (
+    CheckinSchema,
+    ClaimSchema,
+    CompleteSchema,
+    FailSchema,
+    LeaseRequestSchema,
+    StoppedSchema,
+)
 from nick_jobs.web.views.job_details import LogQuerySchema
 from nick_jobs.web.views.stats import StatsQuerySchema
 from nick_jobs.worker.reporting import LEVEL_NAMES
@@ -258,6 +266,34 @@ class JobActionVersionSchema(JobActionSchema):
     created_by = fields.String(required=True, metadata={"description": "Who made it."})
 
 
+class LeaseSchema(Schema):
+    id = fields.String(required=True, metadata={"description": "Present it with each report."})
+    expires = fields.DateTime(
+        required=True, metadata={"description": "Unless the consumer checks in before."}
+    )
+
+
+class ClaimedJobSchema(JobSchema):
+    """A job a claim gave the consumer: the job, its lease, and a resumed job's checkpoint."""
+
+    lease = fields.Nested(LeaseSchema, required=True)
+    checkpoint = fields.Raw(metadata={"description": "A resumed job's: where to go on from."})
+
+
+class CheckinReplySchema(Schema):
+    lease = fields.Nested(
+        LeaseSchema,
+        required=True,
+        allow_none=True,
+        metadata={"description": "Renewed; null when the job was aborted."},
+    )
+    abort = fields.Boolean(required=True, metadata={"description": "Stop now: it was aborted."})
+    stop = fields.Boolean(
+        required=True,
+        metadata={"description": "Asked to stop: save a checkpoint and report `stopped`."},
+    )
+
+
 class TokenSchema(Schema):
     token = fields.String(required=True, metadata={"description": "A JWT: send it as a bearer."})
 
@@ -392,6 +428,14 @@ COMPONENTS: dict[str, type[Schema]] = {
     "JobAction": JobActionSchema,
     "JobActionVersion": JobActionVersionSchema,
     "RemoteActionDefinition": DefinitionSchema,
+    "Claim": ClaimSchema,
+    "ClaimedJob": ClaimedJobSchema,
+    "Checkin": CheckinSchema,
+    "CheckinReply": CheckinReplySchema,
+    "Complete": CompleteSchema,
+    "Fail": FailSchema,
+    "Stopped": StoppedSchema,
+    "Release": LeaseRequestSchema,
     "Login": LoginSchema,
     "Token": TokenSchema,
     "TicketRequest": TicketRequestSchema,
@@ -621,6 +665,65 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("POST", "/@jobs/{uuid}/abort"): Operation(
         "Abort a job", "Jobs", {204: _NO_CONTENT}, (Error.INVALID_STATE,)
+    ),
+    ("POST", "/@jobs/@claim"): Operation(
+        "Claim jobs to run",
+        "Consumers",
+        {
+            200: Reply(
+                "The claimed jobs, oldest first, each with its lease; `[]` when none came "
+                "within `wait`.",
+                {JSON: _many("ClaimedJob")},
+            )
+        },
+        (Error.SERVICE_UNAVAILABLE,),
+        "For consumers of remote actions (docs/remote-workers.md), permission `Run Jobs`. "
+        "Each job claimed moves from created to running, held by the caller until its "
+        "lease runs out; concurrent claims never get the same job. With `wait`, an empty "
+        "answer waits that long for a job (a 503 when too many claims wait already).",
+        body="Claim",
+    ),
+    ("POST", "/@jobs/{uuid}/checkin"): Operation(
+        "Check in on a claimed job",
+        "Consumers",
+        {200: Reply("The renewed lease, and whether to abort or stop.", {JSON: "CheckinReply"})},
+        (Error.LEASE_REFUSED,),
+        "Renews the lease, records progress and log lines (the streams show them) and "
+        "stores `data` on the job.",
+        body="Checkin",
+    ),
+    ("POST", "/@jobs/{uuid}/complete"): Operation(
+        "Complete a claimed job",
+        "Consumers",
+        {204: _NO_CONTENT},
+        (Error.LEASE_REFUSED,),
+        "A result the action's result schema refuses is a 400; the job keeps running.",
+        body="Complete",
+    ),
+    ("POST", "/@jobs/{uuid}/fail"): Operation(
+        "Fail a claimed job",
+        "Consumers",
+        {204: _NO_CONTENT},
+        (Error.LEASE_REFUSED,),
+        "Retried automatically, with backoff, as the action's `max_retries` allows.",
+        body="Fail",
+    ),
+    ("POST", "/@jobs/{uuid}/stopped"): Operation(
+        "Report a claimed job stopped",
+        "Consumers",
+        {204: _NO_CONTENT},
+        (Error.LEASE_REFUSED, Error.NOT_RESUMABLE),
+        "After a stop request, for a resumable action: the checkpoint is where a resume "
+        "goes on from.",
+        body="Stopped",
+    ),
+    ("POST", "/@jobs/{uuid}/release"): Operation(
+        "Hand a claimed job back",
+        "Consumers",
+        {204: _NO_CONTENT},
+        (Error.LEASE_REFUSED,),
+        "The job is created again, as a new attempt, for another consumer to claim.",
+        body="Release",
     ),
     ("POST", "/@jobs/{uuid}/retry"): Operation(
         "Retry a job",

@@ -14,9 +14,13 @@ class Permission(enum.StrEnum):
     # Reading and controlling one job: granted on a job to the user who created it.
     VIEW_JOB = "View Job"
     MANAGE_JOB = "Manage Job"
+    # Claiming remote actions' jobs and reporting on them (the consumer API).
+    RUN_JOBS = "Run Jobs"
 
 
 ADMINISTRATOR_ROLE = "Administrator"
+# The role of a consumer's user: it may run jobs, whoever submitted them.
+WORKER_ROLE = "Worker"
 
 
 def role_principal(role: str) -> str:

@@ -21,11 +21,18 @@ from nick_jobs.jobs.remote_actions import NAME, Action, Actions
 from nick_jobs.jobs.serialize import job_json_sql
 from nick_jobs.scheduling.model import SLUG, ScheduledJob
 from nick_jobs.web import urls
-from nick_jobs.web.permissions import ADMINISTRATOR_ROLE, Permission, role_principal, user_principal
+from nick_jobs.web.permissions import (
+    ADMINISTRATOR_ROLE,
+    WORKER_ROLE,
+    Permission,
+    role_principal,
+    user_principal,
+)
 from nick_jobs.web.security import Rider, identity_and
 
 _ADMIN = (Allow, role_principal(ADMINISTRATOR_ROLE), ALL_PERMISSIONS)
 _USERS = (Allow, Authenticated, (Permission.VIEW_JOBS, Permission.ADD_JOBS))
+_WORKERS = (Allow, role_principal(WORKER_ROLE), (Permission.RUN_JOBS,))
 
 
 class Root:
@@ -78,7 +85,7 @@ class JobContainer:
 
     def __acl__(self):
         # Repeated here so the container grants the same under a host's own root.
-        return [_ADMIN, _USERS]
+        return [_ADMIN, _USERS, _WORKERS]
 
     def url(self) -> str:
         """The container's URL, without the trailing slash ``resource_url`` adds, on
@@ -107,6 +114,9 @@ class JobContainer:
     def sees_all(self) -> bool:
         return bool(self.request.has_permission(Permission.MANAGE_SITE, self))
 
+    def runs_jobs(self) -> bool:
+        return bool(self.request.has_permission(Permission.RUN_JOBS, self))
+
     def _job_lookup(self, key: str, job_uuid: str) -> tuple[Rider, dict[str, str]]:
         request = self.request
         # A GET of the job itself is answered with its JSON written by the database.
@@ -134,8 +144,11 @@ class JobContainer:
             # Nothing below @jobs is public: without a valid session the answer is 401
             # (by the forbidden view), never a 404 that skips authentication.
             raise HTTPForbidden()
-        # Someone else's job is absent, not forbidden: a 404 that reveals nothing.
-        if job is None or (job.actor != userid and not self.sees_all()):
+        # Someone else's job is absent, not forbidden: a 404 that reveals nothing. A
+        # consumer reports on jobs whoever submitted them (the views check its lease).
+        if job is None or (
+            job.actor != userid and not self.sees_all() and not self.runs_jobs()
+        ):
             raise KeyError(key)
         return JobResource(job, parent=self)
 

@@ -38,6 +38,7 @@ from nick_jobs.db.after_commit import transaction
 from nick_jobs.db.meta import utcnow
 from nick_jobs.jobs import lifecycle
 from nick_jobs.jobs.actions import get_registry
+from nick_jobs.jobs.remote_actions import Actions
 from nick_jobs.ops import metrics
 from nick_jobs.settings import registry_settings
 
@@ -113,10 +114,6 @@ class Sweeper:
         # When a round last failed to reach the database (monotonic), if it did.
         self._unreachable_at: float | None = None
 
-    def _max_retries(self, action_name: str) -> int:
-        action = self.actions.get(action_name)
-        return action.max_retries if action is not None else 0
-
     def _holding_off(self, up_s: float | None) -> bool:
         """Whether the heartbeats may be stale because the database was away: then a
         lease must pass before they say a worker is lost."""
@@ -147,8 +144,15 @@ class Sweeper:
                 if self._holding_off(up_s):
                     rescued = lifecycle.Rescued([], [])
                 else:
+                    # A remote action's retries are in its definition, in the database.
+                    actions = Actions(self.actions, conn)
+
+                    def max_retries(action_name: str) -> int:
+                        action = actions.get(action_name)
+                        return action.max_retries if action is not None else 0
+
                     rescued = lifecycle.rescue_lost(
-                        conn, settings.lease_s, now, max_retries=self._max_retries, send=send
+                        conn, settings.lease_s, now, max_retries=max_retries, send=send
                     )
                 # Broker unreachable (None): the sends would fail too; grace alone.
                 lifecycle.stale_created(

@@ -116,6 +116,9 @@ def fuzz_server(tmp_path_factory) -> Iterator[LiveServer]:
         # `Too many streams` by design (docs/api.md): the quota is the fuzzer's pace,
         # not a failure. The process's own bound (50) stays.
         "nick_jobs.stream_max_per_user": "40",
+        # A claim may ask to wait 30 s for a job that never comes: the fuzzer's claims
+        # are cut to a tenth of a second, the path the same.
+        "nick_jobs.claim_max_wait": "0.1",
     }
     with start_live_server(tmp_path_factory.mktemp("fuzz-server"), **settings) as live:
         yield live

@@ -36,6 +36,7 @@ def includeme(config) -> None:
     # Reading jobs before changing them: a job's GET is then the first view tried.
     config.include("nick_jobs.web.views.jobs")
     config.include("nick_jobs.web.views.control")
+    config.include("nick_jobs.web.views.consumers")
     config.include("nick_jobs.web.views.job_details")
     config.include("nick_jobs.web.views.streams")
     config.include("nick_jobs.web.views.actions")

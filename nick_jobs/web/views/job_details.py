@@ -186,12 +186,14 @@ def _earlier_attempt(event: str, data: dict[str, Any] | None) -> list[dict[str, 
 def _current_attempt(job: Any, recorded: set[tuple[str, int]]) -> list[dict[str, Any]]:
     """The current attempt's start and end, which only the job's row holds."""
     events: list[tuple[Any, str, str, dict[str, Any]]] = []
+    # A remote job's consumer is named: the login that claimed the attempt.
+    worker = getattr(job, "worker", None) or "worker"
     if job.started is not None:
-        events.append((job.started, "started", "worker", {}))
+        events.append((job.started, "started", worker, {}))
     if job.finished is not None and (job.status, job.attempt) not in recorded:
         error = job.error or {}
         data: dict[str, Any] = {}
-        by = "worker"
+        by = worker
         if job.status == JobStatus.FAILED:
             data["error"] = {"type": error.get("type", ""), "message": error.get("message", "")}
             if error.get("type") == "WorkerLost":

@@ -1,0 +1,384 @@
+"""The consumer API: processes in any language run remote actions' jobs over HTTP.
+
+A consumer claims jobs (``POST /@jobs/@claim``), checks in while it works, and completes,
+fails, stops or releases each; every one of these presents the lease its claim gave.
+The state changes are the job lifecycle's (:mod:`nick_jobs.jobs.lifecycle`), as a
+Python worker's are.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import marshmallow
+import sqlalchemy as sa
+from marshmallow import fields, validate
+from pyramid.httpexceptions import HTTPNoContent
+from pyramid.request import Request
+from pyramid.response import Response
+
+from nick_jobs.db.after_commit import transaction
+from nick_jobs.jobs import lifecycle
+from nick_jobs.jobs.remote_actions import RemoteJobAction
+from nick_jobs.jobs.serialize import isoformat, job_json
+from nick_jobs.settings import registry_settings
+from nick_jobs.web.body import json_body
+from nick_jobs.web.errors import Error, api_error, authenticated_login
+from nick_jobs.web.permissions import Permission
+from nick_jobs.web.resources import JobContainer, JobResource
+from nick_jobs.web.strict import dumps
+from nick_jobs.web.views import api_view
+from nick_jobs.web.views.jobs import job_url
+from nick_jobs.web.views.submit import known_actions
+from nick_jobs.worker.reporting import LEVEL_NAMES, LEVELS, MAX_TEXT
+
+log = logging.getLogger(__name__)
+
+MAX_WAIT_S = 30
+MAX_CLAIM = 100
+# How often a waiting claim looks again.
+POLL_S = 0.05
+DEFAULT_LEASE_S = 60
+
+
+class _Strict(marshmallow.Schema):
+    class Meta:
+        unknown = marshmallow.RAISE
+
+
+class ClaimSchema(_Strict):
+    actions = fields.List(
+        fields.String(validate=validate.Length(min=1, max=100)),
+        required=True,
+        validate=validate.Length(min=1, max=50),
+        metadata={"description": "The remote actions this consumer runs."},
+    )
+    labels = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(),
+        load_default=dict,
+        metadata={"description": "Only actions whose labels include all of these."},
+    )
+    claims = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(),
+        load_default=dict,
+        metadata={"description": "What this consumer offers a job's claims (claim windows)."},
+    )
+    limit = fields.Integer(
+        strict=True, load_default=1, validate=validate.Range(min=1, max=MAX_CLAIM)
+    )
+    wait = fields.Float(
+        load_default=0.0,
+        validate=validate.Range(min=0, max=MAX_WAIT_S),
+        metadata={"description": "Seconds to wait for a job when there is none (long polling)."},
+    )
+
+
+class _ProgressSchema(_Strict):
+    percent = fields.Float(allow_none=True, validate=validate.Range(min=0, max=100))
+    message = fields.String(allow_none=True, validate=validate.Length(max=MAX_TEXT))
+
+
+class _LineSchema(_Strict):
+    level = fields.String(load_default="info", validate=validate.OneOf(LEVEL_NAMES))
+    message = fields.String(required=True, validate=validate.Length(max=MAX_TEXT))
+
+
+class LeaseRequestSchema(_Strict):
+    lease = fields.String(required=True, validate=validate.Length(min=1, max=64))
+
+
+class CheckinSchema(LeaseRequestSchema):
+    progress = fields.Nested(_ProgressSchema)
+    log = fields.List(fields.Nested(_LineSchema), validate=validate.Length(max=1000))
+    data = fields.Dict(allow_none=True, metadata={"description": "Shown as checkin_data."})
+
+
+class CompleteSchema(LeaseRequestSchema):
+    result = fields.Dict(load_default=dict)
+
+
+class _ErrorSchema(_Strict):
+    type = fields.String(load_default="Error", validate=validate.Length(min=1, max=100))
+    message = fields.String(required=True, validate=validate.Length(max=MAX_TEXT))
+
+
+class FailSchema(LeaseRequestSchema):
+    error = fields.Nested(_ErrorSchema, required=True)
+
+
+class StoppedSchema(LeaseRequestSchema):
+    checkpoint = fields.Raw(required=True, allow_none=True)
+
+
+CLAIM, CHECKIN = ClaimSchema(), CheckinSchema()
+COMPLETE, FAIL, STOPPED = CompleteSchema(), FailSchema(), StoppedSchema()
+RELEASE = LeaseRequestSchema()
+
+
+# --- claim ------------------------------------------------------------------------------
+
+
+def _claimable(request: Request, body: dict[str, Any]) -> list[lifecycle.RemoteAction]:
+    """The remote actions a claim names, with the labels it asks for; a 400 for a name
+    that is not a remote action's."""
+    actions = known_actions(request)
+    wanted: dict[str, str] = body["labels"]
+    found: list[lifecycle.RemoteAction] = []
+    errors: dict[int, list[str]] = {}
+    for index, name in enumerate(body["actions"]):
+        action = actions.get(name)
+        if not isinstance(action, RemoteJobAction):
+            what = "a Python action, run by the service's workers" if action else "no action"
+            errors[index] = [f"{name!r} is {what}: claim remote actions only."]
+            continue
+        if all(action.labels.get(key) == value for key, value in wanted.items()):
+            found.append(lifecycle.RemoteAction(name, action.lease, action.claim_window))
+    if errors:
+        raise marshmallow.ValidationError({"actions": errors})
+    return found
+
+
+class WaitingClaim:
+    """The body of a claim that found nothing and waits: it looks again every
+    :data:`POLL_S` until a job comes, its wait is over or the process drains, then writes
+    the array.
+
+    The wait happens here, after the view and its transaction have returned, so a
+    waiting consumer holds neither an admission slot (nick_jobs.ops.admission) nor a
+    database connection; only a server thread, and one of the process's
+    ``nick_jobs.claim_max_waiting``, given back when the body is closed.
+    """
+
+    def __init__(
+        self,
+        look: Callable[[], list[dict[str, Any]]],
+        write: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
+        deadline: float,
+        draining: Callable[[], bool],
+        slots: threading.BoundedSemaphore,
+    ) -> None:
+        self.look, self.write, self.deadline = look, write, deadline
+        self.draining = draining
+        self._slots: threading.BoundedSemaphore | None = slots
+
+    def __iter__(self) -> Iterator[bytes]:
+        claimed: list[dict[str, Any]] = []
+        while not claimed and not self.draining():
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(POLL_S, left))
+            try:
+                claimed = self.look()
+            except (sa.exc.DBAPIError, sa.exc.TimeoutError):
+                # The status is sent: an empty answer, and the consumer claims again.
+                log.warning("a waiting claim could not reach the database", exc_info=True)
+                break
+        yield dumps(self.write(claimed)).encode()
+
+    def close(self) -> None:
+        if self._slots is not None:
+            self._slots.release()
+            self._slots = None
+
+
+@api_view(
+    context=JobContainer, name="@claim", request_method="POST", permission=Permission.RUN_JOBS
+)
+def claim_view(context: JobContainer, request: Request) -> Response | list[dict[str, Any]]:
+    body = CLAIM.load(json_body(request))
+    actions = _claimable(request, body)
+    consumer = authenticated_login(request)
+    engine = request.registry["nick_jobs.engine"]
+
+    def look() -> list[dict[str, Any]]:
+        # A transaction of its own on a connection of its own for each look: none is held
+        # between looks.
+        with transaction(engine) as conn:
+            return lifecycle.claim(conn, actions, consumer, body["claims"], body["limit"])
+
+    def write(claimed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [_claimed_json(context, job) for job in claimed]
+
+    claimed = look()
+    wait = min(body["wait"], registry_settings(request.registry).claim_max_wait_s)
+    if claimed or not wait:
+        return write(claimed)
+    settings = registry_settings(request.registry)
+    slots: threading.BoundedSemaphore = request.registry["nick_jobs.waiting_claims"]
+    if not slots.acquire(blocking=False):
+        error = api_error(
+            Error.SERVICE_UNAVAILABLE,
+            f"{settings.claim_max_waiting} claims wait in this process already; claim again "
+            "shortly, or without wait.",
+        )
+        error.headers["Retry-After"] = "1"
+        raise error
+    drain = request.registry["nick_jobs.drain"]
+    response = Response(content_type="application/json", charset="utf-8")
+    response.app_iter = WaitingClaim(
+        look, write, time.monotonic() + wait, lambda: drain.draining, slots
+    )
+    return response
+
+
+def _claimed_json(container: JobContainer, job: dict[str, Any]) -> dict[str, Any]:
+    out = job_json(job, job_url(container, job["uuid"]))
+    out["lease"] = {"id": job["lease_id"], "expires": isoformat(job["lease_expires"])}
+    if job.get("checkpoint") is not None:
+        out["checkpoint"] = job["checkpoint"]
+    return out
+
+
+# --- one claimed job --------------------------------------------------------------------
+
+
+def _leased(context: JobResource, request: Request, lease: str) -> lifecycle.StartedJob:
+    try:
+        return lifecycle.leased(request.dbsession, context.job.uuid, lease)
+    except lifecycle.LeaseRefused as exc:
+        raise _lease_refused(exc.status) from None
+
+
+def _lease_refused(status: str | None) -> Exception:
+    return api_error(
+        Error.LEASE_REFUSED,
+        f"This lease is not the job's: it is {status} now, or the lease ran out and the job "
+        "went to another attempt.",
+        status=status,
+    )
+
+
+def _remote_action(request: Request, name: str) -> RemoteJobAction | None:
+    action = known_actions(request).get(name)
+    return action if isinstance(action, RemoteJobAction) else None
+
+
+@api_view(
+    context=JobResource, name="checkin", request_method="POST", permission=Permission.RUN_JOBS
+)
+def checkin_view(context: JobResource, request: Request) -> dict[str, Any]:
+    body = CHECKIN.load(json_body(request))
+    job_row = context.job
+    try:
+        job = lifecycle.leased(request.dbsession, job_row.uuid, body["lease"])
+    except lifecycle.LeaseRefused as exc:
+        # Aborted while the consumer held it: say so, for the consumer to stop.
+        if exc.status == lifecycle.ABORTED and job_row.lease_id == body["lease"]:
+            return {"lease": None, "abort": True, "stop": False}
+        raise _lease_refused(exc.status) from None
+    action = _remote_action(request, job.action)
+    now = lifecycle.utcnow()
+    lines = [
+        {
+            "job_uuid": job.uuid,
+            "attempt": job.attempt,
+            "time": now,
+            "level": LEVELS[line["level"]],
+            "message": line["message"],
+        }
+        for line in body.get("log", ())
+    ]
+    expires = lifecycle.checkin(
+        request.dbsession,
+        job,
+        action.lease if action is not None else DEFAULT_LEASE_S,
+        progress=body.get("progress", lifecycle.UNCHANGED),
+        lines=lines,
+        data=body.get("data", lifecycle.UNCHANGED),
+        now=now,
+    )
+    return {
+        "lease": {"id": body["lease"], "expires": isoformat(expires)},
+        "abort": False,
+        "stop": lifecycle.stop_requested(request.dbsession, job),
+    }
+
+
+@api_view(
+    context=JobResource, name="complete", request_method="POST", permission=Permission.RUN_JOBS
+)
+def complete_view(context: JobResource, request: Request) -> HTTPNoContent:
+    body = COMPLETE.load(json_body(request))
+    job = _leased(context, request, body["lease"])
+    action = _remote_action(request, job.action)
+    if action is not None:
+        try:
+            action.check_result(body["result"])
+        except marshmallow.ValidationError as exc:
+            # The job keeps running: the consumer may send a result that fits.
+            raise marshmallow.ValidationError({"result": exc.messages}) from None
+    if not lifecycle.complete(request.dbsession, job, body["result"]):
+        raise _lease_refused(lifecycle.RUNNING)
+    return HTTPNoContent()
+
+
+@api_view(context=JobResource, name="fail", request_method="POST", permission=Permission.RUN_JOBS)
+def fail_view(context: JobResource, request: Request) -> HTTPNoContent:
+    body = FAIL.load(json_body(request))
+    job = _leased(context, request, body["lease"])
+    error = (body["error"]["type"], body["error"]["message"])
+    retry_at = _retry_at(request, job)
+    conn = request.dbsession
+    if retry_at is not None:
+        done = lifecycle.retry_later(conn, job.uuid, job.attempt, job.started, error, retry_at)
+    else:
+        done = lifecycle.fail(conn, job, *error)
+    if not done:
+        raise _lease_refused(lifecycle.RUNNING)
+    return HTTPNoContent()
+
+
+def _retry_at(request: Request, job: lifecycle.StartedJob) -> dt.datetime | None:
+    """When the failed attempt runs again (its action's retries and backoff), or None."""
+    action = _remote_action(request, job.action)
+    if action is None or not action.max_retries:
+        return None
+    position = job.attempt
+    if position > action.max_retries:
+        position -= lifecycle.series_start(request.dbsession, job.uuid) - 1
+        if position > action.max_retries:
+            return None
+    return lifecycle.utcnow() + dt.timedelta(seconds=action.backoff(position))
+
+
+@api_view(
+    context=JobResource, name="stopped", request_method="POST", permission=Permission.RUN_JOBS
+)
+def stopped_view(context: JobResource, request: Request) -> HTTPNoContent:
+    body = STOPPED.load(json_body(request))
+    job = _leased(context, request, body["lease"])
+    action = _remote_action(request, job.action)
+    if action is None or not action.resumable:
+        raise api_error(
+            Error.NOT_RESUMABLE,
+            f"Jobs of action {job.action!r} can't be stopped and resumed; complete or fail it.",
+            status=lifecycle.RUNNING,
+        )
+    if not lifecycle.stopped(request.dbsession, job, body["checkpoint"]):
+        raise _lease_refused(lifecycle.RUNNING)
+    return HTTPNoContent()
+
+
+@api_view(
+    context=JobResource, name="release", request_method="POST", permission=Permission.RUN_JOBS
+)
+def release_view(context: JobResource, request: Request) -> HTTPNoContent:
+    body = RELEASE.load(json_body(request))
+    job = _leased(context, request, body["lease"])
+    if not lifecycle.release(request.dbsession, job, by=authenticated_login(request)):
+        raise _lease_refused(lifecycle.RUNNING)
+    return HTTPNoContent()
+
+
+def includeme(config: Any) -> None:
+    waiting = registry_settings(config.registry).claim_max_waiting
+    config.registry["nick_jobs.waiting_claims"] = threading.BoundedSemaphore(waiting)
+    config.scan(__name__)
