@@ -217,6 +217,7 @@ def create(
         _record(conn, values["uuid"], "created", actor, 1, now)
     delay = _first_delay(action_version)
     _changed(conn, Change("created", values["uuid"], action, actor, CREATED, delay=delay), send)
+    values["checkin_data"] = None  # the job's JSON reads it: none yet
     return values
 
 
@@ -251,6 +252,7 @@ def create_many(
             "heartbeat": None,
             "enqueued": now,
             "action_version": job.get("action_version"),
+            "checkin_data": None,
         }
         for job in new_jobs
     ]

@@ -78,7 +78,9 @@ FIELDS: tuple[Field, ...] = (
 )
 
 # Every column the JSON is made from, by name: what a reader selects to serialise a job.
-COLUMNS: tuple[str, ...] = (*dict.fromkeys(f.column for f in FIELDS), "error")
+# After FIELDS' come the two whose keys only some jobs have: "checkin_data" (a remote
+# job's consumer sent some) and "error" (a failed job).
+COLUMNS: tuple[str, ...] = (*dict.fromkeys(f.column for f in FIELDS), "checkin_data", "error")
 
 
 # --- written by Python ---------------------------------------------------------------
@@ -97,7 +99,7 @@ _REWRITTEN = tuple(
     (f.key, _PYTHON_WRITERS[f.written]) for f in FIELDS if f.written is not Written.AS_IS
 )
 # Every column at once, in C: a row (or a job dict) has them all but right after a submit.
-_READ = (*(f.column for f in FIELDS), "error")
+_READ = (*(f.column for f in FIELDS), "checkin_data", "error")
 _read_items = operator.itemgetter(*_READ)
 _read_attributes = operator.attrgetter(*_READ)
 
@@ -105,10 +107,13 @@ _read_attributes = operator.attrgetter(*_READ)
 def _read_leniently(job: Mapping[str, Any] | Any) -> list[Any]:
     """:data:`_READ`'s values, an optional field's missing column read as None."""
     if isinstance(job, Mapping):
-        return [job.get(f.column) if f.optional else job[f.column] for f in FIELDS] + [job["error"]]
+        return [job.get(f.column) if f.optional else job[f.column] for f in FIELDS] + [
+            job.get("checkin_data"),
+            job["error"],
+        ]
     return [
         getattr(job, f.column, None) if f.optional else getattr(job, f.column) for f in FIELDS
-    ] + [job.error]
+    ] + [getattr(job, "checkin_data", None), job.error]
 
 
 def job_json(job: Mapping[str, Any] | Any, job_url: str) -> dict[str, Any]:
@@ -119,9 +124,13 @@ def job_json(job: Mapping[str, Any] | Any, job_url: str) -> dict[str, Any]:
     except (KeyError, AttributeError):
         values = _read_leniently(job)
     data: dict[str, Any] = {"@id": job_url}
-    data.update(zip(_KEYS, values, strict=False))  # all but the error, last
+    data.update(zip(_KEYS, values, strict=False))  # all but the last two
     for key, write in _REWRITTEN:
         data[key] = write(data[key])
+    checkin_data = values[-2]
+    # What a remote job's consumer sent with its last check-in, when it sent some.
+    if checkin_data is not None:
+        data["checkin_data"] = checkin_data
     error = values[-1]
     # A failed job with a non-empty error object.
     if data["status"] == JobStatus.FAILED and isinstance(error, dict) and error:
@@ -190,5 +199,13 @@ def job_json_sql(base_url: Any) -> sa.ColumnElement[str]:
     def build(pairs: list[tuple[str, Any]]) -> Any:
         return sa.func.json_build_object(*(part for k, v in pairs for part in (_key(k), v)))
 
-    written = sa.case((failed, build([*fields, ("error", error)])), else_=build(fields))
+    # As job_json: data a consumer sent (not SQL NULL, nor a stored JSON null).
+    sent = sa.and_(c.checkin_data.is_not(None), c.checkin_data != _JSON_NULL)
+    checkin = [("checkin_data", c.checkin_data)]
+    written = sa.case(
+        (sa.and_(failed, sent), build([*fields, *checkin, ("error", error)])),
+        (failed, build([*fields, ("error", error)])),
+        (sent, build([*fields, *checkin])),
+        else_=build(fields),
+    )
     return sa.cast(written, sa.Text)

@@ -213,6 +213,12 @@ class JobSchema(Schema):
         allow_none=True, metadata={"description": "The job this one was restarted from."}
     )
     next_run = fields.DateTime(allow_none=True)
+    checkin_data = fields.Raw(
+        metadata={
+            "description": "What a remote job's consumer sent with its last check-in "
+            "(docs/remote-workers.md); absent when it sent none."
+        }
+    )
     error = fields.Nested(JobErrorSchema, metadata={"description": "A failed job's error."})
 
 

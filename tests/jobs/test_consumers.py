@@ -16,7 +16,6 @@ import sqlalchemy as sa
 from nick_jobs.db.after_commit import transaction
 from nick_jobs.db.meta import utcnow
 from nick_jobs.jobs import lifecycle
-from nick_jobs.jobs.model import Job
 from nick_jobs.users.passwords import hash_password
 from nick_jobs.worker.sweeper import Sweeper
 from tests.conftest import reset_database
@@ -212,9 +211,10 @@ def test_checkin_renews_the_lease_and_records_progress_log_and_data(app):
         ("info", "batch 2 indexed"),
         ("info", "plain"),
     ]
-    with app.backend.engine.connect() as conn:
-        row = conn.execute(sa.select(Job).where(Job.uuid == job["uuid"])).one()
-    assert row.checkin_data == {"batch": 2}
+    # The job's JSON shows it, on its own and in a page of jobs.
+    assert _job(app, job["uuid"])["checkin_data"] == {"batch": 2}
+    page = app.get("/@jobs", headers=app.auth()).json
+    assert [j.get("checkin_data") for j in page] == [{"batch": 2}]
 
 
 def test_checkin_tells_the_consumer_of_a_stop_or_an_abort(app):

@@ -204,6 +204,12 @@ VARIETY: list[dict[str, Any]] = [
     {"status": "completed", "error": {"type": "Stale", "message": "not failed"}},
     {"status": "running", "finished": None, "result": {}},
     {"params": [], "result": False},  # never written so, but written as stored
+    # A remote job's check-in data: shown when there is some, with or without an error.
+    {"checkin_data": {"batch": 2, "note": "é"}},
+    {"checkin_data": {}, "status": "failed", "error": {"type": "Io", "message": "disk"}},
+    {"checkin_data": sa.JSON.NULL},
+    {"checkin_data": sa.null(), "status": "failed", "error": {"type": "Io", "message": "x"}},
+    {"checkin_data": [1, "two"]},
 ]
 
 

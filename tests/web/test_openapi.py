@@ -236,7 +236,7 @@ def test_the_default_installation_has_no_test_action(default_document):
 
 def test_the_job_schema_has_every_field_of_the_jobs_json(default_document):
     job = default_document["components"]["schemas"]["Job"]
-    assert list(job["properties"]) == ["@id", *(f.key for f in FIELDS), "error"]
+    assert list(job["properties"]) == ["@id", *(f.key for f in FIELDS), "checkin_data", "error"]
     assert job["additionalProperties"] is False
 
 
