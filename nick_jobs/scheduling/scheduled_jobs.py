@@ -23,7 +23,8 @@ from pyramid.authorization import ALL_PERMISSIONS, ACLHelper, Allow, Authenticat
 from sqlalchemy.orm import Session
 
 from nick_jobs.db.meta import table, utcnow
-from nick_jobs.jobs.actions import get_registry
+from nick_jobs.jobs.actions import ActionRegistry, get_registry
+from nick_jobs.jobs.remote_actions import Actions
 from nick_jobs.jobs.schemas import StrictBoolean
 from nick_jobs.jobs.serialize import isoformat
 from nick_jobs.scheduling import cron
@@ -160,9 +161,20 @@ def owner_may_submit(login: str, roles: Iterable[str], permission: str) -> bool:
     return bool(ACLHelper().permits(context, principals, permission))
 
 
-def required_permission(registry: Mapping[str, Any], action: str) -> str:
+def known_actions(
+    registry: Mapping[str, Any], conn: Session | sa.Connection | None = None
+) -> ActionRegistry | Actions:
+    """The Python actions, and with ``conn`` the remote ones too (they are in the
+    database; a schedule declared in the ini file is checked before any is read)."""
+    python = get_registry(registry)
+    return python if conn is None else Actions(python, conn)
+
+
+def required_permission(
+    registry: Mapping[str, Any], action: str, conn: Session | sa.Connection | None = None
+) -> str:
     """The permission submitting ``action`` needs; ``Manage Site`` for an unknown action."""
-    found = get_registry(registry).get(action)
+    found = known_actions(registry, conn).get(action)
     return found.permission if found is not None else Permission.MANAGE_SITE.value
 
 
@@ -170,14 +182,18 @@ def required_permission(registry: Mapping[str, Any], action: str) -> str:
 
 
 def check_definition(
-    registry: Mapping[str, Any], action: str, params: dict[str, Any]
+    registry: Mapping[str, Any],
+    action: str,
+    params: dict[str, Any],
+    conn: Session | sa.Connection | None = None,
 ) -> dict[str, Any]:
-    """Raise ``ValidationError`` unless ``action`` exists and takes ``params``.
+    """Raise ``ValidationError`` unless ``action`` exists and takes ``params`` (with
+    ``conn``, a remote action too).
 
     Returns the params as given (they are stored as sent, and loaded again when the
     job runs, exactly like the params of ``POST /@jobs``).
     """
-    found = get_registry(registry).get(action)
+    found = known_actions(registry, conn).get(action)
     if found is None:
         raise ValidationError({"action": [f"Unknown action {action!r}."]})
     reserved = sorted({"action", "scheduled_job"} & set(params))
@@ -219,8 +235,8 @@ def create(
     dbsession: Session, registry: Mapping[str, Any], data: dict[str, Any], actor: str
 ) -> ScheduledJob:
     """Store a new scheduled job from validated ``data``; AlreadyExists on a taken id."""
-    params = check_definition(registry, data["action"], data.get("params", {}))
-    action = get_registry(registry).get(data["action"])
+    params = check_definition(registry, data["action"], data.get("params", {}), dbsession)
+    action = known_actions(registry, dbsession).get(data["action"])
     assert action is not None  # check_definition has refused an unknown action
     now = utcnow()
     schedule = cron.normalize(data["schedule"])
@@ -248,7 +264,12 @@ def create(
     return row
 
 
-def update(registry: Mapping[str, Any], row: ScheduledJob, data: dict[str, Any]) -> ScheduledJob:
+def update(
+    registry: Mapping[str, Any],
+    row: ScheduledJob,
+    data: dict[str, Any],
+    conn: Session | sa.Connection | None = None,
+) -> ScheduledJob:
     """Apply validated PATCH ``data`` to ``row``.
 
     A change of schedule, time zone or ``enabled`` moves ``next_run`` to the first slot
@@ -259,7 +280,7 @@ def update(registry: Mapping[str, Any], row: ScheduledJob, data: dict[str, Any])
     action = data.get("action", row.action)
     params = data.get("params", row.params or {})
     if "action" in data or "params" in data:
-        check_definition(registry, action, params)
+        check_definition(registry, action, params, conn)
     for key in ("title", "description"):
         if key in data:
             setattr(row, key, data[key])

@@ -49,7 +49,8 @@ from sqlalchemy.exc import IntegrityError
 
 from nick_jobs.db.after_commit import savepoint, transaction
 from nick_jobs.db.meta import UTCDateTime, table, utcnow
-from nick_jobs.jobs import lifecycle
+from nick_jobs.jobs import lifecycle, remote_actions
+from nick_jobs.jobs.actions import get_registry
 from nick_jobs.ops.metrics import SCHEDULED_FIRINGS_SKIPPED
 from nick_jobs.scheduling import cron
 from nick_jobs.scheduling.model import SLUG, SLUG_MESSAGE, ScheduledFiring, ScheduledJob
@@ -611,7 +612,7 @@ class Scheduler:
         ).one_or_none()
         if owner is None:
             return OWNER_MISSING, f"Its owner {current.actor!r} no longer exists."
-        permission = required_permission(self.registry, current.action)
+        permission = required_permission(self.registry, current.action, conn)
         if owner_may_submit(current.actor, owner.roles or (), permission):
             return None
         return OWNER_LACKS_PERMISSION, (
@@ -624,6 +625,12 @@ class Scheduler:
     ) -> Fired | None:
         """The job of a firing its owner may make, in the claim's transaction."""
         try:
+            # A remote action's job is made under its current version, for a consumer.
+            remote = (
+                None
+                if current.action in get_registry(self.registry)
+                else remote_actions.get(conn, current.action)
+            )
             with savepoint(conn):
                 job = lifecycle.create(
                     conn,
@@ -636,6 +643,7 @@ class Scheduler:
                     actor=current.actor,
                     title=current.title,
                     description=current.description,
+                    action_version=remote.version if remote is not None else None,
                     send=self.queue.send,
                 )
                 conn.execute(

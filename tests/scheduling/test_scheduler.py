@@ -316,6 +316,39 @@ def test_fired_jobs_are_sent_after_the_commit(make_world):
     assert sent == [(fired[0].job_uuid, "dummy", 0.0)]
 
 
+def test_a_remote_action_is_scheduled_and_its_jobs_wait_for_a_consumer(world):
+    """A schedule of a remote action (declared as data) creates its job under the
+    action's current version, with no broker message: a consumer claims it."""
+    client = world.app_client()
+    token = tokens.issue(world.registry["nick_jobs.settings"], "admin", "Admin")
+    admin = {"Authorization": f"Bearer {token}"}
+    definition = {"params": {"type": "object", "properties": {"site": {"type": "string"}}}}
+    client.put_json("/@job-actions/reindex", definition, headers=admin, status=201)
+    client.put_json("/@job-actions/reindex", {**definition, "lease": 90}, headers=admin)
+    # Its params are checked against the action's JSON Schema, as a submit's.
+    nightly = {"id": "nightly-reindex", "action": "reindex", "schedule": "0 0 * * *"}
+    res = client.post_json(
+        "/@scheduled-jobs", {**nightly, "params": {"site": 7}}, headers=admin, status=400
+    )
+    assert "site" in res.json["error"]["fields"]["params"]
+    client.post_json(
+        "/@scheduled-jobs", {**nightly, "params": {"site": "news"}}, headers=admin, status=201
+    )
+    listed = client.get("/@scheduled-job-actions", headers=admin).json
+    assert {"reindex": "remote"}.items() <= {a["name"]: a["kind"] for a in listed}.items()
+    sent = []
+    scheduler = world.scheduler()
+    scheduler.queue = type("Queue", (), {"send": lambda self, *args: sent.append(args)})()
+    # Made through the API, its first slot is the next midnight from the real clock.
+    slot = world.row("nightly-reindex").next_run
+    fired = scheduler.tick(slot + dt.timedelta(seconds=1))
+    assert [f.scheduled_job for f in fired] == ["nightly-reindex"]
+    assert sent == []
+    [job] = world.jobs()
+    assert (job.action, job.action_version, job.status) == ("reindex", 2, "created")
+    assert job.params == {"scheduled_job": "nightly-reindex", "action": "reindex", "site": "news"}
+
+
 def test_schedulers_racing_create_one_job_per_firing(world):
     """Four schedulers tick at the same instants; each slot of each schedule fires once."""
     for name in ("a", "b", "c"):

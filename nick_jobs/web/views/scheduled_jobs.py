@@ -12,6 +12,7 @@ from pyramid.httpexceptions import HTTPException, HTTPNoContent
 from pyramid.request import Request
 
 from nick_jobs.jobs.actions import get_registry
+from nick_jobs.jobs.remote_actions import Actions
 from nick_jobs.scheduling import scheduled_jobs
 from nick_jobs.scheduling.model import ScheduledJob
 from nick_jobs.scheduling.scheduled_jobs import (
@@ -74,7 +75,7 @@ def patch_view(context: ScheduledJobResource, request: Request) -> dict[str, Any
     data = ScheduledJobPatchSchema().load(json_body(request))
     if context.row.declared:
         raise _declared(context.row)
-    row = scheduled_jobs.update(request.registry, context.row, data)
+    row = scheduled_jobs.update(request.registry, context.row, data, request.dbsession)
     request.dbsession.flush()
     if "return=representation" in request.headers.get("Prefer", ""):
         return scheduled_job_json(row, _url(request, context.__parent__, row.id))
@@ -109,7 +110,8 @@ def preview_view(context: ScheduledJobContainer, request: Request) -> dict[str, 
 
 @api_view(context=Root, name="@scheduled-job-actions", request_method="GET", permission=MANAGE)
 def actions_view(context: Root, request: Request) -> list[dict[str, Any]]:
-    return [action.describe() for action in get_registry(request.registry)]
+    # Remote actions too: a schedule may create their jobs, for consumers to claim.
+    return [action.describe() for action in Actions(get_registry(request.registry), request.dbconn)]
 
 
 def includeme(config: Configurator) -> None:
