@@ -1,5 +1,5 @@
 """The server's commands of ``nick-jobs``: ``serve``, ``migrate``, ``worker``, ``sweep``,
-``scheduler``, ``users`` and ``tokens``.
+``scheduler``, ``users``, ``tokens`` and ``actions apply``.
 
 The ``nick-jobs`` command itself is the client's (:mod:`nick_jobs_client.cli`): this
 distribution adds these commands to it through the ``nick_jobs.commands`` entry point
@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import nick_jobs_client.cli as client_cli
+from nick_jobs_client.cli.commands import actions_subcommands
 from nick_jobs_client.cli.parser import Parser
 
 if TYPE_CHECKING:
@@ -520,6 +521,12 @@ def _cmd_scheduler(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_actions_apply(args: argparse.Namespace) -> int:
+    from nick_jobs.cli.actions_apply import cmd_actions_apply
+
+    return cmd_actions_apply(args)
+
+
 def _configured(
     command: Callable[[argparse.Namespace], int],
 ) -> Callable[[argparse.Namespace], int]:
@@ -654,6 +661,32 @@ def add_server_commands(subparsers: Any) -> None:
     )
     scheduler.add_argument("config", help="the ini file, e.g. production.ini")
     scheduler.set_defaults(func=_configured(_cmd_scheduler))
+
+    # `nick-jobs actions` is the client's (it lists the actions): `apply` is added under it.
+    apply = actions_subcommands(subparsers).add_parser(
+        "apply",
+        help="create, change or delete remote actions as a YAML or JSON file declares them",
+        description="Apply the remote actions FILE declares (a mapping `actions` of names to "
+        "definitions, each what PUT /@job-actions/{name} takes) to the database of CONFIG, "
+        "in one transaction: every definition is checked first, and one bad one applies "
+        "nothing (exit status 2). Prints one line an action: created, updated, unchanged, "
+        "or deleted (--prune).",
+    )
+    apply.add_argument("config", help="the ini file, e.g. production.ini")
+    apply.add_argument("file", help="a .yaml, .yml or .json file")
+    apply.add_argument(
+        "--dry-run", action="store_true", help="print what would change, and write nothing"
+    )
+    apply.add_argument(
+        "--prune", action="store_true", help="delete the remote actions the file does not name"
+    )
+    apply.add_argument(
+        "--by",
+        metavar="LOGIN",
+        help="who the new versions say made them (default: cli: and the system user, "
+        "e.g. cli:deploy)",
+    )
+    apply.set_defaults(func=_configured(_cmd_actions_apply))
 
 
 def build_parser() -> Parser:

@@ -146,9 +146,7 @@ class JobContainer:
             raise HTTPForbidden()
         # Someone else's job is absent, not forbidden: a 404 that reveals nothing. A
         # consumer reports on jobs whoever submitted them (the views check its lease).
-        if job is None or (
-            job.actor != userid and not self.sees_all() and not self.runs_jobs()
-        ):
+        if job is None or (job.actor != userid and not self.sees_all() and not self.runs_jobs()):
             raise KeyError(key)
         return JobResource(job, parent=self)
 

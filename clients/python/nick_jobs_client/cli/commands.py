@@ -79,6 +79,7 @@ JOB_EXIT = {
 COMMANDS: tuple[str, ...] = ("login", "logout", "list", "get", "submit", "abort", "retry")
 COMMANDS += ("delete", "stop", "resume", "restart", "log", "history", "stream", "schedules")
 COMMANDS += ("actions", "health", "status", "stats", "server", "completion")
+COMMANDS += ("consume",)
 
 # Where ``args.server`` came from (``server_source``), as ``nick-jobs server`` tells it.
 SERVER_SOURCES = {
@@ -1420,6 +1421,14 @@ def cmd_completion(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_consume(args: argparse.Namespace) -> int:
+    # Imported here: the other commands need none of it.
+    from nick_jobs_client.cli.consume import consume
+
+    consume(args, make_client(args))
+    return EXIT_OK
+
+
 def run(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """Turn the expected failures into one line on stderr and an exit status."""
 
@@ -1639,6 +1648,60 @@ def add_client_commands(subparsers: Any) -> None:
     add("history", cmd_history, "show what happened to a job").add_argument("id", metavar="ID")
     add("stream", cmd_stream, "follow a job until it ends").add_argument("id", metavar="ID")
 
+    consume = add(
+        "consume",
+        cmd_consume,
+        "run the jobs of remote actions with a shell command, until SIGTERM or Ctrl-C",
+    )
+    consume.add_argument("actions", nargs="+", metavar="ACTION", help="a remote action")
+    consume.add_argument(
+        "--exec",
+        dest="exec_command",
+        metavar="COMMAND",
+        required=True,
+        help="run for each job through the shell: the params as JSON on stdin, "
+        "$NICK_JOBS_JOB_UUID and $NICK_JOBS_ATTEMPT set; stdout (a JSON object) is the "
+        "result, each stderr line a log line, an exit status other than 0 fails the job",
+    )
+    consume.add_argument(
+        "--concurrency",
+        "-c",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="jobs at a time, 1 to 100 (default: %(default)s)",
+    )
+    consume.add_argument(
+        "--labels",
+        nargs="+",
+        action="extend",
+        metavar="KEY=VALUE",
+        help="only the actions with these labels",
+    )
+    consume.add_argument(
+        "--claims",
+        nargs="+",
+        action="extend",
+        metavar="KEY=VALUE",
+        help="what this consumer offers the jobs' claims",
+    )
+    consume.add_argument(
+        "--grace",
+        type=_seconds,
+        default=30.0,
+        metavar="S",
+        help="on SIGTERM or Ctrl-C, seconds the running jobs get to end before they are "
+        "released (default: %(default)s)",
+    )
+    consume.add_argument(
+        "--wait",
+        type=_seconds,
+        default=20.0,
+        metavar="S",
+        help="seconds a claim waits for a job, at most 30 (default: %(default)s); a stop "
+        "lets the claim in flight answer",
+    )
+
     schedules = subparsers.add_parser(
         "schedules",
         help="list, show, add, change and remove scheduled jobs",
@@ -1703,6 +1766,7 @@ def add_client_commands(subparsers: Any) -> None:
     actions.add_argument(
         "--search", metavar="TEXT", help="only actions whose name, title or description has it"
     )
+    # Its subcommands, if any, come from other distributions: actions_subcommands().
     add("health", cmd_health, "check that the server answers")
 
     completion = subparsers.add_parser(
@@ -1713,6 +1777,27 @@ def add_client_commands(subparsers: Any) -> None:
     )
     completion.add_argument("shell", choices=SHELLS)
     completion.set_defaults(func=cmd_completion)
+
+
+ACTIONS_SUBCOMMAND = "actions_command"
+
+
+def actions_subcommands(subparsers: Any) -> Any:
+    """The subcommands of ``nick-jobs actions``, to which another distribution adds its
+    own (the server adds ``apply``); ``subparsers`` is the ``nick-jobs`` parser's.
+
+    They are made on the first call: with none added, ``actions`` is the bare command
+    that lists the actions, and it stays that without a subcommand either way.
+    """
+    actions: Parser = subparsers.choices["actions"]
+    for argument in actions.arguments:
+        if argument.dest == ACTIONS_SUBCOMMAND:
+            return argument
+    return actions.add_subparsers(
+        dest=ACTIONS_SUBCOMMAND,
+        title="subcommands",
+        description="without one, `actions` lists the actions you may submit",
+    )
 
 
 def _add_params_arguments(parser: argparse.ArgumentParser, help: str | None = None) -> None:
@@ -1734,6 +1819,23 @@ def _non_negative(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _non_negative(text)
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError("must be 1 to 100")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError("must be 0 to 3600")
     return value
 
 
