@@ -48,7 +48,8 @@ from sqlalchemy.orm import Session
 from nick_jobs import main
 from nick_jobs.db import get_engine, migrations
 from nick_jobs.db.after_commit import transaction
-from nick_jobs.jobs import lifecycle
+from nick_jobs.jobs import lifecycle, remote_actions
+from nick_jobs.jobs.actions import get_registry
 from nick_jobs.jobs.builtin_actions import dummy_action, prune_action
 from nick_jobs.jobs.model import JobLog
 from nick_jobs.scheduling import scheduled_jobs
@@ -339,6 +340,51 @@ def _stopped(world: World) -> None:
         assert lifecycle.stopped(conn, attempt_of(RUNNING_UUID, 1), 14)
 
 
+REINDEX_UUID = "5f0c1d0e-7b7a-4c1e-9d3a-2b7e8f6a1c42"
+LEASE_UUID = "0b6d3f4e-1c2a-4e8b-9f7d-6a5c4b3a2f10"  # the claim's lease, as hex
+REINDEX = {
+    "title": "Reindex a site",
+    "permission": "Add Jobs",
+    "params": {
+        "type": "object",
+        "properties": {"site": {"type": "string"}},
+        "required": ["site"],
+    },
+    "lease": 120,
+}
+
+
+def _remote(world: World) -> None:
+    """The remote action reindex (docs/remote-workers.md), and one of its jobs, waiting."""
+    world.clock.at("09:00:00.000")
+    registry = world.client.app.registry
+    with Session(world.engine) as session, session.begin():
+        definition, _ = remote_actions.load_definition(REINDEX, "reindex")
+        remote_actions.put(session, get_registry(registry), "reindex", definition, "admin")
+    world.clock.at("15:59:00.000")
+    world.uuids.queue.append(REINDEX_UUID)
+    with transaction(world.engine) as conn:
+        lifecycle.create(
+            conn,
+            action="reindex",
+            params={"action": "reindex", "site": "news"},
+            actor="admin",
+            title="Reindex the news",
+            description="",
+            action_version=1,
+        )
+
+
+def _claimed(world: World) -> None:
+    """The reindex job, claimed by admin's consumer half a minute after it was made."""
+    _remote(world)
+    world.clock.at("15:59:30.000")
+    world.uuids.queue.append(LEASE_UUID)
+    action = lifecycle.RemoteAction("reindex", lease=120, claim_window=0)
+    with transaction(world.engine) as conn:
+        assert lifecycle.claim(conn, [action], "admin", {}, 1)
+
+
 _SCHEDULED = ("add_repeated", "delete", "get", "list", "patch", "patch_representation")
 
 # What an example needs beyond the users and the standard jobs.
@@ -355,6 +401,10 @@ SETUP: dict[str, Callable[[World], None]] = {
     **{f"scheduled-jobs/{name}": _scheduled for name in _SCHEDULED},
     "scheduled-jobs/delete_declared": lambda world: _scheduled(world, declared=True),
     "scheduled-jobs/get_skipped": _skipped,
+    "consumers/claim": _remote,
+    "consumers/checkin": _claimed,
+    "consumers/complete": _claimed,
+    "consumers/complete_wrong_lease": _claimed,
 }
 
 

@@ -30,7 +30,6 @@ import dataclasses
 import datetime as dt
 import functools
 import logging
-import secrets
 import uuid as uuidlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -1458,7 +1457,8 @@ def claim(
                     heartbeat=now,
                     next_run=None,
                     worker=consumer,
-                    lease_id=secrets.token_urlsafe(18),
+                    # 122 random bits (uuid4 reads os.urandom), as hex.
+                    lease_id=uuidlib.uuid4().hex,
                     lease_expires=now + dt.timedelta(seconds=action.lease),
                     checkin_data=sa.null(),
                 )

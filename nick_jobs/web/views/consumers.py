@@ -248,12 +248,14 @@ def _leased(context: JobResource, request: Request, lease: str) -> lifecycle.Sta
 
 
 def _lease_refused(status: str | None) -> Exception:
-    return api_error(
-        Error.LEASE_REFUSED,
-        f"This lease is not the job's: it is {status} now, or the lease ran out and the job "
-        "went to another attempt.",
-        status=status,
-    )
+    if status == lifecycle.RUNNING:
+        message = (
+            "This lease does not hold the job: it is wrong, or it ran out and another "
+            "claim holds the job now."
+        )
+    else:
+        message = f"The job is {status} now: this lease no longer holds it."
+    return api_error(Error.LEASE_REFUSED, message, status=status)
 
 
 def _remote_action(request: Request, name: str) -> RemoteJobAction | None:
