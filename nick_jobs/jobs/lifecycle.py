@@ -33,13 +33,14 @@ import logging
 import uuid as uuidlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from nick_jobs.db.after_commit import after_commit
-from nick_jobs.db.meta import table, utcnow
+from nick_jobs.db.meta import table
+from nick_jobs.db.meta import utcnow as utcnow  # re-exported: callers use lifecycle.utcnow
 from nick_jobs.jobs.model import FINISHED_STATUSES, Job, JobHistory, JobLog, JobStatus
 from nick_jobs.ops import logging as state_log
 from nick_jobs.ops import metrics
@@ -95,7 +96,7 @@ class Change:
     details: tuple[tuple[str, Any], ...] = ()  # more key=value for the log line
 
 
-def _changed(conn, change: Change, send: Send | None = None) -> None:
+def _changed(conn: Session | sa.Connection, change: Change, send: Send | None = None) -> None:
     """The effects of ``change``, once it has committed."""
     after_commit(conn, functools.partial(_effects, change, send))
 
@@ -136,7 +137,13 @@ def _seconds(since: dt.datetime | None, until: dt.datetime | None) -> float | No
 
 
 def _record(
-    conn, uuid: str, event: str, by: str, attempt: int, now: dt.datetime, **data: Any
+    conn: Session | sa.Connection,
+    uuid: str,
+    event: str,
+    by: str,
+    attempt: int,
+    now: dt.datetime,
+    **data: Any,
 ) -> None:
     conn.execute(
         history.insert().values(
@@ -145,16 +152,23 @@ def _record(
     )
 
 
+def _rowcount(result: sa.Result[Any]) -> int:
+    """The rows an INSERT, UPDATE or DELETE matched."""
+    # A Session's execute is typed as returning a plain Result, yet for these statements
+    # it is a CursorResult, whether a Session or a Connection ran them.
+    return cast("sa.CursorResult[Any]", result).rowcount
+
+
 def _a(word: str | None) -> str:
     return "An" if word and word[0] in "aeiou" else "A"
 
 
-def _current_status(conn, uuid: str) -> str | None:
+def _current_status(conn: Session | sa.Connection, uuid: str) -> str | None:
     return conn.execute(sa.select(jobs.c.status).where(jobs.c.uuid == uuid)).scalar_one_or_none()
 
 
 def create(
-    conn,
+    conn: Session | sa.Connection,
     *,
     action: str,
     params: dict[str, Any],
@@ -175,26 +189,9 @@ def create(
     still holds that identity, checked in the same statement; :class:`GuardFailed` if not.
     """
     now = utcnow()
-    values: dict[str, Any] = {
-        "uuid": str(uuidlib.uuid4()),
-        "title": title,
-        "description": description,
-        "action": action,
-        "params": params,
-        "actor": actor,
-        "status": CREATED,
-        "created": now,
-        "started": None,
-        "finished": None,
-        "result": {},
-        "error": None,
-        "attempt": 1,
-        "idempotency_key": idempotency_key,
-        "heartbeat": None,
-        # The message goes out right after this commits; a sweeper re-sends it if not.
-        "enqueued": now,
-        "action_version": action_version,
-    }
+    values = _new_job(
+        action, params, actor, title, description, idempotency_key, action_version, now
+    )
     params = {f"b_{key}": value for key, value in values.items()}
     if _dialect(conn) == "postgresql":
         # The job and its "created" history row in one statement: one round trip. On
@@ -220,8 +217,45 @@ def create(
     return values
 
 
+def _new_job(
+    action: str,
+    params: dict[str, Any],
+    actor: str,
+    title: str,
+    description: str,
+    idempotency_key: str | None,
+    action_version: int | None,
+    now: dt.datetime,
+) -> dict[str, Any]:
+    """The columns of a new ``created`` job (its id is the database's)."""
+    return {
+        "uuid": str(uuidlib.uuid4()),
+        "title": title,
+        "description": description,
+        "action": action,
+        "params": params,
+        "actor": actor,
+        "status": CREATED,
+        "created": now,
+        "started": None,
+        "finished": None,
+        "result": {},
+        "error": None,
+        "attempt": 1,
+        "idempotency_key": idempotency_key,
+        "heartbeat": None,
+        # The message goes out right after this commits; a sweeper re-sends it if not.
+        "enqueued": now,
+        "action_version": action_version,
+    }
+
+
 def create_many(
-    conn, new_jobs: Sequence[dict[str, Any]], *, actor: str, send: Send | None = None
+    conn: Session | sa.Connection,
+    new_jobs: Sequence[dict[str, Any]],
+    *,
+    actor: str,
+    send: Send | None = None,
 ) -> list[dict[str, Any]]:
     """Insert several ``created`` jobs (each a dict of :func:`create`'s keyword
     arguments, ``actor`` apart) in the caller's transaction, and return their rows in
@@ -232,27 +266,18 @@ def create_many(
     every log line: a bulk submit costs a few round trips, not a few per job.
     """
     now = utcnow()
-    rows: list[dict[str, Any]] = [
-        {
-            "uuid": str(uuidlib.uuid4()),
-            "title": job["title"],
-            "description": job["description"],
-            "action": job["action"],
-            "params": job["params"],
-            "actor": actor,
-            "status": CREATED,
-            "created": now,
-            "started": None,
-            "finished": None,
-            "result": {},
-            "error": None,
-            "attempt": 1,
-            "idempotency_key": job.get("idempotency_key"),
-            "heartbeat": None,
-            "enqueued": now,
-            "action_version": job.get("action_version"),
-            "checkin_data": None,
-        }
+    rows = [
+        _new_job(
+            job["action"],
+            job["params"],
+            actor,
+            job["title"],
+            job["description"],
+            job.get("idempotency_key"),
+            job.get("action_version"),
+            now,
+        )
+        | {"checkin_data": None}
         for job in new_jobs
     ]
     if not rows:
@@ -299,7 +324,7 @@ def _effects_of_many(changes: Sequence[Change], send: Send | None) -> None:
         _effects(change, send)
 
 
-def _dialect(conn) -> str:
+def _dialect(conn: Session | sa.Connection | sa.Engine) -> str:
     """The dialect's name of a ``Session``, ``Connection`` or ``Engine``."""
     bind = conn.get_bind() if isinstance(conn, Session) else conn
     return bind.dialect.name
@@ -330,7 +355,7 @@ _GUARDED_CREATE = (
 )
 
 
-def _create_with_history(create: sa.Insert):
+def _create_with_history(create: sa.Insert) -> sa.Select[Any]:
     new_job = create.returning(jobs.c.uuid, jobs.c.created, jobs.c.actor).cte("new_job")
     event = history.insert().from_select(
         ["job_uuid", "time", "event", "by", "attempt", "data"],
@@ -400,7 +425,7 @@ _RUNNING_ATTEMPT = (
 )
 
 
-def _finishing(status: str, column: str | None, with_progress: bool):
+def _finishing(status: str, column: str | None, with_progress: bool) -> sa.Update:
     values: dict[str, Any] = {"status": status, "finished": sa.bindparam("b_now")}
     if column is not None:
         values[column] = sa.bindparam("b_value")
@@ -433,13 +458,13 @@ job_logs = table(JobLog)
 _INSERT_LINES = job_logs.insert()
 
 
-def insert_lines(conn, lines: Sequence[dict[str, Any]]) -> None:
+def insert_lines(conn: Session | sa.Connection, lines: Sequence[dict[str, Any]]) -> None:
     """Add log lines (``job_logs`` rows as dicts) in ``conn``'s transaction."""
     if lines:
         conn.execute(_INSERT_LINES, list(lines))
 
 
-def one_statement(conn) -> bool:
+def one_statement(conn: Session | sa.Connection | sa.Engine) -> bool:
     """Does a finishing statement with log lines run as one statement on ``conn`` (a
     ``Session``, ``Connection`` or ``Engine``)?
 
@@ -449,10 +474,10 @@ def one_statement(conn) -> bool:
     return _dialect(conn) == "postgresql"
 
 
-_WITH_LINES: dict[int, Any] = {}
+_WITH_LINES: dict[int, sa.Insert] = {}
 
 
-def _with_lines(finishing) -> Any:
+def _with_lines(finishing: sa.Update) -> sa.Insert:
     """``finishing`` as a CTE whose ``RETURNING`` feeds the INSERT of the attempt's lines:
     the lines go in only when it matched, in the same statement (PostgreSQL)."""
     statement = _WITH_LINES.get(id(finishing))
@@ -488,9 +513,9 @@ def _with_lines(finishing) -> Any:
 
 
 def _finish(
-    conn,
+    conn: Session | sa.Connection,
     job: StartedJob,
-    finishing,
+    finishing: sa.Update,
     params: dict[str, Any],
     progress: Any,
     lines: Sequence[dict[str, Any]],
@@ -529,7 +554,9 @@ def _finishing_params(job: StartedJob) -> dict[str, Any]:
     return {"b_uuid": job.uuid, "b_attempt": job.attempt, "b_now": utcnow()}
 
 
-def start(conn, uuid: str, now: dt.datetime | None = None) -> StartedJob | None:
+def start(
+    conn: Session | sa.Connection, uuid: str, now: dt.datetime | None = None
+) -> StartedJob | None:
     """``created → running``; None when the job is gone, aborted or already taken.
 
     A duplicate delivery of the same message, or a message for an aborted or deleted job,
@@ -546,7 +573,7 @@ def start(conn, uuid: str, now: dt.datetime | None = None) -> StartedJob | None:
     return job
 
 
-def own_start(conn, uuid: str, now: dt.datetime) -> StartedJob | None:
+def own_start(conn: Session | sa.Connection, uuid: str, now: dt.datetime) -> StartedJob | None:
     """The job as :func:`start` at ``now`` started it, if it did; else None.
 
     A start whose commit went through but whose answer was lost with the connection
@@ -561,7 +588,7 @@ def own_start(conn, uuid: str, now: dt.datetime) -> StartedJob | None:
     return None if row is None else _started(uuid, row, now)
 
 
-def attempt_status(conn, uuid: str, attempt: int) -> str | None:
+def attempt_status(conn: Session | sa.Connection, uuid: str, attempt: int) -> str | None:
     """The status of the job if it is still at ``attempt``; None otherwise (or gone)."""
     return conn.execute(
         sa.select(jobs.c.status).where(jobs.c.uuid == uuid, jobs.c.attempt == attempt)
@@ -583,7 +610,7 @@ def _started(uuid: str, row: Any, now: dt.datetime) -> StartedJob:
 
 
 def complete(
-    conn,
+    conn: Session | sa.Connection,
     job: StartedJob,
     result: dict[str, Any],
     progress: Any = UNCHANGED,
@@ -602,7 +629,7 @@ def complete(
 
 
 def fail(
-    conn,
+    conn: Session | sa.Connection,
     job: StartedJob,
     error_type: str,
     message: str,
@@ -637,7 +664,7 @@ _FAIL = {
 }
 
 
-def heartbeat(conn, running: dict[str, int], now: dt.datetime) -> int:
+def heartbeat(conn: Session | sa.Connection, running: dict[str, int], now: dt.datetime) -> int:
     """Mark running jobs (uuid → attempt) as alive; one statement for a whole process.
 
     Fenced on the attempt: a leftover handler of an aborted attempt can't keep a retried
@@ -646,14 +673,16 @@ def heartbeat(conn, running: dict[str, int], now: dt.datetime) -> int:
     if not running:
         return 0
     pairs = list(running.items())
-    return conn.execute(
-        jobs.update()
-        .where(sa.tuple_(jobs.c.uuid, jobs.c.attempt).in_(pairs), jobs.c.status == RUNNING)
-        .values(heartbeat=now)
-    ).rowcount
+    return _rowcount(
+        conn.execute(
+            jobs.update()
+            .where(sa.tuple_(jobs.c.uuid, jobs.c.attempt).in_(pairs), jobs.c.status == RUNNING)
+            .values(heartbeat=now)
+        )
+    )
 
 
-def is_current(conn, uuid: str, attempt: int) -> bool:
+def is_current(conn: Session | sa.Connection, uuid: str, attempt: int) -> bool:
     """Is this attempt still the running one? (False once aborted, deleted or retried.)"""
     status = conn.execute(
         sa.select(jobs.c.status).where(jobs.c.uuid == uuid, jobs.c.attempt == attempt)
@@ -661,7 +690,7 @@ def is_current(conn, uuid: str, attempt: int) -> bool:
     return status == RUNNING
 
 
-def abort(conn, uuid: str, by: str) -> None:
+def abort(conn: Session | sa.Connection, uuid: str, by: str) -> None:
     """``created|running → aborted``.
 
     A running handler learns of it at its next check (it is no longer the current
@@ -682,7 +711,7 @@ def abort(conn, uuid: str, by: str) -> None:
     _changed(conn, Change("aborted", uuid, row.action, row.actor, ABORTED, by, took))
 
 
-def retry(conn, uuid: str, by: str, send: Send | None = None) -> int:
+def retry(conn: Session | sa.Connection, uuid: str, by: str, send: Send | None = None) -> int:
     """``failed|aborted → created`` as a new attempt; returns the new attempt number.
 
     The finished attempt's outcome goes to the job's history first; the UPDATE is fenced
@@ -705,25 +734,27 @@ def retry(conn, uuid: str, by: str, send: Send | None = None) -> int:
     if old is None or old.status not in RETRYABLE:
         status = old.status if old else None
         raise TransitionRefused(status, f"{_a(status)} {status} job can't be retried.")
-    updated = conn.execute(
-        jobs.update()
-        .where(jobs.c.uuid == uuid, jobs.c.status == old.status, jobs.c.attempt == old.attempt)
-        .values(
-            status=CREATED,
-            started=None,
-            finished=None,
-            result={},
-            error=None,
-            attempt=old.attempt + 1,
-            heartbeat=None,
-            enqueued=now,
-            # A retry starts from scratch, now: not from a stopped run's checkpoint, and
-            # with none of the previous attempt's progress.
-            checkpoint=sa.null(),
-            progress=sa.null(),
-            next_run=None,
+    updated = _rowcount(
+        conn.execute(
+            jobs.update()
+            .where(jobs.c.uuid == uuid, jobs.c.status == old.status, jobs.c.attempt == old.attempt)
+            .values(
+                status=CREATED,
+                started=None,
+                finished=None,
+                result={},
+                error=None,
+                attempt=old.attempt + 1,
+                heartbeat=None,
+                enqueued=now,
+                # A retry starts from scratch, now: not from a stopped run's checkpoint, and
+                # with none of the previous attempt's progress.
+                checkpoint=sa.null(),
+                progress=sa.null(),
+                next_run=None,
+            )
         )
-    ).rowcount
+    )
     if updated != 1:
         status = _current_status(conn, uuid)
         raise TransitionRefused(status, f"{_a(status)} {status} job can't be retried.")
@@ -745,10 +776,11 @@ def retry(conn, uuid: str, by: str, send: Send | None = None) -> int:
     )
     delay = _first_delay(old.action_version)
     _changed(conn, Change("retried", uuid, old.action, old.actor, CREATED, by, delay=delay), send)
-    return old.attempt + 1
+    attempt: int = old.attempt + 1
+    return attempt
 
 
-def delete(conn, uuid: str, by: str | None = None) -> None:
+def delete(conn: Session | sa.Connection, uuid: str, by: str | None = None) -> None:
     """Remove a job that is not running, with its history and its log."""
     row = conn.execute(
         jobs.delete()
@@ -818,7 +850,10 @@ def _as_new_attempt(attempt: int, now: dt.datetime) -> dict[str, Any]:
 
 
 def lost_jobs(
-    conn, lease_s: float, now: dt.datetime, limit: int = DEFAULT_RECOVERY_BATCH
+    conn: Session | sa.Connection,
+    lease_s: float,
+    now: dt.datetime,
+    limit: int = DEFAULT_RECOVERY_BATCH,
 ) -> list[LostJob]:
     """Running jobs whose heartbeat is older than ``lease_s`` seconds (oldest first).
 
@@ -853,7 +888,7 @@ def lost_jobs(
     ]
 
 
-def _lost_fence(job: LostJob):
+def _lost_fence(job: LostJob) -> tuple[sa.ColumnElement[bool], ...]:
     """The row is still exactly as it was found: same attempt, and no heartbeat since."""
     heartbeat = (
         jobs.c.heartbeat.is_(None) if job.heartbeat is None else jobs.c.heartbeat == job.heartbeat
@@ -867,7 +902,7 @@ def _lost_fence(job: LostJob):
 
 
 def rescue(
-    conn,
+    conn: Session | sa.Connection,
     job: LostJob,
     retry: bool,
     lease_s: float,
@@ -936,7 +971,7 @@ class Rescued:
 
 
 def rescue_lost(
-    conn,
+    conn: Session | sa.Connection,
     lease_s: float,
     now: dt.datetime,
     max_retries: Callable[[str], int] | None = None,
@@ -979,7 +1014,7 @@ _MESSAGED = jobs.c.action_version.is_(None)
 
 
 def stale_created(
-    conn,
+    conn: Session | sa.Connection,
     grace_s: float,
     now: dt.datetime,
     limit: int = DEFAULT_RECOVERY_BATCH,
@@ -1042,7 +1077,7 @@ def stale_created(
     return stale_jobs
 
 
-def send_waiting(conn, send: Send, now: dt.datetime | None = None) -> int:
+def send_waiting(conn: Session | sa.Connection, send: Send, now: dt.datetime | None = None) -> int:
     """Send every ``created`` job (the embedded queue lives in memory: what waited when
     its process stopped is sent again when it starts); a duplicate is a harmless no-op.
 
@@ -1073,7 +1108,7 @@ WORKER_STOPPED = {
 
 
 def hand_back(
-    conn,
+    conn: Session | sa.Connection,
     uuid: str,
     attempt: int,
     now: dt.datetime | None = None,
@@ -1121,7 +1156,7 @@ SERIES_EVENTS = ("retried", "resumed")
 STOP_REQUESTED = "stop requested"
 
 
-def series_start(conn, uuid: str) -> int:
+def series_start(conn: Session | sa.Connection, uuid: str) -> int:
     """The first attempt of the job's current series: the attempt the latest manual
     retry or resume made, else 1. Read only when an attempt beyond ``max_retries`` fails
     or loses its worker."""
@@ -1134,7 +1169,7 @@ def series_start(conn, uuid: str) -> int:
 
 
 def retry_later(
-    conn,
+    conn: Session | sa.Connection,
     uuid: str,
     attempt: int,
     started: dt.datetime | None,
@@ -1192,7 +1227,7 @@ def retry_later(
     return True
 
 
-def request_stop(conn, uuid: str, by: str) -> None:
+def request_stop(conn: Session | sa.Connection, uuid: str, by: str) -> None:
     """Ask a running job to stop at its handler's next check; it stays ``running``.
 
     One conditional ``INSERT ... SELECT``: a ``stop requested`` history row for the
@@ -1214,14 +1249,14 @@ def request_stop(conn, uuid: str, by: str) -> None:
         sa.bindparam("b_data", {}, type_=history.c.data.type),
     ).where(jobs.c.uuid == uuid, jobs.c.status == RUNNING, ~asked)
     columns = ["job_uuid", "time", "event", "by", "attempt", "data"]
-    if conn.execute(history.insert().from_select(columns, request)).rowcount == 1:
+    if _rowcount(conn.execute(history.insert().from_select(columns, request))) == 1:
         return
     status = _current_status(conn, uuid)
     if status != RUNNING:
         raise TransitionRefused(status, f"{_a(status)} {status} job can't be stopped.")
 
 
-def watch(conn, running: dict[str, int]) -> tuple[set[str], set[str]]:
+def watch(conn: Session | sa.Connection, running: dict[str, int]) -> tuple[set[str], set[str]]:
     """Of the jobs a process runs (uuid → attempt), one query: which are no longer that
     running attempt (aborted, deleted, retried, rescued), and which were asked to stop."""
     if not running:
@@ -1253,7 +1288,7 @@ _STOP = {
 
 
 def stopped(
-    conn,
+    conn: Session | sa.Connection,
     job: StartedJob,
     checkpoint: Any,
     progress: Any = UNCHANGED,
@@ -1272,7 +1307,11 @@ def stopped(
 
 
 def resume(
-    conn, uuid: str, by: str, send: Send | None = None, failed: bool = False
+    conn: Session | sa.Connection,
+    uuid: str,
+    by: str,
+    send: Send | None = None,
+    failed: bool = False,
 ) -> tuple[int, str]:
     """``stopped → created`` as the next attempt, keeping the checkpoint for the handler.
 
@@ -1313,7 +1352,7 @@ def resume(
             )
             .returning(jobs.c.attempt, jobs.c.action, jobs.c.actor, jobs.c.action_version)
         ).one_or_none()
-    if row is None:
+    if previous is None or row is None:
         raise _resume_refused(conn, uuid, failed)
     replaced = {
         "attempt": previous.attempt,
@@ -1329,14 +1368,14 @@ def resume(
     return row.attempt, row.action
 
 
-def _resume_refused(conn, uuid: str, failed: bool) -> TransitionRefused:
+def _resume_refused(conn: Session | sa.Connection, uuid: str, failed: bool) -> TransitionRefused:
     current = conn.execute(
         sa.select(jobs.c.status, jobs.c.checkpoint.is_(None).label("no_checkpoint")).where(
             jobs.c.uuid == uuid
         )
     ).one_or_none()
     status = current.status if current is not None else None
-    if status == FAILED and failed and current.no_checkpoint:
+    if status == FAILED and failed and current is not None and current.no_checkpoint:
         message = "This failed job saved no checkpoint to resume from; retry it instead."
     elif status == FAILED and not failed:
         message = "A failed job of this action can't be resumed; retry it instead."
@@ -1345,7 +1384,9 @@ def _resume_refused(conn, uuid: str, failed: bool) -> TransitionRefused:
     return TransitionRefused(status, message)
 
 
-def restart(conn, uuid: str, by: str, send: Send | None = None) -> dict[str, Any]:
+def restart(
+    conn: Session | sa.Connection, uuid: str, by: str, send: Send | None = None
+) -> dict[str, Any]:
     """A new job made from a finished one: same action, title, description and params,
     submitted by ``by``, with ``parent`` naming the old job, which does not change."""
     old = conn.execute(
@@ -1408,7 +1449,7 @@ class LeaseRefused(Exception):
 
 
 def claim(
-    conn,
+    conn: Session | sa.Connection,
     actions: Sequence[RemoteAction],
     consumer: str,
     claims: dict[str, str],
@@ -1489,7 +1530,7 @@ def _claims_allow(
     return all(offered.get(key) == value for key, value in wanted.items())
 
 
-def leased(conn, uuid: str, lease_id: str) -> StartedJob:
+def leased(conn: Session | sa.Connection, uuid: str, lease_id: str) -> StartedJob:
     """The running job ``uuid`` whose lease is ``lease_id``, locked for the rest of the
     transaction; :class:`LeaseRefused` with its status otherwise."""
     query = sa.select(
@@ -1512,7 +1553,7 @@ def leased(conn, uuid: str, lease_id: str) -> StartedJob:
     )
 
 
-def stop_requested(conn, job: StartedJob) -> bool:
+def stop_requested(conn: Session | sa.Connection, job: StartedJob) -> bool:
     """Whether the running attempt ``job`` was asked to stop (:func:`request_stop`)."""
     return conn.execute(
         sa.select(
@@ -1526,7 +1567,7 @@ def stop_requested(conn, job: StartedJob) -> bool:
 
 
 def checkin(
-    conn,
+    conn: Session | sa.Connection,
     job: StartedJob,
     lease_s: int,
     progress: Any = UNCHANGED,
@@ -1549,7 +1590,9 @@ def checkin(
     return expires
 
 
-def release(conn, job: StartedJob, by: str, now: dt.datetime | None = None) -> bool:
+def release(
+    conn: Session | sa.Connection, job: StartedJob, by: str, now: dt.datetime | None = None
+) -> bool:
     """``running → created`` as a new attempt: a consumer hands back a job it won't
     finish (it shuts down). No message: another consumer claims it."""
     now = now or utcnow()
