@@ -163,10 +163,15 @@ class WaitingClaim:
         deadline: float,
         draining: Callable[[], bool],
         slots: threading.BoundedSemaphore,
+        client_gone: Callable[[], bool] | None = None,
     ) -> None:
         self.look, self.write, self.deadline = look, write, deadline
         self.draining = draining
         self._slots: threading.BoundedSemaphore | None = slots
+        # A consumer that hung up (its own shutdown) must not be given jobs nobody will
+        # run until their lease runs out: a server that can tell (waitress, with
+        # channel_request_lookahead, as streams need too) stops looking for it.
+        self.client_gone = client_gone or (lambda: False)
 
     def __iter__(self) -> Iterator[bytes]:
         claimed: list[dict[str, Any]] = []
@@ -174,7 +179,11 @@ class WaitingClaim:
             left = self.deadline - time.monotonic()
             if left <= 0:
                 break
+            if self.client_gone():
+                return
             time.sleep(min(POLL_S, left))
+            if self.client_gone():
+                return
             try:
                 claimed = self.look()
             except (sa.exc.DBAPIError, sa.exc.TimeoutError):
@@ -223,8 +232,14 @@ def claim_view(context: JobContainer, request: Request) -> Response | list[dict[
         raise error
     drain = request.registry["nick_jobs.drain"]
     response = Response(content_type="application/json", charset="utf-8")
+    gone = request.environ.get("waitress.client_disconnected")
     response.app_iter = WaitingClaim(
-        look, write, time.monotonic() + wait, lambda: drain.draining, slots
+        look,
+        write,
+        time.monotonic() + wait,
+        lambda: drain.draining,
+        slots,
+        gone if callable(gone) else None,
     )
     return response
 
