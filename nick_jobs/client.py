@@ -26,6 +26,7 @@ from nick_jobs_client.client import (
     SSEParser,
     token_expiry,
 )
+from nick_jobs_client.consumer import Consumer, JobAborted, JobContext, JobFailed, JobStopped
 
 __all__ = [
     "DEFAULT_URL",
@@ -33,8 +34,13 @@ __all__ = [
     "LOG_LEVELS",
     "Client",
     "ClientError",
+    "Consumer",
     "Event",
     "EventStream",
+    "JobAborted",
+    "JobContext",
+    "JobFailed",
+    "JobStopped",
     "LogPage",
     "Page",
     "Response",

@@ -199,7 +199,152 @@ export interface JobAction {
   resumable?: boolean;
   /** The action's parameters, as a JSON Schema. */
   params: Record<string, unknown>;
+  /** 'python' (declared in code) or 'remote' (run by consumers). */
+  kind?: 'python' | 'remote';
 }
+
+/** What `putJobAction` takes: a remote action's definition; defaults for what it leaves out. */
+export interface RemoteJobActionDefinition {
+  title?: string;
+  description?: string;
+  /** The permission a user needs to submit it; default `Manage Site`. */
+  permission?: string;
+  /** Whether its jobs can be stopped and resumed from a checkpoint. */
+  resumable?: boolean;
+  /** The JSON Schema (draft 2020-12) of its params. */
+  params?: Record<string, unknown>;
+  /** The JSON Schema of its result; null: any object. */
+  result?: Record<string, unknown> | null;
+  labels?: Record<string, string>;
+  max_retries?: number;
+  /** Seconds. */
+  min_backoff?: number;
+  max_backoff?: number;
+  /** Seconds a claim lasts unless its consumer checks in (5 to 86400); default 60. */
+  lease?: number;
+  /** Seconds during which a job with claims goes only to consumers presenting them. */
+  claim_window?: number;
+  /** The version this change is made from: a 409 when the action has another by now. */
+  version?: number;
+  name?: string;
+  kind?: 'remote';
+}
+
+/** A remote action, as `getJobAction` and `putJobAction` give it. */
+export interface RemoteJobAction extends Required<Omit<RemoteJobActionDefinition, 'version' | 'name' | 'kind'>> {
+  name: string;
+  kind: 'remote';
+  version: number;
+}
+
+export interface RemoteJobActionVersion extends RemoteJobAction {
+  created: string;
+  created_by: string;
+}
+
+export interface Lease {
+  id: string;
+  /** When it runs out unless the consumer checks in. */
+  expires: string;
+}
+
+/** A job as a claim gives it: running, with its lease. */
+export interface ClaimedJob extends Job {
+  lease: Lease;
+  /** What a resumed job was stopped with. */
+  checkpoint?: unknown;
+}
+
+export interface ClaimRequest {
+  /** The names of remote actions this consumer runs (1 to 50). */
+  actions: string[];
+  /** Only actions whose labels include all of these. */
+  labels?: Record<string, string>;
+  /** What this consumer offers a job's claims (claim windows). */
+  claims?: Record<string, string>;
+  /** 1 to 100; default 1. */
+  limit?: number;
+  /** Seconds (0 to 30) to wait for a job when there is none. */
+  wait?: number;
+}
+
+export interface CheckinRequest {
+  /** The lease's id, or the claim's `lease`. */
+  lease: string | Lease;
+  progress?: { percent?: number | null; message?: string | null };
+  log?: Array<{ level?: LogLevel; message: string }>;
+  /** Shown as the job's checkin_data. */
+  data?: Record<string, unknown> | null;
+}
+
+export interface CheckinAnswer {
+  /** The renewed lease; null when the job was aborted. */
+  lease: Lease | null;
+  abort: boolean;
+  /** Someone asked the job to stop (a resumable action's). */
+  stop: boolean;
+}
+
+/** Thrown by `ctx.check()` when the job must end now; nothing more is reported for it. */
+export declare class JobAborted extends Error {
+  constructor(message?: string, options?: { reason?: 'aborted' | 'lost' | 'released' });
+  name: 'JobAborted';
+  /**
+   * 'aborted': someone aborted the job; 'lost': its lease was refused (it ran out);
+   * 'released': the consumer shut down and handed it back.
+   */
+  reason: 'aborted' | 'lost' | 'released';
+}
+
+/** Thrown by `ctx.check()` after a stop request: let it through to report the job stopped. */
+export declare class JobStopped extends Error {
+  constructor(message?: string);
+  name: 'JobStopped';
+}
+
+/** What a `work()` handler gets besides the job. */
+export interface JobContext {
+  readonly job: ClaimedJob;
+  /** Aborted (with the JobAborted or JobStopped as its reason) when the job must end. */
+  readonly signal: AbortSignal;
+  /** A resumed job's checkpoint, or the last one saved; null. */
+  readonly checkpoint: unknown;
+  /** What a stop reports (`stopped`), and a resumed job's `checkpoint` gets back. */
+  saveCheckpoint(value: unknown): void;
+  /** Sent with the next checkin; percent 0 to 100 (a RangeError otherwise). */
+  progress(percent: number | null, message?: string | null): void;
+  /** A log line, sent with the next checkin. */
+  log(message: string, level?: LogLevel): void;
+  /** Throws JobAborted or JobStopped when the job must end; else nothing. */
+  check(): void;
+}
+
+export type JobHandler = (
+  job: ClaimedJob,
+  ctx: JobContext,
+) => Record<string, unknown> | void | Promise<Record<string, unknown> | void>;
+
+export interface WorkOptions {
+  /** A token (role Worker or Administrator), or a function giving the current one. */
+  token: string | (() => string | Promise<string>);
+  /** Jobs run at once; default 1. */
+  concurrency?: number;
+  labels?: Record<string, string>;
+  claims?: Record<string, string>;
+  /** Aborting it stops the claims, and ends work() after the running jobs (see grace). */
+  signal?: AbortSignal;
+  /** Seconds each claim waits for a job (long polling), 0 to 30; default 20. */
+  wait?: number;
+  /** Milliseconds the running handlers get, once signal aborts, before their jobs are handed back; default 30000. */
+  grace?: number;
+  /** The claims' timeout, in milliseconds (at least their wait plus 10 s). */
+  timeout?: number | null;
+  /** Errors that end neither a job's run nor work() (a failed checkin, ...); default console.error. */
+  onError?: (error: unknown, job: ClaimedJob | null) => void;
+}
+
+/** Milliseconds a claim's timeout adds to its wait. */
+export declare const CLAIM_TIMEOUT_MARGIN_MS: number;
 
 export interface ErrorBody {
   error: {
@@ -473,6 +618,45 @@ export declare class Client {
     query?: JobActionsQuery;
     url?: string;
   }): Promise<Result<JobAction[]> & { next: string | null }>;
+
+  getJobAction(args: CallOptions & { token: string; params: { name: string } }): Promise<Result<JobAction | RemoteJobAction>>;
+  /** Resolves to the action: `201` when it is new, `200` when changed. */
+  putJobAction(args: CallOptions & {
+    token: string;
+    params: { name: string };
+    data: RemoteJobActionDefinition;
+  }): Promise<Result<RemoteJobAction>>;
+  deleteJobAction(args: CallOptions & { token: string; params: { name: string } }): Promise<Result<null>>;
+  /** Newest first. */
+  getJobActionVersions(args: CallOptions & { token: string; params: { name: string } }): Promise<Result<RemoteJobActionVersion[]>>;
+
+  /** The call's timeout is at least `wait` plus CLAIM_TIMEOUT_MARGIN_MS. */
+  claimJobs(args: CallOptions & { token: string; data: ClaimRequest }): Promise<Result<ClaimedJob[]>>;
+  checkinJob(args: CallOptions & { token: string; params: JobId; data: CheckinRequest }): Promise<Result<CheckinAnswer>>;
+  completeClaimedJob(args: CallOptions & {
+    token: string;
+    params: JobId;
+    data: { lease: string | Lease; result: Record<string, unknown> };
+  }): Promise<Result<null>>;
+  failClaimedJob(args: CallOptions & {
+    token: string;
+    params: JobId;
+    data: { lease: string | Lease; error: { type?: string; message: string } };
+  }): Promise<Result<null>>;
+  stoppedClaimedJob(args: CallOptions & {
+    token: string;
+    params: JobId;
+    data: { lease: string | Lease; checkpoint: unknown };
+  }): Promise<Result<null>>;
+  releaseClaimedJob(args: CallOptions & { token: string; params: JobId; data: { lease: string | Lease } }): Promise<Result<null>>;
+  /**
+   * Runs the jobs of remote `actions` (Node): claims them, runs `handler(job, ctx)` for
+   * each, checks in, and completes (a returned object), fails (a thrown error, its name
+   * the type), stops (JobStopped after a stop request) or hands back (at shutdown) each.
+   * Resolves once `signal` aborted and every job is done or handed back; rejects with the
+   * error of a refused claim.
+   */
+  work(actions: string[], handler: JobHandler, options: WorkOptions): Promise<void>;
 
   getScheduledJobs(args: CallOptions & { token: string }): Promise<Result<ScheduledJob[]>>;
   getScheduledJob(args: CallOptions & { token: string; params: { id: string } }): Promise<Result<ScheduledJob>>;

@@ -19,6 +19,11 @@
  * resumed with Last-Event-ID when the connection drops. For a page's `EventSource`,
  * `streamUrl`, `jobsStreamUrl` and `logStreamUrl` give a stream's URL with a ticket, and
  * `eventSource` keeps one open across expired tickets.
+ *
+ * Remote actions (`putJobAction`) have their jobs run by consumers over HTTP: `claimJobs`,
+ * `checkinJob` and the `...ClaimedJob` calls are the consumer API, and `work()` runs a
+ * handler on each claimed job, checking in, completing, failing, stopping or handing
+ * back (in Node).
  */
 
 export const DEFAULT_API_PATH = 'http://localhost:8080';
@@ -168,6 +173,14 @@ function jobPath(params) {
     throw new TypeError('params.id (the job uuid) is required');
   }
   return `/@jobs/${encodeURIComponent(id)}`;
+}
+
+function actionPath(params) {
+  const name = params?.name;
+  if (!name || typeof name !== 'string') {
+    throw new TypeError('params.name (the action name) is required');
+  }
+  return `/@job-actions/${encodeURIComponent(name)}`;
 }
 
 function scheduledJobPath(params) {
@@ -589,6 +602,130 @@ export class Client {
       ? await this.request('GET', url, { token, ...call })
       : await this.request('GET', '/@job-actions', { token, query, ...call });
     return { ...result, next: nextLink(result.headers.get('Link')) };
+  }
+
+  /**
+   * `GET /@job-actions/{name}`: one action, Python or remote; a 404 for one the user may
+   * not submit.
+   */
+  getJobAction(options = {}) {
+    return this.request('GET', actionPath(options.params), {
+      token: options.token,
+      ...callOptions(options),
+    });
+  }
+
+  /**
+   * `PUT /@job-actions/{name}`: declares a remote action, or changes one (administrators).
+   * `data` is its definition: `{ title, description, permission, resumable, params, result,
+   * labels, max_retries, min_backoff, max_backoff, lease, claim_window, version? }`;
+   * resolves to the action, `201` when it is new. With `version`, a change made from an
+   * older version is a `409`.
+   */
+  putJobAction(options = {}) {
+    const { token, params, data } = options;
+    return this.request('PUT', actionPath(params), { token, data, ...callOptions(options) });
+  }
+
+  /** `DELETE /@job-actions/{name}`: a remote action (204); its jobs stay. */
+  deleteJobAction(options = {}) {
+    return this.request('DELETE', actionPath(options.params), {
+      token: options.token,
+      ...callOptions(options),
+    });
+  }
+
+  /** `GET /@job-actions/{name}/versions`: a remote action's versions, newest first. */
+  getJobActionVersions(options = {}) {
+    return this.request('GET', `${actionPath(options.params)}/versions`, {
+      token: options.token,
+      ...callOptions(options),
+    });
+  }
+
+  // --- consumers: running remote actions' jobs ---------------------------------------------
+
+  /**
+   * `POST /@jobs/@claim`: takes up to `limit` jobs of the remote `actions`, oldest first,
+   * each with its `lease` (`{ id, expires }`) and, for a resumed job, its `checkpoint`.
+   * `data` is `{ actions, labels?, claims?, limit?, wait? }`; with `wait` (seconds, up to
+   * 30) the server answers when a job comes or the wait is over (`[]`). The call's
+   * timeout is at least the wait plus {@link CLAIM_TIMEOUT_MARGIN_MS}, so that a long poll
+   * is not cut short by the client's own timeout.
+   */
+  claimJobs(options = {}) {
+    const { token, data } = options;
+    if (!Array.isArray(data?.actions)) {
+      throw new TypeError('claimJobs takes data: { actions: [names of remote actions], ... }');
+    }
+    const wait = Number(data.wait ?? 0);
+    const floor = (Number.isFinite(wait) && wait > 0 ? wait * 1000 : 0) + CLAIM_TIMEOUT_MARGIN_MS;
+    const limit = this.timeoutFor(options.timeout);
+    return this.request('POST', '/@jobs/@claim', {
+      token,
+      data,
+      signal: options.signal,
+      timeout: limit === null ? null : Math.max(limit, floor),
+    });
+  }
+
+  /**
+   * `POST /@jobs/{id}/checkin`: renews a claimed job's lease. `data` is `{ lease,
+   * progress?: { percent, message }, log?: [{ level, message }], data? }`; resolves to
+   * `{ lease, abort, stop }`: `abort` (lease null) when the job was aborted, `stop` when
+   * someone asked it to stop.
+   */
+  checkinJob(options = {}) {
+    return this.leaseCall('checkin', options);
+  }
+
+  /** `POST /@jobs/{id}/complete`: `data` is `{ lease, result }` (204). */
+  completeClaimedJob(options = {}) {
+    return this.leaseCall('complete', options);
+  }
+
+  /** `POST /@jobs/{id}/fail`: `data` is `{ lease, error: { type, message } }` (204). */
+  failClaimedJob(options = {}) {
+    return this.leaseCall('fail', options);
+  }
+
+  /**
+   * `POST /@jobs/{id}/stopped`: the job stopped as asked; `data` is `{ lease, checkpoint }`,
+   * what a resumed job's claim gives back (204). Resumable actions only.
+   */
+  stoppedClaimedJob(options = {}) {
+    return this.leaseCall('stopped', options);
+  }
+
+  /** `POST /@jobs/{id}/release`: hands the job back, as a new attempt; `data` is `{ lease }`. */
+  releaseClaimedJob(options = {}) {
+    return this.leaseCall('release', options);
+  }
+
+  /** A consumer call on a claimed job; `data.lease` may be the claim's whole `lease`. */
+  leaseCall(name, options) {
+    const { token, params } = options;
+    const data = { ...(options.data ?? {}) };
+    if (data.lease && typeof data.lease === 'object') data.lease = data.lease.id;
+    if (!data.lease || typeof data.lease !== 'string') {
+      throw new TypeError('data.lease (the lease id of the claim) is required');
+    }
+    return this.request('POST', `${jobPath(params)}/${name}`, {
+      token,
+      data,
+      ...callOptions(options),
+    });
+  }
+
+  /**
+   * Runs the jobs of remote `actions` with `handler(job, ctx)` (see {@link Consumer}):
+   * claims them with long polls, at most `concurrency` at a time, checks in on each, and
+   * completes, fails, stops or releases it as its handler ends. Resolves once `signal` has
+   * aborted and every job is finished or handed back; rejects when a claim is refused
+   * (401, 403, 400), after the same shutdown.
+   */
+  work(actions, handler, options = {}) {
+    return new Consumer(this, actions, handler, options).run();
   }
 
   // --- scheduled jobs --------------------------------------------------------------------
@@ -1039,6 +1176,459 @@ export class JobEventSource {
     if (this.#abort) this.#options.signal.removeEventListener('abort', this.#abort);
     this.#settle(error);
     if (error) this.#options.onError?.(error);
+  }
+}
+
+// --- consumers: work() ------------------------------------------------------------------------
+
+/** Milliseconds a claim's timeout adds to its `wait`, for the answer to come back. */
+export const CLAIM_TIMEOUT_MARGIN_MS = 10000;
+
+// The server's limits: a checkin's log lines, a message's characters, an error type's.
+const MAX_LOG_BATCH = 1000;
+const MAX_TEXT = 10000;
+const MAX_ERROR_TYPE = 100;
+const MAX_CLAIM = 100;
+const LOG_LEVELS = ['debug', 'info', 'warning', 'error'];
+const FINISH_METHODS = {
+  complete: 'completeClaimedJob',
+  fail: 'failClaimedJob',
+  stopped: 'stoppedClaimedJob',
+  release: 'releaseClaimedJob',
+};
+
+/**
+ * What `ctx.check()` throws when the job must end now: `reason` is `'aborted'` (someone
+ * aborted it), `'lost'` (its lease was refused: it ran out, and the job is another
+ * attempt's now) or `'released'` (the consumer shut down and handed it back). Whatever
+ * the handler does afterwards, nothing more is reported for the job.
+ */
+export class JobAborted extends Error {
+  constructor(message = 'the job was aborted', { reason = 'aborted' } = {}) {
+    super(message);
+    this.name = 'JobAborted';
+    this.reason = reason;
+  }
+}
+
+/**
+ * What `ctx.check()` throws when someone asked the job to stop (a resumable action's):
+ * a handler that lets it through reports the job `stopped`, with `ctx.checkpoint`.
+ */
+export class JobStopped extends Error {
+  constructor(message = 'the job was asked to stop') {
+    super(message);
+    this.name = 'JobStopped';
+  }
+}
+
+function clip(text, max) {
+  const value = String(text ?? '');
+  return value.length > max ? value.slice(0, max) : value;
+}
+
+// An answer that will be the same when asked again (a 409 is a lease refused).
+function definitive(error) {
+  return !(error instanceof NickJobsError) || ![0, 429, 500, 502, 503, 504].includes(error.status);
+}
+
+/**
+ * One claimed job while `work()` holds it: its handler's `ctx`, its checkins, and what
+ * is reported when the handler ends.
+ */
+class ClaimedJob {
+  constructor(consumer, job) {
+    this.consumer = consumer;
+    this.job = job;
+    this.lease = job.lease.id;
+    /** 'running', 'finishing' (reporting the outcome), 'released' or 'done'. */
+    this.state = 'running';
+    this.interrupt = null;
+    this.pendingProgress = null;
+    this.lines = [];
+    this.checkpoint = job.checkpoint ?? null;
+    this.controller = new AbortController();
+    this.inflight = Promise.resolve();
+    this.done = new Promise((resolve) => {
+      this.resolveDone = resolve;
+    });
+    const server = Date.parse(job.lease.expires) - Date.parse(job.started);
+    const local = Date.parse(job.lease.expires) - Date.now();
+    // The lease's length on the server's clock (started and expires are both its own).
+    const leaseMs = server > 0 ? server : Math.max(local, 3000);
+    this.interval = Math.max(leaseMs / 3, 500);
+    this.ctx = this.context();
+  }
+
+  context() {
+    const claimed = this;
+    return {
+      job: this.job,
+      signal: this.controller.signal,
+      /** The checkpoint a resumed job was stopped with, or the last one saved; null. */
+      get checkpoint() {
+        return claimed.checkpoint;
+      },
+      saveCheckpoint(value) {
+        claimed.checkpoint = value === undefined ? null : value;
+      },
+      progress(percent, message) {
+        if (percent !== null && percent !== undefined) {
+          if (typeof percent !== 'number' || !(percent >= 0 && percent <= 100)) {
+            throw new RangeError(`progress takes a percent from 0 to 100, not ${percent}`);
+          }
+        }
+        const progress = { percent: percent ?? null };
+        if (message !== undefined) {
+          progress.message = message === null ? null : clip(message, MAX_TEXT);
+        }
+        claimed.pendingProgress = progress;
+      },
+      log(message, level = 'info') {
+        if (!LOG_LEVELS.includes(level)) {
+          throw new TypeError(`a log level is one of ${LOG_LEVELS.join(', ')}, not ${level}`);
+        }
+        claimed.lines.push({ level, message: clip(message, MAX_TEXT) });
+      },
+      check() {
+        if (claimed.interrupt) throw claimed.interrupt;
+      },
+    };
+  }
+
+  start(handler) {
+    this.schedule();
+    let outcome;
+    try {
+      outcome = Promise.resolve(handler(this.job, this.ctx));
+    } catch (error) {
+      outcome = Promise.reject(error);
+    }
+    outcome.then(
+      (value) => this.finish({ value }),
+      (error) => this.finish({ error }),
+    );
+    return this.done;
+  }
+
+  schedule() {
+    this.timer = setTimeout(() => {
+      this.inflight = this.checkin().finally(() => {
+        if (this.state === 'running') this.schedule();
+      });
+    }, this.interval);
+  }
+
+  setInterrupt(error) {
+    if (this.interrupt instanceof JobAborted) return;
+    this.interrupt = error;
+    this.controller.abort(error);
+  }
+
+  /** One checkin with what is pending; true when the job is still this consumer's. */
+  async checkin() {
+    if (this.interrupt instanceof JobAborted) return false;
+    const body = { lease: this.lease };
+    const progress = this.pendingProgress;
+    const lines = this.lines.splice(0, MAX_LOG_BATCH);
+    if (progress) body.progress = progress;
+    if (lines.length) body.log = lines;
+    this.pendingProgress = null;
+    this.failed = false;
+    const { client } = this.consumer;
+    try {
+      const { data } = await client.checkinJob({
+        token: await this.consumer.token(),
+        params: { id: this.job.uuid },
+        data: body,
+        timeout: Math.max(this.interval, 1000),
+      });
+      if (data.abort) {
+        this.setInterrupt(new JobAborted(`the job ${this.job.uuid} was aborted`));
+        return false;
+      }
+      if (data.stop && !this.interrupt) {
+        this.setInterrupt(new JobStopped(`the job ${this.job.uuid} was asked to stop`));
+      }
+      return true;
+    } catch (error) {
+      if (error instanceof NickJobsError && error.status === 409) {
+        this.lost(error);
+        return false;
+      }
+      // Sent again with the next checkin, unless newer progress came meanwhile.
+      this.failed = true;
+      this.lines.unshift(...lines);
+      if (progress && !this.pendingProgress) this.pendingProgress = progress;
+      this.consumer.report(error, this.job);
+      return true;
+    }
+  }
+
+  lost(error) {
+    const status = error.body?.error?.status;
+    if (status === 'aborted') {
+      this.setInterrupt(new JobAborted(`the job ${this.job.uuid} was aborted`));
+    } else {
+      this.setInterrupt(new JobAborted(error.message, { reason: 'lost' }));
+    }
+  }
+
+  async finish({ value, error }) {
+    if (this.state !== 'running') return;
+    this.state = 'finishing';
+    clearTimeout(this.timer);
+    try {
+      await this.inflight;
+      await this.report(value, error);
+    } catch (failure) {
+      this.consumer.report(failure, this.job);
+    } finally {
+      this.state = 'done';
+      this.resolveDone();
+    }
+  }
+
+  async report(value, error) {
+    if (this.interrupt instanceof JobAborted) return;
+    // The last progress and log lines go before the outcome, which ends the lease.
+    // Lines that can't be sent after a few tries don't hold back the outcome.
+    for (let failures = 0; (this.pendingProgress || this.lines.length) && failures < 3; ) {
+      if (!(await this.checkin())) return;
+      if (this.failed) {
+        failures += 1;
+        await sleep(500 * failures);
+      }
+    }
+    if (this.interrupt instanceof JobAborted) return;
+    if (error !== undefined) {
+      if (error instanceof JobStopped && this.interrupt instanceof JobStopped) {
+        await this.post('stopped', { checkpoint: this.checkpoint });
+        return;
+      }
+      await this.post('fail', { error: errorBody(error) });
+      return;
+    }
+    const result = value === undefined || value === null ? {} : value;
+    if (typeof result !== 'object' || Array.isArray(result)) {
+      const problem = new TypeError(
+        `the handler returned ${JSON.stringify(result)}, not an object`,
+      );
+      await this.post('fail', { error: errorBody(problem) });
+      return;
+    }
+    try {
+      await this.post('complete', { result }, { quiet: [400] });
+    } catch (refusal) {
+      if (!(refusal instanceof NickJobsError && refusal.status === 400)) throw refusal;
+      // The result does not fit the action's schema: the job would run until its lease
+      // ran out, so it fails, saying why.
+      const fields = refusal.body?.error?.fields;
+      const detail = fields ? ` ${JSON.stringify(fields)}` : '';
+      const message = `the result was refused: ${refusal.message}${detail}`;
+      const error = { type: 'InvalidResult', message: clip(message, MAX_TEXT) };
+      await this.post('fail', { error });
+    }
+  }
+
+  /**
+   * A consumer call that ends the lease, tried again while the server is unreachable or
+   * busy. A refused lease is no error: the job was aborted or went to another attempt.
+   */
+  async post(name, data, { quiet = [] } = {}) {
+    const { client } = this.consumer;
+    const method = FINISH_METHODS[name];
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        await client[method]({
+          token: await this.consumer.token(),
+          params: { id: this.job.uuid },
+          data: { lease: this.lease, ...data },
+          timeout: Math.max(this.interval, 5000),
+        });
+        return;
+      } catch (error) {
+        if (error instanceof NickJobsError && error.type === 'Lease refused') {
+          return;
+        }
+        if (quiet.includes(error.status) || definitive(error) || attempt >= 4) throw error;
+        await sleep(error.retryAfter !== null ? error.retryAfter * 1000 : 500 * 2 ** attempt);
+      }
+    }
+  }
+
+  /** Hands the job back (the consumer shuts down), unless its handler has ended. */
+  async release() {
+    if (this.state !== 'running') return this.done;
+    this.state = 'released';
+    clearTimeout(this.timer);
+    const message = `the job ${this.job.uuid} was handed back`;
+    this.setInterrupt(new JobAborted(message, { reason: 'released' }));
+    try {
+      await this.inflight;
+      await this.post('release', {});
+    } catch (error) {
+      this.consumer.report(error, this.job);
+    } finally {
+      this.resolveDone();
+    }
+    return this.done;
+  }
+}
+
+function errorBody(error) {
+  const type = error instanceof Error || typeof error?.name === 'string' ? error.name : 'Error';
+  const message = error instanceof Error ? error.message : String(error);
+  return { type: clip(type || 'Error', MAX_ERROR_TYPE), message: clip(message, MAX_TEXT) };
+}
+
+/**
+ * What `client.work()` runs: claims the jobs of remote `actions` and runs
+ * `handler(job, ctx)` for each. `ctx` has `job`, `signal` (aborted when the job must end),
+ * `progress(percent, message)`, `log(message, level)`, `check()` (throws JobAborted or
+ * JobStopped), `checkpoint` and `saveCheckpoint(value)`.
+ */
+export class Consumer {
+  #running = new Set();
+  #wake = null;
+  #graceEnds = null;
+
+  constructor(client, actions, handler, options = {}) {
+    const names = Array.isArray(actions) && actions.every((name) => typeof name === 'string');
+    if (!names || !actions.length) {
+      throw new TypeError('work takes the names of remote actions: a non-empty array of strings');
+    }
+    if (typeof handler !== 'function') throw new TypeError('work takes a handler(job, ctx)');
+    const { concurrency = 1, wait = 20, grace = 30000 } = options;
+    if (!Number.isInteger(concurrency) || concurrency < 1) {
+      throw new TypeError(`concurrency is a whole number from 1, not ${concurrency}`);
+    }
+    if (typeof wait !== 'number' || !(wait >= 0 && wait <= 30)) {
+      throw new TypeError(`wait is a number of seconds from 0 to 30, not ${wait}`);
+    }
+    checkTimeout(grace, 'grace');
+    this.client = client;
+    this.actions = actions;
+    this.handler = handler;
+    this.options = options;
+    this.concurrency = concurrency;
+    this.wait = wait;
+    this.grace = grace ?? Infinity;
+  }
+
+  async token() {
+    const { token } = this.options;
+    return typeof token === 'function' ? token() : token;
+  }
+
+  /** An error that ends no job's run nor the consumer: `onError`, else the console. */
+  report(error, job) {
+    const { onError } = this.options;
+    if (onError) onError(error, job);
+    else console.error(`nick-jobs consumer, job ${job?.uuid ?? '-'}:`, error);
+  }
+
+  async run() {
+    const { signal, labels = {}, claims = {} } = this.options;
+    // Ends the claims: the caller's signal, or a claim the server refused. The grace
+    // counts from then.
+    const claiming = new AbortController();
+    const stop = () => {
+      claiming.abort();
+      this.#graceEnds ??= Date.now() + this.grace;
+    };
+    if (signal?.aborted) stop();
+    else signal?.addEventListener('abort', stop, { once: true });
+    let fatal = null;
+    let failures = 0;
+    try {
+      while (!claiming.signal.aborted) {
+        const free = this.concurrency - this.#running.size;
+        if (free <= 0) {
+          await this.#slot(claiming.signal);
+          continue;
+        }
+        let jobs;
+        try {
+          ({ data: jobs } = await this.client.claimJobs({
+            token: await this.token(),
+            data: {
+              actions: this.actions,
+              labels,
+              claims,
+              limit: Math.min(free, MAX_CLAIM),
+              wait: this.wait,
+            },
+            // Not aborted with the rest: the server would go on looking for the rest of
+            // the wait, and a job it found then would be lost until its lease ran out.
+            timeout: this.options.timeout,
+          }));
+          failures = 0;
+        } catch (error) {
+          if (claiming.signal.aborted) break;
+          if (definitive(error)) {
+            fatal = error;
+            stop();
+            break;
+          }
+          failures += 1;
+          this.report(error, null);
+          const delay =
+            error.retryAfter !== null ? error.retryAfter * 1000 : 1000 * 2 ** (failures - 1);
+          await sleep(Math.min(delay, 30000), claiming.signal);
+          continue;
+        }
+        if (claiming.signal.aborted) {
+          // Claimed as the signal came: handed back at once.
+          await Promise.all(jobs.map((job) => new ClaimedJob(this, job).release()));
+          break;
+        }
+        for (const job of jobs) this.#start(job);
+        // Without a wait, an empty answer comes at once: not a claim a moment.
+        if (!jobs.length && this.wait < 1) await sleep(1000, claiming.signal);
+      }
+    } finally {
+      signal?.removeEventListener('abort', stop);
+    }
+    await this.#drain();
+    if (fatal) throw fatal;
+  }
+
+  #start(job) {
+    const claimed = new ClaimedJob(this, job);
+    this.#running.add(claimed);
+    claimed.start(this.handler).then(() => {
+      this.#running.delete(claimed);
+      this.#wake?.();
+    });
+  }
+
+  #slot(signal) {
+    return new Promise((resolve) => {
+      const done = () => {
+        this.#wake = null;
+        signal.removeEventListener('abort', done);
+        resolve();
+      };
+      this.#wake = done;
+      if (signal.aborted) done();
+      else signal.addEventListener('abort', done, { once: true });
+    });
+  }
+
+  /** The running handlers get `grace` ms to end; the jobs still running are handed back. */
+  async #drain() {
+    if (!this.#running.size) return;
+    let timer;
+    // A grace of null or Infinity waits for every handler.
+    const over = Number.isFinite(this.#graceEnds ?? 0)
+      ? new Promise((resolve) => {
+          timer = setTimeout(resolve, Math.max((this.#graceEnds ?? 0) - Date.now(), 0));
+        })
+      : new Promise(() => {});
+    await Promise.race([Promise.all([...this.#running].map((claimed) => claimed.done)), over]);
+    clearTimeout(timer);
+    await Promise.all([...this.#running].map((claimed) => claimed.release()));
   }
 }
 

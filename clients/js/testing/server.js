@@ -18,7 +18,11 @@ export const USERS = {
   // Only for the logout test: tokens issued to one user in the same second are identical
   // (no jti claim), so logging out one of them would log out the others too.
   carol: 'carol-password',
+  // A consumer's user: role Worker (permission Run Jobs), as a real consumer has.
+  worker: 'worker-password',
 };
+
+const ROLES = { admin: ['Administrator'], worker: ['Worker'] };
 
 function freePort() {
   return new Promise((ok, fail) => {
@@ -93,7 +97,7 @@ export async function startServer({ settings = {}, prefix = '' } = {}) {
   await run(cli, ['migrate', ini], { env });
   await Promise.all(
     Object.entries(USERS).map(([login, password]) => {
-      const roles = login === 'admin' ? ['--role', 'Administrator'] : [];
+      const roles = (ROLES[login] ?? []).flatMap((role) => ['--role', role]);
       return run(cli, ['users', 'add', ini, login, '--password', password, ...roles], { env });
     }),
   );

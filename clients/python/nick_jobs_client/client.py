@@ -345,15 +345,16 @@ class Client:
 
     # --- the HTTP layer ------------------------------------------------------------------
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self, timeout: float | None = None) -> http.client.HTTPConnection:
+        timeout = self.timeout if timeout is None else timeout
         if self._scheme == "https":
             return http.client.HTTPSConnection(
                 self._host,
                 self._port,
-                timeout=self.timeout,
+                timeout=timeout,
                 context=self.ssl_context or ssl.create_default_context(),
             )
-        return http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
+        return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
 
     def _target(self, path: str, query: Mapping[str, Any] | None) -> str:
         """The request target: the base path + ``path`` (or a full URL of this server)."""
@@ -380,11 +381,13 @@ class Client:
         headers: Mapping[str, str] | None = None,
         idempotent: bool | None = None,
         auth: bool = True,
+        timeout: float | None = None,
     ) -> Response:
         """Send one request and return the decoded :class:`Response`; raise on a non-2xx.
 
         ``idempotent`` defaults to ``True`` for GET and HEAD: only idempotent requests are
-        repeated after a connection error.
+        repeated after a connection error. ``timeout`` replaces the client's for this
+        request (a claim that waits for jobs needs longer).
         """
         if idempotent is None:
             idempotent = method in {"GET", "HEAD"}
@@ -400,7 +403,7 @@ class Client:
         send_headers.update(headers or {})
         attempts = 1 + (self.retries if idempotent else 0)
         for attempt in range(attempts):
-            conn = self._connection()
+            conn = self._connection(timeout)
             try:
                 conn.request(method, target, body=payload, headers=send_headers)
                 raw = conn.getresponse()
@@ -888,6 +891,90 @@ class Client:
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"job {uuid} is still {job['status']} after {timeout}s")
             time.sleep(interval)
+
+    # --- consumers: running remote actions' jobs ---------------------------------------
+
+    def claim_jobs(
+        self,
+        actions: Sequence[str],
+        *,
+        labels: Mapping[str, str] | None = None,
+        claims: Mapping[str, str] | None = None,
+        limit: int = 1,
+        wait: float = 0,
+    ) -> list[dict[str, Any]]:
+        """``POST /@jobs/@claim``: take up to ``limit`` (1 to 100) waiting jobs of the
+        remote ``actions``, oldest first; each is now ``running`` and this consumer's.
+
+        Each job is the API's job JSON with a ``lease`` (``{"id", "expires"}``) to present
+        in every report on it, and for a resumed job its ``checkpoint``. ``labels`` keeps
+        the actions whose labels include these; ``claims`` is what this consumer offers the
+        jobs' claims. With nothing to take, the server waits up to ``wait`` seconds (0 to
+        30) for a job before it answers ``[]``; this request's timeout is longer by the
+        client's ``timeout``. Sent once: a lost answer leaves its jobs claimed until their
+        leases run out, rather than claiming more.
+        """
+        body: dict[str, Any] = {"actions": list(actions), "limit": limit, "wait": wait}
+        if labels:
+            body["labels"] = dict(labels)
+        if claims:
+            body["claims"] = dict(claims)
+        response = self.request(
+            "POST", "/@jobs/@claim", json_body=body, timeout=self.timeout + wait
+        )
+        return cast("list[dict[str, Any]]", response.data)
+
+    def checkin(
+        self,
+        uuid: str,
+        lease: str,
+        *,
+        progress: Mapping[str, Any] | None = None,
+        log: Sequence[Mapping[str, Any]] | None = None,
+        data: Any = None,
+    ) -> dict[str, Any]:
+        """``POST /@jobs/{uuid}/checkin``: renew the lease of a claimed job, with its
+        ``progress`` (``{"percent", "message"}``), new ``log`` lines (``{"level",
+        "message"}``, at most 1,000) and ``data`` (shown as the job's ``checkin_data``).
+
+        Returns ``{"lease": {"id", "expires"} or None, "abort": bool, "stop": bool}``:
+        ``abort`` means the job was aborted (stop working on it, report nothing), ``stop``
+        that it was asked to stop (report :meth:`stopped_claimed` with a checkpoint).
+        A lease that is no longer the job's raises :class:`ClientError` ``409``
+        (``type`` ``"Lease refused"``, with the job's ``status`` in :attr:`ClientError.error`).
+        """
+        body: dict[str, Any] = {"lease": lease}
+        if progress is not None:
+            body["progress"] = dict(progress)
+        if log:
+            body["log"] = [dict(line) for line in log]
+        if data is not None:
+            body["data"] = data
+        response = self.request("POST", _job_path(uuid, "checkin"), json_body=body)
+        return cast("dict[str, Any]", response.data)
+
+    def complete_claimed(self, uuid: str, lease: str, result: Mapping[str, Any]) -> None:
+        """``POST /@jobs/{uuid}/complete``: the claimed job is done, with ``result`` (a
+        ``400`` when it does not fit the action's result schema; the job keeps running)."""
+        body = {"lease": lease, "result": dict(result)}
+        self.request("POST", _job_path(uuid, "complete"), json_body=body)
+
+    def fail_claimed(self, uuid: str, lease: str, error_type: str, message: str) -> None:
+        """``POST /@jobs/{uuid}/fail``: the claimed job failed; the server retries it as
+        its action says, or it is ``failed`` with ``{"type": error_type, "message"}``."""
+        body = {"lease": lease, "error": {"type": error_type, "message": message}}
+        self.request("POST", _job_path(uuid, "fail"), json_body=body)
+
+    def stopped_claimed(self, uuid: str, lease: str, checkpoint: Any) -> None:
+        """``POST /@jobs/{uuid}/stopped``: the claimed job stopped, as asked, at
+        ``checkpoint`` (any JSON), which its resumed attempt's claim hands back."""
+        body = {"lease": lease, "checkpoint": checkpoint}
+        self.request("POST", _job_path(uuid, "stopped"), json_body=body)
+
+    def release_claimed(self, uuid: str, lease: str) -> None:
+        """``POST /@jobs/{uuid}/release``: give the claimed job back unfinished; it waits
+        again as a new attempt, for any consumer to claim."""
+        self.request("POST", _job_path(uuid, "release"), json_body={"lease": lease})
 
     # --- scheduled jobs ------------------------------------------------------------------
 
