@@ -46,6 +46,8 @@ export interface Job {
   parent?: string | null;
   /** When a waiting job may run next; null when it may run at once. */
   next_run?: string | null;
+  /** What a remote job's consumer sent with its last check-in; absent when it sent none. */
+  checkin_data?: unknown;
   /** Only on a failed job. */
   error?: { type: string; message: string };
 }
