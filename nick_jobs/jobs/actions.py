@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import marshmallow
 from marshmallow import fields, validate
 
 from nick_jobs.web.permissions import Permission
+
+if TYPE_CHECKING:
+    from pyramid.config import Configurator
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,9 @@ class JobAction:
 
     def load_params(self, params: dict[str, Any]) -> dict[str, Any]:
         """Validate ``params`` (without ``action``); raises ``marshmallow.ValidationError``."""
-        return self._schema.load(params)
+        # One object, not a list: the schema is not built with many=True.
+        loaded: dict[str, Any] = self._schema.load(params)
+        return loaded
 
     def backoff(self, retry: int, rand: Callable[[], float] = random.random) -> float:
         """Seconds to wait before automatic retry number ``retry`` (1, 2, ...).
@@ -108,19 +113,20 @@ class ActionRegistry:
     def get(self, name: str) -> JobAction | None:
         return self._actions.get(name)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[JobAction]:
         return iter(sorted(self._actions.values(), key=lambda a: a.name))
 
     def __contains__(self, name: str) -> bool:
         return name in self._actions
 
 
-def get_registry(registry) -> ActionRegistry:
-    return registry["nick_jobs.actions"]
+def get_registry(registry: Mapping[str, Any]) -> ActionRegistry:
+    actions: ActionRegistry = registry["nick_jobs.actions"]
+    return actions
 
 
 def add_job_action(
-    config,
+    config: Configurator,
     name: str,
     handler: Handler | str,
     schema: type[marshmallow.Schema] | str | None = None,
@@ -175,7 +181,7 @@ def load_entry_points(registry: ActionRegistry) -> None:
 
 # --- JSON Schema from marshmallow -------------------------------------------------------
 
-_SIMPLE_TYPES: list[tuple[type[fields.Field], dict[str, Any]]] = [
+_SIMPLE_TYPES: list[tuple[type[fields.Field[Any]], dict[str, Any]]] = [
     (fields.Boolean, {"type": "boolean"}),
     (fields.Integer, {"type": "integer"}),
     (fields.Float, {"type": "number"}),
@@ -191,7 +197,7 @@ _SIMPLE_TYPES: list[tuple[type[fields.Field], dict[str, Any]]] = [
 ]
 
 
-def _field_schema(field_obj: fields.Field) -> dict[str, Any]:
+def _field_schema(field_obj: fields.Field[Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if isinstance(field_obj, fields.Nested):
         nested = field_obj.schema
@@ -252,6 +258,6 @@ def json_schema(schema_cls: type[marshmallow.Schema]) -> dict[str, Any]:
     return out
 
 
-def includeme(config) -> None:
+def includeme(config: Configurator) -> None:
     config.registry["nick_jobs.actions"] = ActionRegistry()
     config.add_directive("add_job_action", add_job_action, action_wrap=False)

@@ -30,7 +30,7 @@ from nick_jobs.jobs.serialize import isoformat
 from nick_jobs.scheduling import cron
 from nick_jobs.scheduling.model import SLUG, SLUG_MESSAGE, ScheduledFiring, ScheduledJob
 from nick_jobs.web.permissions import ADMINISTRATOR_ROLE, Permission, role_principal, user_principal
-from nick_jobs.web.resources import JobContainer, Root
+from nick_jobs.web.resources import AclOnly, jobs_acl
 
 _ADMIN = (Allow, role_principal(ADMINISTRATOR_ROLE), ALL_PERMISSIONS)
 
@@ -151,7 +151,7 @@ def owner_may_submit(login: str, roles: Iterable[str], permission: str) -> bool:
     principals a request of that user would have: an Administrator may submit anything,
     any user what needs only ``Add Jobs``.
     """
-    context = JobContainer(None, parent=Root(None))
+    context = AclOnly(jobs_acl())
     principals = [
         Everyone,
         Authenticated,

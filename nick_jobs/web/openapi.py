@@ -1347,7 +1347,7 @@ def document_text(registry: Any) -> str:
 def served(registry: Any) -> tuple[bytes, str]:
     """The document's bytes and ETag, made once per application (its views and actions
     are fixed once it is configured)."""
-    made = registry.get(REGISTRY_KEY)
+    made: tuple[bytes, str] | None = registry.get(REGISTRY_KEY)
     if made is None:
         body = document_text(registry).encode()
         made = (body, hashlib.sha256(body).hexdigest()[:32])

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import re
 import uuid as uuidlib
+from typing import Any, TypeAlias
 
 import sqlalchemy as sa
-from pyramid.authorization import ALL_PERMISSIONS, Allow, Authenticated
+from pyramid.authorization import ALL_PERMISSIONS, Allow, AllPermissionsList, Authenticated
+from pyramid.config import Configurator
 from pyramid.httpexceptions import HTTPForbidden
+from pyramid.request import Request
 
 from nick_jobs.db.meta import table
 from nick_jobs.jobs.actions import get_registry
@@ -20,6 +23,7 @@ from nick_jobs.jobs.model import Job
 from nick_jobs.jobs.remote_actions import NAME, Action, Actions
 from nick_jobs.jobs.serialize import job_json_sql
 from nick_jobs.scheduling.model import SLUG, ScheduledJob
+from nick_jobs.settings import registry_settings
 from nick_jobs.web import urls
 from nick_jobs.web.permissions import (
     ADMINISTRATOR_ROLE,
@@ -30,22 +34,25 @@ from nick_jobs.web.permissions import (
 )
 from nick_jobs.web.security import Rider, identity_and
 
-_ADMIN = (Allow, role_principal(ADMINISTRATOR_ROLE), ALL_PERMISSIONS)
-_USERS = (Allow, Authenticated, (Permission.VIEW_JOBS, Permission.ADD_JOBS))
-_WORKERS = (Allow, role_principal(WORKER_ROLE), (Permission.RUN_JOBS,))
+# An ACL's entry: allow or deny, a principal, and the permissions it grants or denies.
+Ace: TypeAlias = tuple[str, str, AllPermissionsList | tuple[str, ...]]
+
+_ADMIN: Ace = (Allow, role_principal(ADMINISTRATOR_ROLE), ALL_PERMISSIONS)
+_USERS: Ace = (Allow, Authenticated, (Permission.VIEW_JOBS, Permission.ADD_JOBS))
+_WORKERS: Ace = (Allow, role_principal(WORKER_ROLE), (Permission.RUN_JOBS,))
 
 
 class Root:
     __name__ = ""
     __parent__ = None
 
-    def __init__(self, request) -> None:
+    def __init__(self, request: Request) -> None:
         self.request = request
 
-    def __acl__(self):
+    def __acl__(self) -> list[Ace]:
         return [_ADMIN, _USERS]
 
-    def __getitem__(self, key: str):
+    def __getitem__(self, key: str) -> JobContainer | ScheduledJobContainer | ActionContainer:
         if key == "@jobs":
             return JobContainer(self.request, parent=self)
         if key == "@scheduled-jobs":
@@ -76,16 +83,31 @@ _OWN_ROOT_URLS: dict[tuple[str | None, ...], str] = {}
 _OWN_ROOT_URLS_MAX = 256
 
 
+def jobs_acl() -> list[Ace]:
+    """The job container's ACL: who may list, submit and run jobs."""
+    return [_ADMIN, _USERS, _WORKERS]
+
+
+class AclOnly:
+    """A context that is nothing but an ACL, to ask what it permits without a request
+    (the scheduler asks whether a schedule's owner may still submit its action)."""
+
+    __parent__ = None
+
+    def __init__(self, acl: list[Ace]) -> None:
+        self.__acl__ = acl
+
+
 class JobContainer:
     __name__ = "@jobs"
 
-    def __init__(self, request, parent) -> None:
+    def __init__(self, request: Request, parent: object) -> None:
         self.request = request
         self.__parent__ = parent
 
-    def __acl__(self):
+    def __acl__(self) -> list[Ace]:
         # Repeated here so the container grants the same under a host's own root.
-        return [_ADMIN, _USERS, _WORKERS]
+        return jobs_acl()
 
     def url(self) -> str:
         """The container's URL, without the trailing slash ``resource_url`` adds, on
@@ -96,7 +118,7 @@ class JobContainer:
         # Under nick-jobs' own root the URL depends on nothing but what is in the key.
         # Only a URL made from a valid Host is kept: an invalid one never reaches the dict.
         environ = request.environ
-        public = request.registry["nick_jobs.settings"].public_url
+        public = registry_settings(request.registry).public_url
         key = (
             public,
             None if public else request.application_url,
@@ -152,12 +174,12 @@ class JobContainer:
 
 
 class JobResource:
-    def __init__(self, job: sa.Row, parent: JobContainer) -> None:
+    def __init__(self, job: sa.Row[Any], parent: JobContainer) -> None:
         self.job = job
         self.__name__ = job.uuid
         self.__parent__ = parent
 
-    def __acl__(self):
+    def __acl__(self) -> list[Ace]:
         return [
             (Allow, user_principal(self.job.actor), (Permission.VIEW_JOB, Permission.MANAGE_JOB))
         ]
@@ -169,11 +191,11 @@ class JobResource:
 class ScheduledJobContainer:
     __name__ = "@scheduled-jobs"
 
-    def __init__(self, request, parent) -> None:
+    def __init__(self, request: Request, parent: Root) -> None:
         self.request = request
         self.__parent__ = parent
 
-    def __acl__(self):
+    def __acl__(self) -> list[Ace]:
         return [_ADMIN]
 
     def __getitem__(self, key: str) -> ScheduledJobResource:
@@ -192,7 +214,7 @@ class ScheduledJobResource:
         self.__name__ = row.id
         self.__parent__ = parent
 
-    def __acl__(self):
+    def __acl__(self) -> list[Ace]:
         return [_ADMIN]
 
 
@@ -204,11 +226,11 @@ class ActionContainer:
 
     __name__ = "@job-actions"
 
-    def __init__(self, request, parent) -> None:
+    def __init__(self, request: Request, parent: Root) -> None:
         self.request = request
         self.__parent__ = parent
 
-    def __acl__(self):
+    def __acl__(self) -> list[Ace]:
         return [_ADMIN, _USERS]
 
     def actions(self) -> Actions:
@@ -234,6 +256,6 @@ class ActionResource:
         self.__parent__ = parent
 
 
-def includeme(config) -> None:
+def includeme(config: Configurator) -> None:
     config.registry[urls.ROOT_FACTORY] = Root
     config.set_root_factory(Root)

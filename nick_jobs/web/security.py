@@ -5,19 +5,24 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from pyramid.authorization import ACLHelper, Authenticated, Everyone
-from pyramid.httpexceptions import HTTPUnauthorized
+from pyramid.authorization import ACLAllowed, ACLDenied, ACLHelper, Authenticated, Everyone
+from pyramid.config import Configurator
+from pyramid.httpexceptions import HTTPException, HTTPUnauthorized
 from pyramid.interfaces import ISecurityPolicy
-from pyramid.request import RequestLocalCache
+from pyramid.registry import Registry
+from pyramid.request import Request, RequestLocalCache
+from pyramid.response import Response
 from pyramid.tweens import EXCVIEW
 from pyramid_tm import is_tm_active
 from zope.interface import implementer
 
 from nick_jobs.db.meta import table
+from nick_jobs.settings import Settings, registry_settings
 from nick_jobs.streams import tickets
 from nick_jobs.users import tokens
 from nick_jobs.users.model import RevokedToken, User
@@ -56,7 +61,7 @@ class Rider:
     (at import), as its statements are built then.
     """
 
-    def __init__(self, query: sa.Select) -> None:
+    def __init__(self, query: sa.Select[*tuple[Any, ...]]) -> None:
         self.alone = query
         # A left join: the identity's row comes back whether the rider finds one or not,
         # and a constant of the rider's tells which.
@@ -122,7 +127,7 @@ class KnownIdentities:
         return len(self._known)
 
 
-def bearer_token(request, max_length: int) -> str | None:
+def bearer_token(request: Request, max_length: int) -> str | None:
     """The token from ``Authorization: Bearer <token>``, or None (reason in the environ)."""
     header = request.headers.get("Authorization")
     if header is None:
@@ -140,18 +145,20 @@ def bearer_token(request, max_length: int) -> str | None:
 
 @implementer(ISecurityPolicy)
 class JWTSecurityPolicy:
-    def __init__(self, settings) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.acl = ACLHelper()
-        self.identity_cache = RequestLocalCache(self.load_identity)
+        self.identity_cache: RequestLocalCache[Identity | None] = RequestLocalCache(
+            self.load_identity
+        )
         self.known = KnownIdentities()
 
-    def load_identity(self, request) -> Identity | None:
+    def load_identity(self, request: Request) -> Identity | None:
         return self._load(request)[0]
 
     def identity_and(
-        self, request, rider: Rider, params: dict[str, Any]
-    ) -> tuple[Identity | None, sa.Row | None]:
+        self, request: Request, rider: Rider, params: dict[str, Any]
+    ) -> tuple[Identity | None, sa.Row[Any] | None]:
         """The caller's identity and the row of ``rider`` (run with ``params``; None if
         it finds none, or there is no identity), in one query when the identity is not
         known yet."""
@@ -165,8 +172,8 @@ class JWTSecurityPolicy:
         return identity, row
 
     def _load(
-        self, request, rider: Rider | None = None, params: dict[str, Any] | None = None
-    ) -> tuple[Identity | None, sa.Row | None]:
+        self, request: Request, rider: Rider | None = None, params: dict[str, Any] | None = None
+    ) -> tuple[Identity | None, sa.Row[Any] | None]:
         token = bearer_token(request, self.settings.max_authorization_header)
         if token is None:
             return self.load_ticket_identity(request, rider, params)
@@ -186,8 +193,8 @@ class JWTSecurityPolicy:
         )
 
     def load_ticket_identity(
-        self, request, rider: Rider | None = None, params: dict[str, Any] | None = None
-    ) -> tuple[Identity | None, sa.Row | None]:
+        self, request: Request, rider: Rider | None = None, params: dict[str, Any] | None = None
+    ) -> tuple[Identity | None, sa.Row[Any] | None]:
         """A stream ticket in the URL (for EventSource), only on the stream it names."""
         if not tickets.opens(request.method, request.path, request.GET):
             return None, None
@@ -205,7 +212,7 @@ class JWTSecurityPolicy:
 
     def lookup(
         self,
-        request,
+        request: Request,
         login: str,
         token_hash: str,
         token: str,
@@ -213,7 +220,7 @@ class JWTSecurityPolicy:
         params: dict[str, Any] | None = None,
         *,
         issued: dt.datetime | None,
-    ) -> tuple[Identity | None, sa.Row | None]:
+    ) -> tuple[Identity | None, sa.Row[Any] | None]:
         """The identity of ``login``'s token (fingerprint ``token_hash``, issued at
         ``issued``), if the user exists, the token is not revoked and was issued no
         earlier than the user's ``tokens_after``; with ``rider``, also its row."""
@@ -242,29 +249,29 @@ class JWTSecurityPolicy:
         found = rider is not None and getattr(row, _RIDER_FOUND) is not None
         return identity, row if found else None
 
-    def identity(self, request) -> Identity | None:
+    def identity(self, request: Request) -> Identity | None:
         return self.identity_cache.get_or_create(request)
 
-    def authenticated_userid(self, request) -> str | None:
+    def authenticated_userid(self, request: Request) -> str | None:
         identity = self.identity(request)
         return identity.login if identity else None
 
-    def permits(self, request, context, permission):
+    def permits(self, request: Request, context: object, permission: str) -> ACLAllowed | ACLDenied:
         identity = self.identity(request)
         principals = identity.principals if identity else [Everyone]
         return self.acl.permits(context, principals, permission)
 
-    def remember(self, request, userid, **kw):
+    def remember(self, request: Request, userid: str, **kw: Any) -> list[tuple[str, str]]:
         return []
 
-    def forget(self, request, **kw):
+    def forget(self, request: Request, **kw: Any) -> list[tuple[str, str]]:
         header = 'Bearer realm="nick-jobs"'
         if request.environ.get(AUTH_ERROR_KEY):
             header += ', error="invalid_token"'
         return [("WWW-Authenticate", header)]
 
 
-def _refusal(row: sa.Row | None, issued: dt.datetime | None) -> str | None:
+def _refusal(row: sa.Row[Any] | None, issued: dt.datetime | None) -> str | None:
     """Why the identity query's row refuses the token (None: it doesn't)."""
     if row is None:
         return "unknown user"
@@ -277,7 +284,9 @@ def _refusal(row: sa.Row | None, issued: dt.datetime | None) -> str | None:
     return None
 
 
-def identity_and(request, rider: Rider, params: dict[str, Any]) -> tuple[str | None, sa.Row | None]:
+def identity_and(
+    request: Request, rider: Rider, params: dict[str, Any]
+) -> tuple[str | None, sa.Row[Any] | None]:
     """The caller's user id and the row of ``rider`` run with ``params`` (None if it
     finds none, or there is no user).
 
@@ -294,7 +303,7 @@ def identity_and(request, rider: Rider, params: dict[str, Any]) -> tuple[str | N
     return userid, request.dbconn.execute(rider.alone, params).one_or_none()
 
 
-def guard(request) -> dict[str, Any] | None:
+def guard(request: Request) -> dict[str, Any] | None:
     """The ``b_guard_*`` parameters of :func:`~nick_jobs.users.model.identity_holds` for
     the request's provisional identity; None when it has none left to confirm."""
     fingerprint = request.environ.get(PROVISIONAL_KEY)
@@ -310,25 +319,27 @@ def guard(request) -> dict[str, Any] | None:
     }
 
 
-def confirmed(request) -> None:
+def confirmed(request: Request) -> None:
     """The request's statement carried :func:`guard` and it held."""
     request.environ.pop(PROVISIONAL_KEY, None)
 
 
-def current_identity(request) -> Identity | None:
+def current_identity(request: Request) -> Identity | None:
     """The request's identity as the database has it now (None: the user or the token
     is gone); a provisional one is checked first, and replaced by what was found."""
-    held = request.identity
+    held: Identity | None = request.identity
     fingerprint = request.environ.pop(PROVISIONAL_KEY, None)
-    if fingerprint is None:
+    # A provisional identity is never None.
+    if fingerprint is None or held is None:
         return held
-    policy = request.registry.getUtility(ISecurityPolicy)
+    # Only nick-jobs' own policy makes an identity provisional.
+    policy: JWTSecurityPolicy = request.registry.getUtility(ISecurityPolicy)
     current, _ = policy.lookup(request, held.login, fingerprint, held.token, issued=held.issued)
     policy.identity_cache.set(request, current)
     return current
 
 
-def confirm(request) -> None:
+def confirm(request: Request) -> None:
     """Check the request's provisional identity against the database now.
 
     Raises ``HTTPUnauthorized`` (and the request has no identity from then on) if the
@@ -345,7 +356,7 @@ def confirm(request) -> None:
         raise identity_changed()
 
 
-def identity_changed():
+def identity_changed() -> HTTPException:
     """The error for a request allowed with a name or roles its user no longer has."""
     error = api_error(
         Error.IDENTITY_CHANGED,
@@ -355,14 +366,16 @@ def identity_changed():
     return error
 
 
-def confirm_identity_tween_factory(handler, registry):
+def confirm_identity_tween_factory(
+    handler: Callable[[Request], Response], registry: Registry
+) -> Callable[[Request], Response]:
     """Confirm a provisional identity before the response leaves.
 
     Under the transaction manager: a request whose identity no longer holds commits
     nothing, and gets the error instead of its response.
     """
 
-    def confirm_identity(request):
+    def confirm_identity(request: Request) -> Response:
         response = handler(request)
         if PROVISIONAL_KEY in request.environ:
             try:
@@ -376,8 +389,8 @@ def confirm_identity_tween_factory(handler, registry):
     return confirm_identity
 
 
-def includeme(config) -> None:
-    config.set_security_policy(JWTSecurityPolicy(config.registry["nick_jobs.settings"]))
+def includeme(config: Configurator) -> None:
+    config.set_security_policy(JWTSecurityPolicy(registry_settings(config.registry)))
     config.add_tween(
         "nick_jobs.web.security.confirm_identity_tween_factory",
         under="nick_jobs.db.release_read_connection_tween_factory",

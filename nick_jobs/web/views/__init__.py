@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from pyramid.config import Configurator
 from pyramid.view import view_config
 
 from nick_jobs.web.strict import QUERY_OPTION, RENDERER, SUBPATH_OPTION
@@ -29,7 +30,7 @@ def api_view(*, query: Iterable[str] = (), subpath: bool = False, **settings: An
     return view_config(**settings)
 
 
-def includeme(config) -> None:
+def includeme(config: Configurator) -> None:
     config.include("nick_jobs.web.views.auth")
     # GET /@jobs/@stats: a view name of the container, never a job's uuid.
     config.include("nick_jobs.web.views.stats")

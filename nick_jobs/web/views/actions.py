@@ -12,15 +12,18 @@ import binascii
 from typing import Any
 from urllib.parse import urlencode
 
+from pyramid.config import Configurator
 from pyramid.httpexceptions import HTTPNoContent
+from pyramid.request import Request
 
 from nick_jobs.jobs import remote_actions
 from nick_jobs.jobs.actions import get_registry
 from nick_jobs.jobs.schemas import ActionsQuerySchema
 from nick_jobs.jobs.serialize import isoformat
+from nick_jobs.settings import registry_settings
 from nick_jobs.web import urls
 from nick_jobs.web.body import json_body
-from nick_jobs.web.errors import Error, api_error
+from nick_jobs.web.errors import Error, api_error, authenticated_login
 from nick_jobs.web.permissions import Permission
 from nick_jobs.web.resources import ActionContainer, ActionResource
 from nick_jobs.web.views import api_view
@@ -61,8 +64,8 @@ def _matches(action: remote_actions.Action, needle: str) -> bool:
     permission=Permission.VIEW_JOBS,
     query=_ACTIONS_QUERY_SCHEMA.fields,
 )
-def actions_view(context: ActionContainer, request):
-    settings = request.registry["nick_jobs.settings"]
+def actions_view(context: ActionContainer, request: Request) -> list[dict[str, Any]]:
+    settings = registry_settings(request.registry)
     query = _ACTIONS_QUERY_SCHEMA.load(request.GET.mixed())
     size = min(query.get("b_size", settings.default_page_size), settings.max_page_size)
     after = decode_action_cursor(query["cursor"]) if query.get("cursor") else None
@@ -90,7 +93,7 @@ def actions_view(context: ActionContainer, request):
     return page
 
 
-def _readable(context: ActionResource, request) -> remote_actions.Action:
+def _readable(context: ActionResource, request: Request) -> remote_actions.Action:
     """The action, if the caller may submit it; a 404 otherwise, as the list leaves out
     what the caller may not submit."""
     action = context.action
@@ -100,12 +103,12 @@ def _readable(context: ActionResource, request) -> remote_actions.Action:
 
 
 @api_view(context=ActionResource, request_method="GET", permission=Permission.VIEW_JOBS)
-def action_view(context: ActionResource, request):
+def action_view(context: ActionResource, request: Request) -> dict[str, Any]:
     return remote_actions.describe(_readable(context, request))
 
 
 @api_view(context=ActionResource, request_method="PUT", permission=Permission.MANAGE_SITE)
-def put_action_view(context: ActionResource, request):
+def put_action_view(context: ActionResource, request: Request) -> dict[str, Any]:
     name = context.__name__
     definition, from_version = remote_actions.load_definition(json_body(request), name)
     try:
@@ -114,7 +117,7 @@ def put_action_view(context: ActionResource, request):
             get_registry(request.registry),
             name,
             definition,
-            request.authenticated_userid,
+            authenticated_login(request),
             from_version=from_version,
         )
     except remote_actions.NameTaken:
@@ -136,7 +139,7 @@ def put_action_view(context: ActionResource, request):
 
 
 @api_view(context=ActionResource, request_method="DELETE", permission=Permission.MANAGE_SITE)
-def delete_action_view(context: ActionResource, request):
+def delete_action_view(context: ActionResource, request: Request) -> HTTPNoContent:
     name = context.__name__
     if context.action is not None and not isinstance(
         context.action, remote_actions.RemoteJobAction
@@ -155,7 +158,7 @@ def delete_action_view(context: ActionResource, request):
     request_method="GET",
     permission=Permission.VIEW_JOBS,
 )
-def versions_view(context: ActionResource, request):
+def versions_view(context: ActionResource, request: Request) -> list[dict[str, Any]]:
     action = _readable(context, request)
     if not isinstance(action, remote_actions.RemoteJobAction):
         return []  # a Python action's only version is the code that runs
@@ -165,5 +168,5 @@ def versions_view(context: ActionResource, request):
     ]
 
 
-def includeme(config) -> None:
+def includeme(config: Configurator) -> None:
     config.scan(__name__)

@@ -9,13 +9,17 @@ the ``GET`` of a job, the most frequent request, is added first.
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 from urllib.parse import urlencode
 
+from pyramid.config import Configurator
+from pyramid.request import Request
 from pyramid.response import Response
 
 from nick_jobs.jobs.listing import list_jobs
 from nick_jobs.jobs.schemas import ListQuerySchema
 from nick_jobs.jobs.serialize import job_json
+from nick_jobs.settings import registry_settings
 from nick_jobs.web import security
 from nick_jobs.web.body import json_object_or_array
 from nick_jobs.web.errors import Error, api_error
@@ -40,8 +44,8 @@ def job_url(container: JobContainer, uuid: str) -> str:
     permission=Permission.VIEW_JOBS,
     query=_LIST_QUERY_SCHEMA.fields,
 )
-def list_view(context: JobContainer, request):
-    settings = request.registry["nick_jobs.settings"]
+def list_view(context: JobContainer, request: Request) -> Response | list[dict[str, Any]]:
+    settings = registry_settings(request.registry)
     query = _LIST_QUERY_SCHEMA.load(request.GET.mixed())
     size = min(query.get("b_size", settings.default_page_size), settings.max_page_size)
     actor = query.get("actor")
@@ -97,7 +101,7 @@ def _json_text(text: str, headers: list[tuple[str, str]] | None = None) -> Respo
     return Response(body=body, headerlist=headerlist)
 
 
-def follow_asked(request) -> bool:
+def follow_asked(request: Request) -> bool:
     """The request's ``follow``: ``true`` or ``false`` (or 1/0, yes/no); else a 400."""
     value = request.GET.get("follow", "false").strip().lower()
     if value not in _FOLLOW_VALUES:
@@ -111,7 +115,9 @@ _FOLLOW_VALUES = {"true": True, "1": True, "yes": True, "false": False, "0": Fal
 @api_view(
     context=JobContainer, request_method="POST", permission=Permission.ADD_JOBS, query=("follow",)
 )
-def create_view(context: JobContainer, request):
+def create_view(
+    context: JobContainer, request: Request
+) -> Response | dict[str, Any] | list[dict[str, Any]]:
     follow = follow_asked(request)
     data = json_object_or_array(request)
     # The URL before the job: a Host that can't be written in it is refused with nothing made.
@@ -140,7 +146,7 @@ def create_view(context: JobContainer, request):
 
 
 @api_view(context=JobResource, request_method="GET", permission=Permission.VIEW_JOB)
-def get_view(context: JobResource, request):
+def get_view(context: JobResource, request: Request) -> Response | dict[str, Any]:
     # On PostgreSQL the job was read as its JSON (resources.JobContainer's lookup).
     written = getattr(context.job, "job_json", None)
     if written is not None:
@@ -148,5 +154,5 @@ def get_view(context: JobResource, request):
     return job_json(context.job, job_url(context.__parent__, context.job.uuid))
 
 
-def includeme(config) -> None:
+def includeme(config: Configurator) -> None:
     config.scan(__name__)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pyramid.request import Request
 from pyramid_tm import is_tm_active
 
 from nick_jobs.db.after_commit import transaction
@@ -12,10 +13,10 @@ from nick_jobs.jobs import lifecycle, submission
 from nick_jobs.jobs.actions import get_registry
 from nick_jobs.jobs.remote_actions import Actions
 from nick_jobs.web import security
-from nick_jobs.web.errors import Error, api_error
+from nick_jobs.web.errors import Error, api_error, authenticated_login
 
 
-def submit_job(request, context, data: Any) -> tuple[dict[str, Any], bool]:
+def submit_job(request: Request, context: object, data: Any) -> tuple[dict[str, Any], bool]:
     """Check and store the job ``data`` describes; return ``(job, created)``."""
     prepared = submission.prepare(known_actions(request), data)
     name = prepared.action.name
@@ -23,7 +24,7 @@ def submit_job(request, context, data: Any) -> tuple[dict[str, Any], bool]:
         raise api_error(Error.FORBIDDEN, f"You are not allowed to submit {name!r} jobs.")
     key = idempotency_key(request)
     send = request.registry["nick_jobs.queue"].send
-    actor = request.authenticated_userid
+    actor = authenticated_login(request)
     if key is not None or not _on_its_own(request):
         return submission.submit(request.dbsession, prepared, actor, idempotency_key=key, send=send)
     # No transaction to join, so the job is its own: one autocommitted statement on the
@@ -42,7 +43,9 @@ def submit_job(request, context, data: Any) -> tuple[dict[str, Any], bool]:
     return job
 
 
-def submit_jobs(request, context, data: list[Any]) -> tuple[list[dict[str, Any]], bool]:
+def submit_jobs(
+    request: Request, context: object, data: list[Any]
+) -> tuple[list[dict[str, Any]], bool]:
     """Check and store every job of a bulk submit, all or none; return ``(jobs, created)``."""
     prepared = submission.prepare_many(known_actions(request), data)
     for index, item in enumerate(prepared):
@@ -60,7 +63,7 @@ def submit_jobs(request, context, data: list[Any]) -> tuple[list[dict[str, Any]]
             "characters.",
         )
     send = request.registry["nick_jobs.queue"].send
-    actor = request.authenticated_userid
+    actor = authenticated_login(request)
     try:
         if is_tm_active(request):
             return submission.submit_many(
@@ -76,13 +79,13 @@ def submit_jobs(request, context, data: list[Any]) -> tuple[list[dict[str, Any]]
         raise api_error(Error.CONFLICT, str(exc)) from None
 
 
-def known_actions(request) -> Actions:
+def known_actions(request: Request) -> Actions:
     """The Python actions, then the remote ones (read on the request's own connection,
     and only for a name that is not a Python action's)."""
     return Actions(get_registry(request.registry), request.dbconn)
 
 
-def idempotency_key(request) -> str | None:
+def idempotency_key(request: Request) -> str | None:
     """The request's ``Idempotency-Key``, checked; None without one."""
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 0 < len(key) <= submission.MAX_IDEMPOTENCY_KEY:
@@ -93,7 +96,7 @@ def idempotency_key(request) -> str | None:
     return key
 
 
-def _on_its_own(request) -> bool:
+def _on_its_own(request: Request) -> bool:
     """Whether the job is stored on its own (one autocommitted statement) rather than in
     the request's transaction: PostgreSQL, and the request runs in none (pyramid_tm's
     activation hook, :func:`nick_jobs.db.needs_transaction`, begins none for such a
