@@ -1236,6 +1236,9 @@ function definitive(error) {
  * One claimed job while `work()` holds it: its handler's `ctx`, its checkins, and what
  * is reported when the handler ends.
  */
+// How soon a claimed job's reports (progress, log lines) go to the server.
+const REPORT_MS = 1000;
+
 class ClaimedJob {
   constructor(consumer, job) {
     this.consumer = consumer;
@@ -1257,6 +1260,9 @@ class ClaimedJob {
     // The lease's length on the server's clock (started and expires are both its own).
     const leaseMs = server > 0 ? server : Math.max(local, 3000);
     this.interval = Math.max(leaseMs / 3, 500);
+    this.timer = undefined;
+    this.dueAt = Infinity;
+    this.reportsWaiting = false;
     this.ctx = this.context();
   }
 
@@ -1283,12 +1289,14 @@ class ClaimedJob {
           progress.message = message === null ? null : clip(message, MAX_TEXT);
         }
         claimed.pendingProgress = progress;
+        claimed.soon();
       },
       log(message, level = 'info') {
         if (!LOG_LEVELS.includes(level)) {
           throw new TypeError(`a log level is one of ${LOG_LEVELS.join(', ')}, not ${level}`);
         }
         claimed.lines.push({ level, message: clip(message, MAX_TEXT) });
+        claimed.soon();
       },
       check() {
         if (claimed.interrupt) throw claimed.interrupt;
@@ -1311,12 +1319,31 @@ class ClaimedJob {
     return this.done;
   }
 
-  schedule() {
+  /** The next checkin, a third of the lease from now (sooner when reports wait). */
+  schedule(ms = this.interval) {
+    this.dueAt = Date.now() + ms;
     this.timer = setTimeout(() => {
+      this.timer = null;
+      this.reportsWaiting = false;
       this.inflight = this.checkin().finally(() => {
-        if (this.state === 'running') this.schedule();
+        if (this.state === 'running') this.schedule(this.reportsWaiting ? REPORT_MS : undefined);
       });
-    }, this.interval);
+    }, ms);
+  }
+
+  /**
+   * Progress or a log line waits: checked in within REPORT_MS, so that streams and the
+   * dashboard follow a remote job as closely as a Python worker's (about a second).
+   */
+  soon() {
+    if (this.state !== 'running' || this.timer === undefined) return;
+    if (this.timer === null) {
+      this.reportsWaiting = true; // a checkin is on its way: the next one comes soon
+      return;
+    }
+    if (this.dueAt <= Date.now() + REPORT_MS) return;
+    clearTimeout(this.timer);
+    this.schedule(REPORT_MS);
   }
 
   setInterrupt(error) {

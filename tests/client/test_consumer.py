@@ -380,3 +380,34 @@ def test_a_second_sigterm_ends_the_grace_at_once(server, admin, action, tmp_path
     assert process.returncode == 0, err
     assert out == f"released {uuid}\nrun returned\n"
     assert admin.get_job(uuid)["status"] == "created"
+
+
+def test_progress_and_log_lines_reach_the_server_within_seconds(server, admin):
+    """Reports go with a check-in within about a second, not a third of the lease later:
+    the job's stream and the dashboard follow a remote job as they follow a Python one."""
+    name = "t-reports-soon"
+    define(admin, name, lease=300)  # check-ins every 100 s, but for reports
+    release = threading.Event()
+
+    def slow(context: JobContext) -> dict:
+        context.progress(30, "a third of the way")
+        context.log("first batch done")
+        release.wait(30)
+        return {}
+
+    consumer = Consumer(server.client("admin"), [name], slow, wait=1)
+    with consuming(consumer):
+        job = admin.submit_job(name)
+        try:
+            running = until(
+                lambda: (got := admin.get_job(job["uuid"]))["progress"] and got,
+                "the progress reported",
+                timeout=10,
+            )
+            assert running["status"] == "running"
+            assert running["progress"] == {"percent": 30, "message": "a third of the way"}
+            lines = until(lambda: admin.job_log(job["uuid"]), "the log line", timeout=10)
+            assert [line["message"] for line in lines] == ["first batch done"]
+        finally:
+            release.set()
+        admin.wait_for_job(job["uuid"], timeout=20)

@@ -293,6 +293,38 @@ describe('work()', () => {
     }
   });
 
+  test('progress and log lines reach the server within seconds, not a lease later', async () => {
+    // A long lease: its checkins come every 100 s, but reports go within a second.
+    await declare('js-work-reports', { lease: 300 });
+    const job = await submit('js-work-reports');
+    const release = signal();
+    const consumer = consume(['js-work-reports'], async (_, ctx) => {
+      ctx.progress(30, 'a third of the way');
+      ctx.log('first batch done');
+      await within(release.promise, 30000, 'the test');
+      return {};
+    });
+    try {
+      const deadline = Date.now() + 10000;
+      let running;
+      for (;;) {
+        ({ data: running } = await cli.getJob({ token: admin, params: { id: job.uuid } }));
+        if (running.progress) break;
+        assert.ok(Date.now() < deadline, 'the progress never reached the server');
+        await pause(50);
+      }
+      assert.equal(running.status, 'running');
+      assert.deepEqual(running.progress, { percent: 30, message: 'a third of the way' });
+      const { data: lines } = await cli.getJobLog({ token: admin, params: { id: job.uuid } });
+      assert.deepEqual(lines.map((line) => line.message), ['first batch done']);
+    } finally {
+      release.resolve();
+      await waitForStatus(job.uuid, ['completed']);
+      await consumer.stop();
+    }
+    assert.deepEqual(consumer.errors, []);
+  });
+
   test('an abort reaches ctx.check() and ctx.signal', async () => {
     await declare('js-work-abort');
     const job = await submit('js-work-abort');

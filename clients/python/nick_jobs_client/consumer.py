@@ -133,8 +133,8 @@ class JobContext:
     # --- reporting -------------------------------------------------------------------
 
     def progress(self, percent: float | None = None, message: str | None = None) -> None:
-        """Report the job's progress (``percent`` from 0 to 100, and/or a message); the
-        next check-in sends the last one reported."""
+        """Report the job's progress (``percent`` from 0 to 100, and/or a message); a
+        check-in within about a second sends the last one reported."""
         if percent is not None and not 0 <= percent <= 100:
             raise ValueError(f"percent is 0 to 100, not {percent}")
         value: dict[str, Any] = {"percent": percent}
@@ -144,8 +144,8 @@ class JobContext:
             self._progress = value
 
     def log(self, message: str, level: str = "info") -> None:
-        """Add a line to the job's log (``level``: debug, info, warning or error); the next
-        check-in sends it."""
+        """Add a line to the job's log (``level``: debug, info, warning or error); a
+        check-in within about a second sends it."""
         if level not in LOG_LEVELS:
             raise ValueError(f"level is one of {', '.join(LOG_LEVELS)}, not {level!r}")
         with self._lock:
@@ -243,6 +243,10 @@ Handler = Callable[[JobContext], Mapping[str, Any] | None]
 OnEnd = Callable[[dict[str, Any], str, str | None], None]
 
 
+#: How soon a job's reports (progress, log lines) go to the server, in seconds.
+REPORT_S = 1.0
+
+
 class _Claimed:
     """A job this consumer holds: its lease, when to check in, and whether it is done."""
 
@@ -254,6 +258,7 @@ class _Claimed:
         self.interval = max(left if left is not None else MIN_LEASE_S, MIN_LEASE_S) / 3
         now = time.monotonic()
         self.next_checkin = now + self.interval
+        self.last_checkin = now
         self.expires = now + (left if left is not None else MIN_LEASE_S)
         # One report at a time, and none after the job is done for this consumer.
         self.lock = threading.Lock()
@@ -265,6 +270,15 @@ class _Claimed:
         if left is not None:
             self.expires = now + left
         self.next_checkin = now + self.interval
+        self.last_checkin = now
+
+    def due(self) -> float:
+        """When to check in next: a third of the lease after the last check-in, or
+        :data:`REPORT_S` after it when progress or log lines wait, so that a remote job
+        is followed as closely as a Python worker's (about a second)."""
+        if self.context._pending():
+            return min(self.next_checkin, self.last_checkin + REPORT_S)
+        return self.next_checkin
 
 
 def _seconds_left(expires: Any) -> float | None:
@@ -597,14 +611,14 @@ class Consumer:
                 running = list(self._running.values())
             now = time.monotonic()
             for claimed in running:
-                if claimed.next_checkin <= now:
+                if claimed.due() <= now:
                     with claimed.lock:
                         if not claimed.done:
                             self._checkin_now(claimed)
             with self._cond:
-                due = [c.next_checkin for c in self._running.values() if not c.done]
-            # At most a second: a job claimed meanwhile is seen soon enough.
-            pause = min([*due, time.monotonic() + 1.0]) - time.monotonic()
+                due = [c.due() for c in self._running.values() if not c.done]
+            # At most a second: a job claimed, or reports made, meanwhile are seen soon.
+            pause = min([*due, time.monotonic() + REPORT_S]) - time.monotonic()
             self._checkins_done.wait(max(pause, 0.01))
 
     def _checkin_now(self, claimed: _Claimed) -> bool:
