@@ -56,6 +56,7 @@ SETTINGS = (
     "nick_jobs.abort_check_interval",
     "nick_jobs.claim_max_wait",
     "nick_jobs.claim_max_waiting",
+    "nick_jobs.claim_poll_interval",
     "nick_jobs.max_active_requests",
     "nick_jobs.request_queue_timeout",
     "nick_jobs.graceful_shutdown",
@@ -249,6 +250,9 @@ class Settings:
     # and at most this many wait at once in one API process (more get a 503).
     claim_max_wait_s: float = 30.0
     claim_max_waiting: int = 16
+    # How often a waiting claim looks for jobs submitted through other processes (those
+    # of its own wake it at once: nick_jobs.web.claim_bell).
+    claim_poll_interval_s: float = 0.05
     # Lines a second of each job's log copied to the process log (nick_jobs.worker.reporting.
     # LogCopy); the job's own log keeps them all. 0: every line.
     job_log_copy_rate: int = 10
@@ -380,6 +384,7 @@ def parse(settings: Mapping[str, Any]) -> Settings:
         abort_check_interval_s=_abort_check_interval(settings),
         claim_max_wait_s=_non_negative(settings, "nick_jobs.claim_max_wait", 30.0),
         claim_max_waiting=int(_non_negative(settings, "nick_jobs.claim_max_waiting", 16)),
+        claim_poll_interval_s=_positive(settings, "nick_jobs.claim_poll_interval", 0.05),
         job_log_copy_rate=_job_log_copy_rate(settings),
         max_active_requests=_int(settings, "nick_jobs.max_active_requests", 16),
         request_queue_timeout_s=_float(settings, "nick_jobs.request_queue_timeout", 30.0),
@@ -467,6 +472,13 @@ def _job_log_copy_rate(settings: Mapping[str, Any]) -> int:
             f"nick_jobs.job_log_copy_rate takes 0 (every line) or more lines a second, not {rate}"
         )
     return rate
+
+
+def _positive(settings: Mapping[str, Any], key: str, default: float) -> float:
+    value = _float(settings, key, default)
+    if value <= 0:
+        raise ConfigurationError(f"{key} must be more than 0, not {value:g}")
+    return value
 
 
 def _non_negative(settings: Mapping[str, Any], key: str, default: float) -> float:

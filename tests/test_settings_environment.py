@@ -23,7 +23,7 @@ from tests.conftest import ROOT, base_settings
 PACKAGE = ROOT / "nick_jobs"
 KEY = re.compile(r"nick_jobs\.[a-z_]+(?:\.[a-z_]+)?\Z")
 # The functions that read one setting by name: settings.get and the parsing helpers.
-READERS = {"get", "_int", "_float", "_seconds", "_strict_bool"}
+READERS = {"get", "_int", "_float", "_seconds", "_strict_bool", "_positive", "_non_negative"}
 
 
 def settings_read_in(path: Path) -> set[str]:

@@ -156,6 +156,43 @@ def test_waiting_claims_are_capped_per_process(backend, make_app):
     assert _claim(app, login="admin", wait=0.1).json == []
 
 
+def test_a_job_submitted_through_the_same_process_wakes_a_waiting_claim(backend, make_app):
+    """Its looks for other processes' jobs are a minute apart here: a claim that waits
+    30 s and answers within 10 s of the submit was woken by it."""
+    reset_database(backend.engine)
+    app = make_app(**{"nick_jobs.claim_poll_interval": "60"})
+    app.put_json("/@job-actions/reindex", REINDEX, headers=app.auth(), status=201)
+
+    def woken_by(make_jobs: Callable[[], list[str]]) -> None:
+        with claim_looks(app) as looked, ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(lambda: _claim(app, login="admin", wait=30, limit=5).json)
+            # Its first look, in the view, found nothing; the next is a minute away, and
+            # its last at the end of its wait.
+            looked(1)
+            made = make_jobs()
+            got = waiting.result(timeout=10)
+        assert got
+        assert {job["uuid"] for job in got} <= set(made)
+
+    woken_by(lambda: [_submit(app)["uuid"]])
+    bulk = [{"params": {"action": "reindex", "site": site}} for site in ("a", "b")]
+    woken_by(
+        lambda: [
+            job["uuid"]
+            for job in app.post_json("/@jobs", bulk, headers=app.auth(), status=201).json
+        ]
+    )
+    # A job another consumer hands back.
+    job = _submit(app)
+    lease = _claim(app, login="admin").json[0]["lease"]["id"]
+
+    def hand_back() -> list[str]:
+        _post(app, job["uuid"], "release", {"lease": lease}, login="admin")
+        return [job["uuid"]]
+
+    woken_by(hand_back)
+
+
 def test_a_claim_waits_no_longer_than_the_server_allows(backend, make_app):
     reset_database(backend.engine)
     app = make_app(**{"nick_jobs.claim_max_wait": "0.2"})

@@ -28,6 +28,8 @@ from nick_jobs.jobs.remote_actions import RemoteJobAction
 from nick_jobs.jobs.serialize import isoformat, job_json
 from nick_jobs.settings import registry_settings
 from nick_jobs.web.body import json_body
+from nick_jobs.web.claim_bell import REGISTRY_KEY as CLAIM_BELL
+from nick_jobs.web.claim_bell import ClaimBell, claim_bell, ring_after_commit
 from nick_jobs.web.errors import Error, api_error, authenticated_login
 from nick_jobs.web.permissions import Permission
 from nick_jobs.web.resources import JobContainer, JobResource
@@ -41,8 +43,6 @@ log = logging.getLogger(__name__)
 
 MAX_WAIT_S = 30
 MAX_CLAIM = 100
-# How often a waiting claim looks again.
-POLL_S = 0.05
 DEFAULT_LEASE_S = 60
 
 
@@ -147,7 +147,8 @@ def _claimable(request: Request, body: dict[str, Any]) -> list[lifecycle.RemoteA
 
 class WaitingClaim:
     """The body of a claim that found nothing and waits: it looks again every
-    :data:`POLL_S` until a job comes, its wait is over or the process drains, then writes
+    ``nick_jobs.claim_poll_interval`` (at once when a job is submitted through this
+    process) until a job comes, its wait is over or the process drains, then writes
     the array.
 
     The wait happens here, after the view and its transaction have returned, so a
@@ -163,9 +164,15 @@ class WaitingClaim:
         deadline: float,
         draining: Callable[[], bool],
         slots: threading.BoundedSemaphore,
+        bell: tuple[ClaimBell, int],
+        poll_s: float,
         client_gone: Callable[[], bool] | None = None,
     ) -> None:
         self.look, self.write, self.deadline = look, write, deadline
+        # The bell, and its count before the view's own look: a job submitted since
+        # then wakes the claim at once, however soon it came.
+        self.bell, self.seen = bell
+        self.poll_s = poll_s
         self.draining = draining
         self._slots: threading.BoundedSemaphore | None = slots
         # A consumer that hung up (its own shutdown) must not be given jobs nobody will
@@ -175,13 +182,16 @@ class WaitingClaim:
 
     def __iter__(self) -> Iterator[bytes]:
         claimed: list[dict[str, Any]] = []
+        seen = self.seen
         while not claimed and not self.draining():
             left = self.deadline - time.monotonic()
             if left <= 0:
                 break
             if self.client_gone():
                 return
-            time.sleep(min(POLL_S, left))
+            # Woken by a job submitted through this process; else a look every poll
+            # interval finds what came through another.
+            seen = self.bell.wait(seen, min(self.poll_s, left))
             if self.client_gone():
                 return
             try:
@@ -216,6 +226,8 @@ def claim_view(context: JobContainer, request: Request) -> Response | list[dict[
     def write(claimed: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [_claimed_json(context, job) for job in claimed]
 
+    bell = claim_bell(request.registry)
+    rung = bell.rung
     claimed = look()
     wait = min(body["wait"], registry_settings(request.registry).claim_max_wait_s)
     if claimed or not wait:
@@ -239,6 +251,8 @@ def claim_view(context: JobContainer, request: Request) -> Response | list[dict[
         time.monotonic() + wait,
         lambda: drain.draining,
         slots,
+        (bell, rung),
+        settings.claim_poll_interval_s,
         gone if callable(gone) else None,
     )
     return response
@@ -392,10 +406,12 @@ def release_view(context: JobResource, request: Request) -> HTTPNoContent:
     job = _leased(context, request, body["lease"])
     if not lifecycle.release(request.dbsession, job, by=authenticated_login(request)):
         raise _lease_refused(lifecycle.RUNNING)
+    ring_after_commit(request.registry, request.dbsession)  # for another consumer's claim
     return HTTPNoContent()
 
 
 def includeme(config: Any) -> None:
     waiting = registry_settings(config.registry).claim_max_waiting
     config.registry["nick_jobs.waiting_claims"] = threading.BoundedSemaphore(waiting)
+    config.registry[CLAIM_BELL] = ClaimBell()
     config.scan(__name__)

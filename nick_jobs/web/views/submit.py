@@ -13,6 +13,7 @@ from nick_jobs.jobs import lifecycle, submission
 from nick_jobs.jobs.actions import get_registry
 from nick_jobs.jobs.remote_actions import Actions
 from nick_jobs.web import security
+from nick_jobs.web.claim_bell import ring_after_commit
 from nick_jobs.web.errors import Error, api_error, authenticated_login
 
 
@@ -25,8 +26,15 @@ def submit_job(request: Request, context: object, data: Any) -> tuple[dict[str, 
     key = idempotency_key(request)
     send = request.registry["nick_jobs.queue"].send
     actor = authenticated_login(request)
+    remote = prepared.action_version is not None
     if key is not None or not _on_its_own(request):
-        return submission.submit(request.dbsession, prepared, actor, idempotency_key=key, send=send)
+        stored = submission.submit(
+            request.dbsession, prepared, actor, idempotency_key=key, send=send
+        )
+        if remote:
+            # Once the session's transaction, which the submit began, has committed.
+            ring_after_commit(request.registry, request.dbsession)
+        return stored
     # No transaction to join, so the job is its own: one autocommitted statement on the
     # request's connection, sent at once. A caller allowed on a provisional identity is
     # checked in that same statement.
@@ -40,6 +48,8 @@ def submit_job(request: Request, context: object, data: Any) -> tuple[dict[str, 
         # in between): nothing was written; the client sends it again.
         raise security.identity_changed() from None
     security.confirmed(request)
+    if remote:
+        ring_after_commit(request.registry, request.dbconn)  # committed: rings at once
     return job
 
 
@@ -64,17 +74,24 @@ def submit_jobs(
         )
     send = request.registry["nick_jobs.queue"].send
     actor = authenticated_login(request)
+    remote = any(item.action_version is not None for item in prepared)
     try:
         if is_tm_active(request):
-            return submission.submit_many(
+            stored = submission.submit_many(
                 request.dbsession, prepared, actor, idempotency_key=key, send=send
             )
+            if remote:
+                ring_after_commit(request.registry, request.dbsession)
+            return stored
         # PostgreSQL runs a plain submit in no transaction (nick_jobs.db.needs_transaction);
         # these jobs need one of their own. A provisional identity is checked first, as
         # a guarded insert of many rows would cost more than the one query.
         security.confirm(request)
         with transaction(request.dbconn) as conn:
-            return submission.submit_many(conn, prepared, actor, idempotency_key=key, send=send)
+            stored = submission.submit_many(conn, prepared, actor, idempotency_key=key, send=send)
+            if remote:
+                ring_after_commit(request.registry, conn)
+        return stored
     except submission.KeyReused as exc:
         raise api_error(Error.CONFLICT, str(exc)) from None
 
