@@ -307,6 +307,9 @@ class Mode:
     prune_fraction: float  # the share of loaded rows old enough to prune
     prune_clients: int
     prune_timeout_s: float
+    bulk_requests: int  # bulk submits of 500 jobs per measured run, shared by the clients
+    consumer_n: int  # remote jobs drained by the consumer processes per run
+    claim_samples: int  # waiting claims answered by a submit
 
 
 MODES = {
@@ -329,6 +332,9 @@ MODES = {
         prune_fraction=0.1,
         prune_clients=2,
         prune_timeout_s=30,
+        bulk_requests=16,
+        consumer_n=2_000,
+        claim_samples=20,
     ),
     "full": Mode(
         name="full",
@@ -349,6 +355,9 @@ MODES = {
         prune_fraction=0.1,
         prune_clients=2,
         prune_timeout_s=300,
+        bulk_requests=48,
+        consumer_n=10_000,
+        claim_samples=50,
     ),
 }
 

@@ -28,6 +28,8 @@ if __package__ in (None, ""):  # run as a script: make the checkout importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import (
+    bulk,
+    consumers,
     e2e,
     e2e_rabbitmq,
     e2e_sqlite,
@@ -41,7 +43,10 @@ from benchmarks import (
 )
 from benchmarks.harness import MODES, ROOT, Run, Skip, ensure_services, log
 
-BENCHMARKS = [e2e, e2e_rabbitmq, e2e_sqlite, worker, latency, reads, submit, sse, prune]
+BENCHMARKS = [
+    *(e2e, e2e_rabbitmq, e2e_sqlite, worker, latency, reads, submit, sse, prune),
+    *(bulk, consumers),
+]
 
 # metric: (unit, comparison, target, baseline metric)
 METRICS: dict[str, tuple[str, str | None, float | None, str | None]] = {
@@ -86,6 +91,17 @@ METRICS: dict[str, tuple[str, str | None, float | None, str | None]] = {
     "prune_p99_submit_ms": ("ms", None, None, None),
     "prune_rows_per_s": ("rows/s", None, None, None),
     "prune_longest_batch_ms": ("ms", None, None, None),
+    "bulk_submit_jobs_per_s": ("jobs/s", ">=", 5000, "bulk_submit_baseline_jobs_per_s"),
+    "bulk_submit_ratio": ("ratio", ">=", 0.5, None),
+    "bulk_one_request_ms": ("ms", None, None, "bulk_part_raw_ms"),
+    "bulk_one_request_cpu_ms": ("ms", None, None, None),
+    # The worker benchmark's figure is beside it when both ran in the same run.
+    "consumer_jobs_per_s": ("jobs/s", ">=", 500, "worker_jobs_per_s"),
+    "consumer_vs_worker": ("ratio", None, None, None),
+    "claim_latency_p50_ms": ("ms", "<=", 20, "claim_latency_baseline_p50_ms"),
+    "claim_latency_p99_ms": ("ms", None, None, "claim_latency_baseline_p99_ms"),
+    "claim_latency_other_p50_ms": ("ms", None, None, None),
+    "claim_latency_other_p99_ms": ("ms", None, None, None),
 }
 BASELINE_METRICS = {m[3] for m in METRICS.values() if m[3]}
 
@@ -214,7 +230,11 @@ def results_section(results: dict, run: Run, elapsed: float) -> str:
         "Baseline column: the raw psycopg + Dramatiq pipeline (e2e, worker), the one-view "
         "Pyramid app (get_job; its POST view with a raw INSERT + send for submit), and for "
         "`prune_max_submit_ms` the same submit load before the prune started; for "
-        "`sse_get_p99_ms`, the same `GET` load on the same process with no stream open.",
+        "`sse_get_p99_ms`, the same `GET` load on the same process with no stream open; "
+        "for `bulk_submit_jobs_per_s`, raw multi-row INSERTs of 500 and their Dramatiq sends "
+        "(`bulk_one_request_ms`: the same parts, one request's worth); for "
+        "`consumer_jobs_per_s`, `worker_jobs_per_s` of the same run; for the claim latency, "
+        "a claim sent right after the submit's answer, with no wait.",
     ]
     return "\n".join(lines)
 
@@ -229,7 +249,9 @@ def parameters_text(mode: harness.Mode) -> str:
         f"reads on {mode.rows:,} rows (list_scaling {mode.rows:,} vs {mode.small_rows:,}, "
         f"deep page {mode.deep:,} rows down), {mode.http_connections} connections x "
         f"{mode.http_seconds:g} s per HTTP run; prune of {int(mode.rows * mode.prune_fraction):,} "
-        f"rows with {mode.prune_clients} submitting clients"
+        f"rows with {mode.prune_clients} submitting clients; bulk: {mode.bulk_requests} "
+        f"submits of 500 from {mode.clients} clients; consumers: {mode.consumer_n:,} remote jobs "
+        f"by 4 consumer processes, {mode.claim_samples} waiting claims"
     )
 
 
@@ -280,6 +302,10 @@ def main(argv: list[str] | None = None) -> int:
                 finally:
                     for proc in list(run.procs):
                         run.stop(proc)
+        if "consumer_jobs_per_s" in metrics and "worker_jobs_per_s" in metrics:
+            metrics["consumer_vs_worker"] = (
+                metrics["consumer_jobs_per_s"] / metrics["worker_jobs_per_s"]
+            )
         info = machine(run)
     finally:
         run.close()
