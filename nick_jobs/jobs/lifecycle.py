@@ -843,6 +843,8 @@ def _as_new_attempt(attempt: int, now: dt.datetime) -> dict[str, Any]:
         "error": None,
         "heartbeat": None,
         "enqueued": now,
+        # A remote job's lease ends with its attempt.
+        "lease_id": None,
         # A new attempt starts with no progress: the last one's would show until its first
         # report. (A resume keeps it: the job goes on from its checkpoint.)
         "progress": sa.null(),
@@ -989,11 +991,8 @@ def rescue_lost(
     out = Rescued([], [])
     for job in lost_jobs(conn, lease_s, now, limit):
         allowed = max_retries(job.action) if max_retries is not None else 0
-        position = job.attempt
-        if 0 < allowed < position:
-            # Only then can the history change the answer: read it for this job alone.
-            position -= series_start(conn, job.uuid) - 1
-        retry = position <= allowed
+        first = functools.partial(series_start, conn, job.uuid)
+        retry = retry_number(job.attempt, allowed, first) is not None
         if rescue(conn, job, retry, lease_s, now, send):
             if retry:
                 out.retried.append((job.uuid, job.action))
@@ -1114,10 +1113,13 @@ def hand_back(
     now: dt.datetime | None = None,
     error: dict[str, str] | None = None,
     send: Send | None = None,
+    by: str = WORKER,
+    started: dt.datetime | None = None,
 ) -> bool:
     """``running → created`` as a new attempt, for a job its worker gives up: it is
     stopping (``error`` :data:`WORKER_STOPPED`, the default), or the database lost the
-    handler's writes with its connection.
+    handler's writes with its connection; or a remote job its consumer releases (``by``
+    its login), which gets no message: another consumer claims it.
 
     Fenced on the attempt the worker runs: if the job finished, was aborted or was
     rescued meanwhile, nothing changes. Returns whether the job was handed back.
@@ -1127,7 +1129,7 @@ def hand_back(
         jobs.update()
         .where(jobs.c.uuid == uuid, jobs.c.status == RUNNING, jobs.c.attempt == attempt)
         .values(_as_new_attempt(attempt, now))
-        .returning(jobs.c.action, jobs.c.actor)
+        .returning(jobs.c.action, jobs.c.actor, jobs.c.action_version)
     ).one_or_none()
     if row is None:
         return False
@@ -1136,12 +1138,13 @@ def hand_back(
         conn,
         uuid,
         "handed back",
-        WORKER,
+        by,
         attempt + 1,
         now,
-        previous_attempt=_previous_attempt(attempt, None, now, error),
+        previous_attempt=_previous_attempt(attempt, started, now, error),
     )
-    change = Change("handed back", uuid, row.action, row.actor, CREATED, WORKER, delay=0.0)
+    delay = _first_delay(row.action_version)
+    change = Change("handed back", uuid, row.action, row.actor, CREATED, by, delay=delay)
     _changed(conn, _with_details(change, (("error", error["type"]),)), send)
     return True
 
@@ -1154,6 +1157,22 @@ RESTARTABLE = tuple(s.value for s in FINISHED_STATUSES)
 # the attempts since the latest of them (or since the job was created).
 SERIES_EVENTS = ("retried", "resumed")
 STOP_REQUESTED = "stop requested"
+
+
+def retry_number(attempt: int, max_retries: int, first_of_series: Callable[[], int]) -> int | None:
+    """Which automatic retry (1, 2, ...) the failed or lost ``attempt`` would get, or None
+    when its action's ``max_retries`` are spent.
+
+    ``max_retries`` counts the attempts since the series began (the job's creation, or
+    its latest manual retry or resume): ``first_of_series()`` (:func:`series_start`) is
+    asked only when the attempt number alone can't tell.
+    """
+    if max_retries <= 0:
+        return None
+    position = attempt
+    if position > max_retries:
+        position -= first_of_series() - 1
+    return position if position <= max_retries else None
 
 
 def series_start(conn: Session | sa.Connection, uuid: str) -> int:
@@ -1588,33 +1607,6 @@ def checkin(
     conn.execute(jobs.update().where(*_running(job)).values(values))
     insert_lines(conn, lines)
     return expires
-
-
-def release(
-    conn: Session | sa.Connection, job: StartedJob, by: str, now: dt.datetime | None = None
-) -> bool:
-    """``running → created`` as a new attempt: a consumer hands back a job it won't
-    finish (it shuts down). No message: another consumer claims it."""
-    now = now or utcnow()
-    row = conn.execute(
-        jobs.update()
-        .where(*_running(job))
-        .values({**_as_new_attempt(job.attempt, now), "worker": None, "lease_id": None})
-        .returning(jobs.c.actor)
-    ).one_or_none()
-    if row is None:
-        return False
-    _record(
-        conn,
-        job.uuid,
-        "handed back",
-        by,
-        job.attempt + 1,
-        now,
-        previous_attempt=_previous_attempt(job.attempt, job.started, now, WORKER_STOPPED),
-    )
-    _changed(conn, Change("handed back", job.uuid, job.action, row.actor, CREATED, by))
-    return True
 
 
 def _running(job: StartedJob) -> tuple[sa.ColumnElement[bool], ...]:

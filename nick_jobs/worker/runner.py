@@ -798,14 +798,16 @@ class JobRunner:
         number alone can't tell.
         """
         action = self.actions.get(job.action)
-        if action is None or not action.max_retries or error[0] == "ValidationError":
+        if action is None or error[0] == "ValidationError":
             return None  # retrying params that no longer load can't help
-        position = job.attempt
-        if position > action.max_retries:
+
+        def first_of_series() -> int:
             with self.connections.use() as conn:
-                position -= lifecycle.series_start(conn, job.uuid) - 1
-            if position > action.max_retries:
-                return None
+                return lifecycle.series_start(conn, job.uuid)
+
+        position = lifecycle.retry_number(job.attempt, action.max_retries, first_of_series)
+        if position is None:
+            return None
         wait_ms = math.ceil(action.backoff(position) * 1000)
         return utcnow() + dt.timedelta(milliseconds=wait_ms)
 

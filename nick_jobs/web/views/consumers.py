@@ -9,6 +9,7 @@ Python worker's are.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import threading
 import time
@@ -370,13 +371,12 @@ def fail_view(context: JobResource, request: Request) -> HTTPNoContent:
 def _retry_at(request: Request, job: lifecycle.StartedJob) -> dt.datetime | None:
     """When the failed attempt runs again (its action's retries and backoff), or None."""
     action = _remote_action(request, job.action)
-    if action is None or not action.max_retries:
+    if action is None:
         return None
-    position = job.attempt
-    if position > action.max_retries:
-        position -= lifecycle.series_start(request.dbsession, job.uuid) - 1
-        if position > action.max_retries:
-            return None
+    first = functools.partial(lifecycle.series_start, request.dbsession, job.uuid)
+    position = lifecycle.retry_number(job.attempt, action.max_retries, first)
+    if position is None:
+        return None
     return lifecycle.utcnow() + dt.timedelta(seconds=action.backoff(position))
 
 
@@ -404,7 +404,14 @@ def stopped_view(context: JobResource, request: Request) -> HTTPNoContent:
 def release_view(context: JobResource, request: Request) -> HTTPNoContent:
     body = RELEASE.load(json_body(request))
     job = _leased(context, request, body["lease"])
-    if not lifecycle.release(request.dbsession, job, by=authenticated_login(request)):
+    released = lifecycle.hand_back(
+        request.dbsession,
+        job.uuid,
+        job.attempt,
+        by=authenticated_login(request),
+        started=job.started,
+    )
+    if not released:
         raise _lease_refused(lifecycle.RUNNING)
     ring_after_commit(request.registry, request.dbsession)  # for another consumer's claim
     return HTTPNoContent()
