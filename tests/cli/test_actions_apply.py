@@ -1,10 +1,18 @@
 """``nick-jobs actions apply CONFIG FILE``: remote actions declared in a YAML or JSON file,
-applied by the real console script to a SQLite file and to a PostgreSQL database."""
+applied to a SQLite file and to a PostgreSQL database.
+
+The first test runs the real console script; the others run the same ``main`` in this
+process, its output captured, as the script would (a new interpreter's imports cost
+more than the command itself).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import secrets
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +23,7 @@ import sqlalchemy as sa
 import webtest
 
 from nick_jobs import main
+from nick_jobs.cli import admin
 from nick_jobs.cli.admin import add_server_commands
 from nick_jobs.db import get_engine, migrations
 from nick_jobs.jobs import remote_actions
@@ -73,8 +82,19 @@ def db(request, tmp_path) -> Iterator[Database]:
         admin.dispose()
 
 
-def apply(db: Database, path: Path, *options: str):
-    return nick_jobs("actions", "apply", db.ini, path, *options)
+def apply(
+    db: Database, path: Path, *options: str, script: bool = False
+) -> subprocess.CompletedProcess[str]:
+    argv = ["actions", "apply", str(db.ini), str(path), *options]
+    if script:
+        return nick_jobs(*argv)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = admin.main(argv)
+        except SystemExit as exc:  # argparse's refusals
+            code = exc.code if isinstance(exc.code, int) else 2
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
 def write(tmp_path: Path, text: str, name: str = "actions.yaml") -> Path:
@@ -91,7 +111,7 @@ def lines(proc) -> list[str]:
 
 def test_applying_creates_the_actions_and_applying_again_changes_nothing(db, tmp_path):
     path = write(tmp_path, REINDEX)
-    assert lines(apply(db, path)) == ["created reindex (version 1)"]
+    assert lines(apply(db, path, script=True)) == ["created reindex (version 1)"]
     version, definition = db.stored()["reindex"]
     assert version == 1
     assert definition["title"] == "Reindex a site"
@@ -99,7 +119,7 @@ def test_applying_creates_the_actions_and_applying_again_changes_nothing(db, tmp
     assert definition["lease"] == 120
     assert definition["params"]["required"] == ["site"]
     assert definition["max_retries"] == 0  # the defaults PUT fills in
-    assert lines(apply(db, path)) == ["unchanged reindex (version 1)"]
+    assert lines(apply(db, path, script=True)) == ["unchanged reindex (version 1)"]
     assert db.stored()["reindex"][0] == 1
     assert [v for v, _ in db.versions("reindex")] == [1]
 
