@@ -237,9 +237,9 @@ def test_reindex_mjs_runs_a_job_batch_by_batch_and_exits_0_on_sigterm(
 def test_a_stopped_reindex_resumes_at_the_batch_after_its_checkpoint(
     server, admin, applied, worker_token
 ):
-    # Longer than a third of the lease (20 s), when the consumer first checks in and hears
-    # of the stop request.
-    batches = 1400
+    # 20 ms a batch: 8 s, several times the second within which a consumer with progress
+    # to report checks in and hears of the stop request.
+    batches = 400
     with consumer(server, worker_token) as process:
         job = admin.submit_job("reindex", {"site": "blog", "objects": batches, "batch_size": 1})
         until(lambda: admin.get_job(job["uuid"])["status"] == "running", "the claim")
