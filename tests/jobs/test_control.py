@@ -457,7 +457,7 @@ def test_stop_keeps_the_checkpoint_and_resume_continues_from_it(engine):
 
 def test_stop_and_resume_dummy_over_the_api(ctl):
     app = ctl
-    job = app.submit({"action": "dummy", "sleep": 10, "steps": 20})
+    job = app.submit({"action": "dummy", "sleep": 4, "steps": 20})
     url = f"/@jobs/{job['uuid']}"
 
     def some_progress():
