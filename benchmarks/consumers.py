@@ -7,7 +7,8 @@ A remote action ``bench_noop`` (``{"params": {"type": "object"}}``) is declared 
 consumer_jobs_per_s: ``consumer_n`` of its jobs are submitted in bulk (arrays of 500,
 not timed), then 4 consumer processes (``consumer_client.py``: ``http.client``, one
 keep-alive connection each) drain them, each loop claiming up to 50
-(``POST /@jobs/@claim``) and completing each (``POST /@jobs/{uuid}/complete``). The
+(``POST /@jobs/@claim``) and completing them with one batch complete
+(``POST /@jobs/@complete``). The
 figure is the jobs over first ``started`` to last ``finished`` (the rows' timestamps, so
 the consumers' start-up is not counted), as ``worker_jobs_per_s`` is for a Python
 worker; run.py puts the two side by side when both ran.
@@ -21,9 +22,10 @@ trip, with no polling. Each claimed job is then completed. Then the same with th
 submitted through a second API process (``claim_latency_other_*``), which the waiting
 claim can only find by polling.
 
-Where a job's time goes: the API process's CPU over each drain, and a claim of 50 and
-its completes run through the WSGI app in this process (no server, no HTTP), with the
-SQL statements and the CPU of each.
+Where a job's time goes: the API process's CPU over each drain, and a claim of 50, its
+completes one by one and another claim of 50 completed by one batch complete, run
+through the WSGI app in this process (no server, no HTTP), with the SQL statements and
+the CPU of each.
 """
 
 from __future__ import annotations
@@ -218,8 +220,9 @@ def claim_latency(
 
 
 def in_process(run: Run, ini, token: str, n: int = LIMIT) -> dict[str, float]:
-    """A claim of ``n`` and its ``n`` completes through the WSGI app in this process, with
-    no server or HTTP: the SQL statements each runs and this thread's CPU for each."""
+    """A claim of ``n`` and its ``n`` completes, then a claim of ``n`` and one batch
+    complete of them, through the WSGI app in this process, with no server or HTTP: the
+    SQL statements each runs and this thread's CPU for each."""
     import sqlalchemy as sa
     from webob import Request
 
@@ -255,15 +258,27 @@ def in_process(run: Run, ini, token: str, n: int = LIMIT) -> dict[str, float]:
             complete_cpu.append(cpu)
             complete_sql.append(sql)
         last = [" ".join(text.split())[:90] for text in statements[-complete_sql[-1] :]]
+        call("/@jobs", [{"params": {"action": ACTION}}] * n)
+        jobs, _, _ = call("/@jobs/@claim", {"actions": [ACTION], "limit": n})
+        batch = [{"uuid": job["uuid"], "lease": job["lease"]["id"], "result": {}} for job in jobs]
+        outcomes, batch_cpu, batch_sql = call("/@jobs/@complete", batch)
+        batch_last = [" ".join(text.split())[:90] for text in statements[-batch_sql:]]
     finally:
         sa.event.remove(engine, "before_cursor_execute", count)
+    if sum(1 for outcome in outcomes if outcome.get("completed")) != n:
+        raise RuntimeError(f"the batch complete did not complete all {n} jobs: {outcomes[:3]}")
     out = {
         "consumer_claim_in_process_cpu_ms": claim_cpu,
         "consumer_claim_statements": claim_sql,
         "consumer_complete_in_process_cpu_ms": median(complete_cpu),
         "consumer_complete_statements": median(complete_sql),
+        "consumer_complete_batch_in_process_cpu_ms": batch_cpu,
+        "consumer_complete_batch_statements": batch_sql,
     }
-    log(f"in this process, no HTTP: {out}; a complete's statements: {last}")
+    log(
+        f"in this process, no HTTP: {out}; a complete's statements: {last}; a batch "
+        f"complete's: {batch_last}"
+    )
     return out
 
 
@@ -286,8 +301,9 @@ def run(run: Run) -> dict[str, float]:
         complete_ms = sum(s["complete_s"] for s in summaries) * 1000 / mode.consumer_n
         log(
             f"consumers run {r + 1} ({mode.consumer_n:,} jobs, {CONSUMERS} consumers): "
-            f"{rate:,.0f} jobs/s; a claim of up to {LIMIT} took {claim_ms:.1f} ms, a "
-            f"complete {complete_ms:.2f} ms (means, per consumer); the API process spent "
+            f"{rate:,.0f} jobs/s; a claim of up to {LIMIT} took {claim_ms:.1f} ms, its "
+            f"batch complete {complete_ms:.2f} ms a job (means, per consumer); the API "
+            "process spent "
             f"{cpu_ms:.2f} ms of CPU a job; load average {os.getloadavg()[0]:.1f}"
         )
         rates.append(rate)

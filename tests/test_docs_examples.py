@@ -385,6 +385,33 @@ def _claimed(world: World) -> None:
         assert lifecycle.claim(conn, [action], "admin", {}, 1)
 
 
+ARCHIVE_UUID = "c3e1a9b2-5d4f-4e8a-b7c6-1f2e3d4c5b6a"
+ARCHIVE_LEASE_UUID = "7e2c9a41-3b5d-4f68-a0c1-d2e3f4a5b6c7"
+
+
+def _claimed_two(world: World) -> None:
+    """Two reindex jobs, the news and the archive, claimed together by admin's consumer."""
+    _remote(world)
+    world.clock.at("15:59:10.000")
+    world.uuids.queue.append(ARCHIVE_UUID)
+    with transaction(world.engine) as conn:
+        lifecycle.create(
+            conn,
+            action="reindex",
+            params={"action": "reindex", "site": "archive"},
+            actor="admin",
+            title="Reindex the archive",
+            description="",
+            action_version=1,
+        )
+    world.clock.at("15:59:30.000")
+    world.uuids.queue.extend([LEASE_UUID, ARCHIVE_LEASE_UUID])
+    action = lifecycle.RemoteAction("reindex", lease=120, claim_window=0)
+    with transaction(world.engine) as conn:
+        claimed = lifecycle.claim(conn, [action], "admin", {}, 2)
+    assert [job["uuid"] for job in claimed] == [REINDEX_UUID, ARCHIVE_UUID]
+
+
 _SCHEDULED = ("add_repeated", "delete", "get", "list", "patch", "patch_representation")
 
 # What an example needs beyond the users and the standard jobs.
@@ -405,6 +432,7 @@ SETUP: dict[str, Callable[[World], None]] = {
     "consumers/checkin": _claimed,
     "consumers/complete": _claimed,
     "consumers/complete_wrong_lease": _claimed,
+    "consumers/complete_many": _claimed_two,
 }
 
 

@@ -287,6 +287,22 @@ export interface CheckinAnswer {
   stop: boolean;
 }
 
+/** One job of `completeJobs`. */
+export interface CompleteItem {
+  uuid: string;
+  /** The lease's id, or the claim's `lease`. */
+  lease: string | Lease;
+  result?: Record<string, unknown>;
+}
+
+/** What became of one job of `completeJobs`: completed, or why not. */
+export interface CompleteOutcome {
+  uuid: string;
+  completed?: true;
+  /** `Lease refused` (with the job's `status`) or `Validation error` (with `fields`). */
+  error?: { type: string; message: string; status?: JobStatus | null; fields?: Record<string, unknown> };
+}
+
 /** Thrown by `ctx.check()` when the job must end now; nothing more is reported for it. */
 export declare class JobAborted extends Error {
   constructor(message?: string, options?: { reason?: 'aborted' | 'lost' | 'released' });
@@ -640,6 +656,8 @@ export declare class Client {
     params: JobId;
     data: { lease: string | Lease; result: Record<string, unknown> };
   }): Promise<Result<null>>;
+  /** Up to 100 claimed jobs in one request; one outcome an item, in order. */
+  completeJobs(args: CallOptions & { token: string; data: CompleteItem[] }): Promise<Result<CompleteOutcome[]>>;
   failClaimedJob(args: CallOptions & {
     token: string;
     params: JobId;

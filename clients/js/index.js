@@ -684,6 +684,31 @@ export class Client {
     return this.leaseCall('complete', options);
   }
 
+  /**
+   * `POST /@jobs/@complete`: completes 1 to 100 claimed jobs in one request. `data` is an
+   * array of `{ uuid, lease, result? }` (`lease` may be the claim's whole `lease`);
+   * resolves to one outcome an item, in order: `{ uuid, completed: true }`, or
+   * `{ uuid, error: { type, message, ... } }` for a job its own complete would have
+   * refused (`Lease refused` with the job's `status`, or `Validation error` with the
+   * `fields` of a result the action's schema refuses: that job keeps running).
+   */
+  completeJobs(options = {}) {
+    const { token, data } = options;
+    if (!Array.isArray(data)) {
+      throw new TypeError('completeJobs takes data: [{ uuid, lease, result }, ...]');
+    }
+    const items = data.map((item) => {
+      const out = { ...item };
+      if (out.lease && typeof out.lease === 'object') out.lease = out.lease.id;
+      return out;
+    });
+    return this.request('POST', '/@jobs/@complete', {
+      token,
+      data: items,
+      ...callOptions(options),
+    });
+  }
+
   /** `POST /@jobs/{id}/fail`: `data` is `{ lease, error: { type, message } }` (204). */
   failClaimedJob(options = {}) {
     return this.leaseCall('fail', options);

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from nick_jobs.db.after_commit import after_commit
@@ -1490,8 +1491,9 @@ def restart(
 # complete/fail/stopped, once the lease is found to be the job's; a lease not renewed in
 # time is rescued by the sweeper as a lost worker's job is (lost_jobs).
 
-#: How many created jobs a claim looks at for each one it may take: those whose claim
-#: window keeps them for other consumers are passed over.
+#: How many created jobs a claim looks at for each one it may take, where the claims
+#: are checked in Python (not on PostgreSQL): those whose claim window keeps them for
+#: other consumers are passed over.
 CLAIM_SCAN = 4
 
 
@@ -1523,28 +1525,60 @@ def claim(
     """``created → running`` for up to ``limit`` created jobs of ``actions``, oldest
     first, each with a new lease held by ``consumer``; returns their rows.
 
-    Each job is taken by one conditional UPDATE (on PostgreSQL the candidates are read
-    ``FOR UPDATE SKIP LOCKED``), so concurrent consumers never get the same job. A job
-    submitted with ``claims`` goes only to a consumer presenting them all, for its
-    action's ``claim_window`` seconds after it was created.
+    On PostgreSQL all of them are taken by one statement, an UPDATE of the candidates it
+    reads ``FOR UPDATE SKIP LOCKED``; elsewhere each by a conditional UPDATE of its own.
+    Either way concurrent consumers never get the same job. A job submitted with
+    ``claims`` goes only to a consumer presenting them all, for its action's
+    ``claim_window`` seconds after it was created (:func:`_claims_allow`).
     """
     now = now or utcnow()
     by_name = {action.name: action for action in actions}
     if not by_name or limit < 1:
         return []
+    if _dialect(conn) == "postgresql":
+        claimed = _claim_postgresql(conn, by_name, consumer, claims, limit, now)
+    else:
+        claimed = _claim_each(conn, by_name, consumer, claims, limit, now)
+    if claimed:
+        changes = [_started_change(job, consumer, now) for job in claimed]
+        after_commit(conn, functools.partial(_effects_of_many, changes, None))
+    return claimed
+
+
+def _started_change(job: dict[str, Any], consumer: str, now: dt.datetime) -> Change:
+    """The change of a job a claim took: it waited since its creation, or since it was
+    made ``created`` again (retried, rescued, handed back) for a later attempt."""
+    queued_since = job["created"] if job["attempt"] == 1 else job["enqueued"]
+    return Change(
+        "started", job["uuid"], job["action"], job["actor"], RUNNING, consumer,
+        lag=_seconds(queued_since, now),
+    )  # fmt: skip
+
+
+def _claimable(now: dt.datetime) -> tuple[sa.ColumnElement[bool], ...]:
+    """What makes a job one a claim may take, whoever the consumer."""
+    return (
+        jobs.c.status == CREATED,
+        jobs.c.action_version.is_not(None),
+        sa.or_(jobs.c.next_run.is_(None), jobs.c.next_run <= now),
+    )
+
+
+def _claim_each(
+    conn: Session | sa.Connection,
+    by_name: dict[str, RemoteAction],
+    consumer: str,
+    claims: dict[str, str],
+    limit: int,
+    now: dt.datetime,
+) -> list[dict[str, Any]]:
+    """The candidates read, then each taken by a conditional UPDATE of its own."""
     query = (
         sa.select(jobs.c.id, jobs.c.action, jobs.c.params, jobs.c.created)
-        .where(
-            jobs.c.status == CREATED,
-            jobs.c.action.in_(list(by_name)),
-            jobs.c.action_version.is_not(None),
-            sa.or_(jobs.c.next_run.is_(None), jobs.c.next_run <= now),
-        )
+        .where(jobs.c.action.in_(list(by_name)), *_claimable(now))
         .order_by(jobs.c.id)
         .limit(limit * CLAIM_SCAN)
     )
-    if _dialect(conn) == "postgresql":
-        query = query.with_for_update(skip_locked=True)
     claimed: list[dict[str, Any]] = []
     for row in conn.execute(query).all():
         if len(claimed) == limit:
@@ -1573,25 +1607,101 @@ def claim(
             .one_or_none()
         )
         if taken is None:
-            continue  # another consumer's, on SQLite where nothing was skipped
-        job = dict(taken)
-        claimed.append(job)
-        queued_since = job["created"] if job["attempt"] == 1 else job["enqueued"]
-        change = Change(
-            "started", job["uuid"], job["action"], job["actor"], RUNNING, consumer,
-            lag=_seconds(queued_since, now),
-        )  # fmt: skip
-        _changed(conn, change)
+            continue  # another consumer's, taken since it was read
+        claimed.append(dict(taken))
     return claimed
+
+
+# A job's claims, as PostgreSQL reads them: NULL when its params are no object or have
+# no "claims" (``->`` gives NULL where subscripting would fail on an array).
+_WANTED = jobs.c.params.op("->", return_type=JSONB())(sa.literal_column("'claims'"))
+# The claims that are none to Python (``not wanted``) besides an empty object, which any
+# offer contains: JSON null, false, 0, "" and [] (a number equal to 0, as 0.0, is 0).
+_NO_CLAIMS = tuple(
+    sa.literal_column(f"'{value}'::jsonb", JSONB()) for value in ("null", "false", "0", '""', "[]")
+)
+
+
+def _per_action(values: dict[str, dt.datetime]) -> sa.ColumnElement[Any]:
+    """``values[jobs.action]``: one parameter when all the actions share it, else a CASE."""
+    distinct = set(values.values())
+    if len(distinct) == 1:
+        return sa.literal(distinct.pop(), jobs.c.created.type)
+    return sa.case(
+        {name: sa.literal(value, jobs.c.created.type) for name, value in values.items()},
+        value=jobs.c.action,
+    )
+
+
+def _claim_postgresql(
+    conn: Session | sa.Connection,
+    by_name: dict[str, RemoteAction],
+    consumer: str,
+    claims: dict[str, str],
+    limit: int,
+    now: dt.datetime,
+) -> list[dict[str, Any]]:
+    """One statement: the oldest candidates the claims allow, read ``FOR UPDATE SKIP
+    LOCKED`` (a job another claim holds is passed over, not waited for), taken by the
+    UPDATE they feed."""
+    window_start = {
+        name: now - dt.timedelta(seconds=action.claim_window) for name, action in by_name.items()
+    }
+    expires = {name: now + dt.timedelta(seconds=action.lease) for name, action in by_name.items()}
+    allowed = sa.or_(
+        _WANTED.is_(None),
+        _WANTED.in_(_NO_CLAIMS),
+        # The window is over: now >= created + claim_window.
+        jobs.c.created <= _per_action(window_start),
+        # Every claim offered with its value; an empty object is contained in any offer.
+        _WANTED.op("<@", is_comparison=True)(sa.literal(claims, JSONB())),
+    )
+    candidates = (
+        sa.select(jobs.c.id)
+        .where(jobs.c.action.in_(list(by_name)), *_claimable(now), allowed)
+        .order_by(jobs.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .cte("candidates")
+    )
+    statement = (
+        jobs.update()
+        .where(jobs.c.id == candidates.c.id, jobs.c.status == CREATED)
+        .values(
+            status=RUNNING,
+            started=now,
+            heartbeat=now,
+            next_run=None,
+            worker=consumer,
+            # 122 random bits, as hex: what uuid4().hex gives the other databases.
+            lease_id=sa.func.replace(sa.cast(sa.func.gen_random_uuid(), sa.Text), "-", ""),
+            lease_expires=_per_action(expires),
+            checkin_data=sa.null(),
+        )
+        .returning(*jobs.c)
+    )
+    bind = conn.connection() if isinstance(conn, Session) else conn
+    rows = [dict(row) for row in bind.execute(statement).mappings()]
+    # RETURNING promises no order: oldest first, as the candidates were read.
+    rows.sort(key=lambda row: row["id"])
+    return rows
 
 
 def _claims_allow(
     params: Any, created: dt.datetime, window_s: int, offered: dict[str, str], now: dt.datetime
 ) -> bool:
+    """Whether a job whose params are ``params`` may go to a consumer offering
+    ``offered``: it has no claims (none, or a value that is false in Python: ``{}``,
+    ``[]``, ``""``, ``0``, ``false``, ``null``), its window is over, or the offer holds
+    each of its claims with the same value. Claims of any other shape (only a job not
+    made through a submit can have them) are held by no offer until the window is over.
+    ``_claim_postgresql`` says the same in SQL."""
     wanted = params.get("claims") if isinstance(params, dict) else None
     if not wanted or now >= created + dt.timedelta(seconds=window_s):
         return True
-    return all(offered.get(key) == value for key, value in wanted.items())
+    if not isinstance(wanted, dict):
+        return False
+    return all(key in offered and offered[key] == value for key, value in wanted.items())
 
 
 def leased(conn: Session | sa.Connection, uuid: str, lease_id: str) -> StartedJob:
@@ -1615,6 +1725,180 @@ def leased(conn: Session | sa.Connection, uuid: str, lease_id: str) -> StartedJo
     return StartedJob(
         uuid, row.action, row.params or {}, row.actor, row.attempt, row.started, row.checkpoint
     )
+
+
+def leased_many(
+    conn: Session | sa.Connection, leases: Sequence[tuple[str, str]]
+) -> dict[str, StartedJob | LeaseRefused]:
+    """For each ``(uuid, lease_id)`` (the uuids distinct), the running job the lease
+    holds, as :func:`leased` finds it, or the :class:`LeaseRefused` it would raise.
+
+    One query for all, which on PostgreSQL locks the jobs found for the rest of the
+    transaction, in the order of their ids (two batches naming the same jobs lock them
+    in the same order).
+    """
+    if not leases:
+        return {}
+    query = (
+        sa.select(
+            jobs.c.uuid,
+            jobs.c.status,
+            jobs.c.lease_id,
+            jobs.c.action,
+            jobs.c.params,
+            jobs.c.actor,
+            jobs.c.attempt,
+            jobs.c.started,
+            jobs.c.checkpoint,
+        )
+        .where(jobs.c.uuid.in_([uuid for uuid, _ in leases]))
+        .order_by(jobs.c.id)
+    )
+    if _dialect(conn) == "postgresql":
+        query = query.with_for_update()
+    # On the session's connection (its transaction): a Core query needs none of the ORM.
+    bind = conn.connection() if isinstance(conn, Session) else conn
+    rows = {row.uuid: row for row in bind.execute(query)}
+    found: dict[str, StartedJob | LeaseRefused] = {}
+    for uuid, lease_id in leases:
+        row = rows.get(uuid)
+        if row is None or row.status != RUNNING or row.lease_id != lease_id:
+            found[uuid] = LeaseRefused(row.status if row is not None else None)
+        else:
+            found[uuid] = StartedJob(
+                uuid,
+                row.action,
+                row.params or {},
+                row.actor,
+                row.attempt,
+                row.started,
+                row.checkpoint,
+            )
+    return found
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One job for :func:`complete_many`: what :func:`complete` takes."""
+
+    job: StartedJob
+    result: dict[str, Any]
+    progress: Any = UNCHANGED
+    lines: Sequence[dict[str, Any]] = ()
+
+
+def complete_many(conn: Session | sa.Connection, done: Sequence[Completion]) -> set[str]:
+    """:func:`complete` for each of ``done`` (distinct jobs), with the same effects;
+    returns the uuids of those completed (an attempt aborted or retried meanwhile is not).
+
+    On PostgreSQL one statement finishes them all and adds their log lines; elsewhere
+    each is completed by :func:`complete`. Run it in a transaction.
+    """
+    if not done:
+        return set()
+    if _dialect(conn) != "postgresql":
+        return {
+            item.job.uuid
+            for item in done
+            if complete(conn, item.job, item.result, item.progress, item.lines)
+        }
+    now = utcnow()
+    items = []
+    for item in done:
+        values: dict[str, Any] = {
+            "uuid": item.job.uuid,
+            "attempt": item.job.attempt,
+            "result": item.result,
+        }
+        if item.progress is not UNCHANGED:
+            # Wrapped, so that a progress of None stays JSON null as complete stores it.
+            values["progress"] = {"value": item.progress}
+        items.append(values)
+    lines = [
+        {
+            "uuid": item.job.uuid,
+            "time": line["time"].isoformat(),
+            "level": line["level"],
+            "message": line["message"],
+        }
+        for item in done
+        for line in item.lines
+    ]
+    bind = conn.connection() if isinstance(conn, Session) else conn
+    params = {"b_items": items, "b_lines": lines, "b_now": now}
+    matched = set(bind.execute(_COMPLETE_MANY, params).scalars())
+    changes = [
+        Change(
+            COMPLETED,
+            item.job.uuid,
+            item.job.action,
+            item.job.actor,
+            COMPLETED,
+            took=_seconds(item.job.started, now),
+        )
+        for item in done
+        if item.job.uuid in matched
+    ]
+    if changes:
+        after_commit(conn, functools.partial(_effects_of_many, changes, None))
+    return matched
+
+
+def _complete_many() -> sa.Select[Any]:
+    """complete_many's statement on PostgreSQL: the jobs, each fenced on its running
+    attempt as :func:`complete` is, finished from one JSON array (``uuid``, ``attempt``,
+    ``result`` and, when it changes, ``progress``), and the log lines of those it
+    finished added from another, in the order given; it returns their uuids."""
+    items = (
+        sa.func.jsonb_to_recordset(sa.bindparam("b_items", type_=JSONB()))
+        .table_valued(
+            sa.column("uuid", jobs.c.uuid.type),
+            sa.column("attempt", jobs.c.attempt.type),
+            sa.column("result", JSONB()),
+            sa.column("progress", JSONB()),
+        )
+        .render_derived(name="items", with_types=True)
+    )
+    progress = items.c.progress.op("->", return_type=JSONB())(sa.literal_column("'value'"))
+    finished = (
+        jobs.update()
+        .where(
+            jobs.c.uuid == items.c.uuid,
+            jobs.c.status == RUNNING,
+            jobs.c.attempt == items.c.attempt,
+        )
+        .values(
+            status=COMPLETED,
+            finished=sa.bindparam("b_now", type_=jobs.c.finished.type),
+            result=items.c.result,
+            progress=sa.case((items.c.progress.is_(None), jobs.c.progress), else_=progress),
+        )
+        .returning(jobs.c.uuid, jobs.c.attempt)
+        .cte("finished")
+    )
+    lines = (
+        sa.func.jsonb_array_elements(sa.bindparam("b_lines", type_=JSONB()))
+        .table_valued(sa.column("line", JSONB()), with_ordinality="n")
+        .render_derived(name="lines")
+    )
+    line = lines.c.line
+    rows = (
+        sa.select(
+            finished.c.uuid,
+            finished.c.attempt,
+            line["time"].astext.cast(sa.DateTime(timezone=True)),
+            line["level"].astext.cast(sa.SmallInteger()),
+            line["message"].astext,
+        )
+        .select_from(finished.join(lines, line["uuid"].astext == finished.c.uuid))
+        .order_by(lines.c.n)  # ids in the order the lines were logged
+    )
+    columns = ["job_uuid", "attempt", "time", "level", "message"]
+    added = job_logs.insert().from_select(columns, rows).cte("finished_lines")
+    return sa.select(finished.c.uuid).add_cte(added)
+
+
+_COMPLETE_MANY = _complete_many()
 
 
 def stop_requested(conn: Session | sa.Connection, job: StartedJob) -> bool:

@@ -209,12 +209,15 @@ def unauthorized(exc: HTTPUnauthorized, request: Request) -> HTTPException:
     return response
 
 
+INVALID_FIELDS = "The request has invalid fields."
+
+
 @exception_view_config(marshmallow.ValidationError)
 def validation_failed(exc: marshmallow.ValidationError, request: Request) -> HTTPException:
     # marshmallow leaves normalized_messages unannotated: a dict of field names to
     # their messages (or nested dicts of them).
     fields = exc.normalized_messages()  # type: ignore[no-untyped-call]
-    return api_error(Error.VALIDATION, "The request has invalid fields.", fields=fields)
+    return api_error(Error.VALIDATION, INVALID_FIELDS, fields=fields)
 
 
 @exception_view_config(sqlalchemy.exc.OperationalError)

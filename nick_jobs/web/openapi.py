@@ -67,8 +67,10 @@ from nick_jobs.web.resources import (
 )
 from nick_jobs.web.strict import QUERY_OPTION, SUBPATH_OPTION
 from nick_jobs.web.views.consumers import (
+    MAX_COMPLETE,
     CheckinSchema,
     ClaimSchema,
+    CompleteItemSchema,
     CompleteSchema,
     FailSchema,
     LeaseRequestSchema,
@@ -286,6 +288,23 @@ class ClaimedJobSchema(JobSchema):
     checkpoint = fields.Raw(metadata={"description": "A resumed job's: where to go on from."})
 
 
+class CompleteOutcomeSchema(Schema):
+    """What became of one job of a batch complete: ``completed``, or the ``error`` its
+    single complete would have answered (a refused lease, a result the schema refuses)."""
+
+    uuid = fields.UUID(required=True, metadata={"description": "The job's uuid."})
+    completed = fields.Boolean(
+        validate=validate.Equal(True), metadata={"description": "The job is completed."}
+    )
+    error = fields.Nested(
+        ErrorDetailSchema,
+        metadata={
+            "description": "Why the job was not completed: `Lease refused` (with the job's "
+            "`status`) or `Validation error` (with the `fields` at fault)."
+        },
+    )
+
+
 class CheckinReplySchema(Schema):
     lease = fields.Nested(
         LeaseSchema,
@@ -439,6 +458,8 @@ COMPONENTS: dict[str, type[Schema]] = {
     "Checkin": CheckinSchema,
     "CheckinReply": CheckinReplySchema,
     "Complete": CompleteSchema,
+    "CompleteItem": CompleteItemSchema,
+    "CompleteOutcome": CompleteOutcomeSchema,
     "Fail": FailSchema,
     "Stopped": StoppedSchema,
     "Release": LeaseRequestSchema,
@@ -705,6 +726,27 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         (Error.LEASE_REFUSED,),
         "A result the action's result schema refuses is a 400; the job keeps running.",
         body="Complete",
+    ),
+    ("POST", "/@jobs/@complete"): Operation(
+        "Complete claimed jobs",
+        "Consumers",
+        {
+            200: Reply(
+                "One outcome a job, in the order sent: completed, or the error its single "
+                "complete would have answered.",
+                {JSON: _many("CompleteOutcome")},
+            )
+        },
+        description="Up to 100 claimed jobs, each as `POST /@jobs/{uuid}/complete` would "
+        "complete it, in one transaction. A job whose lease is refused, or whose result "
+        "the action's result schema refuses (it keeps running), does not keep the others "
+        "from completing. An invalid body is a 400 with the errors under each item's index.",
+        body={
+            "type": "array",
+            "items": _ref("CompleteItem"),
+            "minItems": 1,
+            "maxItems": MAX_COMPLETE,
+        },
     ),
     ("POST", "/@jobs/{uuid}/fail"): Operation(
         "Fail a claimed job",

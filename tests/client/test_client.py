@@ -203,6 +203,54 @@ def test_submit_jobs_creates_them_all_in_order_or_none(admin):
     assert admin.count_jobs() == before
 
 
+def test_complete_jobs_completes_a_batch_with_an_outcome_for_each(admin):
+    schema = {"type": "object", "required": ["indexed"]}
+    body = {"title": "Batch", "permission": "Add Jobs", "result": schema, "lease": 60}
+    admin.request("PUT", "/@job-actions/client-batch", json_body=body)
+    try:
+        _complete_a_batch(admin)
+    finally:
+        # The module's server is shared: its list of actions is what other tests expect.
+        admin.request("DELETE", "/@job-actions/client-batch")
+
+
+def _complete_a_batch(admin: Client) -> None:
+    submitted = admin.submit_jobs(
+        [{"params": {"action": "client-batch", "n": n}} for n in range(3)]
+    )
+    claimed = admin.claim_jobs(["client-batch"], limit=3)
+    assert [job["uuid"] for job in claimed] == [job["uuid"] for job in submitted]
+    first, second, third = claimed
+    outcomes = admin.complete_jobs(
+        [
+            # The claim's whole lease, or its id.
+            {"uuid": first["uuid"], "lease": first["lease"], "result": {"indexed": 1}},
+            {"uuid": second["uuid"], "lease": "not the lease", "result": {"indexed": 2}},
+            {"uuid": third["uuid"], "lease": third["lease"]["id"], "result": {"other": 3}},
+        ]
+    )
+    assert outcomes[0] == {"uuid": first["uuid"], "completed": True}
+    assert outcomes[1]["uuid"] == second["uuid"]
+    assert (outcomes[1]["error"]["type"], outcomes[1]["error"]["status"]) == (
+        "Lease refused",
+        "running",
+    )
+    assert outcomes[2]["error"]["type"] == "Validation error"
+    assert outcomes[2]["error"]["fields"] == {
+        "result": {"indexed": ["Missing data for required field."]}
+    }
+    done = admin.get_job(first["uuid"])
+    assert (done["status"], done["result"]) == ("completed", {"indexed": 1})
+    assert [admin.get_job(job["uuid"])["status"] for job in (second, third)] == [
+        "running",
+        "running",
+    ]
+    with pytest.raises(ClientError) as info:
+        admin.complete_jobs([{"uuid": second["uuid"]}])
+    assert info.value.status == 400
+    assert info.value.error["fields"] == {"0": {"lease": ["Missing data for required field."]}}
+
+
 def test_invalid_params_raise_400_with_the_fields_in_the_message(admin):
     with pytest.raises(ClientError) as info:
         admin.submit_job("dummy", {"steps": -1, "colour": "blue"})

@@ -115,8 +115,10 @@ def claim_looks(app) -> Iterator[Callable[[int], None]]:
     looks: list[str] = []
 
     def count(conn, cursor, statement, parameters, context, executemany) -> None:
+        # A look is one statement (on PostgreSQL "WITH candidates AS (SELECT …) UPDATE"),
+        # or on SQLite the SELECT of the candidates before an UPDATE of each.
         if (
-            statement.lstrip().startswith("SELECT")
+            statement.lstrip().startswith(("SELECT", "WITH"))
             and "jobs.action_version IS NOT NULL" in statement
         ):
             looks.append(statement)

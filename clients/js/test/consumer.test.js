@@ -209,6 +209,43 @@ describe('the consumer API', () => {
     assert.equal(back.attempt, 2);
   });
 
+  test('completeJobs completes a batch, with an outcome for each job', async () => {
+    await declare('js-batch', { result: { type: 'object', required: ['indexed'] } });
+    const jobs = [];
+    for (const site of ['a', 'b', 'c']) jobs.push(await submit('js-batch', site));
+    const { data: claimed } = await cli.claimJobs({
+      token: worker,
+      data: { actions: ['js-batch'], limit: 3 },
+    });
+    assert.deepEqual(claimed.map((j) => j.uuid), jobs.map((j) => j.uuid));
+    const [first, second, third] = claimed;
+    const { status, data: outcomes } = await cli.completeJobs({
+      token: worker,
+      data: [
+        { uuid: first.uuid, lease: first.lease, result: { indexed: 1 } },
+        { uuid: second.uuid, lease: 'not the lease', result: { indexed: 2 } },
+        { uuid: third.uuid, lease: third.lease.id, result: { other: 3 } },
+      ],
+    });
+    assert.equal(status, 200);
+    assert.deepEqual(outcomes[0], { uuid: first.uuid, completed: true });
+    assert.equal(outcomes[1].uuid, second.uuid);
+    assert.equal(outcomes[1].error.type, 'Lease refused');
+    assert.equal(outcomes[1].error.status, 'running');
+    assert.equal(outcomes[2].error.type, 'Validation error');
+    assert.ok(outcomes[2].error.fields.result.indexed);
+    const jobOf = async (uuid) => (await cli.getJob({ token: admin, params: { id: uuid } })).data;
+    const done = await jobOf(first.uuid);
+    assert.equal(done.status, 'completed');
+    assert.deepEqual(done.result, { indexed: 1 });
+    assert.equal((await jobOf(second.uuid)).status, 'running');
+    assert.equal((await jobOf(third.uuid)).status, 'running');
+
+    const invalid = await rejection(cli.completeJobs({ token: worker, data: [] }));
+    assert.equal(invalid.status, 400);
+    assert.throws(() => cli.completeJobs({ token: worker, data: {} }), TypeError);
+  });
+
   test('a claim that waits outlasts the client timeout it would not fit in', async () => {
     await declare('js-long-poll');
     const quick = Client.initialize({ apiPath: server.url, timeout: 200 });

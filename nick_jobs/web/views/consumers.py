@@ -28,10 +28,16 @@ from nick_jobs.jobs import lifecycle
 from nick_jobs.jobs.remote_actions import RemoteJobAction
 from nick_jobs.jobs.serialize import isoformat, job_json
 from nick_jobs.settings import registry_settings
-from nick_jobs.web.body import json_body
+from nick_jobs.web.body import json_body, json_value
 from nick_jobs.web.claim_bell import REGISTRY_KEY as CLAIM_BELL
 from nick_jobs.web.claim_bell import ClaimBell, claim_bell, ring_after_commit
-from nick_jobs.web.errors import Error, api_error, authenticated_login
+from nick_jobs.web.errors import (
+    INVALID_FIELDS,
+    Error,
+    api_error,
+    authenticated_login,
+    error_body,
+)
 from nick_jobs.web.permissions import Permission
 from nick_jobs.web.resources import JobContainer, JobResource
 from nick_jobs.web.strict import dumps
@@ -44,6 +50,8 @@ log = logging.getLogger(__name__)
 
 MAX_WAIT_S = 30
 MAX_CLAIM = 100
+#: The most jobs one batch complete (``POST /@jobs/@complete``) reports.
+MAX_COMPLETE = 100
 DEFAULT_LEASE_S = 60
 
 
@@ -105,6 +113,12 @@ class CompleteSchema(LeaseRequestSchema):
     result = fields.Dict(load_default=dict)
 
 
+class CompleteItemSchema(CompleteSchema):
+    """One job of a batch complete: the single complete's body, with the job's uuid."""
+
+    uuid = fields.UUID(required=True, metadata={"description": "The job's uuid."})
+
+
 class _ErrorSchema(_Strict):
     type = fields.String(load_default="Error", validate=validate.Length(min=1, max=100))
     message = fields.String(required=True, validate=validate.Length(max=MAX_TEXT))
@@ -120,6 +134,7 @@ class StoppedSchema(LeaseRequestSchema):
 
 CLAIM, CHECKIN = ClaimSchema(), CheckinSchema()
 COMPLETE, FAIL, STOPPED = CompleteSchema(), FailSchema(), StoppedSchema()
+COMPLETE_ITEM = CompleteItemSchema()
 RELEASE = LeaseRequestSchema()
 
 
@@ -278,14 +293,19 @@ def _leased(context: JobResource, request: Request, lease: str) -> lifecycle.Sta
 
 
 def _lease_refused(status: str | None) -> Exception:
+    return api_error(Error.LEASE_REFUSED, _refusal(status), status=status)
+
+
+def _refusal(status: str | None) -> str:
+    """Why a lease is refused, by the job's status (None: the job is gone)."""
     if status == lifecycle.RUNNING:
-        message = (
+        return (
             "This lease does not hold the job: it is wrong, or it ran out and another "
             "claim holds the job now."
         )
-    else:
-        message = f"The job is {status} now: this lease no longer holds it."
-    return api_error(Error.LEASE_REFUSED, message, status=status)
+    if status is None:
+        return "The job no longer exists: this lease no longer holds it."
+    return f"The job is {status} now: this lease no longer holds it."
 
 
 def _remote_action(request: Request, name: str) -> RemoteJobAction | None:
@@ -350,6 +370,82 @@ def complete_view(context: JobResource, request: Request) -> HTTPNoContent:
     if not lifecycle.complete(request.dbsession, job, body["result"]):
         raise _lease_refused(lifecycle.RUNNING)
     return HTTPNoContent()
+
+
+@api_view(
+    context=JobContainer, name="@complete", request_method="POST", permission=Permission.RUN_JOBS
+)
+def complete_many_view(context: JobContainer, request: Request) -> list[dict[str, Any]]:
+    """``POST /@jobs/@complete``: up to :data:`MAX_COMPLETE` claimed jobs completed in one
+    transaction, each as ``POST /@jobs/{uuid}/complete`` would; one answer a job, in the
+    order sent."""
+    data = json_value(request)
+    if not isinstance(data, list):
+        raise api_error(Error.INVALID_JSON, "The body must be a JSON array.")
+    items = _complete_items(data)
+    conn = request.dbsession
+    found = lifecycle.leased_many(conn, [(item["uuid"], item["lease"]) for item in items])
+    actions: dict[str, RemoteJobAction | None] = {}
+    answers: list[dict[str, Any]] = []
+    done: list[lifecycle.Completion] = []
+    for item in items:
+        uuid = item["uuid"]
+        job = found[uuid]
+        if isinstance(job, lifecycle.LeaseRefused):
+            answers.append(_refused(uuid, job.status))
+            continue
+        if job.action not in actions:
+            actions[job.action] = _remote_action(request, job.action)
+        action = actions[job.action]
+        if action is not None:
+            try:
+                action.check_result(item["result"])
+            except marshmallow.ValidationError as exc:
+                # This job keeps running, as after a single complete's 400.
+                refused = {"result": exc.messages}
+                error = error_body(Error.VALIDATION, INVALID_FIELDS, fields=refused)
+                answers.append({"uuid": uuid, **error})
+                continue
+        done.append(lifecycle.Completion(job, item["result"]))
+        answers.append({"uuid": uuid, "completed": True})
+    completed = lifecycle.complete_many(conn, done)
+    for answer in answers:
+        if answer.get("completed") and answer["uuid"] not in completed:
+            # Locked by leased_many, so not expected: the attempt was not the running one.
+            answer.pop("completed")
+            answer.update(_refused(answer["uuid"], lifecycle.RUNNING))
+    return answers
+
+
+def _complete_items(data: list[Any]) -> list[dict[str, Any]]:
+    """The items of a batch complete, checked; a ``ValidationError`` with the errors of
+    each faulty item under its index, as a bulk submit's."""
+    if not 0 < len(data) <= MAX_COMPLETE:
+        raise marshmallow.ValidationError(
+            [f"A batch complete takes 1 to {MAX_COMPLETE} jobs; this one has {len(data)}."]
+        )
+    items: list[dict[str, Any]] = []
+    errors: dict[int, Any] = {}
+    first: dict[str, int] = {}
+    for index, body in enumerate(data):
+        try:
+            item = COMPLETE_ITEM.load(body)
+        except marshmallow.ValidationError as exc:
+            errors[index] = exc.messages
+            continue
+        item["uuid"] = uuid = str(item["uuid"])
+        if uuid in first:
+            errors[index] = {"uuid": [f"The job of item {first[uuid]} again."]}
+            continue
+        first[uuid] = index
+        items.append(item)
+    if errors:
+        raise marshmallow.ValidationError(errors)
+    return items
+
+
+def _refused(uuid: str, status: str | None) -> dict[str, Any]:
+    return {"uuid": uuid, **error_body(Error.LEASE_REFUSED, _refusal(status), status=status)}
 
 
 @api_view(context=JobResource, name="fail", request_method="POST", permission=Permission.RUN_JOBS)
