@@ -29,11 +29,19 @@ run: $(VENV)/.installed-run
 	mkdir -p var
 	$(BIN)/pserve development.ini
 
+# The tests run in TEST_WORKERS processes (pytest-xdist): most of their time is spent
+# waiting on servers, workers and browsers, so more processes than cores still pay. Each
+# process has its own PostgreSQL database and its own queues. The tests marked
+# `exclusive` restart PostgreSQL or RabbitMQ under every other test, so they run after,
+# alone.
+TEST_WORKERS ?= 3
+
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) -m "not exclusive"
+	$(BIN)/pytest -m exclusive
 
 # The fuzz tests alone, with many examples per operation (docs/reliability.md#fuzzing);
 # `make test` runs them with a few. NICK_JOBS_FUZZ_EXAMPLES=N make fuzz runs N.

@@ -132,6 +132,7 @@ def count_finished(engine: sa.Engine, uuids: list[str]) -> int:
         ).scalar_one()
 
 
+@pytest.mark.exclusive
 def test_a_postgres_restart_fails_no_job_and_no_request(outage_deployment):
     """Jobs running, finishing and reporting across the restart all complete on their
     first attempt; the API answers 503 with the error body meanwhile, within 5 s."""

@@ -424,6 +424,7 @@ def make_schedule_due(engine: sa.Engine) -> dt.datetime | None:
     return now
 
 
+@pytest.mark.exclusive
 def test_chaos_an_outage_fails_no_job(outage_chaos):
     """1,000 jobs, two worker processes, a scheduler; PostgreSQL (or RabbitMQ) restarted
     once 300 are done. Every job completes once, none fails, none is lost; the API
