@@ -160,7 +160,7 @@ def test_the_clients_fetch_stream_sends_the_token_across_origins(
     assert all(e["id"] for e in events[:-1])
 
 
-def test_an_event_source_opens_a_job_stream_with_a_ticket(
+def test_an_event_source_and_the_clients_helpers_open_a_job_stream_with_a_ticket(
     driver, live_server, origin_server, tmp_path
 ):
     result = run_gated_stream(driver, live_server, origin_server, tmp_path, "ticket")
@@ -180,6 +180,37 @@ def test_an_event_source_opens_a_job_stream_with_a_ticket(
     assert events[-1]["data"] == FINISHED_CLOSE
     # EventSource keeps each event's id as the Last-Event-ID it would resume with.
     assert all(e["id"] for e in events[:-1])
+
+    # The client's helpers for EventSource, in the same page and on the same job.
+    helpers = result["helpers"]
+    by_stream_url = helpers["streamUrl"]
+    assert by_stream_url["url"].startswith(f"{live_server.url}/@jobs/{uuid}/stream?ticket=")
+    assert job_events_end_finished(by_stream_url["events"], uuid)
+
+    all_jobs = helpers["jobsStreamUrl"]
+    assert all_jobs["url"].startswith(f"{live_server.url}/@jobs/stream?ticket=")
+    mine = [e["data"] for e in all_jobs["events"] if e["data"].get("uuid") == uuid]
+    assert mine[-1]["status"] == "completed"
+    assert {e["event"] for e in all_jobs["events"]} <= {"status", "progress"}
+    assert all(e["id"] for e in all_jobs["events"])
+
+    by_helper = helpers["eventSource"]
+    assert (by_helper["opens"], by_helper["closed"], by_helper["timedOut"]) == (1, True, False)
+    assert job_events_end_finished(by_helper["events"], uuid)
+
+
+def job_events_end_finished(events: list[dict], uuid: str) -> bool:
+    """A job stream's events as a page got them: the job's status first, the lines it
+    logged after the gate opened, its completion, and the close that ends the stream."""
+    assert events[0]["event"] == "status", events[0]
+    assert events[0]["data"]["uuid"] == uuid
+    logged = [e["data"]["message"] for e in events if e["event"] == "log"]
+    assert logged[-3:] == ["after 1", "after 2", "after 3"], logged
+    statuses = [e["data"]["status"] for e in events if e["event"] == "status"]
+    assert statuses[-1] == "completed", statuses
+    assert events[-1]["event"] == "close"
+    assert events[-1]["data"] == FINISHED_CLOSE
+    return all(e["id"] for e in events[:-1])
 
 
 # --- an origin the API doesn't allow ---------------------------------------------------

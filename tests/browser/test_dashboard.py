@@ -1,6 +1,7 @@
 """The dashboard in a real browser: headless Chromium against a live ``pserve`` with its
 embedded worker (tests/browser/conftest.py). Each scenario is what a person does, by
 the page's labels and ``data-testid`` hooks; nothing is reloaded unless the test says so.
+One test has a server of its own, whose tokens live a few seconds, to see them renewed.
 
 ``NICK_JOBS_SCREENSHOTS=docs/dashboard .venv/bin/pytest tests/browser/test_dashboard.py``
 writes the pictures of docs/dashboard.md.
@@ -8,20 +9,26 @@ writes the pictures of docs/dashboard.md.
 
 from __future__ import annotations
 
+import base64
+import json
+import re
 import secrets
 import time
 
-import pytest
+from tests.browser.conftest import start_live_server, wait_until
 
-from tests.browser.conftest import wait_until
-
-pytest.importorskip("selenium")
-
-from selenium.webdriver.common.by import By
-from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.support.ui import Select
+try:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+except ImportError:
+    # Every test here asks for the ``driver`` fixture, whose browser_available() skips it
+    # with the reason, or fails it under NICK_JOBS_REQUIRE_SERVICES=1 (CI): no module-wide
+    # skip that CI would take for a pass.
+    By = Keys = Select = None
 
 TOKEN_KEY = "nick-jobs.dashboard.token"
+STATUSES = ("created", "running", "completed", "failed", "aborted", "stopped")
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -108,8 +115,13 @@ def token_in_page(driver) -> str | None:
     return driver.execute_script(f"return sessionStorage.getItem('{TOKEN_KEY}');")
 
 
-def submit_job(live_server, params: dict, login: str = "admin", **body) -> dict:
-    answer = live_server.request("POST", "/@jobs", login=login, json={"params": params, **body})
+def submit_job(
+    live_server, params: dict, login: str = "admin", token: str | None = None, **body
+) -> dict:
+    """``POST /@jobs`` as ``login``, or with ``token`` (no login each time: a test that
+    submits many jobs saves a password check for each)."""
+    auth = {"token": token} if token else {"login": login}
+    answer = live_server.request("POST", "/@jobs", json={"params": params, **body}, **auth)
     assert answer.status == 201, answer.body
     return answer.json
 
@@ -152,6 +164,49 @@ def click(driver, name: str) -> None:
     wait_until(driver, clicked, 10, f"{name} could not be clicked")
 
 
+def unlabelled(driver) -> list[str]:
+    """The form controls of the page that have neither a ``label[for]`` nor an
+    ``aria-label``: none may be, on every view."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll('input, select, textarea')]"
+        ".filter((e) => e.type !== 'hidden')"
+        ".filter((e) => !(e.getAttribute('aria-label') || '').trim()"
+        '  && !(e.id && document.querySelector(`label[for="${CSS.escape(e.id)}"]`)))'
+        ".map((e) => e.outerHTML);"
+    )
+
+
+def assert_labelled(driver, at_least: int = 1) -> None:
+    controls = driver.execute_script(
+        "return document.querySelectorAll('input:not([type=hidden]), select, textarea').length;"
+    )
+    assert controls >= at_least, f"{controls} form controls on {driver.current_url}"
+    assert unlabelled(driver) == [], driver.current_url
+
+
+def log_levels(driver) -> list[str | None]:
+    return attrs(driver, "[data-testid='log-line']", "data-level")
+
+
+def steps_done_shown(driver) -> int:
+    """The steps done, as the job page's summary says ("3 of 60 steps done")."""
+    summary = text(driver, "[data-testid='steps-summary']")
+    return int(summary.split()[0]) if summary else 0
+
+
+def claims_of(token: str) -> dict:
+    """The claims of a JWT, read without checking it (the server does that)."""
+    part = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+
+
+def shown_seconds(text: str) -> float:
+    """A duration as format.js writes it ("4.2 s", "12 s", "3 min 5 s") in seconds."""
+    match = re.fullmatch(r"(?:(\d+) min )?(\d+(?:\.\d)?) s", text)
+    assert match, text
+    return int(match.group(1) or 0) * 60 + float(match.group(2))
+
+
 def confirm(driver) -> None:
     dialog = visible(driver, "confirm-dialog")
     assert dialog.get_attribute("open") is not None
@@ -169,6 +224,7 @@ def test_log_in_with_a_wrong_then_the_right_password_and_log_out(driver, live_se
     assert driver.current_url == live_server.dashboard_url
     find(driver, "login-name").send_keys("admin")
     find(driver, "login-password").send_keys("not-the-password")
+    assert_labelled(driver, at_least=2)
     screenshot("login")
     find(driver, "login-submit").click()
     error = visible(driver, "login-error")
@@ -183,8 +239,10 @@ def test_log_in_with_a_wrong_then_the_right_password_and_log_out(driver, live_se
     token = token_in_page(driver)
     assert token
     assert live_server.request("GET", "/@jobs", token=token).status == 200
-    # No cookie carries the session: only the page's requests are authenticated.
+    # No cookie carries the session: only the page's requests are authenticated. Nor
+    # does anything outlive the tab: the token is in sessionStorage alone.
     assert driver.get_cookies() == []
+    assert driver.execute_script("return localStorage.length;") == 0
     assert find(driver, "nav-schedules").is_displayed()
 
     find(driver, "logout").click()
@@ -211,6 +269,48 @@ def test_a_401_sends_the_user_back_to_the_login_form_with_the_reason(driver, liv
     visible(driver, "submit-form")
 
 
+# A lifetime short enough to see the page renew its token a few times in a test.
+SHORT_LIFETIME_S = 6
+
+
+def test_the_page_renews_its_token_halfway_through_its_lifetime(driver, tmp_path):
+    directory = tmp_path / "short-tokens"
+    directory.mkdir()
+    lifetime = {"nick_jobs.jwt_lifetime": str(SHORT_LIFETIME_S)}
+    with start_live_server(directory, **lifetime) as server:
+        job = submit_job(server, {"action": "echo", "message": "listed"}, title=unique("Listed"))
+        log_in(driver, server)
+        first = token_in_page(driver)
+        claims = claims_of(first)
+        assert claims["exp"] - claims["iat"] <= SHORT_LIFETIME_S
+
+        def renewed(chrome) -> str | None:
+            token = token_in_page(chrome)
+            assert token is not None, "the page dropped its token"
+            return token if token != first else None
+
+        token = wait_until(driver, renewed, 2 * SHORT_LIFETIME_S, "the token was not renewed")
+        now = claims_of(token)
+        assert now["sub"] == "admin"
+        # Issued (by the server's clock) about half a lifetime after the first, before that
+        # one ended: half of 5 to 6 s (exp is whole seconds, iat is not), not a second later.
+        waited = now["iat"] - claims["iat"]
+        assert 2.0 <= waited < claims["exp"] - claims["iat"], f"renewed after {waited:.2f} s"
+        assert now["exp"] > claims["exp"]
+
+        # The first token is revoked: the page goes on with the one it renewed to.
+        assert server.request("POST", "/@logout", token=first).status == 204
+        assert server.request("GET", "/@jobs", token=first).status == 401
+        find(driver, "nav-schedules").click()
+        visible(driver, "schedules-table")
+        find(driver, "nav-jobs").click()
+        row = f"tr[data-uuid='{job['uuid']}']"
+        wait_until(driver, lambda chrome: attr(chrome, row, "data-status") == "completed")
+        assert token_in_page(driver) not in (None, first)
+        assert not driver.find_elements(*by_testid("login-reason"))
+        assert not_reloaded(driver)
+
+
 # --- jobs ------------------------------------------------------------------------------
 
 
@@ -229,6 +329,7 @@ def test_submit_a_dummy_job_through_the_form_and_watch_it_complete(driver, live_
     sleep_field.send_keys("4")
     find(driver, "param-steps").send_keys("4")
     find(driver, "param-result").send_keys('{"answer": 42}')
+    assert_labelled(driver, at_least=4)
     screenshot("submit")
     find(driver, "submit-job").click()
 
@@ -320,12 +421,20 @@ def test_the_job_list_follows_new_jobs_live(driver, live_server, screenshot):
 
 def test_filters_and_pages(driver, live_server):
     marker = secrets.token_hex(4)
+    token = live_server.token()
     for number in range(27):
-        submit_job(
-            live_server, {"action": "echo", "message": str(number)}, title=f"page {marker} {number}"
-        )
+        params = {"action": "echo", "message": str(number)}
+        submit_job(live_server, params, token=token, title=f"page {marker} {number}")
+    # Two more with the marker, for the action and user filters: another action, another user.
+    dummy = submit_job(
+        live_server, {"action": "dummy", "steps": 0}, token=token, title=f"other {marker}"
+    )
+    alices = submit_job(
+        live_server, {"action": "echo", "message": "hers"}, login="alice", title=f"other {marker}"
+    )
     log_in(driver, live_server)
-    find(driver, "filter-q").send_keys(marker, Keys.ENTER)
+    assert_labelled(driver, at_least=4)
+    find(driver, "filter-q").send_keys(f"page {marker}", Keys.ENTER)
     wait_until(
         driver, lambda chrome: marker in chrome.current_url, message="the filter is not in the URL"
     )
@@ -343,6 +452,31 @@ def test_filters_and_pages(driver, live_server):
     # The status filter: echo jobs complete, so none of these is failed.
     Select(find(driver, "filter-status")).select_by_value("failed")
     visible(driver, "jobs-empty")
+
+    def rows(chrome) -> list[str | None]:
+        return attrs(chrome, "[data-testid='job-row']", "data-uuid")
+
+    # The action filter, with any status: of the marked jobs, the one dummy job. (Each
+    # list is waited for before the next filter: two lists asked for at once may come
+    # back in either order.)
+    Select(find(driver, "filter-status")).select_by_value("")
+    wait_until(driver, lambda chrome: len(rows(chrome)) == 25, message="no page of 25 again")
+    search = find(driver, "filter-q")
+    search.clear()
+    search.send_keys(marker)
+    find(driver, "filter-action").send_keys("dummy", Keys.ENTER)
+    wait_until(driver, lambda chrome: rows(chrome) == [dummy["uuid"]], message="not the dummy job")
+    assert "action=dummy" in driver.current_url
+    # The user filter instead: of the marked jobs, Alice's one.
+    find(driver, "filter-action").clear()
+    find(driver, "filter-actor").send_keys("alice", Keys.ENTER)
+    wait_until(driver, lambda chrome: rows(chrome) == [alices["uuid"]], message="not Alice's job")
+    assert "actor=alice" in driver.current_url
+    assert "action=" not in driver.current_url
+    # Both at once: Alice has no dummy job.
+    find(driver, "filter-action").send_keys("dummy", Keys.ENTER)
+    visible(driver, "jobs-empty")
+    assert rows(driver) == []
 
 
 def test_abort_a_running_job(driver, live_server):
@@ -407,6 +541,133 @@ def test_retry_a_failed_job(driver, live_server):
         "the history does not show the retry",
     )
     assert not_reloaded(driver)
+
+
+def levelled_job(live_server) -> str:
+    """A completed job that logged one line at each level: a remote action's, run by its
+    consumer (here, over HTTP) as any consumer would."""
+    token = live_server.token("admin")
+    name = f"levels-{secrets.token_hex(3)}"
+    put = live_server.request(
+        "PUT", f"/@job-actions/{name}", token=token, json={"title": "Logs at every level"}
+    )
+    assert put.status == 201, put.body
+    job = submit_job(live_server, {"action": name}, title=unique("Logs at every level"))
+    claimed = live_server.request(
+        "POST", "/@jobs/@claim", token=token, json={"actions": [name], "wait": 10}
+    )
+    assert [taken["uuid"] for taken in claimed.json] == [job["uuid"]], claimed.body
+    lease = claimed.json[0]["lease"]["id"]
+    lines = [{"level": level, "message": f"a {level} line"} for level in LOG_LEVELS]
+    path = f"/@jobs/{job['uuid']}"
+    checkin = {"lease": lease, "log": lines}
+    assert live_server.request("POST", f"{path}/checkin", token=token, json=checkin).status == 200
+    done = {"lease": lease, "result": {}}
+    assert live_server.request("POST", f"{path}/complete", token=token, json=done).status == 204
+    return job["uuid"]
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def test_a_job_page_filters_its_log_and_stops_resumes_and_restarts_a_job(driver, live_server):
+    levelled = levelled_job(live_server)
+    # dummy is resumable: a step every half second, each saved as its checkpoint.
+    job = submit_job(
+        live_server, {"action": "dummy", "sleep": 30, "steps": 60}, title=unique("Resumable")
+    )
+    uuid = job["uuid"]
+    left = [uuid]
+    try:
+        log_in(driver, live_server)
+
+        # The log level: every line, then warning and up only.
+        driver.get(f"{live_server.dashboard_url}#/jobs/{levelled}")
+        wait_status(driver, "completed")
+        wait_until(driver, lambda chrome: log_levels(chrome) == list(LOG_LEVELS), 10, "no lines")
+        assert_labelled(driver, at_least=2)
+        Select(find(driver, "log-level")).select_by_value("warning")
+        wait_until(
+            driver,
+            lambda chrome: log_levels(chrome) == ["warning", "error"],
+            message="the log still shows lines below warning",
+        )
+        assert text(driver, "[data-testid='job-log']").count("a warning line") == 1
+
+        # Stop a running job: it keeps its checkpoint, and offers to resume.
+        driver.get(f"{live_server.dashboard_url}#/jobs/{uuid}")
+        wait_status(driver, "running")
+        controls = "[data-testid='job-controls'] button"
+        wait_until(
+            driver,
+            lambda chrome: attrs(chrome, controls, "data-testid") == ["job-abort", "job-stop"],
+        )
+        wait_until(driver, lambda chrome: steps_done_shown(chrome) >= 1, 10, "no step done")
+        click(driver, "job-stop")
+        wait_status(driver, "stopped")
+        wait_until(
+            driver,
+            lambda chrome: attrs(chrome, controls, "data-testid") == ["job-resume", "job-delete"],
+        )
+        wait_until(
+            driver, lambda chrome: "stopped" in history(chrome), message="no stop in history"
+        )
+        stopped = live_server.request("GET", f"/@jobs/{uuid}", login="admin").json
+        steps_done = sum(step["status"] == "done" for step in stopped["progress"]["steps"])
+        assert steps_done >= 1
+
+        # Resume it: a second attempt, on from the checkpoint rather than from the start.
+        click(driver, "job-resume")
+        wait_until(driver, lambda chrome: text(chrome, "[data-testid='field-attempt']") == "2")
+        wait_status(driver, "running")
+        wait_until(driver, lambda chrome: "resumed" in history(chrome), message="no resume")
+        wait_until(
+            driver,
+            lambda chrome: steps_done_shown(chrome) > steps_done,
+            10,
+            "the resumed job does not go on",
+        )
+        log, token = f"/@jobs/{uuid}/log?b_size=1000", live_server.token()
+
+        def second_attempts_lines(_) -> list[str]:
+            lines = live_server.request("GET", log, token=token).json
+            return [line["message"] for line in lines if line["attempt"] == 2]
+
+        again = wait_until(driver, second_attempts_lines, 10, "the second attempt logged nothing")
+        # "step N of 60 done": the first step it ran is past the checkpoint, never step 1.
+        assert int(again[0].split()[1]) > 1, again
+        assert "step 1 of 60 done" not in again
+
+        # Abort it, then restart it: the page moves to the new job, which names its parent.
+        click(driver, "job-abort")
+        confirm(driver)
+        wait_status(driver, "aborted")
+        click(driver, "job-restart")
+        wait_until(
+            driver,
+            lambda chrome: uuid not in chrome.current_url,
+            message="the page did not move to the restarted job",
+        )
+        restarted = driver.current_url.rsplit("/", 1)[1]
+        left.append(restarted)
+        parent = "[data-testid='parent-link']"
+        wait_until(driver, lambda chrome: attr(chrome, parent, "href") == f"#/jobs/{uuid}")
+        assert (
+            live_server.request("GET", f"/@jobs/{restarted}", login="admin").json["parent"] == uuid
+        )
+        # The old job lists its restart.
+        click(driver, parent)
+        restarts = "[data-testid='restarts'] a"
+        wait_until(
+            driver,
+            lambda chrome: attrs(chrome, restarts, "href") == [f"#/jobs/{restarted}"],
+            message="the old job does not list its restart",
+        )
+        assert job_status(driver) == "aborted"
+        assert not_reloaded(driver)
+    finally:
+        for left_over in left:
+            live_server.request("POST", f"/@jobs/{left_over}/abort", login="admin")
 
 
 def test_a_refused_change_shows_the_apis_409(driver, live_server):
@@ -520,6 +781,7 @@ def test_create_disable_and_delete_a_schedule(driver, live_server, screenshot):
     )
     assert find(driver, "schedule-rule-error").text == ""
     visible(driver, "sparam-steps").send_keys("3")
+    assert_labelled(driver, at_least=5)
     driver.execute_script(
         "document.querySelector('[data-testid=schedule-action]').scrollIntoView({block: 'start'});"
     )
@@ -567,6 +829,18 @@ def test_create_disable_and_delete_a_schedule(driver, live_server, screenshot):
 # --- overview, and the page at another size ---------------------------------------------
 
 
+def running(live_server, uuids: list[str], timeout: float = 20.0) -> None:
+    """Poll over HTTP until every job of ``uuids`` is running; fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    token = live_server.token()
+    while time.monotonic() < deadline:
+        jobs = [live_server.request("GET", f"/@jobs/{uuid}", token=token).json for uuid in uuids]
+        if all(job["status"] == "running" for job in jobs):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"jobs {uuids} did not all start in {timeout} s")
+
+
 def test_the_overview_charts_the_last_hour(driver, live_server, screenshot):
     done = submit_job(
         live_server, {"action": "echo", "message": "counted"}, title=unique("Counted")
@@ -574,17 +848,59 @@ def test_the_overview_charts_the_last_hour(driver, live_server, screenshot):
     failed = submit_job(live_server, {"action": "explode"}, title=unique("Counted failure"))
     for job in (done, failed):
         finish(live_server, job["uuid"])
-    stats = live_server.request("GET", "/@jobs/@stats", login="admin").json
-    log_in(driver, live_server)
-    find(driver, "nav-overview").click()
-    chart = visible(driver, "finished-chart")
-    assert chart.tag_name == "svg"
-    assert driver.find_elements(By.CSS_SELECTOR, "[data-testid='finished-chart'] rect.completed")
-    assert driver.find_elements(By.CSS_SELECTOR, "[data-testid='finished-chart'] rect.failed")
-    shown_total = int(find(driver, "overview-count-total").text.split()[0])
-    assert shown_total >= stats["total"]
-    assert find(driver, "overview-actions").text.count("echo") == 1
-    screenshot("overview")
+    # Both worker threads busy, so that a job waits: the oldest waiting one.
+    busy = [
+        submit_job(live_server, {"action": "dummy", "sleep": 120, "steps": 120}, title=title)
+        for title in (unique("Keeps a worker busy"), unique("Keeps another busy"))
+    ]
+    left = [job["uuid"] for job in busy]
+    try:
+        running(live_server, left)
+        waiting = submit_job(live_server, {"action": "echo", "message": "waits"}, title="Waits")
+        left.append(waiting["uuid"])
+        token = live_server.token()
+
+        def stats() -> dict:
+            return live_server.request("GET", "/@jobs/@stats", token=token).json
+
+        before = stats()
+        assert before["oldest_waiting"]["uuid"] == waiting["uuid"]
+        log_in(driver, live_server)
+        find(driver, "nav-overview").click()
+        chart = visible(driver, "finished-chart")
+        after = stats()
+        assert chart.tag_name == "svg"
+        css = "[data-testid='finished-chart']"
+        assert driver.find_elements(By.CSS_SELECTOR, f"{css} rect.completed")
+        assert driver.find_elements(By.CSS_SELECTOR, f"{css} rect.failed")
+
+        # The oldest waiting job, as @stats named it, and its age when the page read it.
+        assert attr(driver, "[data-testid='oldest-link']", "href") == f"#/jobs/{waiting['uuid']}"
+        age = shown_seconds(find(driver, "oldest-waiting").text)
+        assert before["oldest_waiting"]["age"] - 1 <= age <= after["oldest_waiting"]["age"] + 1
+
+        # The counts per status are @stats' own: the jobs stand still meanwhile (the page
+        # reads them again every 15 s, should one have moved).
+        def counts(chrome) -> dict[str, int]:
+            return {
+                status: int(text(chrome, f"[data-testid='overview-count-{status}'] .count-value"))
+                for status in ("total", *STATUSES)
+            }
+
+        def as_stats(chrome) -> dict[str, int] | None:
+            figures = stats()
+            expected = {"total": figures["total"], **figures["counts"]}
+            return expected if counts(chrome) == expected else None
+
+        expected = wait_until(driver, as_stats, 20, "the counts are not those of @stats")
+        assert expected["created"] >= 1
+        assert expected["running"] >= 2
+        assert find(driver, "overview-actions").text.count("echo") == 1
+        assert_labelled(driver, at_least=0)
+        screenshot("overview")
+    finally:
+        for uuid in left:
+            live_server.request("POST", f"/@jobs/{uuid}/abort", login="admin")
 
 
 def test_a_narrow_window(driver, live_server, screenshot):

@@ -33,6 +33,25 @@ def test_the_js_package_has_the_python_packages_version():
     )
 
 
+def test_the_js_package_names_its_repository_and_keywords():
+    package = json.loads((JS / "package.json").read_text(encoding="utf-8"))
+    repository = package["repository"]
+    assert repository["type"] == "git"
+    # The server's Source URL (setup.cfg's project_urls), as npm spells a git one.
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg", encoding="utf-8")
+    urls = dict(
+        line.split(" = ", 1) for line in config["metadata"]["project_urls"].strip().splitlines()
+    )
+    assert repository["url"] == f"git+{urls['Source']}.git", repository
+    # The package's folder in the repository, which npm links to.
+    assert repository["directory"] == JS.relative_to(ROOT).as_posix()
+    keywords = package["keywords"]
+    assert isinstance(keywords, list)
+    assert {"nick-jobs", "server-sent-events"} <= set(keywords)
+    assert all(isinstance(word, str) and word == word.strip().lower() for word in keywords)
+
+
 def test_npm_pack_ships_the_module_its_types_and_its_readme(tmp_path):
     npm = shutil.which("npm")
     if npm is None:

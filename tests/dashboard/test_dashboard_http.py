@@ -262,3 +262,42 @@ def test_the_setting_turns_it_off(tmp_path):
     finally:
         off.app.registry["nick_jobs.engine"].dispose()
         off.app.registry["nick_jobs.read_engine"].dispose()
+
+
+_IMAGE = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def screenshot_names() -> set[str]:
+    """The names the browser tests pass to their ``screenshot`` fixture."""
+    import ast
+
+    names = set()
+    for module in (ROOT / "tests" / "browser").glob("test_*.py"):
+        for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "screenshot"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, str)
+            ):
+                names.add(node.args[0].value)
+    return names
+
+
+def test_every_picture_of_the_docs_is_one_a_browser_test_takes():
+    # NICK_JOBS_SCREENSHOTS=docs/dashboard writes them again: none may be a stray file
+    # that no test would bring up to date.
+    docs = ROOT / "docs"
+    images = _IMAGE.findall((docs / "dashboard.md").read_text(encoding="utf-8"))
+    assert len(images) >= 8, images
+    taken = screenshot_names()
+    for image in images:
+        path = Path(image)
+        assert path.parent == Path("dashboard"), image
+        assert path.suffix == ".png", image
+        assert path.stem in taken, f"{image}: no browser test takes screenshot({path.stem!r})"
+        assert (docs / path).is_file(), f"{image} is not in the checkout"
+    stored = {path.name for path in (docs / "dashboard").glob("*.png")}
+    assert stored == {Path(image).name for image in images}, "pictures the page doesn't show"

@@ -1,20 +1,25 @@
 """Cross-origin requests (nick_jobs.web.cors), at the HTTP level, on every endpoint.
 
 The endpoints are read from the views the application registered, so an endpoint added
-later is covered without a change here. Streams are answered without reading their body
+later is covered without a change here; one on a new resource type fails the tests until
+``PATHS`` says where that type is. Streams are answered without reading their body
 (``Request.call_application``), which for the all-jobs stream never ends.
 """
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from pyramid.interfaces import IException
 from webob import Request
 
 from nick_jobs.settings import ConfigurationError, apply_environment, parse
 from nick_jobs.web import cors
 from nick_jobs.web.resources import (
+    ActionContainer,
+    ActionResource,
     JobContainer,
     JobResource,
     Root,
@@ -44,33 +49,93 @@ def api(backend, make_app) -> Client:
     )
 
 
+# Where each resource type of the API is; a view on a type missing here fails the tests
+# below, rather than going unchecked.
+PATHS: dict[type, str] = {
+    Root: "",
+    JobContainer: "/@jobs",
+    JobResource: "/@jobs/{job}",
+    ScheduledJobContainer: "/@scheduled-jobs",
+    ScheduledJobResource: "/@scheduled-jobs/{scheduled}",
+    ActionContainer: "/@job-actions",
+    # A Python action (tests.actions_for_tests): it is there, and it can be neither
+    # replaced nor deleted, so every request to it leaves it as it was.
+    ActionResource: "/@job-actions/echo",
+}
+
+
+def is_exception_context(context: Any) -> bool:
+    """Whether a view's context is an exception (a class, or an interface of exceptions
+    such as ``IExceptionResponse``): an exception view's, not an endpoint's."""
+    if isinstance(context, type) and issubclass(context, BaseException):
+        return True
+    is_or_extends = getattr(context, "isOrExtends", None)
+    return is_or_extends is not None and is_or_extends(IException)
+
+
 def endpoints(client: Client) -> list[tuple[str, type, str]]:
-    """(method, context type, view name) of every API view the application registered."""
+    """(method, context type, view name) of every API view the application registered.
+
+    A view on a context that is neither an exception nor one of :data:`PATHS` fails the
+    test: an endpoint of a new resource type must be given its path here, not skipped.
+    """
     found = set()
+    unmapped = set()
     for item in client.app.registry.introspector.get_category("views"):
         view = item["introspectable"]
         if view["route_name"] is not None or view["exception_only"]:
             continue
         context, methods = view["context"], view["request_methods"]
-        if context not in (None, Root, JobContainer, JobResource) and context not in (
-            ScheduledJobContainer,
-            ScheduledJobResource,
-        ):
-            continue  # an exception view's context, or a host's own resource type
+        if is_exception_context(context):
+            continue
+        context = context or Root
+        if context not in PATHS:
+            unmapped.add((context, view["name"]))
+            continue
         for method in (methods,) if isinstance(methods, str) else methods or ("GET",):
-            found.add((method, context or Root, view["name"]))
+            found.add((method, context, view["name"]))
+    assert not unmapped, f"views on resource types test_cors.PATHS has no path for: {unmapped}"
     return sorted(found, key=lambda e: (e[1].__name__, e[2], e[0]))
 
 
 def path_of(context: type, name: str, job: str, scheduled: str) -> str:
-    base = {
-        Root: "",
-        JobContainer: "/@jobs",
-        JobResource: f"/@jobs/{job}",
-        ScheduledJobContainer: "/@scheduled-jobs",
-        ScheduledJobResource: f"/@scheduled-jobs/{scheduled}",
-    }[context]
+    base = PATHS[context].format(job=job, scheduled=scheduled)
     return f"{base}/{name}" if name else base or "/"
+
+
+ACTION_ENDPOINTS = {
+    ("GET", "/@job-actions"),
+    ("GET", "/@job-actions/echo"),
+    ("PUT", "/@job-actions/echo"),
+    ("DELETE", "/@job-actions/echo"),
+    ("GET", "/@job-actions/echo/versions"),
+}
+
+
+def test_a_view_on_a_resource_type_without_a_path_fails_the_endpoint_list() -> None:
+    class HostResource:
+        pass
+
+    def view(context: Any) -> dict[str, Any]:
+        return {
+            "introspectable": {
+                "route_name": None,
+                "exception_only": False,
+                "context": context,
+                "request_methods": "GET",
+                "name": "",
+            }
+        }
+
+    views = [view(JobContainer), view(HostResource), view(ValueError)]
+    introspector = SimpleNamespace(get_category=lambda category: views)
+    registry = SimpleNamespace(introspector=introspector)
+    client = SimpleNamespace(app=SimpleNamespace(registry=registry))
+    with pytest.raises(AssertionError, match="HostResource"):
+        endpoints(client)
+    # An exception's view is no endpoint, and a known type's is listed.
+    views.remove(view(HostResource))
+    assert endpoints(client) == [("GET", JobContainer, "")]
 
 
 def answer(client: Client, method: str, path: str, **headers: str) -> tuple[int, dict[str, str]]:
@@ -114,7 +179,8 @@ def expect_cors(headers: dict[str, str], origin: str) -> None:
 def test_every_endpoint_answers_a_preflight_from_an_allowed_origin(api, resources) -> None:
     job, scheduled = resources
     seen = endpoints(api)
-    assert len(seen) >= 25, seen  # the whole API, not a few views
+    assert len(seen) >= 30, seen  # the whole API, not a few views
+    assert {(m, path_of(c, n, job, scheduled)) for m, c, n in seen} >= ACTION_ENDPOINTS
     for method, context, name in seen:
         path = path_of(context, name, job, scheduled)
         res = api.options(
@@ -156,6 +222,12 @@ def test_every_endpoint_tells_an_allowed_origin_it_may_read_the_answer(api, reso
         assert status < 500, (method, path, status)
         expect_cors(headers, ALSO_ALLOWED)
         statuses[(method, path)] = status
+    assert set(statuses) >= ACTION_ENDPOINTS
+    # The actions' own answers, not a 404 of a wrong path: a Python action is read, and
+    # refused as a change (409).
+    assert statuses[("GET", "/@job-actions/echo")] == 200
+    assert statuses[("GET", "/@job-actions/echo/versions")] == 200
+    assert statuses[("DELETE", "/@job-actions/echo")] == 409
     # Successes and errors alike carried them.
     assert any(s < 400 for s in statuses.values())
     assert any(s >= 400 for s in statuses.values())

@@ -28,6 +28,78 @@ function createGated(cli) {
   return cli.createJob({ token: token(), data: { params, title: query.get('title') } });
 }
 
+const EVENT_TYPES = ['status', 'progress', 'log', 'close'];
+
+/**
+ * The events of an EventSource, each `{ event, data, id }`, until `last(item)` says one
+ * was the last: `opened` resolves when it opens, `first` at its first event, and
+ * `events` with them all (it rejects when the EventSource fails, or after 30 s).
+ */
+function listen(source, last) {
+  const seen = [];
+  let opened;
+  let first;
+  const result = {
+    opened: new Promise((resolve) => { opened = resolve; }),
+    first: new Promise((resolve) => { first = resolve; }),
+  };
+  result.events = new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      source.close();
+      reject(new Error(`${source.url}: no last event in 30 s after ${JSON.stringify(seen)}`));
+    }, 30000);
+    source.addEventListener('open', () => opened());
+    for (const type of EVENT_TYPES) {
+      source.addEventListener(type, (event) => {
+        const item = { event: type, data: JSON.parse(event.data), id: event.lastEventId };
+        seen.push(item);
+        first();
+        if (last(item)) {
+          clearTimeout(timer);
+          source.close();
+          resolve(seen);
+        }
+      });
+    }
+    source.addEventListener('error', () => {
+      if (source.readyState !== EventSource.CLOSED) return; // reconnecting by itself
+      clearTimeout(timer);
+      reject(new Error(`${source.url} failed after ${JSON.stringify(seen)}`));
+    });
+  });
+  // Whatever rejects is reported where `events` is awaited.
+  result.events.catch(() => {});
+  return result;
+}
+
+/** The client's `eventSource` on one job: its events until the stream is over. */
+function helperStream(cli, uuid) {
+  const events = [];
+  let opens = 0;
+  let first;
+  const firstEvent = new Promise((resolve) => { first = resolve; });
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), 30000);
+  const stream = cli.eventSource({
+    kind: 'job',
+    params: { id: uuid },
+    // A function: asked again for each ticket.
+    token: () => token(),
+    signal: abort.signal,
+    onOpen: () => { opens += 1; },
+    onEvent: (event) => {
+      events.push(event);
+      first();
+    },
+  });
+  const result = stream.done.then(() => {
+    clearTimeout(timer);
+    return { events, opens, timedOut: abort.signal.aborted, closed: stream.closed };
+  });
+  result.catch(() => {}); // reported where it is awaited
+  return { first: firstEvent, result };
+}
+
 const scenarios = {
   /** Log in, list, submit a dummy job, read it back: all with the client's methods. */
   async jobs() {
@@ -84,7 +156,11 @@ const scenarios = {
     return { uuid: job.uuid, events, timedOut: abort.signal.aborted };
   },
 
-  /** A ticket from POST /@stream-tickets, then a plain EventSource on its URL. */
+  /**
+   * A ticket from POST /@stream-tickets, then a plain EventSource on its URL; beside it,
+   * the client's helpers for EventSource on the same job: `streamUrl`, `jobsStreamUrl`
+   * (the all-jobs stream) and `eventSource`. The test opens the gate once all are open.
+   */
   async ticket() {
     const cli = client();
     const { data: job } = await createGated(cli);
@@ -99,36 +175,30 @@ const scenarios = {
     });
     const ticket = await answer.json();
     if (!answer.ok) throw new Error(`POST /@stream-tickets: ${answer.status} ${JSON.stringify(ticket)}`);
-    const events = await new Promise((resolve, reject) => {
-      const source = new EventSource(ticket.url);
-      const seen = [];
-      const timer = setTimeout(() => {
-        source.close();
-        reject(new Error(`no close in 30 s after ${JSON.stringify(seen)}`));
-      }, 30000);
-      for (const type of ['status', 'progress', 'log', 'close']) {
-        source.addEventListener(type, (event) => {
-          const data = JSON.parse(event.data);
-          seen.push({ event: type, data, id: event.lastEventId });
-          if (seen.length === 1) progress('streaming');
-          if (type === 'close' && !data.reconnect) {
-            clearTimeout(timer);
-            source.close();
-            resolve(seen);
-          }
-        });
-      }
-      source.addEventListener('error', () => {
-        if (source.readyState !== EventSource.CLOSED) return; // reconnecting by itself
-        clearTimeout(timer);
-        reject(new Error(`the EventSource failed after ${JSON.stringify(seen)}`));
-      });
-    });
+    const finished = (item) => item.event === 'close' && !item.data.reconnect;
+    const plain = listen(new EventSource(ticket.url), finished);
+
+    const streamUrl = await cli.streamUrl({ token: token(), params: { id: job.uuid } });
+    const viaStreamUrl = listen(new EventSource(streamUrl), finished);
+    const jobsStreamUrl = await cli.jobsStreamUrl({ token: token() });
+    const jobs = listen(
+      new EventSource(jobsStreamUrl),
+      (item) => item.event === 'status' && item.data.uuid === job.uuid && item.data.status === 'completed',
+    );
+    const helper = helperStream(cli, job.uuid);
+
+    await Promise.all([plain.first, viaStreamUrl.first, jobs.opened, helper.first]);
+    progress('streaming');
     return {
       uuid: job.uuid,
       ticket: { status: answer.status, url: ticket.url, expires: ticket.expires },
       withCredentials: false,
-      events,
+      events: await plain.events,
+      helpers: {
+        streamUrl: { url: streamUrl, events: await viaStreamUrl.events },
+        jobsStreamUrl: { url: jobsStreamUrl, events: await jobs.events },
+        eventSource: await helper.result,
+      },
     };
   },
 

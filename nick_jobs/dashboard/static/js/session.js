@@ -5,10 +5,12 @@
 import Client, { NickJobsError } from '../vendor/nick-jobs-client.js';
 
 const KEY = 'nick-jobs.dashboard.token';
-// Renew once this share of the token's lifetime has passed, and never later than this
-// many seconds before it ends.
-const RENEW_AT = 0.75;
+// Renew halfway through the token's lifetime, or this many seconds before it ends when
+// that is later (a 12-hour token: 5 minutes before it ends; a 10-minute one: after 5);
+// and never sooner than MIN_WAIT_MS from now (halfway to its end, for a token that ends
+// before that): however short the lifetime, never once a second.
 const RENEW_MARGIN_S = 300;
+const MIN_WAIT_MS = 5000;
 
 function decodeClaims(token) {
   try {
@@ -96,12 +98,14 @@ export class Session extends EventTarget {
     const claims = this.validClaims();
     if (!claims) return;
     const now = Date.now();
-    const issued = (claims.iat ?? now / 1000) * 1000;
     const expires = claims.exp * 1000;
-    const at = Math.min(issued + (expires - issued) * RENEW_AT, expires - RENEW_MARGIN_S * 1000);
-    this.renewAt = at;
+    const issued = Math.min((claims.iat ?? now / 1000) * 1000, expires);
+    const at = Math.max(issued + (expires - issued) / 2, expires - RENEW_MARGIN_S * 1000);
+    // Not at once, even for a token read back late (a reloaded page) whose time is past.
+    const soonest = now + Math.min(MIN_WAIT_MS, (expires - now) / 2);
+    this.renewAt = Math.max(at, soonest);
     // setTimeout holds at most 2^31-1 ms; a later renewal is rescheduled when it fires.
-    const wait = Math.min(Math.max(at - now, 1000), 2 ** 31 - 1);
+    const wait = Math.min(this.renewAt - now, 2 ** 31 - 1);
     this.renewTimer = setTimeout(() => this.renew(), wait);
   }
 

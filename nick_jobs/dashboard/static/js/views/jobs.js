@@ -125,13 +125,17 @@ export async function jobsView(main, { session, query, signal, replaceQuery }) {
     else tbody.append(row);
   }
 
+  // Each list request is numbered: an answer that comes back after a newer request was
+  // sent (filters changed quickly) is dropped, so the table shows the latest filters.
+  let loads = 0;
   async function load(url) {
+    const mine = ++loads;
     state.loading = true;
     try {
       const page = url
         ? await session.call('getJobs', { url })
         : await session.call('getJobs', { query: listQuery() });
-      if (signal.aborted) return;
+      if (signal.aborted || mine !== loads) return;
       state.url = url;
       state.next = page.next;
       state.rows.clear();
@@ -140,9 +144,11 @@ export async function jobsView(main, { session, query, signal, replaceQuery }) {
       fill(message);
       updatePager();
     } catch (error) {
-      if (!signal.aborted) fill(message, notice('error', errorText(error), 'jobs-error'));
+      if (!signal.aborted && mine === loads) {
+        fill(message, notice('error', errorText(error), 'jobs-error'));
+      }
     } finally {
-      state.loading = false;
+      if (mine === loads) state.loading = false;
     }
   }
 
