@@ -80,6 +80,7 @@ SETTINGS = (
     "nick_jobs.job_log_copy_rate",
     "nick_jobs.dashboard",
     "nick_jobs.dashboard_path",
+    "nick_jobs.dashboard_api_path",
     "nick_jobs.schedules",
     "nick_jobs.prune_schedule",
     "nick_jobs.ready_requires_scheduler",
@@ -275,6 +276,9 @@ class Settings:
     # The admin dashboard (nick_jobs.dashboard), and the path it is served under.
     dashboard: bool = True
     dashboard_path: str = "/dashboard"
+    # Where the object holding @jobs is, from the application's root: "/" standalone,
+    # a host application's site path (such as /plone) otherwise.
+    dashboard_api_path: str = "/"
 
     @property
     def is_production(self) -> bool:
@@ -394,6 +398,7 @@ def parse(settings: Mapping[str, Any]) -> Settings:
         cors_origins=_cors_origins(settings),
         dashboard=asbool(settings.get("nick_jobs.dashboard", True)),
         dashboard_path=_dashboard_path(settings),
+        dashboard_api_path=_dashboard_api_path(settings),
     )
 
 
@@ -461,6 +466,17 @@ def _dashboard_path(settings: Mapping[str, Any]) -> str:
         raise ConfigurationError(
             "nick_jobs.dashboard_path takes a path such as /dashboard (not / and not a "
             f"path with @, which nick-jobs' own names use), not {raw!r}"
+        )
+    return path
+
+
+def _dashboard_api_path(settings: Mapping[str, Any]) -> str:
+    raw = str(settings.get("nick_jobs.dashboard_api_path", "/") or "/").strip()
+    path = "/" + raw.strip("/")
+    if not _URL_PATH.match(path) or "@" in path or ".." in path.split("/"):
+        raise ConfigurationError(
+            "nick_jobs.dashboard_api_path takes the path, from the application's root, of "
+            f"what holds @jobs (such as / or /plone), not {raw!r}"
         )
     return path
 

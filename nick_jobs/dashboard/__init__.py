@@ -71,11 +71,13 @@ CONTENT_TYPES = {
 }
 
 
-def api_root(dashboard_path: str) -> str:
+def api_root(dashboard_path: str, api_path: str = "/") -> str:
     """The API's root relative to the dashboard's page (``{path}/``): ``../`` per segment
-    of ``dashboard_path``, so it holds behind any prefix or proxy the page came through."""
+    of ``dashboard_path``, so it holds behind any prefix or proxy the page came through,
+    then ``api_path``, where the object holding ``@jobs`` is from the application's root."""
     depth = len([part for part in dashboard_path.split("/") if part])
-    return "../" * depth
+    inside = api_path.strip("/")
+    return "../" * depth + (f"{inside}/" if inside else "")
 
 
 class DashboardFiles:
@@ -110,7 +112,7 @@ def config_view(context: Any, request: Request) -> Response:
     response = request.response
     response.content_type = "application/json"
     response.cache_control = "no-cache"
-    response.json_body = {"apiRoot": api_root(settings.dashboard_path)}
+    response.json_body = {"apiRoot": api_root(settings.dashboard_path, settings.dashboard_api_path)}
     return response
 
 

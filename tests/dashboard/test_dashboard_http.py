@@ -14,6 +14,7 @@ import webtest
 from nick_jobs import main
 from nick_jobs.dashboard import CONTENT_SECURITY_POLICY, STATIC
 from nick_jobs.db import get_engine, migrations
+from nick_jobs.settings import ConfigurationError, parse
 from tests.conftest import ROOT, base_settings
 
 CLIENT = ROOT / "clients" / "js" / "index.js"
@@ -248,6 +249,28 @@ def test_another_path_moves_everything(tmp_path):
     finally:
         moved.app.registry["nick_jobs.engine"].dispose()
         moved.app.registry["nick_jobs.read_engine"].dispose()
+
+
+def test_a_host_application_says_where_its_jobs_are(tmp_path):
+    """nick_jobs.dashboard_api_path: a host whose @jobs hangs under its site (/plone/@jobs)
+    tells the page where, still relative to the page."""
+    hosted = make(
+        tmp_path,
+        **{"nick_jobs.dashboard_path": "/ops/board", "nick_jobs.dashboard_api_path": "/plone/"},
+    )
+    try:
+        assert hosted.get("/ops/board/config.json").json == {"apiRoot": "../../plone/"}
+    finally:
+        hosted.app.registry["nick_jobs.engine"].dispose()
+        hosted.app.registry["nick_jobs.read_engine"].dispose()
+
+
+@pytest.mark.parametrize("value", ["/@jobs", "/site/../etc", "no spaces please"])
+def test_an_api_path_that_is_no_site_path_stops_the_start(value):
+    with pytest.raises(ConfigurationError, match=r"nick_jobs\.dashboard_api_path"):
+        parse(
+            base_settings(**{"sqlalchemy.url": "sqlite://", "nick_jobs.dashboard_api_path": value})
+        )
 
 
 def test_the_setting_turns_it_off(tmp_path):
