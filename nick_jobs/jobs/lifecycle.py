@@ -529,16 +529,25 @@ def _with_lines(finishing: sa.Update) -> sa.Insert:
     statement = _WITH_LINES.get(id(finishing))
     if statement is not None:
         return statement
-    from sqlalchemy.dialects.postgresql import JSONB
-
     done = finishing.returning(jobs.c.uuid, jobs.c.attempt).cte("finished")
-    # The lines as one JSON array: one parameter to adapt, however many lines.
+    # An INSERT's rowcount is read only when asked for: it says whether the UPDATE matched.
+    statement = _lines_of(done, per_job=False).execution_options(preserve_rowcount=True)
+    _WITH_LINES[id(finishing)] = statement
+    return statement
+
+
+def _lines_of(done: sa.CTE, per_job: bool) -> sa.Insert:
+    """The INSERT of the log lines of the attempts ``done`` returns (its ``uuid`` and
+    ``attempt``), from ``b_lines``, in the order given: every line for each of them, or
+    with ``per_job`` each line for the job its ``uuid`` names. The lines are one JSON
+    array: one parameter to adapt, however many lines."""
     lines = (
         sa.func.jsonb_array_elements(sa.bindparam("b_lines", type_=JSONB()))
         .table_valued(sa.column("line", JSONB()), with_ordinality="n")
         .render_derived(name="lines")
     )
     line = lines.c.line
+    joined = line["uuid"].astext == done.c.uuid if per_job else sa.true()
     rows = (
         sa.select(
             done.c.uuid,
@@ -547,15 +556,11 @@ def _with_lines(finishing: sa.Update) -> sa.Insert:
             line["level"].astext.cast(sa.SmallInteger()),
             line["message"].astext,
         )
-        .select_from(done.join(lines, sa.true()))
+        .select_from(done.join(lines, joined))
         .order_by(lines.c.n)  # ids in the order the lines were logged
     )
     columns = ["job_uuid", "attempt", "time", "level", "message"]
-    # An INSERT's rowcount is read only when asked for: it says whether the UPDATE matched.
-    statement = job_logs.insert().from_select(columns, rows)
-    statement = statement.execution_options(preserve_rowcount=True)
-    _WITH_LINES[id(finishing)] = statement
-    return statement
+    return job_logs.insert().from_select(columns, rows)
 
 
 def _finish(
@@ -1876,25 +1881,7 @@ def _complete_many() -> sa.Select[Any]:
         .returning(jobs.c.uuid, jobs.c.attempt)
         .cte("finished")
     )
-    lines = (
-        sa.func.jsonb_array_elements(sa.bindparam("b_lines", type_=JSONB()))
-        .table_valued(sa.column("line", JSONB()), with_ordinality="n")
-        .render_derived(name="lines")
-    )
-    line = lines.c.line
-    rows = (
-        sa.select(
-            finished.c.uuid,
-            finished.c.attempt,
-            line["time"].astext.cast(sa.DateTime(timezone=True)),
-            line["level"].astext.cast(sa.SmallInteger()),
-            line["message"].astext,
-        )
-        .select_from(finished.join(lines, line["uuid"].astext == finished.c.uuid))
-        .order_by(lines.c.n)  # ids in the order the lines were logged
-    )
-    columns = ["job_uuid", "attempt", "time", "level", "message"]
-    added = job_logs.insert().from_select(columns, rows).cte("finished_lines")
+    added = _lines_of(finished, per_job=True).cte("finished_lines")
     return sa.select(finished.c.uuid).add_cte(added)
 
 

@@ -43,8 +43,13 @@ REINDEX = {
 def app(app_without_worker):
     """An app with the remote action ``reindex`` and a consumer's user, ``indexer``
     (role Worker). Its Dramatiq side runs nothing: remote jobs get no message anyway."""
-    app = app_without_worker
-    app.put_json("/@job-actions/reindex", REINDEX, headers=app.auth(), status=201)
+    return with_remote_action(app_without_worker, REINDEX)
+
+
+def with_remote_action(app, definition: dict):
+    """``app`` with the remote action ``reindex`` declared as ``definition``, and the
+    consumer ``indexer`` (role Worker, password ``x``)."""
+    app.put_json("/@job-actions/reindex", definition, headers=app.auth(), status=201)
     with app.backend.engine.begin() as conn:
         conn.execute(
             sa.text(

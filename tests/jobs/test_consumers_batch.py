@@ -20,7 +20,7 @@ from nick_jobs.db.after_commit import savepoint, transaction
 from nick_jobs.db.meta import utcnow
 from nick_jobs.jobs import lifecycle
 from nick_jobs.ops.logging import STATE_LOGGER
-from nick_jobs.users.passwords import hash_password
+from tests.jobs.test_consumers import with_remote_action
 
 REINDEX = {
     "title": "Reindex a site",
@@ -40,17 +40,7 @@ JOBS_TABLE = re.compile(r"\bjobs\b")
 @pytest.fixture
 def app(app_without_worker):
     """An app with the remote action ``reindex`` and a consumer's user, ``indexer``."""
-    app = app_without_worker
-    app.put_json("/@job-actions/reindex", REINDEX, headers=app.auth(), status=201)
-    with app.backend.engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO users (login, fullname, password_hash, roles, created) "
-                "VALUES ('indexer', 'Indexer', :hash, :roles, :created)"
-            ).bindparams(sa.bindparam("roles", type_=sa.JSON())),
-            {"hash": hash_password("x"), "roles": ["Worker"], "created": utcnow()},
-        )
-    return app
+    return with_remote_action(app_without_worker, REINDEX)
 
 
 def _postgresql(app) -> bool:
