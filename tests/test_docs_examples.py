@@ -362,14 +362,19 @@ def _remote(world: World) -> None:
         definition, _ = remote_actions.load_definition(REINDEX, "reindex")
         remote_actions.put(session, get_registry(registry), "reindex", definition, "admin")
     world.clock.at("15:59:00.000")
-    world.uuids.queue.append(REINDEX_UUID)
+    _reindex_job(world, REINDEX_UUID, "news")
+
+
+def _reindex_job(world: World, uuid: str, site: str) -> None:
+    """A waiting reindex job of ``site``, made by admin."""
+    world.uuids.queue.append(uuid)
     with transaction(world.engine) as conn:
         lifecycle.create(
             conn,
             action="reindex",
-            params={"action": "reindex", "site": "news"},
+            params={"action": "reindex", "site": site},
             actor="admin",
-            title="Reindex the news",
+            title=f"Reindex the {site}",
             description="",
             action_version=1,
         )
@@ -393,17 +398,7 @@ def _claimed_two(world: World) -> None:
     """Two reindex jobs, the news and the archive, claimed together by admin's consumer."""
     _remote(world)
     world.clock.at("15:59:10.000")
-    world.uuids.queue.append(ARCHIVE_UUID)
-    with transaction(world.engine) as conn:
-        lifecycle.create(
-            conn,
-            action="reindex",
-            params={"action": "reindex", "site": "archive"},
-            actor="admin",
-            title="Reindex the archive",
-            description="",
-            action_version=1,
-        )
+    _reindex_job(world, ARCHIVE_UUID, "archive")
     world.clock.at("15:59:30.000")
     world.uuids.queue.extend([LEASE_UUID, ARCHIVE_LEASE_UUID])
     action = lifecycle.RemoteAction("reindex", lease=120, claim_window=0)
