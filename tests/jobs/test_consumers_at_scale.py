@@ -27,7 +27,10 @@ from tests.netutil import free_port, wait_listening
 
 JOBS = 5000
 CONSUMERS = 8
-LEASE = 5
+# Long enough for a consumer stalled by a loaded machine to complete the ten jobs it
+# claimed before the sweeper rescues them (a 409 here fails the test): the killed
+# consumer's job is rescued a lease after its claim, while the others drain the rest.
+LEASE = 15
 
 
 @pytest.fixture

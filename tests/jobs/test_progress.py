@@ -180,8 +180,11 @@ def test_a_quiet_handler_s_last_report_is_written_within_a_second(app):
         return job if job["progress"] is not None else None
 
     job = poll(reported, timeout=20)
+    # Seen while the handler is still quiet: written by the worker on its own, not by the
+    # job's end three seconds after the report. The bound is the report interval (1 s)
+    # with room for this poll's own requests on a loaded machine.
     assert job["status"] == "running"
-    assert time.time() - float(job["progress"]["message"]) < 1.6
+    assert time.time() - float(job["progress"]["message"]) < 2.5
     app.wait_for(uuid, "completed")
 
 
