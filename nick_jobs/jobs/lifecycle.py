@@ -325,7 +325,9 @@ def _insert_many_postgresql(
     # The columns that vary between the jobs travel as one JSON array: the statement's
     # text is short and always the same, so the driver and PostgreSQL prepare it once,
     # where a multi-row VALUES of 500 jobs has 9,000 parameters to convert every time.
-    varying = [{name: row[name] for name in _CREATE_MANY_VARYING} for row in rows]
+    varying = [
+        {"n": n, **{name: row[name] for name in _CREATE_MANY_VARYING}} for n, row in enumerate(rows)
+    ]
     result = bind.execute(
         _CREATE_MANY_WITH_HISTORY, {"b_rows": varying, "b_actor": actor, "b_now": now}
     )
@@ -394,7 +396,11 @@ _CREATE_MANY_VARYING = (
 )
 _CREATE_MANY_ROWS = (
     sa.func.jsonb_to_recordset(sa.bindparam("b_rows", type_=jobs.c.params.type))
-    .table_valued(*(sa.column(name, jobs.c[name].type) for name in _CREATE_MANY_VARYING))
+    .table_valued(
+        *(sa.column(name, jobs.c[name].type) for name in _CREATE_MANY_VARYING),
+        # Each row's place in the submit: the ids are given in that order.
+        sa.column("n", sa.Integer()),
+    )
     .render_derived(name="new_rows", with_types=True)
 )
 _CREATE_MANY_SAME = {
@@ -413,7 +419,7 @@ _CREATE_MANY = (
         sa.select(
             *(_CREATE_MANY_ROWS.c[name] for name in _CREATE_MANY_VARYING),
             *_CREATE_MANY_SAME.values(),
-        ),
+        ).order_by(_CREATE_MANY_ROWS.c.n),
     )
     .returning(jobs.c.id)
 )
@@ -869,6 +875,8 @@ class LostJob:
     started: dt.datetime | None
     # A remote action's job: its consumer let its lease run out.
     remote: bool = False
+    # Its row's id: the rescues of a round lock their rows in this order.
+    id: int = 0
 
 
 def _previous_attempt(
@@ -931,13 +939,15 @@ def lost_jobs(
             jobs.c.heartbeat,
             jobs.c.started,
             remote.label("remote"),
+            jobs.c.id,
         )
         .where(jobs.c.status == RUNNING, sa.or_(sa.and_(_MESSAGED, stale), lapsed))
         .order_by(jobs.c.heartbeat)
         .limit(limit)
     ).all()
     return [
-        LostJob(r.uuid, r.action, r.attempt, r.heartbeat, r.started, bool(r.remote)) for r in rows
+        LostJob(r.uuid, r.action, r.attempt, r.heartbeat, r.started, bool(r.remote), r.id)
+        for r in rows
     ]
 
 
@@ -1040,7 +1050,9 @@ def rescue_lost(
     attempt is the series' ``n``-th, and another is allowed while ``n <= max_retries``.
     """
     out = Rescued([], [])
-    for job in lost_jobs(conn, lease_s, now, limit):
+    # The longest lost first (lost_jobs' order) are chosen; rescued in the order of their
+    # ids, which is the order a batch complete locks rows in (leased_many).
+    for job in sorted(lost_jobs(conn, lease_s, now, limit), key=lambda lost: lost.id):
         allowed = max_retries(job.action) if max_retries is not None else 0
         first = functools.partial(series_start, conn, job.uuid)
         retry = retry_number(job.attempt, allowed, first) is not None
@@ -1738,12 +1750,15 @@ def leased_many(
     """For each ``(uuid, lease_id)`` (the uuids distinct), the running job the lease
     holds, as :func:`leased` finds it, or the :class:`LeaseRefused` it would raise.
 
-    One query for all, which on PostgreSQL locks the jobs found for the rest of the
-    transaction, in the order of their ids (two batches naming the same jobs lock them
-    in the same order).
+    One query for the running jobs, which on PostgreSQL locks them for the rest of the
+    transaction in the order of their ids, as the sweeper's rescues do: two batches, or
+    a batch and a rescue, never wait for each other in a cycle. A job no longer running
+    is not locked (a prune may be deleting it): a second query, only when some are,
+    reads their statuses.
     """
     if not leases:
         return {}
+    uuids = [uuid for uuid, _ in leases]
     query = (
         sa.select(
             jobs.c.uuid,
@@ -1756,7 +1771,7 @@ def leased_many(
             jobs.c.started,
             jobs.c.checkpoint,
         )
-        .where(jobs.c.uuid.in_([uuid for uuid, _ in leases]))
+        .where(jobs.c.uuid.in_(uuids), jobs.c.status == RUNNING)
         .order_by(jobs.c.id)
     )
     if _dialect(conn) == "postgresql":
@@ -1764,11 +1779,18 @@ def leased_many(
     # On the session's connection (its transaction): a Core query needs none of the ORM.
     bind = conn.connection() if isinstance(conn, Session) else conn
     rows = {row.uuid: row for row in bind.execute(query)}
+    others = [uuid for uuid in uuids if uuid not in rows]
+    statuses: dict[str, str] = {}
+    if others:
+        query_others = sa.select(jobs.c.uuid, jobs.c.status).where(jobs.c.uuid.in_(others))
+        statuses = {row.uuid: row.status for row in bind.execute(query_others)}
     found: dict[str, StartedJob | LeaseRefused] = {}
     for uuid, lease_id in leases:
         row = rows.get(uuid)
-        if row is None or row.status != RUNNING or row.lease_id != lease_id:
-            found[uuid] = LeaseRefused(row.status if row is not None else None)
+        if row is None:
+            found[uuid] = LeaseRefused(statuses.get(uuid))
+        elif row.lease_id != lease_id:
+            found[uuid] = LeaseRefused(RUNNING)
         else:
             found[uuid] = StartedJob(
                 uuid,

@@ -249,6 +249,9 @@ def _complete_a_batch(admin: Client) -> None:
         admin.complete_jobs([{"uuid": second["uuid"]}])
     assert info.value.status == 400
     assert info.value.error["fields"] == {"0": {"lease": ["Missing data for required field."]}}
+    # The two still held end here: no job of the action is left running or waiting.
+    for job in (second, third):
+        admin.abort_job(job["uuid"])
 
 
 def test_invalid_params_raise_400_with_the_fields_in_the_message(admin):

@@ -1305,8 +1305,6 @@ def _complete_item(item: Mapping[str, Any]) -> dict[str, Any]:
     lease = out.get("lease")
     if isinstance(lease, Mapping):
         out["lease"] = lease.get("id")
-    if "result" in out:
-        out["result"] = dict(out["result"])
     return out
 
 

@@ -5,10 +5,12 @@
 import Client, { NickJobsError } from '../vendor/nick-jobs-client.js';
 
 const KEY = 'nick-jobs.dashboard.token';
-// Renew halfway through the token's lifetime, or this many seconds before it ends when
-// that is later (a 12-hour token: 5 minutes before it ends; a 10-minute one: after 5);
-// and never sooner than MIN_WAIT_MS from now (halfway to its end, for a token that ends
-// before that): however short the lifetime, never once a second.
+// Renew once this share of the token's lifetime has passed, or RENEW_MARGIN_S seconds
+// before it ends when that is sooner (a 12-hour token: after 9 hours, leaving 3 to ride
+// out an outage; a 10-minute one: after 5), but never before half its lifetime; and not
+// sooner than MIN_WAIT_MS from now, or than halfway to its end when it ends within twice
+// that: however short the lifetime, never once a second.
+const RENEW_AT = 0.75;
 const RENEW_MARGIN_S = 300;
 const MIN_WAIT_MS = 5000;
 
@@ -100,7 +102,11 @@ export class Session extends EventTarget {
     const now = Date.now();
     const expires = claims.exp * 1000;
     const issued = Math.min((claims.iat ?? now / 1000) * 1000, expires);
-    const at = Math.max(issued + (expires - issued) / 2, expires - RENEW_MARGIN_S * 1000);
+    const lifetime = expires - issued;
+    const at = Math.max(
+      Math.min(issued + lifetime * RENEW_AT, expires - RENEW_MARGIN_S * 1000),
+      issued + lifetime / 2,
+    );
     // Not at once, even for a token read back late (a reloaded page) whose time is past.
     const soonest = now + Math.min(MIN_WAIT_MS, (expires - now) / 2);
     this.renewAt = Math.max(at, soonest);

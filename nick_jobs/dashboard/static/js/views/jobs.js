@@ -238,11 +238,12 @@ export async function jobsView(main, { session, query, signal, replaceQuery }) {
       row.querySelector('[data-duration]').textContent = formatDuration(jobDuration(job));
     }
     if (running.length && tick % 2 === 0 && !state.loading) {
+      const shown = loads; // a list loaded meanwhile makes this answer an old one
       try {
         const page = state.url
           ? await session.call('getJobs', { url: state.url })
           : await session.call('getJobs', { query: listQuery() });
-        if (signal.aborted) return;
+        if (signal.aborted || shown !== loads) return;
         for (const job of page.data) {
           const known = state.rows.get(job.uuid);
           if (known && JSON.stringify(known.job) !== JSON.stringify(job)) putRow(job);
