@@ -203,10 +203,12 @@ OUTCOMES: dict[str, tuple[JobAction, str]] = {
 
 @pytest.mark.parametrize("case", list(OUTCOMES))
 def test_a_reporting_job_costs_the_worker_two_commits(engine, case, monkeypatch):
-    # A job that runs past the report interval has its progress written on the way, by
-    # design: the interval is made longer than any run here, so that what is counted is
-    # the start and the end alone (on a loaded machine a run took over a second).
+    # A job that runs past the report interval has its progress written on the way, and
+    # one past the check interval looks for an abort from its own thread, by design: both
+    # intervals are made longer than any run here, so that what is counted is the start
+    # and the end alone (on a loaded machine a run took over a second).
     monkeypatch.setattr(JobContext, "REPORT_INTERVAL_S", 600.0)
+    monkeypatch.setattr(JobContext, "CHECK_INTERVAL_S", 600.0)
     action, status = OUTCOMES[case]
     uuid = make_job(engine, action.name)
     runner = runner_for(engine, job=action)
