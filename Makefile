@@ -32,8 +32,8 @@ run: $(VENV)/.installed-run
 # The tests run in TEST_WORKERS processes (pytest-xdist): most of their time is spent
 # waiting on servers, workers and browsers, so more processes than cores still pay. Each
 # process has its own PostgreSQL database and its own queues. The tests marked
-# `exclusive` restart PostgreSQL or RabbitMQ under every other test, so they run after,
-# alone.
+# `exclusive` restart PostgreSQL or RabbitMQ under every other test, or run many
+# processes against deadlines, so they run after, alone.
 TEST_WORKERS ?= 3
 
 test: $(VENV)/.installed-test

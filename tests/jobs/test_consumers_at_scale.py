@@ -25,6 +25,10 @@ from nick_jobs.worker.sweeper import Sweeper
 from tests.conftest import ROOT, base_settings, reset_database, stop_process, write_ini
 from tests.netutil import free_port, wait_listening
 
+# Eight consumer processes and an API process at full speed: run alone (make test runs
+# the exclusive tests after the others), where their leases and deadlines mean what they say.
+pytestmark = pytest.mark.exclusive
+
 JOBS = 5000
 CONSUMERS = 8
 # Long enough for a consumer stalled by a loaded machine to complete the ten jobs it

@@ -50,6 +50,10 @@ from tests.conftest import (
 from tests.netutil import Proxy
 from tests.outages import need_pg_ctl, need_rabbitmqctl, postgres_restarted, rabbitmq_restarted
 
+# Worker processes killed and replaced, PostgreSQL and RabbitMQ restarted: run alone
+# (make test runs the exclusive tests after the others).
+pytestmark = pytest.mark.exclusive
+
 jobs, history = lifecycle.jobs, lifecycle.history
 
 JOBS_BEFORE = 300  # submitted before the outage
@@ -424,7 +428,6 @@ def make_schedule_due(engine: sa.Engine) -> dt.datetime | None:
     return now
 
 
-@pytest.mark.exclusive
 def test_chaos_an_outage_fails_no_job(outage_chaos):
     """1,000 jobs, two worker processes, a scheduler; PostgreSQL (or RabbitMQ) restarted
     once 300 are done. Every job completes once, none fails, none is lost; the API

@@ -26,6 +26,10 @@ from tests.cli.test_cli import alive, children_of, run_worker, wait_until
 from tests.conftest import REDIS_URL, ROOT, base_settings, need, reset_database, write_ini
 from tests.worker.test_recovery import api, events, row, status_is, submit
 
+# Real worker processes killed and rescued within deadlines: run alone (make test runs the
+# exclusive tests after the others), not beside other tests' servers on the same cores.
+pytestmark = pytest.mark.exclusive
+
 GRACE_S = 3.0
 # After the grace: what a worker process takes to hand back its jobs and exit.
 HAND_BACK_S = 5.0
