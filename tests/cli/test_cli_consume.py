@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from nick_jobs_client import Client
 from tests.cli.test_client_cli import SCRIPT, cli_env
 from tests.client.test_client import LiveServer, live_server
 from tests.conftest import ROOT, stop_process
+from tests.waiting import until
 
 LEASE = 5
 
@@ -62,14 +63,6 @@ def consume(server: LiveServer, home: Path, *args: Any) -> Iterator[subprocess.P
         yield process
     finally:
         stop_process(process)
-
-
-def until(condition: Callable[[], Any], what: str, timeout: float = 20) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"still waiting for {what}"
-        time.sleep(0.05)
-    return value
 
 
 def python(code: str) -> str:

@@ -19,6 +19,7 @@ import pytest
 from nick_jobs_client import Client, Consumer, JobAborted, JobContext, JobStopped
 from tests.client.test_client import LiveServer, live_server
 from tests.conftest import ROOT, stop_process
+from tests.waiting import until
 
 # The shortest lease the server allows: the consumer checks in about every 1.7 s.
 LEASE = 5
@@ -47,15 +48,6 @@ def action(admin, request) -> str:
 def define(admin: Client, name: str, **definition: Any) -> None:
     body = {"title": name, "lease": LEASE, **definition}
     admin.request("PUT", f"/@job-actions/{name}", json_body=body)
-
-
-def until(condition: Callable[[], Any], what: str, timeout: float = 20) -> Any:
-    """Poll ``condition`` until it returns something true; fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"still waiting for {what}"
-        time.sleep(0.05)
-    return value
 
 
 @contextlib.contextmanager

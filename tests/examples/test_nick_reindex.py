@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ import pytest
 from nick_jobs_client import Client
 from tests.client.test_client import LiveServer, live_server, server_env
 from tests.conftest import ROOT
+from tests.waiting import until
 
 EXAMPLE = ROOT / "examples" / "nick-reindex"
 BIN = Path(sys.executable).parent
@@ -56,14 +57,6 @@ def server_command(*args: Any) -> subprocess.CompletedProcess[str]:
         cwd=ROOT,
         timeout=60,
     )
-
-
-def until(condition: Callable[[], Any], what: str, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"still waiting for {what}"
-        time.sleep(0.05)
-    return value
 
 
 @pytest.fixture(scope="module")
@@ -242,7 +235,7 @@ def test_a_stopped_reindex_resumes_at_the_batch_after_its_checkpoint(
     batches = 400
     with consumer(server, worker_token) as process:
         job = admin.submit_job("reindex", {"site": "blog", "objects": batches, "batch_size": 1})
-        until(lambda: admin.get_job(job["uuid"])["status"] == "running", "the claim")
+        until(lambda: admin.get_job(job["uuid"])["status"] == "running", "the claim", 30)
         admin.stop_job(job["uuid"])
         stopped = admin.wait_for_job(job["uuid"], ("stopped", "completed", "failed"), timeout=60)
         assert stopped["status"] == "stopped", stopped
@@ -287,7 +280,7 @@ def test_sigterm_hands_a_running_reindex_back_once_the_grace_is_over(
         with consumer(server, worker_token, REINDEX_GRACE="1") as process:
             # 1,000 batches: far longer than the grace.
             job = admin.submit_job("reindex", {"site": "archive", "objects": 100_000})
-            until(lambda: admin.get_job(job["uuid"])["status"] == "running", "the claim")
+            until(lambda: admin.get_job(job["uuid"])["status"] == "running", "the claim", 30)
             out, err, took = sigterm(process)
         assert process.returncode == 0, err
         assert 1 <= took < 1 + 10
