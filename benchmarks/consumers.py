@@ -14,13 +14,13 @@ the consumers' start-up is not counted), as ``worker_jobs_per_s`` is for a Pytho
 worker; run.py puts the two side by side when both ran.
 
 claim_latency: one consumer waits in a claim (``wait`` 10, ``limit`` 1); 0.15-0.25 s
-later (random, so that the submit falls anywhere in the claim's 50 ms polling) a job is
+later (random, so that the submit falls anywhere in a claim's polling) a job is
 submitted with a plain ``POST /@jobs``; the latency is from the submit's answer to the
 claim's answer, both on this process's clock. Baseline: a claim with no ``wait`` sent
 right after a submit's answer, the same interval: the cost of one look and its round
 trip, with no polling. Each claimed job is then completed. Then the same with the jobs
-submitted through a second API process (``claim_latency_other_*``), which the waiting
-claim can only find by polling.
+submitted through a second API process (``claim_latency_other_*``), whose ``NOTIFY``
+the claim's process hears on its ``LISTEN`` connection (nick_jobs/web/claim_bell.py).
 
 Where a job's time goes: the API process's CPU over each drain, and a claim of 50, its
 completes one by one and another claim of 50 completed by one batch complete, run
@@ -309,8 +309,8 @@ def run(run: Run) -> dict[str, float]:
         rates.append(rate)
         cpus.append(cpu_ms)
     latency = claim_latency(run, server, token, mode.claim_samples)
-    # Another API process on the same database: a job submitted there rings no bell in
-    # the claim's process, which finds it by polling.
+    # Another API process on the same database: a job submitted there reaches the claim's
+    # process by NOTIFY.
     other_ini = run.nick_ini("consumers-other", broker="redis", queue=run.queue("consumers_unused"))
     other = run.serve(other_ini, "consumers-other-server")
     latency.update(claim_latency(run, server, token, mode.claim_samples, submit_to=other))

@@ -251,9 +251,10 @@ class Settings:
     # and at most this many wait at once in one API process (more get a 503).
     claim_max_wait_s: float = 30.0
     claim_max_waiting: int = 16
-    # How often a waiting claim looks for jobs submitted through other processes (those
-    # of its own wake it at once: nick_jobs.web.claim_bell).
-    claim_poll_interval_s: float = 0.05
+    # How often a waiting claim looks for jobs that rang no bell: a retry's backoff or a
+    # claim window that ended, a scheduled job (a submit, hand-back, retry, resume or
+    # restart wakes it at once, through any process on PostgreSQL: nick_jobs.web.claim_bell).
+    claim_poll_interval_s: float = 1.0
     # Lines a second of each job's log copied to the process log (nick_jobs.worker.reporting.
     # LogCopy); the job's own log keeps them all. 0: every line.
     job_log_copy_rate: int = 10
@@ -388,7 +389,7 @@ def parse(settings: Mapping[str, Any]) -> Settings:
         abort_check_interval_s=_abort_check_interval(settings),
         claim_max_wait_s=_non_negative(settings, "nick_jobs.claim_max_wait", 30.0),
         claim_max_waiting=int(_non_negative(settings, "nick_jobs.claim_max_waiting", 16)),
-        claim_poll_interval_s=_positive(settings, "nick_jobs.claim_poll_interval", 0.05),
+        claim_poll_interval_s=_positive(settings, "nick_jobs.claim_poll_interval", 1.0),
         job_log_copy_rate=_job_log_copy_rate(settings),
         max_active_requests=_int(settings, "nick_jobs.max_active_requests", 16),
         request_queue_timeout_s=_float(settings, "nick_jobs.request_queue_timeout", 30.0),

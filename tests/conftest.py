@@ -29,6 +29,7 @@ from nick_jobs import main
 from nick_jobs.db import get_engine, migrations
 from nick_jobs.users import tokens
 from nick_jobs.users.passwords import hash_password
+from nick_jobs.web.claim_bell import REGISTRY_KEY as CLAIM_BELL
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRE_SERVICES = os.environ.get("NICK_JOBS_REQUIRE_SERVICES") == "1"
@@ -300,6 +301,7 @@ def make_app(backend):
 
     yield factory
     for wsgi in apps:
+        wsgi.registry[CLAIM_BELL].close()
         wsgi.registry["nick_jobs.queue"].stop_embedded_worker()
         wsgi.registry["nick_jobs.engine"].dispose()
         wsgi.registry["nick_jobs.read_engine"].dispose()

@@ -258,6 +258,8 @@ def claim_view(context: JobContainer, request: Request) -> Response | list[dict[
         )
         error.headers["Retry-After"] = "1"
         raise error
+    # Other processes' jobs ring it too from now on (PostgreSQL).
+    bell.wanted()
     drain = request.registry["nick_jobs.drain"]
     response = Response(content_type="application/json", charset="utf-8")
     gone = request.environ.get("waitress.client_disconnected")
@@ -516,5 +518,5 @@ def release_view(context: JobResource, request: Request) -> HTTPNoContent:
 def includeme(config: Any) -> None:
     waiting = registry_settings(config.registry).claim_max_waiting
     config.registry["nick_jobs.waiting_claims"] = threading.BoundedSemaphore(waiting)
-    config.registry[CLAIM_BELL] = ClaimBell()
+    config.registry[CLAIM_BELL] = ClaimBell(config.registry["nick_jobs.engine"])
     config.scan(__name__)

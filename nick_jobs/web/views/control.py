@@ -18,6 +18,7 @@ from pyramid.response import Response
 
 from nick_jobs.jobs import lifecycle
 from nick_jobs.jobs.serialize import job_json
+from nick_jobs.web.claim_bell import ring_after_commit
 from nick_jobs.web.errors import Error, api_error, authenticated_login
 from nick_jobs.web.permissions import Permission
 from nick_jobs.web.resources import JobResource
@@ -44,6 +45,12 @@ def _send(request: Request) -> lifecycle.Send:
     """How the job's message goes out once the request's change has committed."""
     queue: JobQueue = request.registry["nick_jobs.queue"]
     return queue.send
+
+
+def _claimable(request: Request, action_version: int | None) -> None:
+    """A remote job (it has no message) waits for a claim again: wake the waiting ones."""
+    if action_version is not None:
+        ring_after_commit(request.registry, request.dbsession)
 
 
 @api_view(context=JobResource, request_method="DELETE", permission=Permission.MANAGE_JOB)
@@ -73,6 +80,7 @@ def retry_view(context: JobResource, request: Request) -> HTTPNoContent:
             by=authenticated_login(request),
             send=_send(request),
         )
+    _claimable(request, context.job.action_version)
     return HTTPNoContent()
 
 
@@ -114,6 +122,7 @@ def resume_view(context: JobResource, request: Request) -> HTTPNoContent:
             send=_send(request),
             failed=resumable,
         )
+    _claimable(request, job.action_version)
     return HTTPNoContent()
 
 
@@ -145,6 +154,7 @@ def restart_view(context: JobResource, request: Request) -> Response | dict[str,
             job = lifecycle.restart(
                 request.dbsession, old.uuid, by=authenticated_login(request), send=_send(request)
             )
+            _claimable(request, job["action_version"])
         url = job_url(container, job["uuid"])
         if login is not None:
             # The new job's stream; its first event is the job as stored, once committed.

@@ -1,0 +1,278 @@
+"""The claim bell: a waiting claim is woken by the request that makes a remote job
+claimable, in its own process and, on PostgreSQL, in every other (``LISTEN``/``NOTIFY``).
+
+Every app here looks for jobs no bell announced once a minute
+(``nick_jobs.claim_poll_interval``), and its claims wait 30 s at most: a claim that
+answers with the job within 10 s was woken by a bell.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from nick_jobs import main
+from nick_jobs.db import get_engine
+from nick_jobs.settings import parse
+from nick_jobs.users import tokens
+from nick_jobs.web.claim_bell import CHANNEL, ClaimBell
+from nick_jobs.web.claim_bell import REGISTRY_KEY as CLAIM_BELL
+from tests.conftest import (
+    ROOT,
+    Backend,
+    Client,
+    base_settings,
+    reset_database,
+    stop_process,
+    write_ini,
+)
+from tests.jobs.test_consumers import (
+    REINDEX,
+    _claim,
+    _post,
+    _submit,
+    claim_looks,
+    with_remote_action,
+)
+from tests.netutil import free_port, wait_listening
+from tests.waiting import until
+
+QUIET = {"nick_jobs.claim_poll_interval": "60"}
+LISTENING = sa.text(
+    "SELECT pid FROM pg_stat_activity "
+    "WHERE datname = current_database() AND query = :listen AND pid <> pg_backend_pid()"
+).bindparams(listen=f"LISTEN {CHANNEL}")
+
+
+def bell_of(app: Client) -> ClaimBell:
+    bell: ClaimBell = app.app.registry[CLAIM_BELL]
+    return bell
+
+
+def listening_pids(engine: sa.Engine) -> set[int]:
+    with engine.connect() as conn:
+        return set(conn.execute(LISTENING).scalars())
+
+
+def test_a_remote_job_made_claimable_through_any_process_wakes_a_waiting_claim(backend, make_app):
+    """Submitted one by one or in bulk, handed back, retried, restarted or resumed: the
+    claim waiting in one app is woken, by the same app on SQLite (one process), by
+    another app on the same database on PostgreSQL."""
+    reset_database(backend.engine)
+    app = with_remote_action(make_app(**QUIET), {**REINDEX, "resumable": True})
+    sqlite = backend.name == "sqlite"
+    other = app if sqlite else make_app(**QUIET)
+    assert (bell_of(app).listener is None) is sqlite
+
+    def woken_by(make_jobs: Callable[[], list[str]]) -> dict[str, str]:
+        """The jobs the woken claim took: uuid → lease."""
+        listener = bell_of(app).listener
+        started = listener is None or listener.listening.is_set()
+        with claim_looks(app) as looked, ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(lambda: _claim(app, wait=30, limit=5).json)
+            # Its first look, in the view, found nothing. On PostgreSQL the first claim
+            # that waits has its process listen, and looks again once it listens.
+            looked(1)
+            if not started:
+                assert listener.listening.wait(10)
+                looked(2)
+            made = make_jobs()
+            got = waiting.result(timeout=10)
+        assert got
+        assert {job["uuid"] for job in got} <= set(made)
+        _claim(app, limit=100)  # what the claim left: no job waits for the next
+        return {job["uuid"]: job["lease"]["id"] for job in got}
+
+    woken_by(lambda: [_submit(other)["uuid"]])
+    bulk = [{"params": {"action": "reindex", "site": site}} for site in ("a", "b")]
+    woken_by(
+        lambda: [
+            job["uuid"]
+            for job in other.post_json("/@jobs", bulk, headers=other.auth(), status=201).json
+        ]
+    )
+    job = _submit(other)["uuid"]
+    lease = _claim(other).json[0]["lease"]["id"]
+
+    def hand_back() -> list[str]:
+        _post(other, job, "release", {"lease": lease})
+        return [job]
+
+    lease = woken_by(hand_back)[job]
+    _post(other, job, "fail", {"lease": lease, "error": {"message": "disk"}})
+
+    def retry() -> list[str]:
+        other.post(f"/@jobs/{job}/retry", headers=other.auth(), status=204)
+        return [job]
+
+    lease = woken_by(retry)[job]
+    _post(other, job, "fail", {"lease": lease, "error": {"message": "disk again"}})
+
+    def restart() -> list[str]:
+        restarted = other.post(f"/@jobs/{job}/restart", headers=other.auth(), status=201)
+        return [restarted.json["uuid"]]
+
+    ((job, lease),) = woken_by(restart).items()
+    other.post(f"/@jobs/{job}/stop", headers=other.auth(), status=204)
+    _post(other, job, "stopped", {"lease": lease, "checkpoint": {"batch": 3}})
+
+    def resume() -> list[str]:
+        other.post(f"/@jobs/{job}/resume", headers=other.auth(), status=204)
+        return [job]
+
+    woken_by(resume)
+
+
+# --- PostgreSQL: the listener ----------------------------------------------------------
+
+
+@pytest.fixture
+def pg_app(pg_url) -> Iterator[Callable[..., Client]]:
+    """``pg_app(**settings)``: an app on PostgreSQL with the remote action ``reindex``
+    and the consumer ``indexer``; its bell is closed at the end."""
+    engine = get_engine(pg_url)
+    reset_database(engine)
+    apps: list[Client] = []
+
+    def factory(**overrides: str) -> Client:
+        settings = base_settings(
+            **{
+                "sqlalchemy.url": pg_url,
+                "nick_jobs.broker_url": "stub://",
+                "nick_jobs.embedded_worker_threads": "0",
+                **QUIET,
+                **overrides,
+            }
+        )
+        client = Client(main({}, **settings), extra_environ={"HTTP_HOST": "localhost:8080"})
+        client.backend = Backend("postgres", settings, engine)
+        if not apps:
+            with_remote_action(client, REINDEX)
+        apps.append(client)
+        return client
+
+    yield factory
+    for client in apps:
+        bell_of(client).close()
+        client.app.registry["nick_jobs.engine"].dispose()
+        client.app.registry["nick_jobs.read_engine"].dispose()
+    engine.dispose()
+
+
+def test_the_listener_listens_again_after_losing_its_connection(pg_app, caplog):
+    app, other = pg_app(), pg_app()
+    listener = bell_of(app).listener
+    listener.retry_first_s = 0.05
+    engine = other.app.registry["nick_jobs.engine"]
+    before = listening_pids(engine)
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(lambda: _claim(app, wait=30).json)
+        assert listener.listening.wait(10)
+        (first,) = until(lambda: listening_pids(engine) - before, "the listener's LISTEN")
+        with caplog.at_level(logging.WARNING, "nick_jobs.web.claim_bell"), engine.connect() as conn:
+            conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+            conn.commit()
+            again = until(
+                lambda: listening_pids(engine) - before - {first}, "a LISTEN on a new connection"
+            )
+        assert len(again) == 1
+        assert "could not listen for the claim bells of other processes" in caplog.text
+        assert listener.listening.wait(10)
+        job = _submit(other)
+        got = waiting.result(timeout=10)
+    assert [claimed["uuid"] for claimed in got] == [job["uuid"]]
+
+
+def test_the_listener_lets_its_connection_go_once_no_claim_waits(pg_app):
+    app = pg_app()
+    listener = bell_of(app).listener
+    listener.linger_s, listener.check_s = 3.0, 0.05
+    engine = app.app.registry["nick_jobs.engine"]
+    before = listening_pids(engine)
+    assert _claim(app, wait=0.2).json == []
+    until(lambda: listening_pids(engine) - before, "the listener's LISTEN")
+    # Three seconds after its last waiting claim, its connection is closed.
+    until(lambda: not listening_pids(engine) - before, "the LISTEN connection to close")
+    assert not listener.listening.is_set()
+    # The next claim that waits starts it again; closing the bell closes it at once.
+    assert _claim(app, wait=0.2).json == []
+    assert listener.listening.wait(10)
+    bell_of(app).close()
+    assert listening_pids(engine) - before == set()
+    assert not listener.listening.is_set()
+
+
+def test_a_job_submitted_through_another_api_process_wakes_a_waiting_claim(pg_url, tmp_path):
+    """Two ``pserve`` processes on one database: a claim waits in one, the job is
+    submitted through the other."""
+    engine = get_engine(pg_url)
+    reset_database(engine)
+    settings = base_settings(
+        **{
+            "sqlalchemy.url": pg_url,
+            "nick_jobs.broker_url": "stub://",
+            "nick_jobs.embedded_worker_threads": "0",
+            "nick_jobs.includes": "",
+            **QUIET,
+        }
+    )
+    token = tokens.issue(parse(settings), "admin", "Admin")
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    before = listening_pids(engine)
+    with serving(settings, tmp_path / "a") as a, serving(settings, tmp_path / "b") as b:
+
+        def call(port: int, method: str, path: str, body: object) -> tuple[int, object]:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            try:
+                conn.request(method, path, json.dumps(body), headers)
+                response = conn.getresponse()
+                return response.status, json.loads(response.read() or b"null")
+            finally:
+                conn.close()
+
+        definition = {"params": {"type": "object"}}
+        assert call(a, "PUT", "/@job-actions/reindex", definition)[0] == 201
+        with ThreadPoolExecutor(1) as pool:
+            body = {"actions": ["reindex"], "wait": 30}
+            waiting = pool.submit(call, a, "POST", "/@jobs/@claim", body)
+            until(lambda: listening_pids(engine) - before, "process a to listen", timeout=10)
+            status, job = call(b, "POST", "/@jobs", {"params": {"action": "reindex"}})
+            assert status == 201
+            status, claimed = waiting.result(timeout=10)
+    engine.dispose()
+    assert status == 200
+    assert [each["uuid"] for each in claimed] == [job["uuid"]]
+
+
+@contextlib.contextmanager
+def serving(settings: dict[str, str], directory: Path) -> Iterator[int]:
+    """A ``pserve`` process of ``settings`` on a free port; yields the port."""
+    directory.mkdir()
+    ini = write_ini(directory / "server.ini", settings)
+    port = free_port()
+    with ini.open("a") as f:
+        f.write(f"\n[server:main]\nuse = egg:waitress#main\nlisten = 127.0.0.1:{port}\n")
+    log = directory / "server.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "pserve"), str(ini)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+    try:
+        wait_listening(port, proc, log, "pserve")
+        yield port
+    finally:
+        stop_process(proc)
