@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Session
 
 from nick_jobs.db.after_commit import after_commit
@@ -1681,9 +1681,18 @@ def _claim_postgresql(
         .with_for_update(skip_locked=True)
         .cte("candidates")
     )
+    # The candidates' ids as one array, read once: the UPDATE finds each by its primary
+    # key. (A join with the CTE was planned on the statistics of the created jobs, which
+    # lag a burst of them: with 10,000 waiting, a claim of 50 compared each of the 50
+    # with every created job, 500,000 comparisons, 100 ms.)
+    chosen = sa.cast(
+        sa.select(sa.func.array_agg(candidates.c.id)).scalar_subquery(),
+        ARRAY(sa.BigInteger()),
+    )
     statement = (
         jobs.update()
-        .where(jobs.c.id == candidates.c.id, jobs.c.status == CREATED)
+        # Still created: each is locked since the candidates read it so.
+        .where(jobs.c.id == sa.any_(chosen))
         .values(
             status=RUNNING,
             started=now,

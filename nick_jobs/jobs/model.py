@@ -96,6 +96,15 @@ class Job(Base):
             postgresql_where=sa.text("finished IS NOT NULL"),
             sqlite_where=sa.text("finished IS NOT NULL"),
         ),
+        # Remote jobs waiting for a claim, by action and age: a claim reads the oldest
+        # of its action in order, whatever waits besides (migration 0012).
+        sa.Index(
+            "ix_jobs_claimable",
+            "action",
+            "id",
+            postgresql_where=sa.text("status = 'created' AND action_version IS NOT NULL"),
+            sqlite_where=sa.text("status = 'created' AND action_version IS NOT NULL"),
+        ),
     )
 
 

@@ -16,10 +16,12 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client import REGISTRY
 
+from nick_jobs.db import get_engine
 from nick_jobs.db.after_commit import savepoint, transaction
 from nick_jobs.db.meta import utcnow
 from nick_jobs.jobs import lifecycle
 from nick_jobs.ops.logging import STATE_LOGGER
+from tests.conftest import reset_database
 from tests.jobs.test_consumers import with_remote_action
 
 REINDEX = {
@@ -120,6 +122,65 @@ def test_a_claim_of_50_is_one_statement_on_postgresql(app):
     assert [job["uuid"] for job in _claim(app, limit=50).json] == [
         job["uuid"] for job in submitted[50:]
     ]
+
+
+FINISHED_ROWS = """
+INSERT INTO jobs (uuid, title, description, action, params, actor, status, created, started,
+                  finished, result, attempt, action_version)
+SELECT gen_random_uuid()::text, 'Reindex', '', 'reindex', '{"action": "reindex"}'::jsonb,
+       'alice', :status, now() - interval '1 day' + g * interval '1 ms', :started, :finished,
+       '{}'::jsonb, 1, 1
+FROM generate_series(1, :n) AS g
+"""
+
+
+def test_a_claim_reads_only_the_oldest_waiting_jobs_however_many_wait(pg_url):
+    """20,000 finished remote jobs whose statistics PostgreSQL has, then 2,000 waiting ones
+    it has none of yet (a burst, as autovacuum would see it): the claim's plan reads the
+    waiting jobs of its action in order from their index, with no sort, and updates the
+    50 it took by their primary key."""
+    engine = get_engine(pg_url)
+    reset_database(engine)
+    try:
+        now = utcnow()
+        with engine.begin() as conn:
+            finished = {"status": "completed", "started": now, "finished": now, "n": 20_000}
+            conn.execute(sa.text(FINISHED_ROWS), finished)
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(sa.text("ANALYZE jobs"))
+        with engine.begin() as conn:
+            waiting = {"status": "created", "started": None, "finished": None, "n": 2_000}
+            conn.execute(sa.text(FINISHED_ROWS), waiting)
+            oldest = (
+                conn.execute(
+                    sa.text("SELECT uuid FROM jobs WHERE status = 'created' ORDER BY id LIMIT 50")
+                )
+                .scalars()
+                .all()
+            )
+        seen: list[tuple[str, Any]] = []
+
+        def before(conn, cursor, statement, parameters, context, executemany) -> None:
+            seen.append((statement, parameters))
+
+        sa.event.listen(engine, "before_cursor_execute", before)
+        try:
+            with transaction(engine) as conn:
+                claimed = lifecycle.claim(conn, [ACTION], "indexer", {}, 50)
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", before)
+        assert [job["uuid"] for job in claimed] == oldest
+        ((statement, parameters),) = seen
+        with engine.connect() as conn:
+            plan = "\n".join(conn.exec_driver_sql("EXPLAIN " + statement, parameters).scalars())
+        assert "Index Scan using ix_jobs_claimable" in plan, plan
+        assert "Sort" not in plan, plan
+        assert re.search(
+            r"Index Scan using pk_jobs on jobs\s.*\n\s*Index Cond: \(id = ANY", plan
+        ), plan
+    finally:
+        reset_database(engine)
+        engine.dispose()
 
 
 def test_a_claimed_row_is_what_the_claim_wrote(app):
