@@ -29,6 +29,7 @@ from tests.test_packaging import (
     clean_environ,
     files_under,
     listed_commands,
+    one_build_at_a_time,
     run,
 )
 
@@ -45,7 +46,8 @@ SERVER_COMMANDS = {"serve", "migrate", "worker", "sweep", "users", "tokens", "sc
 def dist(tmp_path_factory) -> Path:
     """The client's sdist and wheel, the wheel built from the unpacked sdist."""
     out = tmp_path_factory.mktemp("client-dist")
-    checked(sys.executable, "-m", "build", "--outdir", out, CLIENT, timeout=300, cwd=CLIENT)
+    with one_build_at_a_time():
+        checked(sys.executable, "-m", "build", "--outdir", out, CLIENT, timeout=300, cwd=CLIENT)
     return out
 
 

@@ -15,16 +15,20 @@ Slow (about half a minute): one build, one virtualenv, one ``pip install`` for t
 from __future__ import annotations
 
 import configparser
+import contextlib
+import fcntl
 import json
 import os
 import re
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -92,8 +96,18 @@ def dist(tmp_path_factory) -> Path:
     the unpacked sdist, so what the sdist leaves out the wheel can't have (and the
     checkout gets no build/ folder)."""
     out = tmp_path_factory.mktemp("dist")
-    checked(sys.executable, "-m", "build", "--outdir", out, ROOT, timeout=300, cwd=ROOT)
+    with one_build_at_a_time():
+        checked(sys.executable, "-m", "build", "--outdir", out, ROOT, timeout=300, cwd=ROOT)
     return out
+
+
+@contextlib.contextmanager
+def one_build_at_a_time() -> Iterator[None]:
+    """Builds take turns across the test processes (pytest-xdist): two builds of one
+    source tree at once share its egg-info and staging folders, and one of them fails."""
+    with (Path(tempfile.gettempdir()) / "nick-jobs-tests-build.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 @pytest.fixture(scope="module")
