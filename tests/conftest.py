@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from nick_jobs.db import get_engine, migrations
 from nick_jobs.users import tokens
 from nick_jobs.users.passwords import hash_password
 from nick_jobs.web.claim_bell import REGISTRY_KEY as CLAIM_BELL
+from tests.netutil import free_port, wait_listening
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRE_SERVICES = os.environ.get("NICK_JOBS_REQUIRE_SERVICES") == "1"
@@ -122,6 +124,31 @@ def start_worker(ini: Path, threads: int = 4) -> subprocess.Popen:
         cwd=ROOT,
         env=env,
     )
+
+
+@contextlib.contextmanager
+def pserve(settings: dict[str, str], directory: Path, threads: int = 4) -> Iterator[int]:
+    """A ``pserve`` process serving ``settings`` with waitress on a free port, its ini and
+    log in ``directory``; yields the port, and stops the process at the end."""
+    directory.mkdir(exist_ok=True)
+    ini = write_ini(directory / "server.ini", settings)
+    port = free_port()
+    with ini.open("a") as f:
+        f.write(f"\n[server:main]\nuse = egg:waitress#main\nlisten = 127.0.0.1:{port}\n")
+        f.write(f"threads = {threads}\n")
+    log = directory / "server.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "pserve"), str(ini)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+    try:
+        wait_listening(port, proc, log, "pserve")
+        yield port
+    finally:
+        stop_process(proc)
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 20) -> None:

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -22,8 +21,7 @@ from nick_jobs.db import get_engine
 from nick_jobs.jobs.model import Job
 from nick_jobs.users import tokens
 from nick_jobs.worker.sweeper import Sweeper
-from tests.conftest import ROOT, base_settings, reset_database, stop_process, write_ini
-from tests.netutil import free_port, wait_listening
+from tests.conftest import ROOT, base_settings, pserve, reset_database, stop_process
 
 # Eight consumer processes and an API process at full speed: run alone (make test runs
 # the exclusive tests after the others), where their leases and deadlines mean what they say.
@@ -49,23 +47,8 @@ def server(pg_url, tmp_path):
             "nick_jobs.includes": "",
         }
     )
-    ini = write_ini(tmp_path / "server.ini", settings)
-    port = free_port()
-    with ini.open("a") as f:
-        f.write(f"\n[server:main]\nuse = egg:waitress#main\nlisten = 127.0.0.1:{port}\n")
-        f.write("threads = 16\n")
-    log = tmp_path / "server.log"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "pserve"), str(ini)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    wait_listening(port, proc, log, "pserve")
-    yield f"http://127.0.0.1:{port}", settings, engine
-    stop_process(proc)
+    with pserve(settings, tmp_path, threads=16) as port:
+        yield f"http://127.0.0.1:{port}", settings, engine
     engine.dispose()
 
 

@@ -8,16 +8,11 @@ answers with the job within 10 s was woken by a bell.
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
 import logging
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -28,15 +23,7 @@ from nick_jobs.settings import parse
 from nick_jobs.users import tokens
 from nick_jobs.web.claim_bell import CHANNEL, ClaimBell
 from nick_jobs.web.claim_bell import REGISTRY_KEY as CLAIM_BELL
-from tests.conftest import (
-    ROOT,
-    Backend,
-    Client,
-    base_settings,
-    reset_database,
-    stop_process,
-    write_ini,
-)
+from tests.conftest import Backend, Client, base_settings, pserve, reset_database
 from tests.jobs.test_consumers import (
     REINDEX,
     _claim,
@@ -45,7 +32,6 @@ from tests.jobs.test_consumers import (
     claim_looks,
     with_remote_action,
 )
-from tests.netutil import free_port, wait_listening
 from tests.waiting import until
 
 QUIET = {"nick_jobs.claim_poll_interval": "60"}
@@ -230,7 +216,7 @@ def test_a_job_submitted_through_another_api_process_wakes_a_waiting_claim(pg_ur
     token = tokens.issue(parse(settings), "admin", "Admin")
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     before = listening_pids(engine)
-    with serving(settings, tmp_path / "a") as a, serving(settings, tmp_path / "b") as b:
+    with pserve(settings, tmp_path / "a") as a, pserve(settings, tmp_path / "b") as b:
 
         def call(port: int, method: str, path: str, body: object) -> tuple[int, object]:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -253,26 +239,3 @@ def test_a_job_submitted_through_another_api_process_wakes_a_waiting_claim(pg_ur
     engine.dispose()
     assert status == 200
     assert [each["uuid"] for each in claimed] == [job["uuid"]]
-
-
-@contextlib.contextmanager
-def serving(settings: dict[str, str], directory: Path) -> Iterator[int]:
-    """A ``pserve`` process of ``settings`` on a free port; yields the port."""
-    directory.mkdir()
-    ini = write_ini(directory / "server.ini", settings)
-    port = free_port()
-    with ini.open("a") as f:
-        f.write(f"\n[server:main]\nuse = egg:waitress#main\nlisten = 127.0.0.1:{port}\n")
-    log = directory / "server.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "pserve"), str(ini)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-    try:
-        wait_listening(port, proc, log, "pserve")
-        yield port
-    finally:
-        stop_process(proc)
