@@ -176,6 +176,7 @@ def test_stored_progress_is_at_most_a_second_behind(app):
     assert len({round(lag, 3) for lag in lags}) > 1
 
 
+@pytest.mark.exclusive  # a deadline on a real worker process's write, as above
 def test_a_quiet_handler_s_last_report_is_written_within_a_second(app):
     # One report, then nothing for three seconds: the worker writes it on its own.
     job = app.submit({"action": "report", "seconds": 3, "every": 5})
