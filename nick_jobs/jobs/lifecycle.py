@@ -1566,9 +1566,10 @@ def _started_change(job: dict[str, Any], consumer: str, now: dt.datetime) -> Cha
     """The change of a job a claim took: it waited since its creation, or since it was
     made ``created`` again (retried, rescued, handed back) for a later attempt."""
     queued_since = job["created"] if job["attempt"] == 1 else job["enqueued"]
+    waited = _seconds(queued_since, now)
     return Change(
         "started", job["uuid"], job["action"], job["actor"], RUNNING, consumer,
-        lag=_seconds(queued_since, now),
+        lag=None if waited is None else max(waited, 0.0),
     )  # fmt: skip
 
 
@@ -1609,7 +1610,9 @@ def _claim_each(
                 .where(jobs.c.id == row.id, jobs.c.status == CREATED)
                 .values(
                     status=RUNNING,
-                    started=now,
+                    # Never before its creation: a look whose clock was read before the
+                    # job's commit may still see it.
+                    started=max(now, row.created),
                     heartbeat=now,
                     next_run=None,
                     worker=consumer,
@@ -1695,7 +1698,9 @@ def _claim_postgresql(
         .where(jobs.c.id == sa.any_(chosen))
         .values(
             status=RUNNING,
-            started=now,
+            # Never before its creation: a look whose clock was read before the job's
+            # commit may still see it.
+            started=sa.func.greatest(sa.literal(now, sa.DateTime(timezone=True)), jobs.c.created),
             heartbeat=now,
             next_run=None,
             worker=consumer,

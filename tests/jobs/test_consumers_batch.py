@@ -717,3 +717,20 @@ def test_the_batch_complete_needs_run_jobs(app):
     app.post_json("/@jobs/@complete", _items(claimed), status=401)
     assert _job(app, claimed[0]["uuid"])["status"] == "running"
     assert _complete(app, _items(claimed), login="admin").json[0]["completed"] is True
+
+
+def test_a_claim_never_starts_a_job_before_its_creation(app):
+    """A look whose clock was read just before a submit committed may still take the job:
+    its start is then the job's creation, never earlier, and its history lists the
+    creation first."""
+    (job,) = _submit_many(app, 1)
+    created = dt.datetime.fromisoformat(job["created"].replace("Z", "+00:00"))
+    engine = app.app.registry["nick_jobs.engine"]
+    with transaction(engine) as conn:
+        early = created - dt.timedelta(seconds=1)
+        (claimed,) = lifecycle.claim(conn, [ACTION], "indexer", {}, 1, now=early)
+    assert claimed["started"] == created
+    stored = _job(app, job["uuid"])
+    assert (stored["status"], stored["started"]) == ("running", job["created"])
+    history = app.get(f"/@jobs/{job['uuid']}/history", headers=app.auth()).json
+    assert [event["event"] for event in history] == ["created", "started"]
