@@ -96,6 +96,20 @@ def base_settings(**overrides: str) -> dict[str, str]:
     return settings
 
 
+def api_only_settings(database_url: str, **overrides: str) -> dict[str, str]:
+    """An API process's settings on ``database_url`` that runs no job itself: the stub
+    broker, no embedded worker, no test actions."""
+    return base_settings(
+        **{
+            "sqlalchemy.url": database_url,
+            "nick_jobs.broker_url": "stub://",
+            "nick_jobs.embedded_worker_threads": "0",
+            "nick_jobs.includes": "",
+            **overrides,
+        }
+    )
+
+
 def write_ini(path: Path, settings: dict[str, str]) -> Path:
     lines = ["[app:main]", "use = egg:nick-jobs"]
     lines += [f"{k} = {v.replace('%', '%%')}" for k, v in settings.items()]

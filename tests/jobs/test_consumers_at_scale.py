@@ -21,7 +21,7 @@ from nick_jobs.db import get_engine
 from nick_jobs.jobs.model import Job
 from nick_jobs.users import tokens
 from nick_jobs.worker.sweeper import Sweeper
-from tests.conftest import ROOT, base_settings, pserve, reset_database, stop_process
+from tests.conftest import ROOT, api_only_settings, pserve, reset_database, stop_process
 
 # Eight consumer processes and an API process at full speed: run alone (make test runs
 # the exclusive tests after the others), where their leases and deadlines mean what they say.
@@ -39,14 +39,7 @@ LEASE = 15
 def server(pg_url, tmp_path):
     engine = get_engine(pg_url)
     reset_database(engine)
-    settings = base_settings(
-        **{
-            "sqlalchemy.url": pg_url,
-            "nick_jobs.broker_url": "stub://",
-            "nick_jobs.embedded_worker_threads": "0",
-            "nick_jobs.includes": "",
-        }
-    )
+    settings = api_only_settings(pg_url)
     with pserve(settings, tmp_path, threads=16) as port:
         yield f"http://127.0.0.1:{port}", settings, engine
     engine.dispose()

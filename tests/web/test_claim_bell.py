@@ -23,7 +23,7 @@ from nick_jobs.settings import parse
 from nick_jobs.users import tokens
 from nick_jobs.web.claim_bell import CHANNEL, ClaimBell
 from nick_jobs.web.claim_bell import REGISTRY_KEY as CLAIM_BELL
-from tests.conftest import Backend, Client, base_settings, pserve, reset_database
+from tests.conftest import Backend, Client, api_only_settings, pserve, reset_database
 from tests.jobs.test_consumers import (
     REINDEX,
     _claim,
@@ -132,15 +132,7 @@ def pg_app(pg_url) -> Iterator[Callable[..., Client]]:
     apps: list[Client] = []
 
     def factory(**overrides: str) -> Client:
-        settings = base_settings(
-            **{
-                "sqlalchemy.url": pg_url,
-                "nick_jobs.broker_url": "stub://",
-                "nick_jobs.embedded_worker_threads": "0",
-                **QUIET,
-                **overrides,
-            }
-        )
+        settings = api_only_settings(pg_url, **QUIET, **overrides)
         client = Client(main({}, **settings), extra_environ={"HTTP_HOST": "localhost:8080"})
         client.backend = Backend("postgres", settings, engine)
         if not apps:
@@ -204,15 +196,7 @@ def test_a_job_submitted_through_another_api_process_wakes_a_waiting_claim(pg_ur
     submitted through the other."""
     engine = get_engine(pg_url)
     reset_database(engine)
-    settings = base_settings(
-        **{
-            "sqlalchemy.url": pg_url,
-            "nick_jobs.broker_url": "stub://",
-            "nick_jobs.embedded_worker_threads": "0",
-            "nick_jobs.includes": "",
-            **QUIET,
-        }
-    )
+    settings = api_only_settings(pg_url, **QUIET)
     token = tokens.issue(parse(settings), "admin", "Admin")
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     before = listening_pids(engine)
