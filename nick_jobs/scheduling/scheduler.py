@@ -492,10 +492,14 @@ class Scheduler:
             self.registry[SYNC_PENDING] = False
         with self.engine.connect() as conn:
             due = conn.execute(
-                sa.select(scheduled).where(
+                sa.select(scheduled)
+                .where(
                     scheduled.c.enabled.is_(True),
                     sa.or_(scheduled.c.next_run.is_(None), scheduled.c.next_run <= now),
                 )
+                # The longest-waiting first, and the same order on every database: a
+                # table's own order changes as its rows are updated.
+                .order_by(scheduled.c.next_run.nulls_first(), scheduled.c.id)
             ).all()
         fired = []
         for row in due:
