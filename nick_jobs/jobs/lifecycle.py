@@ -97,9 +97,29 @@ class Change:
     details: tuple[tuple[str, Any], ...] = ()  # more key=value for the log line
 
 
+#: The PostgreSQL notification channel on which a remote job that a consumer may claim
+#: now is announced, in the transaction that made it so: PostgreSQL delivers it at commit
+#: to every process that listens (nick_jobs.web.claim_bell), whichever process made it.
+CLAIMS_CHANNEL = "nick_jobs_claims"
+_ANNOUNCE_CLAIMABLE = sa.select(sa.func.pg_notify(CLAIMS_CHANNEL, ""))
+
+
 def _changed(conn: Session | sa.Connection, change: Change, send: Send | None = None) -> None:
     """The effects of ``change``, once it has committed."""
+    if _claimable_now(change):
+        _announce_claimable(conn)
     after_commit(conn, functools.partial(_effects, change, send))
+
+
+def _claimable_now(change: Change) -> bool:
+    # Made created with no message to send: a remote action's job, for a consumer's claim.
+    return change.status == CREATED and change.delay is None
+
+
+def _announce_claimable(conn: Session | sa.Connection) -> None:
+    """Announce, on PostgreSQL, that a remote job may be claimed once this commits."""
+    if _dialect(conn) == "postgresql":
+        conn.execute(_ANNOUNCE_CLAIMABLE)
 
 
 def _effects(change: Change, send: Send | None) -> None:
@@ -302,6 +322,8 @@ def create_many(
         )
         for row in rows
     ]
+    if any(_claimable_now(change) for change in changes):
+        _announce_claimable(conn)
     after_commit(conn, functools.partial(_effects_of_many, changes, send))
     return rows
 

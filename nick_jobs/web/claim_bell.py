@@ -5,12 +5,15 @@ submitted, handed back, retried, resumed or restarted through an API process rin
 bell once its transaction has committed, and the claims waiting there look at once: the
 consumer has its job a few milliseconds after the submit.
 
-On PostgreSQL the ring also reaches the other API processes: it is a ``NOTIFY`` in the
-same transaction, which PostgreSQL delivers at commit (never for one that rolls back),
-and each process whose claims wait hears it through a :class:`Listener`. Apart from the
-bells, a waiting claim looks every ``nick_jobs.claim_poll_interval``: for jobs that
-became claimable with no bell (a retry's backoff or a claim window that ended, a job
-the scheduler made) and while a listener can't reach the database.
+On PostgreSQL the ring also reaches the other processes: the job lifecycle announces
+each remote job made claimable with a ``NOTIFY`` in the transaction that made it
+(:data:`nick_jobs.jobs.lifecycle.CLAIMS_CHANNEL`), which PostgreSQL delivers at commit
+(never for one that rolls back), whichever process made it: an API process, the
+scheduler, the sweeper, ``pshell``. Each process whose claims wait hears it through a
+:class:`Listener`. Apart from the bells, a waiting claim looks every
+``nick_jobs.claim_poll_interval``: for jobs that became claimable with no bell (a
+retry's backoff or a claim window that ended; on SQLite, a job the scheduler made) and
+while a listener can't reach the database.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from nick_jobs.db.after_commit import after_commit
+from nick_jobs.jobs.lifecycle import CLAIMS_CHANNEL
 
 if TYPE_CHECKING:
     import psycopg
@@ -35,8 +39,7 @@ log = logging.getLogger(__name__)
 
 REGISTRY_KEY = "nick_jobs.claim_bell"
 #: The PostgreSQL notification channel of the claim bells (one per database).
-CHANNEL = "nick_jobs_claims"
-_NOTIFY = sa.select(sa.func.pg_notify(CHANNEL, ""))
+CHANNEL = CLAIMS_CHANNEL
 
 
 class ClaimBell:
@@ -183,10 +186,7 @@ def claim_bell(registry: Mapping[str, Any]) -> ClaimBell:
 
 
 def ring_after_commit(registry: Mapping[str, Any], conn: Session | sa.Connection) -> None:
-    """Ring once the transaction on ``conn`` has committed (at once on one that
-    autocommits): a claim that looks before would not see the job. On PostgreSQL the
-    other processes' listeners hear it at the same moment."""
-    bell = claim_bell(registry)
-    if bell.listener is not None:
-        conn.execute(_NOTIFY)
-    after_commit(conn, bell.ring)
+    """Ring in this process once the transaction on ``conn`` has committed (at once on
+    one that autocommits): a claim that looks before would not see the job. The other
+    processes hear the lifecycle's announcement (on PostgreSQL) at the same moment."""
+    after_commit(conn, claim_bell(registry).ring)
