@@ -81,6 +81,7 @@ from typing import Any
 
 import pytest
 
+from tests import processes
 from tests.client.test_client import PSERVE, server_env
 from tests.conftest import REQUIRE_SERVICES, ROOT, stop_process
 from tests.netutil import free_port, wait_listening
@@ -370,7 +371,7 @@ class LiveServer:
 
 
 def _nick_jobs(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
+    return processes.run(
         [sys.executable, "-m", "nick_jobs.cli.admin", *args],
         cwd=ROOT,
         env=server_env(),

@@ -26,6 +26,7 @@ from nick_jobs.settings import ENVIRONMENT_OVERRIDES, parse
 from nick_jobs.users.accounts import add_user, authenticate, list_users
 from nick_jobs.worker.queue import JobQueue
 from nick_jobs.worker.runner import JobRunner
+from tests import processes
 from tests.conftest import (
     PG_ADMIN_URL,
     PG_TEST_DB,
@@ -53,7 +54,7 @@ def clean_env(**overrides: str) -> dict[str, str]:
 
 
 def nick_jobs(*args: Any, stdin: str | None = None, env: dict[str, str] | None = None):
-    return subprocess.run(
+    return processes.run(
         [*COMMAND, *map(str, args)],
         input=stdin,
         stdin=subprocess.DEVNULL if stdin is None else None,

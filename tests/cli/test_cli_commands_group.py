@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from nick_jobs_client.cli.commands import COMMANDS
+from tests import processes
 
 SERVER_COMMANDS = {"serve", "migrate", "worker", "sweep", "users", "tokens", "scheduler"}
 
@@ -38,7 +39,7 @@ def distribution(folder: Path, entry_points: str, module: str = "") -> Path:
 
 def nick_jobs(path: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(path)}
-    return subprocess.run(
+    return processes.run(
         [sys.executable, "-m", "nick_jobs_client.cli", *args],
         env=env,
         capture_output=True,

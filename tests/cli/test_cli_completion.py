@@ -12,6 +12,7 @@ from nick_jobs.cli.admin import build_parser
 from nick_jobs_client import JOB_STATUSES, LOG_LEVELS
 from nick_jobs_client.cli.commands import COMMANDS, EXIT_USAGE
 from nick_jobs_client.cli.completion import command_specs
+from tests import processes
 from tests.cli.test_client_cli import SCRIPT
 from tests.conftest import ROOT
 
@@ -21,7 +22,7 @@ ZSH = shutil.which("zsh")
 
 
 def completion(shell: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
+    return processes.run(
         [str(SCRIPT), "completion", shell],
         stdin=subprocess.DEVNULL,
         capture_output=True,

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from nick_jobs_client import Client
+from tests import processes
 from tests.cli.test_client_cli import SCRIPT, cli_env
 from tests.client.test_client import LiveServer, live_server
 from tests.conftest import ROOT, stop_process
@@ -198,7 +199,7 @@ def test_sigterm_lets_a_running_command_finish_within_the_grace(
 
 def test_consume_needs_a_remote_action(server, config_home):
     env = cli_env(server, config_home)
-    proc = subprocess.run(
+    proc = processes.run(
         [str(SCRIPT), "consume", "dummy", "--exec", "true", "--wait", "0"],
         capture_output=True,
         text=True,
@@ -212,7 +213,7 @@ def test_consume_needs_a_remote_action(server, config_home):
 
 
 def test_consume_refuses_a_label_without_a_value(server, config_home):
-    proc = subprocess.run(
+    proc = processes.run(
         [str(SCRIPT), "consume", "x", "--exec", "true", "--labels", "team"],
         capture_output=True,
         text=True,

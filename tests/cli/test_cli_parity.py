@@ -29,6 +29,7 @@ from nick_jobs_client.cli.commands import (
     EXIT_NOT_FOUND,
     EXIT_USAGE,
 )
+from tests import processes
 from tests.cli.test_cli_stream import run_in_pty, steps_done
 from tests.cli.test_client_cli import SCRIPT, assert_fails, cli_env, run_cli
 from tests.client.test_client import USERS, LiveServer, live_server, server_env
@@ -388,7 +389,7 @@ def test_serve_serves_the_api_and_stops_on_sigterm(tmp_path):
 
 
 def test_serve_refuses_a_missing_config(tmp_path):
-    proc = subprocess.run(
+    proc = processes.run(
         [str(SCRIPT), "serve", str(tmp_path / "nowhere.ini")],
         capture_output=True,
         text=True,

@@ -22,6 +22,7 @@ import pytest
 from nick_jobs_client import DEFAULT_URL, JOB_STATUSES, Client, ClientError, token_expiry
 from nick_jobs_client.cli.commands import EXIT_AUTH, EXIT_UNAVAILABLE, EXIT_USAGE
 from nick_jobs_client.cli.sessions import utc_text
+from tests import processes
 from tests.cli.test_client_cli import CLIENT_VARIABLES, SCRIPT, assert_fails
 from tests.client.test_client import USERS, LiveServer, live_server
 from tests.conftest import ROOT
@@ -47,7 +48,7 @@ def nick_jobs(
     environment.update({"XDG_CONFIG_HOME": str(home), **env})
     if url is not None:
         environment["NICK_JOBS_URL"] = url
-    return subprocess.run(
+    return processes.run(
         [str(SCRIPT), *map(str, args)],
         input=stdin,
         stdin=subprocess.DEVNULL if stdin is None else None,

@@ -25,6 +25,7 @@ from nick_jobs_client.cli.commands import (
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
 )
+from tests import processes
 from tests.client.test_client import LiveServer, live_server
 from tests.conftest import ROOT
 from tests.netutil import free_port
@@ -48,7 +49,7 @@ def cli_env(server: LiveServer, home: Path, **extra: str) -> dict[str, str]:
 def run_cli(
     server: LiveServer, home: Path, *args: Any, stdin: str | None = None, **env: str
 ) -> subprocess.CompletedProcess:
-    return subprocess.run(
+    return processes.run(
         [str(SCRIPT), *map(str, args)],
         input=stdin,
         stdin=subprocess.DEVNULL if stdin is None else None,

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from nick_jobs_client import Client
+from tests import processes
 from tests.client.test_client import LiveServer, live_server, server_env
 from tests.conftest import ROOT
 from tests.waiting import until
@@ -48,7 +49,7 @@ def node_or_skip() -> str:
 
 def server_command(*args: Any) -> subprocess.CompletedProcess[str]:
     """A server command of the console script (it takes the ini file), as an operator runs it."""
-    return subprocess.run(
+    return processes.run(
         [str(NICK_JOBS), *map(str, args)],
         stdin=subprocess.DEVNULL,
         capture_output=True,

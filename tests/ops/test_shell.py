@@ -4,13 +4,13 @@ reads the commands from its standard input."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from nick_jobs.db import get_engine, migrations
+from tests import processes
 from tests.conftest import ROOT, base_settings, write_ini
 
 PSHELL = Path(sys.executable).with_name("pshell")
@@ -38,7 +38,7 @@ def shell_ini(tmp_path: Path) -> tuple[Path, sa.Engine]:
 
 
 def pshell(ini: Path, commands: str) -> str:
-    done = subprocess.run(
+    done = processes.run(
         [str(PSHELL), "-p", "python", str(ini)],
         input=commands,
         capture_output=True,

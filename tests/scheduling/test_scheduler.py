@@ -50,6 +50,7 @@ from nick_jobs.settings import parse as parse_base_settings
 from nick_jobs.users import tokens
 from nick_jobs.users.accounts import add_user, remove_user
 from nick_jobs.users.model import User
+from tests import processes
 from tests.conftest import (
     PG_ADMIN_URL,
     PG_TEST_DB,
@@ -862,7 +863,7 @@ def test_the_scheduler_command_is_listed_and_refuses_the_embedded_broker(tmp_pat
         tmp_path / "stub.ini",
         base_settings(**{"sqlalchemy.url": f"sqlite:///{tmp_path / 'x.sqlite'}"}),
     )
-    proc = subprocess.run(
+    proc = processes.run(
         [sys.executable, "-m", "nick_jobs.cli", "scheduler", str(ini)],
         capture_output=True,
         text=True,

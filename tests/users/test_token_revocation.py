@@ -33,6 +33,7 @@ from nick_jobs.streams import tickets
 from nick_jobs.users import tokens
 from nick_jobs.users.accounts import add_user, remove_user, update_user
 from nick_jobs.users.model import User
+from tests import processes
 from tests.conftest import (
     JWT_SECRET,
     PASSWORDS,
@@ -285,7 +286,7 @@ def test_a_known_token_is_refused_on_every_path_after_a_password_change(live, ba
 
 
 def nick_jobs_cli(*args: Any, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
+    return processes.run(
         [sys.executable, "-m", "nick_jobs.cli", *map(str, args)],
         capture_output=True,
         text=True,
