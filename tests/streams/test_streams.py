@@ -544,7 +544,9 @@ def test_a_stream_ends_at_its_lifetime_and_asks_to_reconnect(make_app, backend):
     reset_database(backend.engine)
     app = make_app(
         **{
-            "nick_jobs.stream_max_lifetime": "0.5",
+            # Twenty keep-alives' worth of lifetime: two come even when a loaded machine
+            # leaves the stream's thread waiting for most of it.
+            "nick_jobs.stream_max_lifetime": "2",
             "nick_jobs.stream_keepalive": "0.1",
             "nick_jobs.embedded_worker_threads": "0",
             "nick_jobs.queue": "nobody_consumes_streams",
