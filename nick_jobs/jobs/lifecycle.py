@@ -964,7 +964,10 @@ def lost_jobs(
             jobs.c.id,
         )
         .where(jobs.c.status == RUNNING, sa.or_(sa.and_(_MESSAGED, stale), lapsed))
-        .order_by(jobs.c.heartbeat)
+        # The longest silent first, the same on every database (which put NULLs at
+        # different ends), ties in a fixed order: the batch a sweep takes when more are
+        # lost than its limit.
+        .order_by(sa.func.coalesce(jobs.c.heartbeat, jobs.c.started).nulls_first(), jobs.c.id)
         .limit(limit)
     ).all()
     return [

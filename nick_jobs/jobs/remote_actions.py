@@ -297,7 +297,9 @@ def get(conn: Session | sa.Connection, name: str) -> RemoteJobAction | None:
 
 def every(conn: Session | sa.Connection) -> list[RemoteJobAction]:
     rows = conn.execute(
-        sa.select(remote_actions.c.name, remote_actions.c.version, remote_actions.c.definition)
+        sa.select(
+            remote_actions.c.name, remote_actions.c.version, remote_actions.c.definition
+        ).order_by(remote_actions.c.name)
     ).all()
     return [RemoteJobAction(row.name, row.version, row.definition) for row in rows]
 

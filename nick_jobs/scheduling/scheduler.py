@@ -332,9 +332,9 @@ def sync_declared(registry: Registry, now: dt.datetime | None = None) -> None:
         rows = {
             row.id: row
             for row in conn.execute(
-                sa.select(scheduled).where(
-                    sa.or_(scheduled.c.declared.is_(True), scheduled.c.id.in_(list(wanted)))
-                )
+                sa.select(scheduled)
+                .where(sa.or_(scheduled.c.declared.is_(True), scheduled.c.id.in_(list(wanted))))
+                .order_by(scheduled.c.id)
             )
         }
         for id_, values in wanted.items():

@@ -135,6 +135,25 @@ def test_rescue_retries_when_attempts_are_left_else_fails_worker_lost(backend):
     assert row(backend.engine, retried.uuid).error["type"] == "WorkerLost"
 
 
+def test_lost_jobs_come_longest_silent_first_and_ties_in_creation_order(backend):
+    """The order a sweep takes lost jobs in when there are more than its batch: the same
+    on every database, a job that never beat by its start, jobs that beat together by id."""
+    reset_database(backend.engine)
+    together = [started(backend.engine) for _ in range(3)]
+    never_beat = started(backend.engine)
+    with transaction(backend.engine) as conn:
+        # One heartbeat for a process's jobs: one time for all of them. The other job
+        # started before it and has no heartbeat (as a row from before heartbeats).
+        lifecycle.heartbeat(conn, {job.uuid: job.attempt for job in reversed(together)}, later(1))
+        conn.execute(jobs.update().where(jobs.c.uuid == never_beat.uuid).values(heartbeat=None))
+    with backend.engine.connect() as conn:
+        lost = lifecycle.lost_jobs(conn, LEASE, later(LEASE + 2))
+        first_two = lifecycle.lost_jobs(conn, LEASE, later(LEASE + 2), limit=2)
+    order = [never_beat.uuid, *(job.uuid for job in together)]
+    assert [job.uuid for job in lost] == order
+    assert [job.uuid for job in first_two] == order[:2]
+
+
 def test_a_heartbeat_that_lands_first_wins_over_the_rescue(backend):
     reset_database(backend.engine)
     job = started(backend.engine)
