@@ -44,6 +44,7 @@ NAME = "consumers"
 SERVICES = {"postgresql", "redis"}
 ACTION = "bench_noop"
 CONSUMERS = 4
+PY_CONCURRENCY = 16
 LIMIT = 50
 BATCH = 500
 SUBMIT = json.dumps({"params": {"action": ACTION}}).encode()
@@ -99,6 +100,28 @@ def drain_once(run: Run, server: Server, token: str, n: int) -> tuple[float, flo
     if statuses.get("completed") != n:
         raise RuntimeError(f"expected {n} completed jobs, found {statuses}")
     return n / (last - first), cpu_ms, summaries
+
+
+def python_drain_once(run: Run, server: Server, token: str, n: int) -> tuple[float, dict]:
+    """(jobs/s, the consumer's summary) of one ``python_consumer.py`` process."""
+    run.truncate_jobs()
+    presubmit(server, token, n)
+    script = str(ROOT / "benchmarks" / "python_consumer.py")
+    args = ["--url", f"http://127.0.0.1:{server.port}", "--token", token, "--action", ACTION]
+    proc = run.spawn(
+        "python-consumer",
+        [sys.executable, script, *args, "--jobs", str(n), "--concurrency", str(PY_CONCURRENCY)],
+    )
+    proc.wait(timeout=max(120, n / 20))
+    run.stop(proc)
+    lines = (run.run_dir / "python-consumer.log").read_text().strip().splitlines()
+    summary = json.loads(lines[-1]) if lines else {"ended": {}}
+    if proc.returncode != 0:
+        raise RuntimeError(f"the Python consumer exited with {proc.returncode}: {summary}")
+    first, last, _, statuses = run.finished_span()
+    if statuses.get("completed") != n:
+        raise RuntimeError(f"expected {n} completed jobs, found {statuses}")
+    return n / (last - first), summary
 
 
 def _complete(conn: httpload.Connection, port: int, token: str, job: dict) -> None:
@@ -308,6 +331,17 @@ def run(run: Run) -> dict[str, float]:
         )
         rates.append(rate)
         cpus.append(cpu_ms)
+    py_rates: list[float] = []
+    py_n = mode.consumer_n // 4
+    for r in range(mode.repeats):
+        rate, summary = python_drain_once(run, server, token, py_n)
+        requests = sum(summary["requests"].values())
+        log(
+            f"Python consumer run {r + 1} ({py_n:,} jobs, concurrency {PY_CONCURRENCY}): "
+            f"{rate:,.0f} jobs/s, {requests / py_n:.2f} requests a job "
+            f"({summary['requests']}); load average {os.getloadavg()[0]:.1f}"
+        )
+        py_rates.append(rate)
     latency = claim_latency(run, server, token, mode.claim_samples)
     # Another API process on the same database: a job submitted there reaches the claim's
     # process by NOTIFY.
@@ -319,6 +353,7 @@ def run(run: Run) -> dict[str, float]:
     return {
         "consumer_jobs_per_s": median(rates),
         "consumer_api_cpu_ms_per_job": median(cpus),
+        "consumer_python_jobs_per_s": median(py_rates),
         **latency,
         **parts,
     }

@@ -292,6 +292,56 @@ def test_a_job_that_a_waiting_claim_brings_after_the_stop_is_released(server, ad
     assert (job["status"], job["attempt"]) == ("created", 2)
 
 
+class CountingClient(Client):
+    """A client that counts its requests (each is still sent) by method and path."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sent: list[str] = []
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        self.sent.append(f"{method} {path}")
+        return super().request(method, path, **kwargs)
+
+
+def test_jobs_that_end_together_are_completed_together(server, admin, action):
+    """The completions of jobs that end while another's is on its way go in one batch
+    complete; each job still gets its own outcome: a result the action's schema refuses
+    fails its job alone, as one that is not JSON does."""
+    define(
+        admin,
+        action,
+        result={"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]},
+    )
+    n = 20
+    together = threading.Barrier(n)
+
+    def numbered(context: JobContext) -> dict:
+        together.wait(timeout=30)
+        k = context.params["k"]
+        return {"n": "many"} if k == 3 else {"n": object()} if k == 7 else {"n": k}
+
+    jobs = admin.submit_jobs([{"params": {"action": action, "k": k}} for k in range(n)])
+    client = CountingClient(server.url, admin.token)
+    finished: list[tuple[str, str, str | None]] = []
+    consumer = Consumer(client, [action], numbered, concurrency=n, wait=1, on_end=ends(finished))
+    with consuming(consumer):
+        until(lambda: len(finished) == n, f"the {n} jobs to end", 60)
+    done = {job["uuid"]: admin.get_job(job["uuid"]) for job in jobs}
+    outcomes = [(done[job["uuid"]]["status"], done[job["uuid"]]["result"]) for job in jobs]
+    assert outcomes == [
+        ("failed", {}) if k in (3, 7) else ("completed", {"n": k}) for k in range(n)
+    ]
+    assert done[jobs[3]["uuid"]]["error"]["type"] == "InvalidResult"
+    assert "result" in done[jobs[3]["uuid"]]["error"]["message"]
+    assert done[jobs[7]["uuid"]]["error"]["type"] == "TypeError"
+    assert "not JSON" in done[jobs[7]["uuid"]]["error"]["message"]
+    completes = [sent for sent in client.sent if sent.endswith("complete")]
+    assert set(completes) == {"POST /@jobs/@complete"}
+    # 19 jobs sent a completion (7's never could); 3's was refused in its batch.
+    assert len(completes) <= 19 // 2
+
+
 CONSUMER_SCRIPT = textwrap.dedent(
     """
     import sys

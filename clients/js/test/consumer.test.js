@@ -484,6 +484,68 @@ describe('work()', () => {
     }
   });
 
+  test('jobs that end together are completed together, each with its own outcome', async () => {
+    const result = { type: 'object', properties: { n: { type: 'integer' } }, required: ['n'] };
+    await declare('js-work-together', { result });
+    const n = 20;
+    const jobs = await Promise.all(
+      Array.from({ length: n }, (_, k) => submit('js-work-together', String(k))),
+    );
+    const completes = [];
+    const counted = Client.initialize({
+      apiPath: server.url,
+      timeout: 10000,
+      fetch: (url, init) => {
+        if (String(url).endsWith('complete')) completes.push(new URL(url).pathname);
+        return fetch(url, init);
+      },
+    });
+    const all = signal();
+    let running = 0;
+    const controller = new AbortController();
+    const errors = [];
+    const done = counted.work(
+      ['js-work-together'],
+      async (job) => {
+        running += 1;
+        if (running === n) all.resolve();
+        await within(all.promise, 20000, `all ${n} jobs running`);
+        const k = Number(job.params.site);
+        // 3's result breaks the schema; 7's is no JSON (a BigInt): each fails alone.
+        if (k === 3) return { n: 'many' };
+        if (k === 7) return { n: 10n };
+        return { n: k };
+      },
+      {
+        token: worker,
+        wait: 1,
+        concurrency: n,
+        signal: controller.signal,
+        onError: (error) => errors.push(error),
+      },
+    );
+    try {
+      for (const [k, job] of jobs.entries()) {
+        const ended = await waitForStatus(job.uuid, ['completed', 'failed']);
+        if (k === 3 || k === 7) {
+          assert.equal(ended.status, 'failed');
+          assert.equal(ended.error.type, k === 3 ? 'InvalidResult' : 'TypeError');
+        } else {
+          assert.equal(ended.status, 'completed');
+          assert.deepEqual(ended.result, { n: k });
+        }
+      }
+    } finally {
+      controller.abort();
+      await within(done, 20000, 'work() ending');
+    }
+    assert.deepEqual(errors, []);
+    assert.ok(completes.length > 0);
+    assert.ok(completes.every((path) => path.endsWith('/@jobs/@complete')), String(completes));
+    // 19 completions were sent (7's could not be): a few requests carried them all.
+    assert.ok(completes.length <= 9, `${completes.length} complete requests`);
+  });
+
   test('an aborted signal: a handler ends within grace, the rest are handed back', async () => {
     await declare('js-work-shutdown');
     const quick = await submit('js-work-shutdown', 'quick');
