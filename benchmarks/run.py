@@ -98,6 +98,8 @@ METRICS: dict[str, tuple[str, str | None, float | None, str | None]] = {
     # The worker benchmark's figure is beside it when both ran in the same run.
     "consumer_jobs_per_s": ("jobs/s", ">=", 500, "worker_jobs_per_s"),
     "consumer_vs_worker": ("ratio", None, None, None),
+    # One process of the Python client's Consumer, beside the 4 raw consumer processes.
+    "consumer_python_jobs_per_s": ("jobs/s", None, None, "consumer_jobs_per_s"),
     "claim_latency_p50_ms": ("ms", "<=", 20, "claim_latency_baseline_p50_ms"),
     "claim_latency_p99_ms": ("ms", None, None, "claim_latency_baseline_p99_ms"),
     "claim_latency_other_p50_ms": ("ms", None, None, None),
