@@ -1477,7 +1477,12 @@ class ClaimedJob {
     }
     const answer = await this.consumer.complete(this, result);
     // A refused lease is no error: the job was aborted or went to another attempt.
-    if (answer.completed || answer.error?.type !== 'Validation error') return;
+    if (answer.completed || answer.error?.type === 'Lease refused') return;
+    if (answer.error?.type !== 'Validation error') {
+      throw new NickJobsError(answer.error?.message ?? 'the job was not completed', {
+        body: { error: answer.error },
+      });
+    }
     // The result does not fit the action's schema: the job would run until its lease
     // ran out, so it fails, saying why.
     const { fields } = answer.error;

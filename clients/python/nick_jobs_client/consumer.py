@@ -297,7 +297,9 @@ class _Completion:
         self.result = result
         self.sent = False
         # None: completed; else what its own POST /@jobs/{uuid}/complete would have raised.
-        self.error: ClientError | None = None
+        # Until its batch's answer says otherwise, it did not go: a sender that failed
+        # unexpectedly leaves no job taken for completed.
+        self.error: ClientError | None = ClientError("its batch complete was not sent")
 
 
 class _Completions:
