@@ -355,6 +355,16 @@ def app(backend, make_app) -> Client:
 
 
 @pytest.fixture
+def unconsumed_queue(backend) -> Iterator[str]:
+    """A queue name of this test's own, which no worker consumes: the messages sent to
+    it stay there, and on RabbitMQ (where queues outlive the run) it is deleted after."""
+    queue = f"nobody_consumes_{secrets.token_hex(4)}"
+    yield queue
+    if backend.name == "postgres-rabbitmq":
+        _purge_rabbitmq(queue)
+
+
+@pytest.fixture
 def app_without_worker(backend, make_app) -> Client:
     """An app whose jobs nobody runs: they stay ``created`` until a test says otherwise."""
     reset_database(backend.engine)

@@ -346,8 +346,8 @@ def test_abort_of_a_handler_that_checks(ctl, tmp_path):
     asked = time.time()
     ctl.post(f"/@jobs/{job['uuid']}/abort", headers=ctl.auth(), status=204)
     # Its grace is 30 s: stopping within seconds means it stopped by checking.
-    stopped = marked(marker, "JobAborted", timeout=10)
-    assert stopped - asked < 3
+    stopped = marked(marker, "JobAborted", timeout=20)
+    assert stopped - asked < 15
     assert ctl.get(f"/@jobs/{job['uuid']}", headers=ctl.auth()).json["status"] == "aborted"
     # The worker thread is free again.
     echo = ctl.submit({"action": "echo", "message": "after"})
@@ -360,9 +360,9 @@ def test_abort_of_a_handler_that_never_checks(ctl, tmp_path):
     marked(marker, "running")
     asked = time.time()
     ctl.post(f"/@jobs/{job['uuid']}/abort", headers=ctl.auth("alice"), status=204)
-    interrupted = marked(marker, "JobInterrupted", timeout=10)
-    # Interrupted once its grace was over, within about a second more.
-    assert OBLIVIOUS_GRACE - 0.1 <= interrupted - asked < OBLIVIOUS_GRACE + 3
+    interrupted = marked(marker, "JobInterrupted", timeout=20)
+    # Interrupted once its grace was over, within seconds more (it would run for 60).
+    assert OBLIVIOUS_GRACE - 0.1 <= interrupted - asked < OBLIVIOUS_GRACE + 10
     aborted = ctl.get(f"/@jobs/{job['uuid']}", headers=ctl.auth("alice")).json
     assert (aborted["status"], aborted["result"]) == ("aborted", {})
     assert [(e, by) for e, by, _, _ in events(ctl.backend.engine, job["uuid"])] == [
@@ -626,12 +626,13 @@ def test_a_retry_waiting_at_start_up_is_sent_delayed_until_its_next_run(tmp_path
             conn.execute(jobs.update().where(jobs.c.uuid == waiting).values(next_run=later))
         with engine.connect() as conn:
             assert lifecycle.send_waiting(conn, queue.send) == 2
-        now_ms = time.time() * 1000
         name = queue.settings.queue_name
         [now] = [Message.decode(m) for m in queue.broker.queues[name].queue]
         [delayed] = [Message.decode(m) for m in queue.broker.queues[dq_name(name)].queue]
         assert (list(now.args), list(delayed.args)) == ([due], [waiting])
-        assert 29_000 < delayed.options["eta"] - now_ms <= 30_100
+        # Delivered at its next_run (and a few milliseconds' margin), however long the
+        # sending took.
+        assert 0 <= delayed.options["eta"] - later.timestamp() * 1000 < 1_000
     finally:
         engine.dispose()
 

@@ -837,9 +837,10 @@ def wait_for(predicate, timeout: float, what: str):
 
 
 def _due_now(world: World, id_: str) -> None:
-    """A scheduled job whose slot came a second ago (real time)."""
+    """A scheduled job whose slot came a second ago (real time), and whose next is months
+    away: a test that outlasts a minute boundary still sees one firing."""
     world.clock.now = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
-    world.add(id_, "* * * * *")
+    world.add(id_, "0 0 1 1 *")
     with world.engine.begin() as conn:
         conn.execute(scheduled.update().values(next_run=world.clock.now))
 

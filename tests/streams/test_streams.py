@@ -445,14 +445,14 @@ def test_a_refused_follow_creates_no_job(make_app, backend):
     assert app.get("/@jobs", headers=app.auth()).json == []
 
 
-def test_streams_are_capped_per_user_and_per_process(make_app, backend):
+def test_streams_are_capped_per_user_and_per_process(make_app, backend, unconsumed_queue):
     reset_database(backend.engine)
     app = make_app(
         **{
             "nick_jobs.stream_max_per_user": "2",
             "nick_jobs.stream_max_per_process": "3",
             "nick_jobs.embedded_worker_threads": "0",
-            "nick_jobs.queue": "nobody_consumes_streams",
+            "nick_jobs.queue": unconsumed_queue,
         }
     )
     job = app.submit({"action": "echo", "message": "hi"}, login="alice")
@@ -498,7 +498,7 @@ def raw_stream(address: tuple[str, int], path: str, token: str) -> tuple[socket.
     return sock, int(head.split(b" ", 2)[1])
 
 
-def test_a_gone_clients_stream_slot_is_free_within_5_s(make_app, backend):
+def test_a_gone_clients_stream_slot_is_free_within_5_s(make_app, backend, unconsumed_queue):
     """Streams opened up to both caps and closed by their clients give their slots back
     within 5 s, although no event or keepalive (every 15 s) is due to be written."""
     reset_database(backend.engine)
@@ -508,7 +508,7 @@ def test_a_gone_clients_stream_slot_is_free_within_5_s(make_app, backend):
             "nick_jobs.stream_max_per_process": "3",
             "nick_jobs.stream_keepalive": "15",
             "nick_jobs.embedded_worker_threads": "0",
-            "nick_jobs.queue": "nobody_consumes_streams",
+            "nick_jobs.queue": unconsumed_queue,
         }
     )
     job = app.submit({"action": "echo", "message": "hi"}, login="alice")
@@ -540,7 +540,7 @@ def test_a_gone_clients_stream_slot_is_free_within_5_s(make_app, backend):
             sock.close()
 
 
-def test_a_stream_ends_at_its_lifetime_and_asks_to_reconnect(make_app, backend):
+def test_a_stream_ends_at_its_lifetime_and_asks_to_reconnect(make_app, backend, unconsumed_queue):
     reset_database(backend.engine)
     app = make_app(
         **{
@@ -549,7 +549,7 @@ def test_a_stream_ends_at_its_lifetime_and_asks_to_reconnect(make_app, backend):
             "nick_jobs.stream_max_lifetime": "2",
             "nick_jobs.stream_keepalive": "0.1",
             "nick_jobs.embedded_worker_threads": "0",
-            "nick_jobs.queue": "nobody_consumes_streams",
+            "nick_jobs.queue": unconsumed_queue,
         }
     )
     job = app.submit({"action": "dummy"})
@@ -693,7 +693,7 @@ def test_a_stream_survives_a_database_outage_and_catches_up(pg_url):
         direct.dispose()
 
 
-def test_the_all_jobs_stream_starts_when_it_is_asked_for(make_app, backend):
+def test_the_all_jobs_stream_starts_when_it_is_asked_for(make_app, backend, unconsumed_queue):
     """A job that comes and goes while the stream is being set up, before the process
     first looks for changes, is still sent."""
     reset_database(backend.engine)
@@ -701,7 +701,7 @@ def test_the_all_jobs_stream_starts_when_it_is_asked_for(make_app, backend):
         **{
             "nick_jobs.stream_poll_interval": "0.5",
             "nick_jobs.embedded_worker_threads": "0",
-            "nick_jobs.queue": "nobody_consumes_streams",
+            "nick_jobs.queue": unconsumed_queue,
         }
     )
     with serving(app) as address:

@@ -37,12 +37,13 @@ def test_a_second_decode_of_the_same_token_is_not_verified_again(monkeypatch):
 
 def test_a_remembered_token_is_refused_once_it_expires():
     s = settings(**{"nick_jobs.jwt_leeway": "0"})
-    # exp two seconds ahead: valid now, remembered, then expired.
-    now = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=s.jwt_lifetime_s - 2)
+    # exp five seconds ahead (whole seconds, so four to five): valid now, remembered,
+    # then expired.
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=s.jwt_lifetime_s - 5)
     token = tokens.issue(s, "alice", "Alice", now=now)
     exp = tokens.decode(s, token).exp.timestamp()
     assert tokens._VERIFIED
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 15
     while time.time() <= exp:
         assert time.monotonic() < deadline
         time.sleep(0.05)

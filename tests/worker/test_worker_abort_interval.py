@@ -115,16 +115,16 @@ def test_an_abort_interrupts_a_handler_within_the_interval(backend, engine):
     try:
         thread.start()
         assert started.wait(10)
-        aborting_at = time.monotonic()
         with transaction(backend.engine) as conn:
             lifecycle.abort(conn, uuid, "admin")
+        aborted_at = time.monotonic()  # committed: the looks from here may see it
         thread.join(20)
     finally:
         sa.event.remove(engine, "before_cursor_execute", count)
     assert outcome == ["aborted"]
     # Counted in the watcher's looks, not in seconds (a busy machine stretches those):
-    # one may start while the abort commits, the next sees it and interrupts the
-    # handler, and another may start while the interrupted thread waits for its turn.
-    # Missed, the handler would have run on through about 600 more.
-    after = [t for t in looks if aborting_at < t < stopped_at[0]]
-    assert 1 <= len(after) <= 4, (len(after), stopped_at[0] - aborting_at)
+    # the first after the commit sees the abort and interrupts the handler; a few more
+    # may start while the interrupted thread waits for the CPU. Missed, the handler
+    # would have run on through about 600 more.
+    after = [t for t in looks if aborted_at < t < stopped_at[0]]
+    assert len(after) <= 20, (len(after), stopped_at[0] - aborted_at)

@@ -78,11 +78,11 @@ def includeme(config) -> None:
 
 
 @pytest.fixture
-def app(backend, make_app):
+def app(backend, make_app, unconsumed_queue):
     reset_database(backend.engine)
     return make_app(
         **{"nick_jobs.includes": INCLUDES, "nick_jobs.embedded_worker_threads": "0"}
-        | ({"nick_jobs.queue": "nobody_consumes_state_log"} if backend.real_worker else {})
+        | ({"nick_jobs.queue": unconsumed_queue} if backend.real_worker else {})
     )
 
 
