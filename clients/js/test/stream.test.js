@@ -64,7 +64,8 @@ describe('streamJob', () => {
   });
 
   test('lastEventId starts after that event', async () => {
-    const id = await submit({ sleep: 1, steps: 4 });
+    // A second a step: the stream, opened once the job runs, sees a line before the end.
+    const id = await submit({ sleep: 4, steps: 4 });
     await waitForStatus(id, ['running']);
     const first = await collect(cli.streamJob({ token: admin, params: { id } }), (e) => e.event === 'log');
     const seen = messages(first);
@@ -112,7 +113,8 @@ describe('streamJob', () => {
     const relay = await startRelay(new URL(server.url).port);
     try {
       const through = Client.initialize({ apiPath: relay.url });
-      const id = await submit({ sleep: 1.5, steps: 5 });
+      // A second a step: the stream, opened once the job runs, is cut before the end.
+      const id = await submit({ sleep: 5, steps: 5 });
       await waitForStatus(id, ['running']);
       const events = [];
       for await (const event of through.streamJob({ token: admin, params: { id } })) {
@@ -174,7 +176,8 @@ describe('a server whose streams end every 0.7 s', () => {
     const token = (await short.login({ data: { login: 'admin', password: USERS.admin } })).data.token;
     const { data: job } = await short.createJob({
       token,
-      data: { params: { action: 'dummy', sleep: 2.5, steps: 5 } },
+      // A second a step: the stream is open for three lines and a lifetime before the end.
+      data: { params: { action: 'dummy', sleep: 5, steps: 5 } },
     });
     const events = await collect(short.streamJob({ token, params: { id: job.uuid } }));
     const closes = events.filter((e) => e.event === 'close').map((e) => e.data);
