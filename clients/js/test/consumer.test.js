@@ -552,9 +552,13 @@ describe('work()', () => {
     const slow = await submit('js-work-shutdown', 'slow');
     const controller = new AbortController();
     const released = signal();
+    const bothRunning = signal();
+    let running = 0;
     const done = cli.work(
       ['js-work-shutdown'],
       async (job, ctx) => {
+        running += 1;
+        if (running === 2) bothRunning.resolve();
         if (job.params.site === 'quick') {
           // Ends once the consumer shuts down: within the grace.
           await within(
@@ -571,8 +575,9 @@ describe('work()', () => {
       },
       { token: worker, concurrency: 2, wait: 2, grace: 300, signal: controller.signal },
     );
-    await waitForStatus(quick.uuid, ['running']);
-    await waitForStatus(slow.uuid, ['running']);
+    // Both handlers run (a job the server shows running may still be in the claim's
+    // answer, on its way: a stop then hands it back without running it).
+    await within(bothRunning.promise, 20000, 'both handlers running');
     controller.abort();
     await within(done, 20000, 'work() ending');
     const reason = await within(released.promise, 1000, 'the release');
