@@ -235,7 +235,9 @@ def results_section(results: dict, run: Run, elapsed: float) -> str:
         "`sse_get_p99_ms`, the same `GET` load on the same process with no stream open; "
         "for `bulk_submit_jobs_per_s`, raw multi-row INSERTs of 500 and their Dramatiq sends "
         "(`bulk_one_request_ms`: the same parts, one request's worth); for "
-        "`consumer_jobs_per_s`, `worker_jobs_per_s` of the same run; for the claim latency, "
+        "`consumer_jobs_per_s`, `worker_jobs_per_s` of the same run; for "
+        "`consumer_python_jobs_per_s` (one Python `Consumer` process), the 4 raw consumer "
+        "processes' `consumer_jobs_per_s`; for the claim latency, "
         "a claim sent right after the submit's answer, with no wait.",
     ]
     return "\n".join(lines)
