@@ -39,11 +39,16 @@ def engine(app_without_worker) -> Iterator[sa.Engine]:
 
 @contextlib.contextmanager
 def counted(engine: sa.Engine) -> Iterator[list[str]]:
+    """The statements the job's run makes on ``engine``: those of this thread, which runs
+    it, and of the thread that writes its progress. Not the abort watcher's looks, which
+    are the process's, taken whenever its thread wakes, nor those of any other thread
+    that shares the engine in this process."""
     statements: list[str] = []
+    runs_it = threading.current_thread()
 
     def count(conn, cursor, statement, parameters, context, executemany):
-        # The abort watcher's looks are the process's, taken whenever its thread wakes.
-        if threading.current_thread().name != "nick-jobs-watcher":
+        thread = threading.current_thread()
+        if thread is runs_it or thread.name == "nick-jobs-progress":
             statements.append(" ".join(statement.split()))
 
     sa.event.listen(engine, "before_cursor_execute", count)
