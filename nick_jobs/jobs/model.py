@@ -25,6 +25,11 @@ class JobStatus(enum.StrEnum):
 FINISHED_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.ABORTED})
 
 
+def _partial_index(name: str, *columns: str, where: str) -> sa.Index:
+    """An index over the rows ``where`` holds, on PostgreSQL and SQLite alike."""
+    return sa.Index(name, *columns, postgresql_where=sa.text(where), sqlite_where=sa.text(where))
+
+
 class Job(Base):
     __tablename__ = "jobs"
 
@@ -81,29 +86,19 @@ class Job(Base):
         sa.Index("ix_jobs_action_id", "action", "id"),
         sa.UniqueConstraint("actor", "idempotency_key", name="uq_jobs_actor_idempotency_key"),
         # Small by design: only unfinished jobs are in it, whatever the table's size.
-        sa.Index(
-            "ix_jobs_unfinished",
-            "status",
-            "heartbeat",
-            postgresql_where=sa.text("status IN ('created', 'running')"),
-            sqlite_where=sa.text("status IN ('created', 'running')"),
+        _partial_index(
+            "ix_jobs_unfinished", "status", "heartbeat", where="status IN ('created', 'running')"
         ),
         # Jobs finished per minute (GET /@jobs/@stats): finished jobs only, so starts,
         # heartbeats and progress never write to it.
-        sa.Index(
-            "ix_jobs_finished",
-            "finished",
-            postgresql_where=sa.text("finished IS NOT NULL"),
-            sqlite_where=sa.text("finished IS NOT NULL"),
-        ),
+        _partial_index("ix_jobs_finished", "finished", where="finished IS NOT NULL"),
         # Remote jobs waiting for a claim, by action and age: a claim reads the oldest
         # of its action in order, whatever waits besides (migration 0012).
-        sa.Index(
+        _partial_index(
             "ix_jobs_claimable",
             "action",
             "id",
-            postgresql_where=sa.text("status = 'created' AND action_version IS NOT NULL"),
-            sqlite_where=sa.text("status = 'created' AND action_version IS NOT NULL"),
+            where="status = 'created' AND action_version IS NOT NULL",
         ),
     )
 

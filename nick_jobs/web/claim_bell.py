@@ -12,8 +12,8 @@ each remote job made claimable with a ``NOTIFY`` in the transaction that made it
 scheduler, the sweeper, ``pshell``. Each process whose claims wait hears it through a
 :class:`Listener`. Apart from the bells, a waiting claim looks every
 ``nick_jobs.claim_poll_interval``: for jobs that became claimable with no bell (a
-retry's backoff or a claim window that ended; on SQLite, a job the scheduler made) and
-while a listener can't reach the database.
+retry's backoff or a claim window that ended; on SQLite, a job the scheduler made or the
+sweeper rescued) and while a listener can't reach the database.
 """
 
 from __future__ import annotations
@@ -38,8 +38,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REGISTRY_KEY = "nick_jobs.claim_bell"
-#: The PostgreSQL notification channel of the claim bells (one per database).
-CHANNEL = CLAIMS_CHANNEL
 
 
 class ClaimBell:
@@ -166,7 +164,7 @@ class Listener:
         pooled.detach()
         try:
             conn.autocommit = True
-            conn.execute(f"LISTEN {CHANNEL}")
+            conn.execute(f"LISTEN {CLAIMS_CHANNEL}")
             self.listening.set()
             self.bell.ring()
             while True:

@@ -22,11 +22,12 @@ import sqlalchemy as sa
 from nick_jobs import main
 from nick_jobs.db import get_engine
 from nick_jobs.db.meta import utcnow
+from nick_jobs.jobs.lifecycle import CLAIMS_CHANNEL
 from nick_jobs.scheduling.scheduler import Scheduler
 from nick_jobs.settings import parse
 from nick_jobs.users import tokens
-from nick_jobs.web.claim_bell import CHANNEL, ClaimBell
 from nick_jobs.web.claim_bell import REGISTRY_KEY as CLAIM_BELL
+from nick_jobs.web.claim_bell import ClaimBell
 from nick_jobs.worker.sweeper import Sweeper
 from tests.conftest import Backend, Client, api_only_settings, pserve, reset_database
 from tests.jobs.test_consumers import (
@@ -43,7 +44,7 @@ QUIET = {"nick_jobs.claim_poll_interval": "60"}
 LISTENING = sa.text(
     "SELECT pid FROM pg_stat_activity "
     "WHERE datname = current_database() AND query = :listen AND pid <> pg_backend_pid()"
-).bindparams(listen=f"LISTEN {CHANNEL}")
+).bindparams(listen=f"LISTEN {CLAIMS_CHANNEL}")
 
 
 def bell_of(app: Client) -> ClaimBell:
